@@ -1,0 +1,185 @@
+"""Provider metadata as data: modules, connection types and their form fields.
+
+Airflow 3.2+ renders connection forms from ``conn-fields`` / ``ui-field-behaviour`` here; it
+does not import the hooks to build the form (reference/airflow.md §A.3).
+"""
+
+from __future__ import annotations
+
+from threatq_provider import __version__
+
+_THREATQ_FIELDS = {
+    "client_id": {
+        "label": "Client ID",
+        "description": "OAuth client id of the ThreatQ instance (My Account > API Credentials).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "client_secret": {
+        "label": "Client secret",
+        "description": "Client-credentials grant: secret of an OAuth client. Leave empty to use "
+        "the password grant with Login/Password.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "verify_tls": {
+        "label": "Verify TLS",
+        "description": "Verify the server's TLS certificate.",
+        "schema": {"type": "boolean", "default": True},
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "description": "Path to a PEM CA bundle used to verify the server (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "HTTP(S) proxy for all calls, e.g. http://proxy:3128 (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "timeout": {
+        "label": "Timeout (s)",
+        "description": "Read timeout per request in seconds (connect timeout is 10 s).",
+        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+    },
+    "page_size": {
+        "label": "Page size",
+        "description": "Indicators per API page when polling.",
+        "schema": {"type": ["integer", "null"], "default": 1000, "minimum": 1, "maximum": 10000},
+    },
+}
+
+_MISP_FIELDS = {
+    "verify_tls": {
+        "label": "Verify TLS",
+        "description": "Verify the MISP server's TLS certificate.",
+        "schema": {"type": "boolean", "default": True},
+    },
+    "ca_bundle": {
+        "label": "CA bundle path",
+        "description": "Path to a PEM CA bundle used to verify MISP (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "HTTP(S) proxy for MISP calls (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "timeout": {
+        "label": "Timeout (s)",
+        "description": "Timeout per MISP request in seconds.",
+        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+    },
+}
+
+_ES_FIELDS = {
+    "api_key": {
+        "label": "API key",
+        "description": "Elasticsearch API key (base64 'id:key' form). Takes precedence over Login/Password.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "cloud_id": {
+        "label": "Cloud ID",
+        "description": "Elastic Cloud deployment id; replaces Host.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "verify_certs": {
+        "label": "Verify TLS",
+        "description": "Verify the cluster's TLS certificate.",
+        "schema": {"type": "boolean", "default": True},
+    },
+    "ca_certs": {
+        "label": "CA bundle path",
+        "description": "Path to a PEM CA bundle for the cluster (optional).",
+        "schema": {"type": ["string", "null"]},
+    },
+    "request_timeout": {
+        "label": "Request timeout (s)",
+        "description": "Timeout per Elasticsearch request in seconds.",
+        "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
+    },
+}
+
+PROVIDER_INFO: dict = {
+    "package-name": "airflow-provider-threatq",
+    "name": "ThreatQ",
+    "description": "ThreatQuotient (ThreatQ) API actions, ThreatQ indicators to Elasticsearch in ECS "
+    "with IOC expiry sweeps, and ThreatQ events shared to MISP.",
+    "versions": [__version__],
+    "integrations": [
+        {
+            "integration-name": "ThreatQ",
+            "external-doc-url": "https://www.threatq.com/",
+            "tags": ["software"],
+        },
+        {
+            "integration-name": "MISP",
+            "external-doc-url": "https://www.misp-project.org/",
+            "tags": ["software"],
+        },
+        {
+            "integration-name": "Elasticsearch (ECS threat intel)",
+            "external-doc-url": "https://www.elastic.co/docs/reference/ecs",
+            "tags": ["software"],
+        },
+    ],
+    "hooks": [
+        {"integration-name": "ThreatQ", "python-modules": ["threatq_provider.threatq.hook"]},
+        {"integration-name": "MISP", "python-modules": ["threatq_provider.misp.hook"]},
+        {
+            "integration-name": "Elasticsearch (ECS threat intel)",
+            "python-modules": ["threatq_provider.elasticsearch.hook"],
+        },
+    ],
+    "operators": [
+        {
+            "integration-name": "ThreatQ",
+            "python-modules": [
+                "threatq_provider.operators.actions",
+                "threatq_provider.operators.poll",
+                "threatq_provider.operators.transform",
+            ],
+        },
+        {
+            "integration-name": "Elasticsearch (ECS threat intel)",
+            "python-modules": ["threatq_provider.operators.load", "threatq_provider.operators.sweep"],
+        },
+        {"integration-name": "MISP", "python-modules": ["threatq_provider.operators.share"]},
+    ],
+    "connection-types": [
+        {
+            "connection-type": "threatq",
+            "hook-class-name": "threatq_provider.threatq.hook.ThreatQHook",
+            "hook-name": "ThreatQ",
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "port", "extra"],
+                "relabeling": {"host": "ThreatQ URL", "login": "Username (email)", "password": "Password"},
+                "placeholders": {
+                    "host": "https://threatq.example.com",
+                    "login": "analyst@example.com (password grant only)",
+                },
+            },
+            "conn-fields": _THREATQ_FIELDS,
+        },
+        {
+            "connection-type": "misp",
+            "hook-class-name": "threatq_provider.misp.hook.MispHook",
+            "hook-name": "MISP",
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "port", "login", "extra"],
+                "relabeling": {"host": "MISP URL", "password": "API key"},
+                "placeholders": {"host": "https://misp.example.com"},
+            },
+            "conn-fields": _MISP_FIELDS,
+        },
+        {
+            "connection-type": "elasticsearch_ecs",
+            "hook-class-name": "threatq_provider.elasticsearch.hook.ElasticsearchEcsHook",
+            "hook-name": "Elasticsearch (ECS threat intel)",
+            "ui-field-behaviour": {
+                "hidden-fields": ["schema", "port", "extra"],
+                "relabeling": {"host": "Hosts (comma-separated URLs)"},
+                "placeholders": {"host": "https://es1:9200,https://es2:9200"},
+            },
+            "conn-fields": _ES_FIELDS,
+        },
+    ],
+}

@@ -1,0 +1,1 @@
+"""threatq package."""
