@@ -1,0 +1,99 @@
+"""
+### ThreatQ indicators → Elasticsearch (ECS)
+
+Every 10 minutes: poll ThreatQ → transform to ECS → bulk load → report. Each task streams
+NDJSON stage files under the Variable `threatq_stage_root` (default `file:///tmp/threatq-stage`),
+one folder per run (`<root>/<dag_id>/<run_id>/`), and passes only paths and counts in XCom.
+
+* **window** (default): indicators with `updated_at` in `[data_interval_start, data_interval_end)`;
+  `since`/`until` override the window. Backfills replay past intervals.
+* **collection**: a ThreatQ data collection paged with `cursorMark`; the cursor lives in the
+  Variable `threatq_collection_cursor__<hash>`, saved only after the load succeeded.
+* **full_resync**: every indicator.
+
+Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch).
+The load task updates the asset `threatq_active_indicators`, which triggers the expiry sweep DAG.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+from airflow.sdk import DAG, Asset, Param
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from threatq_provider._include import include_path
+from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
+from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator
+from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
+from threatq_provider.operators.transform import EcsTransformOperator
+
+THREATQ_CONN_ID = "threatq_default"
+ELASTICSEARCH_CONN_ID = "elasticsearch_default"
+STAGE = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}/{{ dag.dag_id }}/{{ run_id }}"
+ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
+INDICATOR_TYPES = [t["name"] for t in json.loads(include_path("threatq", "enumerations.json").read_text())["indicator_types"]]
+
+# [START threatq_indicator_params]
+PARAMS = {
+    "mode": Param("window", type="string", enum=["window", "collection", "full_resync"],
+                  description="window: the run's data interval; collection: a data collection by cursorMark; full_resync: everything."),
+    "collection": Param(None, type=["null", "string"], description="Data collection hash (collection mode)."),
+    "since": Param(None, type=["null", "string"], format="date-time", description="Override the window start (UTC, included)."),
+    "until": Param(None, type=["null", "string"], format="date-time", description="Override the window end (UTC, excluded)."),
+    "indicator_types": Param([], type="array", items={"type": "string", "enum": INDICATOR_TYPES}, uniqueItems=True,
+                             description="Only these ThreatQ indicator types; empty = all."),
+    "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
+                                     description="Default IOC lifetime after last update, e.g. 90d, 12h, 30m."),
+    "dry_run": Param(False, type="boolean", description="Poll and transform, but write nothing to Elasticsearch."),
+}
+# [END threatq_indicator_params]
+
+with DAG(
+    dag_id="threatq_indicators_to_elasticsearch",
+    description="ThreatQ indicators to Elasticsearch in ECS, every 10 minutes",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    tags=["threatq", "elasticsearch", "ecs"],
+) as dag:
+    poll = ThreatQPollIndicatorsOperator(
+        task_id="poll",
+        threatq_conn_id=THREATQ_CONN_ID,
+        stage_uri=STAGE,
+        mode="{{ params.mode }}",
+        window_start="{{ params.since or data_interval_start }}",
+        window_end="{{ params.until or data_interval_end }}",
+        collection="{{ params.collection }}",
+        types="{{ params.indicator_types }}",
+        page_size="{{ var.value.get('threatq_page_size', 500) }}",
+    )
+    transform = EcsTransformOperator(
+        task_id="transform",
+        source_path="{{ ti.xcom_pull(task_ids='poll')['path'] }}",
+        target_path=STAGE + "/ecs.ndjson",
+        rejects_path=STAGE + "/rejects.ndjson",
+        ioc_expiration_duration="{{ params.ioc_expiration_duration }}",
+    )
+    load = ElasticsearchLoadOperator(
+        task_id="load",
+        source_path="{{ ti.xcom_pull(task_ids='transform')['path'] }}",
+        elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
+        dead_letter_path=STAGE + "/dead_letter.ndjson",
+        outlets=[ACTIVE_INDEX],
+        pre_execute=skip_when_dry_run,
+    )
+    report = ThreatQRunReportOperator(
+        task_id="report",
+        poll_result="{{ ti.xcom_pull(task_ids='poll') }}",
+        transform_result="{{ ti.xcom_pull(task_ids='transform') }}",
+        load_result="{{ ti.xcom_pull(task_ids='load') }}",
+        trigger_rule="none_failed",
+    )
+    poll >> transform >> load >> report

@@ -1,0 +1,57 @@
+"""
+### ThreatQ IOC expiry sweep
+
+Hourly, and after every load of the active index (asset `threatq_active_indicators`): removes
+from the active index every IOC whose `threatq.ioc_expired_at` has passed (reported by reason:
+status Expired, ThreatQ expiration date, default duration), then deletes history documents
+older than the retention. Runs never overlap (`max_active_runs=1`).
+
+Connection: `elasticsearch_default`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI
+from threatq_provider.operators.report import skip_when_dry_run
+from threatq_provider.operators.sweep import HistoryRetentionSweepOperator, IocExpirySweepOperator
+
+ELASTICSEARCH_CONN_ID = "elasticsearch_default"
+ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
+
+# [START threatq_sweep_params]
+PARAMS = {
+    "dry_run": Param(False, type="boolean", description="Count what would be removed, remove nothing."),
+    "history_retention": Param("5d", type="string", pattern="^[1-9][0-9]*[dhm]$",
+                               description="Keep history documents this long, e.g. 5d, 36h."),
+}
+# [END threatq_sweep_params]
+
+with DAG(
+    dag_id="threatq_ioc_expiry_sweep",
+    description="Remove expired IOCs from the active index; trim the history",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[ACTIVE_INDEX]),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    tags=["threatq", "elasticsearch", "ecs"],
+) as dag:
+    sweep = IocExpirySweepOperator(
+        task_id="sweep_expired_iocs",
+        elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
+        dry_run="{{ params.dry_run }}",
+    )
+    retention = HistoryRetentionSweepOperator(
+        task_id="trim_history",
+        elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
+        retention="{{ params.history_retention }}",
+        pre_execute=skip_when_dry_run,
+    )
+    sweep >> retention

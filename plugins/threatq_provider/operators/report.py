@@ -1,0 +1,114 @@
+"""The last task of the indicator DAG: one summary line, and the collection cursor saved.
+
+The data-collection cursor (``cursorMark``) is saved here, after the load task succeeded, and
+never by the poll task: Singer's rule — state is written only once the data it covers is safe.
+If the load fails the cursor stays where it was and the next run re-reads the same pages; the
+loader's idempotent ``_id``s make that re-read harmless. In a dry run nothing was loaded, so the
+cursor is not moved either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+def skip_when_dry_run(context: Context) -> None:
+    """``pre_execute`` hook for write tasks: skip the task when the run's ``dry_run`` param is set.
+
+    :param context: the task's Airflow context.
+    :return: nothing; raises ``AirflowSkipException`` in a dry run.
+    """
+    params = context.get("params") or {}
+    if params.get("dry_run"):
+        raise AirflowSkipException("dry_run param is set: nothing is written")
+
+
+class ThreatQRunReportOperator(BaseOperator):
+    """Summarise a poll → transform → load run and save the collection cursor once loaded.
+
+    :param poll_result: XCom of ``ThreatQPollIndicatorsOperator``. (templated)
+    :param transform_result: XCom of ``EcsTransformOperator``. (templated)
+    :param load_result: XCom of ``ElasticsearchLoadOperator``; ``None`` when the load was
+        skipped (dry run), which also means the cursor is not saved. (templated)
+    :return: XCom ``{"mode", "window_start", "window_end", "polled", "transformed", "rejected",
+        "loaded", "dry_run", "cursor_saved", "next_cursor"}``.
+    """
+
+    template_fields: Sequence[str] = ("poll_result", "transform_result", "load_result")
+    ui_color = "#f1f3f4"
+
+    def __init__(
+        self,
+        *,
+        poll_result: Any = None,
+        transform_result: Any = None,
+        load_result: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.poll_result = poll_result
+        self.transform_result = transform_result
+        self.load_result = load_result
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        poll = _as_dict(self.poll_result)
+        transform = _as_dict(self.transform_result)
+        load = _as_dict(self.load_result)
+        loaded = bool(load)
+        cursor_saved = False
+        if loaded and poll.get("mode") == "collection" and poll.get("cursor_variable") and poll.get("next_cursor"):
+            from airflow.providers.common.compat.sdk import Variable
+
+            Variable.set(poll["cursor_variable"], poll["next_cursor"])
+            cursor_saved = True
+        summary = {
+            "mode": poll.get("mode"),
+            "window_start": poll.get("window_start"),
+            "window_end": poll.get("window_end"),
+            "polled": poll.get("indicators", 0),
+            "transformed": transform.get("written", 0),
+            "rejected": transform.get("rejected", 0),
+            "loaded": _loaded_count(load),
+            "load_errors": load.get("failed", load.get("errors", 0)) if load else 0,
+            "dry_run": not loaded,
+            "cursor_saved": cursor_saved,
+            "next_cursor": poll.get("next_cursor"),
+        }
+        self.log.info(
+            "ThreatQ run: mode=%s window=[%s, %s) polled=%s transformed=%s rejected=%s loaded=%s "
+            "dry_run=%s cursor_saved=%s",
+            summary["mode"],
+            summary["window_start"],
+            summary["window_end"],
+            summary["polled"],
+            summary["transformed"],
+            summary["rejected"],
+            summary["loaded"],
+            summary["dry_run"],
+            cursor_saved,
+        )
+        return summary
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value.strip().startswith("{"):
+        import json
+
+        return json.loads(value)
+    return {}
+
+
+def _loaded_count(load: dict[str, Any]) -> int:
+    """The loader's count of documents written, whatever its key is called."""
+    for key in ("indexed", "loaded", "written", "ok", "succeeded"):
+        if isinstance(load.get(key), int):
+            return int(load[key])
+    return 0
