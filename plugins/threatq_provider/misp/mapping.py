@@ -1,0 +1,420 @@
+"""ThreatQ event → ``MISPEvent``: pure functions, no Airflow, no network, no clock.
+
+The tables live in ``include/mappings/threatq_to_misp.json`` (loaded once); categories and
+``to_ids`` defaults come from MISP's ``describeTypes`` (PyMISP's bundled copy unless the caller
+passes the live server's). UUIDs are ``uuid5``: the event's from the ThreatQ host and event id,
+each attribute's from the event UUID and the ThreatQ object it came from, so sharing the same
+ThreatQ event twice produces byte-identical payloads and MISP updates instead of duplicating.
+
+Composition (one small function per section):
+``event_to_misp`` → ``_event_header`` (info, date, levels, distribution) → ``_event_tags`` (TLP,
+event type, ThreatQ tags) → ``_adversaries`` (galaxy tags or threat-actor attributes) →
+``_indicator_attribute`` per indicator → ``_event_attributes`` → ``_attachment_attribute``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from io import BytesIO
+from typing import Any
+from urllib.parse import urlsplit
+
+from pymisp import MISPEvent
+from pymisp.abstract import describe_types as _BUNDLED_DESCRIBE_TYPES
+from pymisp.tools.attributevalidationtool import AttributeValidationTool
+
+from threatq_provider._include import include_path
+from threatq_provider.misp.options import ANALYSIS_LEVELS, THREAT_LEVELS, ShareOptions, _canon
+
+# Project namespace for every uuid5 we derive; never change it (it would re-key every event).
+NAMESPACE = uuid.UUID("6f1c3b0e-9d7a-5b7e-8c41-3a2f0e7d5b90")
+
+UNMAPPED_ADVERSARY = "Adversary"
+
+
+@dataclass(frozen=True)
+class MappingResult:
+    """What ``event_to_misp`` built.
+
+    :param misp_event: the event, with uuid, metadata, tags and every attribute.
+    :param skipped_unmapped: ThreatQ types left out because MISP has no counterpart, with counts
+        (``"Adversary"`` counts adversaries without a galaxy match).
+    :param duplicates: attributes dropped because an identical (type, category, value) was already
+        in the event (MISP refuses those: "A similar attribute already exists").
+    :param managed_tag_prefixes: tag prefixes this mapping owns; the exporter may remove such tags
+        from MISP when ThreatQ no longer yields them.
+    :param threatq_id: the ThreatQ event (or investigation) id, for messages.
+    """
+
+    misp_event: MISPEvent
+    skipped_unmapped: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    managed_tag_prefixes: tuple[str, ...] = ()
+    threatq_id: Any = None
+
+
+@dataclass(frozen=True)
+class _Tables:
+    types: Mapping[str, Mapping[str, str]]
+    aliases: Mapping[str, str]
+    unmapped_type: Mapping[str, str]
+    statuses_without_ids: frozenset[str]
+    malware_attachment_types: frozenset[str]
+    malware_attachment: Mapping[str, str]
+    other_attachment: Mapping[str, str]
+    unmatched_adversary: Mapping[str, str]
+    event_attribute: Mapping[str, str]
+    galaxies: tuple[str, ...]
+    event_type_tags: Mapping[str, tuple[str, ...]]
+    event_type_machine_tag: str
+    tlp_by_id: Mapping[str, str]
+    tlp_tags: Mapping[str, str]
+    tlp_order: tuple[str, ...]
+    threat_level_attribute: str
+    analysis_level_attribute: str
+    managed_tag_prefixes: tuple[str, ...]
+
+
+@lru_cache(maxsize=1)
+def tables() -> _Tables:
+    """The mapping tables from ``include/mappings/threatq_to_misp.json``, loaded once."""
+    raw = json.loads(include_path("mappings", "threatq_to_misp.json").read_text(encoding="utf-8"))
+    return _Tables(
+        types={k.lower(): v for k, v in raw["indicator_types"].items()},
+        aliases={k.lower(): v for k, v in raw["indicator_type_aliases"].items()},
+        unmapped_type=raw["unmapped_type"],
+        statuses_without_ids=frozenset(s.lower() for s in raw["statuses_without_ids"]),
+        malware_attachment_types=frozenset(s.lower() for s in raw["attachments"]["malware_types"]),
+        malware_attachment=raw["attachments"]["malware"],
+        other_attachment=raw["attachments"]["other"],
+        unmatched_adversary=raw["unmatched_adversary"],
+        event_attribute=raw["event_attribute"],
+        galaxies=tuple(raw["galaxies"]),
+        event_type_tags={k.lower(): tuple(v) for k, v in raw["event_type_tags"].items()},
+        event_type_machine_tag=raw["event_type_machine_tag"],
+        tlp_by_id=raw["tlp"]["by_id"],
+        tlp_tags=raw["tlp"]["tags"],
+        tlp_order=tuple(raw["tlp"]["most_restrictive_first"]),
+        threat_level_attribute=raw["threat_level_attribute"].lower(),
+        analysis_level_attribute=raw["analysis_level_attribute"].lower(),
+        managed_tag_prefixes=tuple(raw["managed_tag_prefixes"]),
+    )
+
+
+@lru_cache(maxsize=4)
+def galaxy_index(galaxy: str = "threat-actor") -> Mapping[str, str]:
+    """Exact, case-insensitive lookup of a galaxy cluster by value or synonym → cluster value.
+
+    Reads the cluster file pymispgalaxies ships (MISP's own misp-galaxy data, offline).
+    pymispgalaxies' ``search`` is fuzzy ("Emotet" hits "Unidentified JS 003 (Emotet Downloader)"),
+    so the index is built here: values first, then synonyms, the first claim of a name wins.
+    """
+    from importlib.resources import files
+
+    data = json.loads(
+        files("pymispgalaxies").joinpath("data", "misp-galaxy", "clusters", f"{galaxy}.json").read_text("utf-8")
+    )
+    index: dict[str, str] = {}
+    for entry in data["values"]:
+        index.setdefault(entry["value"].strip().lower(), entry["value"])
+    for entry in data["values"]:
+        for synonym in (entry.get("meta") or {}).get("synonyms", []) or []:
+            index.setdefault(str(synonym).strip().lower(), entry["value"])
+    return index
+
+
+def galaxy_tag(name: str, galaxies: Iterable[str] = ("threat-actor",)) -> str | None:
+    """``misp-galaxy:<galaxy>="<value>"`` for an exact name/synonym match, else None."""
+    key = name.strip().lower()
+    for galaxy in galaxies:
+        value = galaxy_index(galaxy).get(key)
+        if value is not None:
+            return f'misp-galaxy:{galaxy}="{value}"'
+    return None
+
+
+def _host_key(threatq_host: str) -> str:
+    """``https://TQ.example.com/`` and ``tq.example.com`` name the same ThreatQ instance."""
+    text = threatq_host.strip()
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    return (parts.netloc or parts.path).lower().rstrip("/")
+
+
+def event_uuid(threatq_host: str, event_id: Any, kind: str = "event") -> str:
+    """Deterministic MISP event UUID for a ThreatQ event (or ``kind="investigation"``).
+
+    :param threatq_host: ThreatQ URL or host name.
+    :param event_id: the ThreatQ object id.
+    :param kind: ``event`` or ``investigation``.
+    :return: a uuid5 string.
+    """
+    return str(uuid.uuid5(NAMESPACE, f"threatq:{_host_key(threatq_host)}:{kind}:{event_id}"))
+
+
+def attribute_uuid(misp_event_uuid: str, key: str) -> str:
+    """Deterministic attribute UUID, scoped by the event (MISP attribute UUIDs are instance-wide).
+
+    :param misp_event_uuid: the event's UUID.
+    :param key: what the attribute stands for, e.g. ``indicator:IP Address:203.0.113.5``.
+    :return: a uuid5 string.
+    """
+    return str(uuid.uuid5(uuid.UUID(misp_event_uuid), key))
+
+
+def _name(obj: Any, key: str) -> str | None:
+    """ThreatQ embeds relations as ``{"name": …}`` objects, strings, or flat ``<key>_name`` fields."""
+    if not isinstance(obj, Mapping):
+        return None
+    value = obj.get(key)
+    if isinstance(value, Mapping):
+        value = value.get("name")
+    if value is None:
+        value = obj.get(f"{key}_name")
+    return str(value) if value not in (None, "") else None
+
+
+def _items(obj: Mapping[str, Any], key: str) -> list[Any]:
+    value = obj.get(key)
+    if isinstance(value, Mapping):  # a `{"data": [...]}` envelope left in place
+        value = value.get("data")
+    return list(value) if isinstance(value, list) else []
+
+
+def _level(event: Mapping[str, Any], attribute_name: str, levels: Mapping[str, int], default: int) -> int:
+    """A ThreatQ "Threat Level"/"Analysis Level" attribute overrides the option (case-insensitive)."""
+    for attribute in _items(event, "attributes"):
+        if str(attribute.get("name", "")).strip().lower() == attribute_name:
+            choice = _canon(attribute.get("value", ""))
+            if choice in levels:
+                return levels[choice]
+    return default
+
+
+def _tlp_tag(event: Mapping[str, Any], t: _Tables) -> str | None:
+    """Most restrictive TLP over the event and its sources → ``tlp:*`` tag."""
+    found: set[str] = set()
+    for holder in [event, *_items(event, "sources")]:
+        if not isinstance(holder, Mapping):
+            continue
+        name = _name(holder, "tlp")
+        if name is None and holder.get("tlp_id") is not None:
+            name = t.tlp_by_id.get(str(holder["tlp_id"]))
+        if name:
+            found.add(name.upper().removeprefix("TLP:").strip())
+    for level in t.tlp_order:
+        if level in found:
+            return t.tlp_tags[level]
+    return None
+
+
+def _event_header(misp: MISPEvent, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> None:
+    title = str(event.get("title") or event.get("name") or f"ThreatQ event {event.get('id')}")
+    misp.info = title
+    happened = str(event.get("happened_at") or event.get("created_at") or "")[:10]
+    if happened:
+        misp.set_date(happened)
+    misp.distribution = options.distribution_id
+    misp.threat_level_id = _level(event, t.threat_level_attribute, THREAT_LEVELS, options.threat_level_id)
+    misp.analysis = _level(event, t.analysis_level_attribute, ANALYSIS_LEVELS, options.analysis_id)
+    misp.published = False  # the exporter publishes explicitly once the content is complete
+
+
+def _event_tags(event: Mapping[str, Any], t: _Tables) -> list[str]:
+    tags: list[str] = []
+    tlp = _tlp_tag(event, t)
+    if tlp:
+        tags.append(tlp)
+    event_type = _name(event, "type")
+    if event_type:
+        tags.append(t.event_type_machine_tag.format(name=event_type))
+        tags.extend(t.event_type_tags.get(event_type.lower(), ()))
+    for tag in _items(event, "tags"):
+        name = tag.get("name") if isinstance(tag, Mapping) else tag
+        if name:
+            tags.append(str(name))
+    return tags
+
+
+class _Builder:
+    """Adds attributes to one MISPEvent, dropping (type, category, value) repeats."""
+
+    def __init__(self, misp: MISPEvent, describe_types: Mapping[str, Any]) -> None:
+        self.misp = misp
+        self.defaults: Mapping[str, Mapping[str, Any]] = describe_types["sane_defaults"]
+        self.seen: set[tuple[str, str, str]] = set()
+        self.duplicates = 0
+        self.skipped: Counter[str] = Counter()
+
+    def add(self, key: str, misp_type: str, value: str, *, category: str | None = None,
+            to_ids: bool | None = None, comment: str = "", data: bytes | None = None) -> bool:
+        default = self.defaults.get(misp_type, {"default_category": "Other", "to_ids": 0})
+        category = category or default["default_category"]
+        if data is None:
+            # Store what MISP would store (AS13335 → 13335, hashes lower-cased) so the exporter's
+            # "unchanged" comparison with the server's copy holds.
+            value = str(AttributeValidationTool.modifyBeforeValidation(misp_type, value))
+        seen_key = (misp_type, category, value)
+        if seen_key in self.seen:
+            self.duplicates += 1
+            return False
+        self.seen.add(seen_key)
+        kwargs: dict[str, Any] = {
+            "uuid": attribute_uuid(self.misp.uuid, key),
+            "category": category,
+            "to_ids": bool(default["to_ids"]) if to_ids is None else to_ids,
+        }
+        if comment:
+            kwargs["comment"] = comment
+        if data is not None:
+            kwargs["data"] = BytesIO(data)  # bytes would be taken as base64 by PyMISP
+        self.misp.add_attribute(misp_type, value, **kwargs)
+        return True
+
+
+def _indicator_type(indicator: Mapping[str, Any], t: _Tables) -> str:
+    name = _name(indicator, "type") or "Unknown"
+    return t.aliases.get(name.lower(), name)
+
+
+def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: ShareOptions, t: _Tables) -> None:
+    tq_type = _indicator_type(indicator, t)
+    value = str(indicator.get("value", "")).strip()
+    if not value:
+        return
+    key = f"indicator:{tq_type}:{value}"
+    row = t.types.get(tq_type.lower())
+    if row is None:
+        if options.include_unmapped_attribution:
+            b.add(key, t.unmapped_type["type"], value, category=t.unmapped_type.get("category"),
+                  to_ids=False, comment=f"ThreatQ {tq_type}")
+        else:
+            b.skipped[tq_type] += 1
+        return
+    misp_type = options.default_ip_type if row["type"] == "@ip" else row["type"]
+    status = (_name(indicator, "status") or "").lower()
+    ids_default = bool(b.defaults.get(misp_type, {}).get("to_ids", 0))
+    to_ids = options.to_ids and ids_default and status not in t.statuses_without_ids
+    b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids)
+
+
+def _adversaries(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> list[str]:
+    tags: list[str] = []
+    for adversary in _items(event, "adversaries"):
+        name = str(adversary.get("name") or adversary.get("value") or "").strip()
+        if not name:
+            continue
+        tag = galaxy_tag(name, t.galaxies)
+        if tag:
+            tags.append(tag)
+        elif options.include_unmapped_attribution:
+            b.add(f"adversary:{name.lower()}", t.unmatched_adversary["type"], name, to_ids=False)
+        else:
+            b.skipped[UNMAPPED_ADVERSARY] += 1
+    return tags
+
+
+def _event_attributes(b: _Builder, event: Mapping[str, Any], t: _Tables) -> None:
+    """ThreatQ key/value attributes other than the two levels → ``text`` attributes, name as comment."""
+    for attribute in _items(event, "attributes"):
+        name = str(attribute.get("name", "")).strip()
+        value = str(attribute.get("value", "")).strip()
+        if not name or not value or name.lower() in (t.threat_level_attribute, t.analysis_level_attribute):
+            continue
+        b.add(f"attribute:{name}:{value}", t.event_attribute["type"], value,
+              category=t.event_attribute.get("category"), to_ids=False, comment=name)
+
+
+def _attachment_attribute(b: _Builder, attachment: Mapping[str, Any], raw: bytes, options: ShareOptions,
+                          t: _Tables) -> None:
+    file_type = (_name(attachment, "type") or "").lower()
+    malware = file_type in t.malware_attachment_types or str(attachment.get("malware_locked", 0)) in ("1", "True", "true")
+    row = t.malware_attachment if malware else t.other_attachment
+    name = str(attachment.get("name") or attachment.get("title") or f"attachment-{attachment.get('id')}")
+    digest = hashlib.md5(raw).hexdigest()  # noqa: S324 - content identity, not security
+    b.add(f"attachment:{name}:{digest}", row["type"], name, to_ids=options.attachments_to_ids, data=raw)
+
+
+def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *, misp_uuid: str,
+           options: ShareOptions, attachments: Iterable[tuple[Mapping[str, Any], bytes]],
+           describe_types: Mapping[str, Any] | None, extra_tags: Iterable[str] = ()) -> MappingResult:
+    t = tables()
+    misp = MISPEvent()
+    misp.uuid = misp_uuid
+    _event_header(misp, event, options, t)
+    b = _Builder(misp, describe_types or _BUNDLED_DESCRIBE_TYPES)
+    tags = [*_event_tags(event, t), *extra_tags, *_adversaries(b, event, options, t)]
+    for tag in dict.fromkeys(tags):  # ordered, unique
+        misp.add_tag(tag)
+    for indicator in indicators:
+        _indicator_attribute(b, indicator, options, t)
+    _event_attributes(b, event, t)
+    if options.send_attachments:
+        for attachment, raw in attachments:
+            _attachment_attribute(b, attachment, raw, options, t)
+    return MappingResult(misp_event=misp, skipped_unmapped=dict(b.skipped), duplicates=b.duplicates,
+                         managed_tag_prefixes=t.managed_tag_prefixes, threatq_id=event.get("id"))
+
+
+def event_to_misp(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *, threatq_host: str,
+                  options: ShareOptions, attachments: Iterable[tuple[Mapping[str, Any], bytes]] = (),
+                  describe_types: Mapping[str, Any] | None = None) -> MappingResult:
+    """Map one ThreatQ event with its related objects to a ``MISPEvent``.
+
+    :param event: the ThreatQ event (``with=type,attributes,sources,adversaries,tags``).
+    :param indicators: the event's related indicators (``value``, ``type``, ``status``).
+    :param threatq_host: ThreatQ URL or host; part of the deterministic event UUID.
+    :param options: share options.
+    :param attachments: ``(attachment, content)`` pairs; ignored unless ``options.send_attachments``.
+    :param describe_types: the MISP server's describeTypes (``result`` object); PyMISP's bundled
+        copy when None.
+    :return: the event and what was left out.
+    """
+    return _build(event, indicators, misp_uuid=event_uuid(threatq_host, event.get("id")), options=options,
+                  attachments=attachments, describe_types=describe_types)
+
+
+def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Mapping[str, Any]],
+                          indicators: Iterable[Mapping[str, Any]], *, threatq_host: str, options: ShareOptions,
+                          attachments: Iterable[tuple[Mapping[str, Any], bytes]] = (),
+                          describe_types: Mapping[str, Any] | None = None) -> MappingResult:
+    """Map a ThreatQ investigation (its events, indicators, attachments) to one ``MISPEvent``.
+
+    The investigation is the event: its name is the info, the TLP is the most restrictive over
+    all its events' sources, every event's type becomes tags and every event's adversaries and
+    attributes are merged. The UUID derives from the investigation id (``kind="investigation"``).
+
+    :param investigation: ``{id, name, description?, ...}``.
+    :param events: the investigation's events (full, as for ``event_to_misp``).
+    :param indicators: every indicator of the investigation and of its events (repeats are merged).
+    :param threatq_host: ThreatQ URL or host.
+    :param options: share options.
+    :param attachments: ``(attachment, content)`` pairs.
+    :param describe_types: the server's describeTypes, or None for PyMISP's copy.
+    :return: the event and what was left out.
+    """
+    events = list(events)
+    merged: dict[str, Any] = {
+        "id": investigation.get("id"),
+        "title": f"ThreatQ investigation: {investigation.get('name') or investigation.get('id')}",
+        "happened_at": investigation.get("created_at") or min(
+            (str(e.get("happened_at") or "") for e in events if e.get("happened_at")), default=""),
+        "attributes": [a for e in events for a in _items(e, "attributes")],
+        "sources": [s for e in events for s in _items(e, "sources")] + _items(investigation, "sources"),
+        "adversaries": [a for e in events for a in _items(e, "adversaries")] + _items(investigation, "adversaries"),
+        "tags": [tg for e in events for tg in _items(e, "tags")] + _items(investigation, "tags"),
+    }
+    t = tables()
+    type_tags: list[str] = []
+    for e in events:
+        name = _name(e, "type")
+        if name:
+            type_tags.append(t.event_type_machine_tag.format(name=name))
+            type_tags.extend(t.event_type_tags.get(name.lower(), ()))
+    return _build(merged, indicators, misp_uuid=event_uuid(threatq_host, investigation.get("id"), "investigation"),
+                  options=options, attachments=attachments, describe_types=describe_types, extra_tags=type_tags)

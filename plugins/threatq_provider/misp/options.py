@@ -1,0 +1,143 @@
+"""Share options: the settings of ThreatQ's MISP Operation, checked when built.
+
+Every field keeps ThreatQ's meaning; the README's MISP section lists each one with its effect on
+the MISP event. Values may arrive as strings from Airflow templates ("true", "1000", "High"),
+so ``ShareOptions`` normalises them and raises ``MispConfigError`` naming the field and the
+valid choices when a value is unusable. No Airflow import: the pure mapping uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from threatq_provider.misp.errors import MispConfigError
+
+# MISP's numeric codes (pymisp.Distribution / ThreatLevel / Analysis) by our option spelling.
+DISTRIBUTIONS: dict[str, int] = {
+    "your_organisation_only": 0,
+    "this_community_only": 1,
+    "connected_communities": 2,
+    "all_communities": 3,
+    "sharing_group": 4,
+}
+ANALYSIS_LEVELS: dict[str, int] = {"initial": 0, "ongoing": 1, "completed": 2}
+THREAT_LEVELS: dict[str, int] = {"high": 1, "medium": 2, "low": 3, "undefined": 4}
+IP_TYPES: tuple[str, ...] = ("ip-dst", "ip-src")
+
+# Spellings users type (ThreatQ's UI labels, US English, MISP's own words) → canonical choice.
+_ALIASES: dict[str, str] = {
+    "your_organization_only": "your_organisation_only",
+    "organisation": "your_organisation_only",
+    "organization": "your_organisation_only",
+    "community": "this_community_only",
+    "connected": "connected_communities",
+    "all": "all_communities",
+    "complete": "completed",
+    "destination": "ip-dst",
+    "source": "ip-src",
+    "ip_dst": "ip-dst",
+    "ip_src": "ip-src",
+}
+
+
+def _canon(value: Any) -> str:
+    text = str(value).strip().lower().replace(" ", "_")
+    return _ALIASES.get(text, text)
+
+
+def _choice(field: str, value: Any, choices: Any) -> str:
+    canon = _canon(value)
+    if canon not in choices:
+        raise MispConfigError(
+            f"ShareOptions.{field}={value!r} is not valid; choose one of: {', '.join(choices)}"
+        )
+    return canon
+
+
+def _boolean(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on", "y"}:
+        return True
+    if text in {"false", "0", "no", "off", "n", ""}:
+        return False
+    raise MispConfigError(f"ShareOptions.{field}={value!r} is not a boolean; use true or false")
+
+
+@dataclass(frozen=True)
+class ShareOptions:
+    """How a ThreatQ event is shared to MISP (ThreatQ's MISP Operation options).
+
+    :param publish: publish the event after it is created or changed ("Publish Event").
+    :param distribution: event distribution, one of ``DISTRIBUTIONS`` ("Distribution Level").
+    :param sharing_group: sharing group *name*; required when distribution is ``sharing_group``.
+    :param default_analysis: analysis level unless the event has an "Analysis Level" attribute.
+    :param default_threat_level: threat level unless the event has a "Threat Level" attribute.
+    :param to_ids: set MISP's IDS flag on indicators whose MISP type is IDS-worthy ("Send IOCs to IDS").
+    :param attachments_to_ids: set the IDS flag on attachments ("Send Attachments to IDS").
+    :param default_ip_type: MISP type for IP Address / IPv6 / CIDR indicators, ``ip-dst`` or ``ip-src``.
+    :param include_unmapped_attribution: send unmatched adversaries as ``threat-actor`` attributes
+        and indicators of types MISP lacks as ``text`` attributes instead of skipping them.
+    :param send_attachments: upload the event's ThreatQ attachments.
+    :param chunk_size: attributes per MISP request when adding many attributes.
+    """
+
+    publish: bool = True
+    distribution: str = "your_organisation_only"
+    sharing_group: str | None = None
+    default_analysis: str = "completed"
+    default_threat_level: str = "medium"
+    to_ids: bool = True
+    attachments_to_ids: bool = False
+    default_ip_type: str = "ip-dst"
+    include_unmapped_attribution: bool = False
+    send_attachments: bool = True
+    chunk_size: int = 1000
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__  # frozen dataclass: normalise once, here
+        for name in ("publish", "to_ids", "attachments_to_ids", "include_unmapped_attribution",
+                     "send_attachments"):
+            setattr_(self, name, _boolean(name, getattr(self, name)))
+        setattr_(self, "distribution", _choice("distribution", self.distribution, DISTRIBUTIONS))
+        setattr_(self, "default_analysis", _choice("default_analysis", self.default_analysis, ANALYSIS_LEVELS))
+        setattr_(self, "default_threat_level",
+                 _choice("default_threat_level", self.default_threat_level, THREAT_LEVELS))
+        setattr_(self, "default_ip_type", _choice("default_ip_type", self.default_ip_type, IP_TYPES))
+        group = self.sharing_group.strip() if isinstance(self.sharing_group, str) else self.sharing_group
+        setattr_(self, "sharing_group", group or None)
+        if self.distribution == "sharing_group" and not self.sharing_group:
+            raise MispConfigError("ShareOptions.sharing_group (a sharing group name) is required when "
+                                  "distribution is 'sharing_group'")
+        try:
+            chunk = int(self.chunk_size)
+        except (TypeError, ValueError):
+            raise MispConfigError(f"ShareOptions.chunk_size={self.chunk_size!r} is not an integer") from None
+        if chunk < 1:
+            raise MispConfigError(f"ShareOptions.chunk_size={chunk} must be at least 1")
+        setattr_(self, "chunk_size", chunk)
+
+    @property
+    def distribution_id(self) -> int:
+        """MISP's numeric distribution (0–4)."""
+        return DISTRIBUTIONS[self.distribution]
+
+    @property
+    def analysis_id(self) -> int:
+        """MISP's numeric analysis level (0–2)."""
+        return ANALYSIS_LEVELS[self.default_analysis]
+
+    @property
+    def threat_level_id(self) -> int:
+        """MISP's numeric threat level (1–4)."""
+        return THREAT_LEVELS[self.default_threat_level]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (for logs and XCom)."""
+        return dataclasses.asdict(self)
+
+
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ShareOptions))
