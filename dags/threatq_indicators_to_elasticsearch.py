@@ -18,6 +18,7 @@ The load task updates the asset `threatq_active_indicators`, which triggers the 
 from __future__ import annotations
 
 import json
+import os
 
 import pendulum
 from airflow.sdk import DAG, Asset, Param
@@ -31,6 +32,8 @@ from threatq_provider.operators.transform import EcsTransformOperator
 
 THREATQ_CONN_ID = "threatq_default"
 ELASTICSEARCH_CONN_ID = "elasticsearch_default"
+# The poll interval; THREATQ_INDICATORS_CRON (environment of the scheduler and dag-processor) changes it.
+CRON = os.environ.get("THREATQ_INDICATORS_CRON", "*/10 * * * *")
 STAGE = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}/{{ dag.dag_id }}/{{ run_id }}"
 ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
 INDICATOR_TYPES = [t["name"] for t in json.loads(include_path("threatq", "enumerations.json").read_text())["indicator_types"]]
@@ -52,9 +55,9 @@ PARAMS = {
 
 with DAG(
     dag_id="threatq_indicators_to_elasticsearch",
-    description="ThreatQ indicators to Elasticsearch in ECS, every 10 minutes",
+    description="ThreatQ indicators to Elasticsearch in ECS, every 10 minutes by default",
     doc_md=__doc__,
-    schedule=CronDataIntervalTimetable("*/10 * * * *", timezone="UTC"),
+    schedule=CronDataIntervalTimetable(CRON, timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
