@@ -1,0 +1,95 @@
+"""ThreatQ dates → ECS dates, fast.
+
+ThreatQ writes ``YYYY-MM-DD HH:MM:SS`` in UTC without a zone; Elastic's pipeline reads that form
+as UTC and writes ISO-8601 with milliseconds (``2020-11-15T00:00:02.000Z``). The common form is
+checked with ``datetime.fromisoformat`` (C code) and rewritten by slicing; ISO-8601 with a ``T``
+or a zone is accepted too (converted to UTC), which Elastic's pipeline would reject. No dateutil.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+__all__ = ["to_ecs_date", "parse_threatq_date", "format_ecs_date"]
+
+_UTC = timezone.utc
+_CACHE: dict[str, str | None] = {}
+_CACHE_MAX = 1 << 16
+_MISS = object()
+
+
+def parse_threatq_date(value: object) -> datetime | None:
+    """Parse a ThreatQ date into an aware UTC datetime.
+
+    :param value: ``"2020-11-15 00:00:02"`` (or ISO-8601).
+    :return: the datetime, or ``None`` when the value is not a date.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    text = value
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if len(value) < 10 or value[4:5] != "-":
+        # fromisoformat also takes "20201115" and week dates; ThreatQ never sends those.
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=_UTC)
+    return parsed.astimezone(_UTC)
+
+
+def format_ecs_date(value: datetime) -> str:
+    """Write a datetime as ECS/Elastic do: ``2020-11-15T00:00:02.000Z`` (UTC, milliseconds).
+
+    :param value: aware datetime (naive is taken as UTC).
+    :return: the ISO-8601 text.
+    """
+    if value.tzinfo is not None:
+        value = value.astimezone(_UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def to_ecs_date(value: object) -> str | None:
+    """Convert one ThreatQ date string to the ECS form, or ``None`` when it does not parse.
+
+    :param value: the raw field value.
+    :return: ISO-8601 UTC text with milliseconds, or ``None``.
+    """
+    if not isinstance(value, str):
+        return None
+    cached = _CACHE.get(value, _MISS)
+    if cached is not _MISS:
+        return cached  # type: ignore[return-value]
+    result: str | None
+    if (
+        len(value) == 19
+        and value[10] == " "
+        and value[4] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+        and value[17:19].isdigit()
+    ):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            result = None
+        else:
+            result = f"{value[:10]}T{value[11:]}.000Z"
+    else:
+        parsed = parse_threatq_date(value)
+        result = format_ecs_date(parsed) if parsed is not None else None
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[value] = result
+    return result
+
+
+def add(value: datetime, delta: timedelta) -> datetime | None:
+    """``value + delta``, or ``None`` past year 9999 (a huge duration must not crash a batch)."""
+    try:
+        return value + delta
+    except OverflowError:
+        return None

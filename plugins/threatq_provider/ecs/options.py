@@ -1,0 +1,76 @@
+"""Options of the ECS transform, checked when built.
+
+``EcsOptions`` is the one object the operator and tests pass to :func:`indicator_to_ecs`. A bad
+IOC expiration duration raises :class:`EcsConfigError` at construction; Elastic's pipeline instead
+adds ``invalid ioc_expiration_duration: using default 90 days`` to every document and carries on
+with 90 days, which hides the mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from threatq_provider.ecs.errors import EcsConfigError
+
+__all__ = ["EcsOptions", "parse_duration", "DURATION_FORM"]
+
+DURATION_FORM = "a positive whole number followed by d, h or m (days, hours, minutes), e.g. 90d, 12h, 30m"
+_DURATION_RE = re.compile(r"([0-9]+)([dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_duration(value: str) -> timedelta:
+    """Parse an IOC expiration duration as Elastic's ``ioc_expiration_duration`` spells it.
+
+    :param value: e.g. ``"90d"``, ``"12h"``, ``"30m"``.
+    :return: the duration.
+    :raises EcsConfigError: anything else, including zero, negatives, spaces and other units.
+    """
+    if not isinstance(value, str):
+        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: expected {DURATION_FORM}")
+    match = _DURATION_RE.fullmatch(value)
+    if match is None:
+        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: expected {DURATION_FORM}")
+    amount = int(match.group(1))
+    if amount <= 0:
+        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: must be greater than zero ({DURATION_FORM})")
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: amount})
+    except OverflowError:
+        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: too large") from None
+
+
+@dataclass(frozen=True)
+class EcsOptions:
+    """How ThreatQ indicators become ECS documents.
+
+    :param ioc_expiration_duration: default lifetime of an indicator without ``expired_at``/
+        ``expires_at`` and not Expired, counted from its ``updated_at`` (Elastic's rule), in
+        ``<n>d``, ``<n>h`` or ``<n>m``. Default ``90d``, Elastic's default.
+    :param preserve_original_event: write the raw ThreatQ JSON to ``event.original`` and tag
+        ``preserve_original_event``. Off by default (saves about half the index size); a document
+        with an ``error.message`` always carries ``event.original``.
+    :param threatq_url: base URL of the ThreatQ UI (e.g. ``https://threatq.example.com``); when
+        set, ``threat.indicator.reference`` links to ``{threatq_url}/indicators/{id}/details``.
+    :param preserve_duplicate_custom_fields: keep ``threatq.score``, ``threatq.description``,
+        ``threatq.updated_at`` and ``threatq.sources[].provider``/``tlp_name`` next to the ECS
+        fields that copy them, and tag ``preserve_duplicate_custom_fields`` (Elastic's option of
+        the same name). On by default: the 0-10 score is finer than the confidence buckets.
+    """
+
+    ioc_expiration_duration: str = "90d"
+    preserve_original_event: bool = False
+    threatq_url: str | None = None
+    preserve_duplicate_custom_fields: bool = True
+    expiration: timedelta = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expiration", parse_duration(self.ioc_expiration_duration))
+        if self.threatq_url is not None:
+            if not isinstance(self.threatq_url, str) or not self.threatq_url.startswith(("http://", "https://")):
+                raise EcsConfigError(
+                    f"invalid threatq_url {self.threatq_url!r}: expected an http:// or https:// base URL"
+                )
+            object.__setattr__(self, "threatq_url", self.threatq_url.rstrip("/"))

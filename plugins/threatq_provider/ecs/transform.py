@@ -1,0 +1,642 @@
+"""ThreatQ indicator → ECS document, pure.
+
+One document per ThreatQ indicator, as Elastic's ti_threatq ingest pipeline (1.33+) writes it,
+plus our additions: every ThreatQ type has a home (``include/mappings/threatq_to_ecs.json``),
+``TLP:AMBER`` spellings are accepted, ``threat.indicator.reference`` links back to ThreatQ, a URL
+keeps its raw value, and values that Elasticsearch would reject stay out of typed fields.
+
+The sections follow the pipeline's order (envelope, dates and ids, score, type, sources,
+attributes, expiry, clean-up), one small function each. No Airflow, no network, no logging of
+values; the clock comes in as ``now``. Hot path: plain dicts and precomputed lookups.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any, Iterable, TextIO
+from urllib.parse import urlsplit
+
+from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
+from threatq_provider.ecs.errors import IndicatorRejected
+from threatq_provider.ecs.expiry import ioc_expiration
+from threatq_provider.ecs.options import EcsOptions
+from threatq_provider.ecs.tables import Tables, TypeRule, load_tables
+
+__all__ = ["indicator_to_ecs", "transform_stream", "TransformCounts"]
+
+_TOP_DATES = ("created_at", "expired_at", "expires_at", "expires_calculated_at", "published_at", "touched_at")
+_SOURCE_IDS = (
+    "indicator_type_id",
+    "indicator_status_id",
+    "reference_id",
+    "creator_source_id",
+    "id",
+    "indicator_id",
+    "source_id",
+    "tlp_id",
+)
+_SOURCE_DATES = ("created_at", "published_at", "updated_at")
+_ATTRIBUTE_IDS = ("attribute_id", "id", "indicator_id")
+_ATTRIBUTE_DATES = ("created_at", "updated_at", "touched_at")
+_SCORES = ("score", "generated_score", "manual_score")
+_COUNTS = tuple(
+    f"related_{name}_count"
+    for name in (
+        "adversary asset attachment attack_pattern campaign course_of_action event exploit_target "
+        "identity incident indicator infrastructure intrusion_set investigation malware note report "
+        "signature task tool ttp vulnerability"
+    ).split()
+)
+_DUPLICATES = ("description", "score", "updated_at")
+_HIVES = {
+    "HKEY_LOCAL_MACHINE": "HKLM",
+    "HKLM": "HKLM",
+    "HKEY_CURRENT_USER": "HKCU",
+    "HKCU": "HKCU",
+    "HKEY_USERS": "HKU",
+    "HKU": "HKU",
+    "HKEY_CLASSES_ROOT": "HKCR",
+    "HKCR": "HKCR",
+    "HKEY_CURRENT_CONFIG": "HKCC",
+    "HKCC": "HKCC",
+}
+_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_ASN_RE = re.compile(r"(?:AS)?\s*([0-9]+)", re.IGNORECASE)
+_SHORT = 80
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _SHORT else f"{text[:_SHORT]}… ({len(text)} characters)"
+
+
+# --------------------------------------------------------------------------------------------
+# Conversions (Elastic's ``convert`` processors): a value that does not convert is removed and
+# the reason is appended to ``error.message``; the document is kept.
+# --------------------------------------------------------------------------------------------
+
+
+def _to_long(value: object) -> int | None:
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:1] in ("-", "+"):
+            digits = text[1:]
+        else:
+            digits = text
+        if digits.isdigit() and digits.isascii():
+            return int(text)
+    return None
+
+
+def _to_str(value: object) -> object:
+    # Elastic converts numeric ids to strings; other shapes are left as they are.
+    if type(value) is int or type(value) is float:
+        return str(value)
+    return value
+
+
+def _convert_dates(obj: dict[str, Any], keys: tuple[str, ...], where: str, errors: list[str]) -> None:
+    for key in keys:
+        value = obj.get(key)
+        if value is None or value == "":
+            continue
+        converted = to_ecs_date(value)
+        if converted is None:
+            del obj[key]
+            errors.append(f"{where}.{key}: unparsable date {_short(value)}")
+        else:
+            obj[key] = converted
+
+
+def _convert_longs(obj: dict[str, Any], keys: tuple[str, ...], where: str, errors: list[str]) -> None:
+    for key in keys:
+        value = obj.get(key)
+        if value is None or type(value) is int:
+            continue
+        converted = _to_long(value)
+        if converted is None:
+            del obj[key]
+            errors.append(f"{where}.{key}: not an integer {_short(value)}")
+        else:
+            obj[key] = converted
+
+
+def _convert_strings(obj: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            obj[key] = _to_str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+def _identity(raw: dict[str, Any], tables: Tables) -> tuple[str, TypeRule | None, str, int]:
+    """Type name, its rule, the value as text, and the id; rejects what cannot be indexed."""
+    type_obj = raw.get("type")
+    if isinstance(type_obj, dict):
+        type_name = type_obj.get("name")
+    else:
+        type_name = type_obj
+    if not isinstance(type_name, str) or not type_name.strip():
+        raise IndicatorRejected("missing_type", f"indicator {_short(raw.get('id'))} has no type.name")
+    value = raw.get("value")
+    if value is None or value == "":
+        raise IndicatorRejected("missing_value", f"indicator {_short(raw.get('id'))} has no value")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise IndicatorRejected(
+            "invalid_value", f"indicator {_short(raw.get('id'))} has a non-scalar value {_short(value)}"
+        )
+    indicator_id = _to_long(raw.get("id"))
+    if indicator_id is None:
+        # The loader derives the document _id from threatq.id; without one, reruns would duplicate.
+        raise IndicatorRejected("missing_id", f"indicator without a usable id (id={_short(raw.get('id'))})")
+    return type_name, tables.types.get(type_name), value if isinstance(value, str) else str(value), indicator_id
+
+
+def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
+    """Dates, ids and numbers of the top-level ThreatQ object (pipeline steps 6-10, 17)."""
+    _convert_dates(tq, _TOP_DATES, "threatq", errors)
+    if "indicator_id" in tq:
+        _convert_longs(tq, ("indicator_id",), "threatq", errors)
+    for key in ("status", "type"):
+        obj = tq.get(key)
+        if isinstance(obj, dict):
+            obj = dict(obj)
+            if "id" in obj:
+                obj["id"] = _to_str(obj["id"])
+            tq[key] = obj
+    _convert_strings(tq, ("status_id", "type_id"))
+    _convert_longs(tq, _SCORES, "threatq", errors)
+    _convert_longs(tq, _COUNTS, "threatq", errors)
+
+
+def _confidence(score: object, tables: Tables) -> str | None:
+    if type(score) is int and 0 <= score <= 10:
+        return tables.confidence[score]
+    return None
+
+
+def _tlp(name: object, tables: Tables) -> str | None:
+    if not isinstance(name, str):
+        return None
+    text = name.strip().upper()
+    for prefix in tables.tlp_prefixes:
+        if text.startswith(prefix):
+            text = text[len(prefix) :].strip()
+            break
+    return tables.tlp_spellings.get(text)
+
+
+def _sources(
+    tq: dict[str, Any], indicator: dict[str, Any], tables: Tables, errors: list[str], keep_duplicates: bool
+) -> None:
+    """Source ids, dates, provider (from ``name``, Elastic ≥1.33) and TLP (pipeline steps 14-15)."""
+    sources = tq.get("sources")
+    if not isinstance(sources, list):
+        return
+    providers: list[str] = []
+    marking: list[str] = []
+    out: list[Any] = []
+    for i, source in enumerate(sources):
+        if not isinstance(source, dict):
+            out.append(source)
+            continue
+        src = dict(source)
+        _convert_strings(src, _SOURCE_IDS)
+        if "source_score" in src:
+            _convert_longs(src, ("source_score",), f"threatq.sources.{i}", errors)
+        _convert_dates(src, _SOURCE_DATES, f"threatq.sources.{i}", errors)
+        name = src.get("name")
+        if isinstance(name, str) and name and name not in providers:
+            providers.append(name)
+        tlp = _tlp(src.get("tlp_name"), tables)
+        if tlp is not None and tlp not in marking:
+            marking.append(tlp)
+        if not keep_duplicates:
+            src.pop("provider", None)
+            src.pop("tlp_name", None)
+        out.append(src)
+    tq["sources"] = out
+    if providers:
+        indicator["provider"] = providers
+    if marking:
+        indicator["marking"] = {"tlp": marking}
+
+
+def _attributes(tq: dict[str, Any], errors: list[str]) -> None:
+    """Attribute names lower-cased with ``_`` for spaces, ids as strings, dates (step 16)."""
+    attributes = tq.get("attributes")
+    if not isinstance(attributes, list):
+        return
+    out: list[Any] = []
+    for i, attribute in enumerate(attributes):
+        if not isinstance(attribute, dict):
+            out.append(attribute)
+            continue
+        attr = dict(attribute)
+        name = attr.get("name")
+        if isinstance(name, str):
+            attr["name"] = name.lower().replace(" ", "_")
+        _convert_strings(attr, _ATTRIBUTE_IDS)
+        _convert_dates(attr, _ATTRIBUTE_DATES, f"threatq.attributes.{i}", errors)
+        out.append(attr)
+    tq["attributes"] = out
+
+
+def _adversaries(tq: dict[str, Any]) -> None:
+    adversaries = tq.get("adversaries")
+    if isinstance(adversaries, list) and adversaries:
+        tq["adversaries"] = [
+            {**a, "id": _to_str(a["id"])} if isinstance(a, dict) and "id" in a else a for a in adversaries
+        ]
+
+
+def _put(root: dict[str, Any], path: tuple[str, ...], value: object) -> None:
+    node = root
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _append_unique(related: dict[str, list[str]], key: str, value: str) -> None:
+    values = related.get(key)
+    if values is None:
+        related[key] = [value]
+    elif value not in values:
+        values.append(value)
+
+
+def _parse_url(value: str) -> dict[str, Any] | None:
+    """``uri_parts`` equivalent: the URL's parts, or ``None`` when it is not an absolute URL."""
+    scheme, sep, _ = value.partition(":")
+    if not sep or not _SCHEME_RE.fullmatch(scheme) or value[len(scheme) + 1 : len(scheme) + 3] != "//":
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    url: dict[str, Any] = {"original": value, "full": value, "scheme": parts.scheme, "domain": host}
+    if port is not None:
+        url["port"] = port
+    if parts.path:
+        url["path"] = parts.path
+        last = parts.path.rsplit("/", 1)[-1]
+        if "." in last:
+            extension = last.rsplit(".", 1)[-1]
+            if extension:
+                url["extension"] = extension
+    if parts.query:
+        url["query"] = parts.query
+    if parts.fragment:
+        url["fragment"] = parts.fragment
+    if parts.username:
+        url["username"] = parts.username
+    if parts.password:
+        url["password"] = parts.password
+    return url
+
+
+def _place_value(
+    rule: TypeRule,
+    value: str,
+    doc: dict[str, Any],
+    indicator: dict[str, Any],
+    tq: dict[str, Any],
+    related: dict[str, list[str]],
+    tables: Tables,
+    errors: list[str],
+) -> None:
+    """Put the indicator value in its home (§2.4 of the study, plus our rows)."""
+    if rule.ecs_type is not None:
+        indicator["type"] = rule.ecs_type
+    if len(value) > tables.keyword_max_chars:
+        errors.append(
+            f"threatq.indicator_value: {len(value)} characters exceed the {tables.keyword_max_chars}-character "
+            f"limit of {rule.field}; kept only in threatq.indicator_value"
+        )
+        return
+    kind = rule.kind
+    typed: object = value
+    if kind == "ip":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            errors.append(f"threatq.indicator_value: {_short(value)} is not an IP address; not copied to {rule.field}")
+            return
+    elif kind == "cidr":
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            errors.append(f"threatq.indicator_value: {_short(value)} is not a CIDR block; not copied to {rule.field}")
+            return
+        typed = str(network)
+        if network.version == 6:
+            indicator["type"] = "ipv6-addr"
+    elif kind == "asn":
+        match = _ASN_RE.fullmatch(value.strip())
+        number = int(match.group(1)) if match else -1
+        if not 0 <= number <= 4294967295:
+            errors.append(f"threatq.indicator_value: {_short(value)} is not an AS number; not copied to {rule.field}")
+            return
+        typed = number
+    elif kind == "url":
+        url = _parse_url(value)
+        if url is None:
+            # Elastic's uri_parts on_failure: the raw value goes to url.full, indicator_value stays.
+            _put(indicator, ("url", "full"), value)
+            return
+        indicator["url"] = {**indicator.get("url", {}), **url}
+        _append_unique(related, "hosts", url["domain"])
+        tq.pop("indicator_value", None)  # remove_if_successful, as Elastic
+        return
+    elif kind == "registry":
+        hive, sep, rest = value.partition("\\")
+        abbreviation = _HIVES.get(hive.upper())
+        if abbreviation is not None and sep:
+            _put(doc, ("threat", "indicator", "registry", "hive"), abbreviation)
+            if rest:
+                _put(doc, ("threat", "indicator", "registry", "key"), rest)
+        else:
+            _put(doc, ("threat", "indicator", "registry", "key"), value)
+    _put(doc, rule.path, typed)
+    for path, constant in rule.extra:
+        _put(doc, path, constant)
+    if rule.related is not None:
+        _append_unique(related, rule.related, typed if isinstance(typed, str) else value)
+
+
+def _prune(value: Any) -> Any:
+    """Drop ``None``, ``""``, ``{}`` and ``[]`` recursively (pipeline step 25). Returns ``None`` if empty."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if v is None or v == "":
+                continue
+            if isinstance(v, (dict, list)):
+                v = _prune(v)
+                if v is None:
+                    continue
+            out[k] = v
+        return out or None
+    if isinstance(value, list):
+        items = []
+        for v in value:
+            if v is None or v == "":
+                continue
+            if isinstance(v, (dict, list)):
+                v = _prune(v)
+                if v is None:
+                    continue
+            items.append(v)
+        return items or None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def indicator_to_ecs(
+    raw: dict[str, Any],
+    *,
+    now: datetime,
+    options: EcsOptions,
+    original: str | None = None,
+    tables: Tables | None = None,
+) -> dict[str, Any]:
+    """One ThreatQ indicator → one ECS document.
+
+    :param raw: the indicator as ThreatQ's API returns it (not modified).
+    :param now: the run's clock (used only when ``updated_at`` is missing).
+    :param options: transform options.
+    :param original: the raw JSON text, copied to ``event.original`` verbatim when it is written;
+        defaults to a compact JSON dump of ``raw``.
+    :param tables: mapping tables; defaults to ``include/mappings/threatq_to_ecs.json``.
+    :return: the ECS document (``threatq.id`` is the document identity, ``@timestamp`` is
+        ``updated_at``).
+    :raises IndicatorRejected: no type, no value, a non-scalar value, or no usable id.
+    """
+    if not isinstance(raw, dict):
+        raise IndicatorRejected("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
+    tables = tables or _tables()
+    type_name, rule, value, indicator_id = _identity(raw, tables)
+    errors: list[str] = []
+    tq: dict[str, Any] = dict(raw)
+    tq["id"] = indicator_id
+
+    # Envelope and dates (steps 1-10).
+    doc: dict[str, Any] = {}
+    updated = to_ecs_date(tq.get("updated_at"))
+    if updated is None:
+        if tq.get("updated_at") not in (None, ""):
+            errors.append(f"threatq.updated_at: unparsable date {_short(tq['updated_at'])}")
+        tq.pop("updated_at", None)
+        updated = format_ecs_date(now)
+        errors.append("@timestamp: threatq.updated_at missing or unparsable; set to the run's time")
+    else:
+        tq["updated_at"] = updated
+    doc["@timestamp"] = updated
+    _normalise_threatq(tq, errors)
+
+    # Threat fields (steps 11-13).
+    indicator: dict[str, Any] = {}
+    related: dict[str, list[str]] = {}
+    tq_hash = tq.get("hash")
+    if isinstance(tq_hash, str) and tq_hash:
+        related["hash"] = [tq_hash]
+    description = tq.get("description")
+    keep_description = False
+    if isinstance(description, str) and description:
+        if len(description) > tables.keyword_max_chars:
+            keep_description = True
+            errors.append(
+                f"threatq.description: {len(description)} characters exceed the {tables.keyword_max_chars}-character "
+                "limit of threat.indicator.description; kept only in threatq.description"
+            )
+        else:
+            indicator["description"] = description
+    confidence = _confidence(tq.get("score"), tables)
+    if confidence is not None:
+        indicator["confidence"] = confidence
+    del tq["value"]
+    tq["indicator_value"] = raw["value"]
+    if rule is not None:
+        _place_value(rule, value, doc, indicator, tq, related, tables, errors)
+    if options.threatq_url is not None:
+        indicator["reference"] = f"{options.threatq_url}/indicators/{indicator_id}/details"
+
+    # Sources, attributes, adversaries (steps 14-18).
+    keep = options.preserve_duplicate_custom_fields
+    _sources(tq, indicator, tables, errors, keep)
+    _attributes(tq, errors)
+    _adversaries(tq)
+
+    # Expiry (steps 19-21).
+    expired_at, reason = ioc_expiration(raw, now=now, duration=options.expiration)
+    if expired_at is not None:
+        tq["ioc_expired_at"] = format_ecs_date(expired_at)
+        tq["ioc_expiration_reason"] = reason
+
+    # Clean-up (steps 22-26).
+    if not keep:
+        for key in _DUPLICATES:
+            if key == "description" and keep_description:
+                continue
+            tq.pop(key, None)
+    threat = doc.setdefault("threat", {})
+    existing = threat.get("indicator")
+    threat["indicator"] = {**indicator, **existing} if existing else indicator
+    return _finish(doc, tq, related, errors, raw, original, options, tables)
+
+
+def _finish(
+    doc: dict[str, Any],
+    tq: dict[str, Any],
+    related: dict[str, list[str]],
+    errors: list[str],
+    raw: dict[str, Any],
+    original: str | None,
+    options: EcsOptions,
+    tables: Tables,
+) -> dict[str, Any]:
+    """Envelope, tags, error marking and the final empty-value clean-up."""
+    tags: list[str] = []
+    if options.preserve_original_event or errors:
+        tags.append("preserve_original_event")
+    if options.preserve_duplicate_custom_fields:
+        tags.append("preserve_duplicate_custom_fields")
+    event: dict[str, Any] = {
+        "kind": "pipeline_error" if errors else "enrichment",
+        "category": ["threat"],
+        "type": ["indicator"],
+    }
+    if options.preserve_original_event or errors:
+        event["original"] = (
+            original if original is not None else json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
+        )
+    out: dict[str, Any] = {"@timestamp": doc.pop("@timestamp"), "ecs": {"version": tables.ecs_version}, "event": event}
+    out.update(doc)
+    out["threatq"] = tq
+    if related:
+        out["related"] = related
+    if tags:
+        out["tags"] = tags
+    if errors:
+        out["error"] = {"message": errors}
+    pruned = _prune(out)
+    assert isinstance(pruned, dict)
+    return pruned
+
+
+_TABLES: list[Tables] = []
+
+
+def _tables() -> Tables:
+    if not _TABLES:
+        _TABLES.append(load_tables())
+    return _TABLES[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming form
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TransformCounts:
+    """What one :func:`transform_stream` call did.
+
+    :param read: non-blank input lines.
+    :param written: ECS documents written.
+    :param rejected: reason → number of rejected lines.
+    :param flagged: documents written with an ``error.message`` (kept, marked ``pipeline_error``).
+    """
+
+    read: int = 0
+    written: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    flagged: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able summary (for XCom and logs)."""
+        return {"read": self.read, "written": self.written, "rejected": dict(self.rejected), "flagged": self.flagged}
+
+
+def _reject(rejects: IO[str], counts: TransformCounts, reason: str, message: str, line_no: int, raw: object) -> None:
+    counts.rejected[reason] = counts.rejected.get(reason, 0) + 1
+    rejects.write(
+        json.dumps({"reason": reason, "message": message, "line_no": line_no, "raw": raw}, ensure_ascii=False) + "\n"
+    )
+
+
+def transform_stream(
+    lines: Iterable[str | bytes],
+    out: TextIO,
+    rejects: TextIO,
+    *,
+    now: datetime,
+    options: EcsOptions,
+) -> TransformCounts:
+    """NDJSON of raw ThreatQ indicators → NDJSON of ECS documents, streaming.
+
+    :param lines: one raw indicator JSON per line (as the poll stage writes them); blank lines are
+        skipped.
+    :param out: receives one ECS document per line.
+    :param rejects: receives ``{"reason", "message", "line_no", "raw"}`` per rejected line; ``raw``
+        is the parsed object, or the original text when it did not parse.
+    :param now: the run's clock.
+    :param options: transform options.
+    :return: counts read / written / rejected by reason / flagged.
+    """
+    tables = _tables()
+    counts = TransformCounts()
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    loads = json.loads
+    write = out.write
+    for line_no, line in enumerate(lines, start=1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                counts.read += 1
+                _reject(rejects, counts, "invalid_json", f"line {line_no}: not UTF-8 ({exc.reason})", line_no,
+                        line.decode("utf-8", "replace"))
+                continue
+        text = line.strip()
+        if not text:
+            continue
+        counts.read += 1
+        try:
+            raw = loads(text)
+        except ValueError as exc:
+            _reject(rejects, counts, "invalid_json", f"line {line_no}: {exc}", line_no, text)
+            continue
+        try:
+            doc = indicator_to_ecs(raw, now=now, options=options, original=text, tables=tables)
+        except IndicatorRejected as exc:
+            _reject(rejects, counts, exc.reason, f"line {line_no}: {exc}", line_no, raw)
+            continue
+        if "error" in doc:
+            counts.flagged += 1
+        write(dumps(doc))
+        write("\n")
+        counts.written += 1
+    return counts
