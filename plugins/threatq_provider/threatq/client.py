@@ -1,0 +1,912 @@
+"""ThreatQ REST API client: OAuth2 token, retries, paging, the seven InsightConnect actions.
+
+Plain ``requests``; no Airflow import (the hook in :mod:`threatq_provider.threatq.hook` turns a
+Connection into the arguments of :class:`ThreatQClient`).
+
+Retry rules (:class:`RetryPolicy`)
+----------------------------------
+* Connection errors before the request reached the server (refused, DNS, connect timeout):
+  retried for every method, nothing was sent.
+* 429 and 503: retried for every method; the server says it did not process the request. A
+  ``Retry-After`` header (seconds or HTTP date) is honoured, capped at ``retry_after_max``.
+* 502 and 504 (a gateway may have forwarded the request), read errors, connection resets after
+  the request was sent and truncated bodies: retried for *idempotent* requests only: GETs,
+  read-only ``POST …/query`` calls, ``/api/token``, and ``POST /api/indicators`` (ThreatQ
+  de-duplicates indicators by type and value, answering ``existing: "Y"``). ``POST /api/events``
+  is not idempotent (ThreatQ creates a second event with the same title), so it is never re-sent
+  once it may have reached the server: the caller gets the typed error instead of a duplicate.
+* 500 is not retried by default: on ThreatQ it is usually deterministic (e.g. an unsupported
+  ``with=`` relation) and retrying only delays the error. Add 500 to ``RetryPolicy.statuses`` to
+  retry it; it then follows the idempotency rule of 502/504.
+* Other 4xx are never retried. A 401 on an API call triggers one re-authentication (refresh
+  token first, then the full grant) and one re-send; a second 401 raises
+  :class:`~threatq_provider.threatq.errors.ThreatQAuthError`.
+* Malformed JSON in a complete response is not retried: it raises ``ThreatQResponseError``.
+
+Backoff before retry *n* (1-based): ``min(backoff_max, backoff_factor * 2**(n-1)) +
+uniform(0, jitter)`` seconds, or the ``Retry-After`` value plus the same jitter.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json as jsonlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from threatq_provider import __version__
+from threatq_provider.threatq import enums
+from threatq_provider.threatq.auth import ClientCredentials, Grant, PasswordGrant, Token, TokenRequest
+from threatq_provider.threatq.errors import (
+    ThreatQAPIError,
+    ThreatQAuthError,
+    ThreatQBadRequest,
+    ThreatQConnectionError,
+    ThreatQError,
+    ThreatQNotFound,
+    ThreatQRateLimited,
+    ThreatQResponseError,
+    ThreatQServerError,
+    ThreatQValidationError,
+    mask_body,
+)
+from threatq_provider.threatq.paging import (
+    CollectionPage,
+    after_clause,
+    any_of,
+    rows_of,
+    sort_key,
+    to_threatq_time,
+    window_clauses,
+)
+
+__all__ = [
+    "DEFAULT_COLLECTION_FIELDS",
+    "DEFAULT_EVENT_WITH",
+    "DEFAULT_WITH",
+    "EVENT_FIELDS",
+    "INDICATOR_FIELDS",
+    "ClientCredentials",
+    "CollectionPage",
+    "PasswordGrant",
+    "RetryPolicy",
+    "ThreatQClient",
+    "ThreatQError",
+]
+
+log = logging.getLogger(__name__)
+
+#: Relations asked for when polling indicators. Since 2026 ThreatQ omits attributes and sources
+#: unless asked (reference/threatq-api.md §2), so they are always named.
+DEFAULT_WITH: tuple[str, ...] = ("attributes", "sources", "type", "status", "adversaries")
+#: ``fields`` of the data-collection feed: every column plus the relations (Elastic PR #20042).
+DEFAULT_COLLECTION_FIELDS: tuple[str, ...] = ("*", "sources", "attributes", "adversaries")
+#: Relations asked for when iterating events (the MISP exporter needs them).
+DEFAULT_EVENT_WITH: tuple[str, ...] = ("type", "attributes", "sources", "adversaries", "attachments", "tags")
+
+#: Fields of the InsightConnect plugin's ``indicator`` type: the Search Indicators filter keys
+#: and the fields of each result.
+INDICATOR_FIELDS: tuple[str, ...] = (
+    "id", "value", "class", "hash", "type_id", "status_id", "created_at", "updated_at", "last_detected_at",
+)
+#: Fields of the plugin's ``event`` type: the List Events filter keys and result fields.
+EVENT_FIELDS: tuple[str, ...] = (
+    "id", "title", "type_id", "description", "hash", "happened_at", "created_at", "updated_at",
+)
+_SEARCH_RESULT_FIELDS = ("id", "object", "value")
+
+_TOKEN_PATH = "/api/token"
+_SORT = "updated_at,id"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry; validated when built.
+
+    :param total: retries after the first attempt (0 disables retries).
+    :param backoff_factor: seconds of the first backoff; doubles each retry.
+    :param backoff_max: cap of one backoff, in seconds.
+    :param jitter: up to this many random seconds added to each wait (spreads clients apart).
+    :param statuses: HTTP statuses that may be retried (see the module docstring for which
+        methods each applies to).
+    :param retry_after_max: cap of a server's ``Retry-After``, in seconds.
+    """
+
+    total: int = 5
+    backoff_factor: float = 0.5
+    backoff_max: float = 30.0
+    jitter: float = 0.5
+    statuses: tuple[int, ...] = (429, 502, 503, 504)
+    retry_after_max: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.total, int) or isinstance(self.total, bool) or self.total < 0:
+            raise ThreatQValidationError("retry.total", self.total, reason="an integer >= 0 is required")
+        for name in ("backoff_factor", "backoff_max", "jitter", "retry_after_max"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ThreatQValidationError(f"retry.{name}", value, reason="a number >= 0 is required")
+        statuses = tuple(self.statuses)
+        bad = [s for s in statuses if not isinstance(s, int) or not 400 <= s <= 599]
+        if bad:
+            raise ThreatQValidationError("retry.statuses", bad, reason="HTTP error statuses 400-599 only")
+        object.__setattr__(self, "statuses", statuses)
+
+    def backoff(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        if retry_after is not None:
+            base = min(retry_after, self.retry_after_max)
+        else:
+            base = min(self.backoff_max, self.backoff_factor * (2 ** (retry - 1)))
+        return base + random.uniform(0, self.jitter)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_connect_error(exc: requests.exceptions.RequestException) -> bool:
+    """True when the request never reached the server (safe to re-send any method)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    inner = getattr(reason, "reason", reason)
+    return isinstance(inner, (NewConnectionError, NameResolutionError))
+
+
+def _bad_request_errors(payload: Any) -> dict[str, list[str]]:
+    """Field errors from either ThreatQ error form (reference/threatq-api.md §2)."""
+    errors: dict[str, list[str]] = {}
+    if not isinstance(payload, dict):
+        return errors
+    data = payload.get("data")
+    form1 = data.get("errors") if isinstance(data, dict) else None
+    if isinstance(form1, dict):
+        for key, msgs in form1.items():
+            errors[str(key)] = [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+    form2 = payload.get("errors")
+    if isinstance(form2, list):
+        flat: list[str] = []
+        for item in form2:
+            flat.extend(str(m) for m in (item if isinstance(item, list) else [item]))
+        errors.setdefault("_", []).extend(flat)
+    elif isinstance(form2, dict):
+        for key, msgs in form2.items():
+            errors[str(key)] = [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+    return errors
+
+
+def _project(row: Any, keys: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        return {}
+    return {k: row[k] for k in keys if k in row}
+
+
+def _join(values: Iterable[str] | str | None) -> str | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        return values or None
+    joined = ",".join(v for v in values if v)
+    return joined or None
+
+
+def _int_id(field_name: str, value: Any) -> int:
+    try:
+        ident = int(value)
+    except (TypeError, ValueError):
+        raise ThreatQValidationError(field_name, value, reason="a positive integer id is required") from None
+    if ident <= 0 or (isinstance(value, float) and value != ident):
+        raise ThreatQValidationError(field_name, value, reason="a positive integer id is required")
+    return ident
+
+
+class ThreatQClient:
+    """Client of one ThreatQ instance; one ``requests.Session`` and one cached token.
+
+    :param base_url: instance URL, e.g. ``https://threatq.example.com`` (a trailing ``/api`` is
+        accepted and removed).
+    :param auth: :class:`PasswordGrant` or :class:`ClientCredentials`.
+    :param verify: verify TLS (``True``/``False``) or the path of a CA bundle.
+    :param proxies: ``requests`` proxies mapping, e.g. ``{"https": "http://proxy:3128"}``.
+    :param timeout: ``(connect, read)`` seconds, or one number for both.
+    :param retry: retry policy.
+    :param page_size: rows per page when paging (1–1000 on ThreatQ; Elastic uses 1000).
+    :param user_agent: ``User-Agent`` header.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        auth: Grant,
+        verify: bool | str = True,
+        proxies: Mapping[str, str] | None = None,
+        timeout: float | tuple[float, float] = (10, 60),
+        retry: RetryPolicy = RetryPolicy(),
+        page_size: int = 1000,
+        user_agent: str = f"airflow-provider-threatq/{__version__}",
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ThreatQValidationError("base_url", base_url, reason="an http:// or https:// URL is required")
+        if not isinstance(auth, (PasswordGrant, ClientCredentials)):
+            raise ThreatQValidationError("auth", type(auth).__name__,
+                                         reason="PasswordGrant or ClientCredentials is required")
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
+            raise ThreatQValidationError("page_size", page_size, reason="an integer >= 1 is required")
+        url = base_url.rstrip("/")
+        if url.endswith("/api"):
+            url = url[: -len("/api")]
+        self.base_url = url
+        self.auth = auth
+        self.verify = verify
+        self.proxies = dict(proxies or {})
+        self.timeout = timeout
+        self.retry = retry
+        self.page_size = page_size
+        self._session = requests.Session()
+        self._session.headers.update({"User-Agent": user_agent, "Accept": "application/json"})
+        self._session.verify = verify
+        if self.proxies:
+            self._session.proxies.update(self.proxies)
+        self._token: Token | None = None
+        self._token_lock = threading.Lock()
+        self._names: dict[str, dict[str, tuple[str, int]]] = {}
+        # Indirection so tests can observe waits without sleeping.
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP session (its pooled connections)."""
+        self._session.close()
+
+    def __enter__(self) -> ThreatQClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ThreatQClient({self.base_url!r}, auth={self.auth.describe()!r})"
+
+    # -- secrets and tokens ------------------------------------------------------------------
+
+    def _secrets(self) -> tuple[str, ...]:
+        token = self._token
+        extra = (token.access_token, token.refresh_token or "") if token else ()
+        return (*self.auth.secrets(), *extra)
+
+    def _excerpt(self, text: str) -> str:
+        return mask_body(text, self._secrets())
+
+    def _access_token(self) -> str:
+        with self._token_lock:
+            token = self._token
+            if token is not None and token.fresh():
+                return token.access_token
+            self._token = self._renew(token)
+            return self._token.access_token
+
+    def _renew(self, old: Token | None) -> Token:
+        if old is not None and old.refresh_token:
+            try:
+                token = self._fetch_token(self.auth.refresh_request(old.refresh_token, old.access_token))
+                log.debug("ThreatQ token refreshed with the refresh-token grant")
+                return token
+            except ThreatQAPIError as exc:
+                # An expired or revoked refresh token is normal: fall back to the full grant.
+                log.info("ThreatQ refresh-token grant refused (HTTP %s); requesting a new token", exc.status)
+        token = self._fetch_token(self.auth.token_request())
+        log.debug("ThreatQ token obtained with the %s", self.auth.kind)
+        return token
+
+    def _fetch_token(self, req: TokenRequest) -> Token:
+        started = time.monotonic()
+        resp = self._send(
+            "POST", _TOKEN_PATH, params=req.params, json=req.json, data=req.data,
+            headers=req.headers, idempotent=True, authenticated=False,
+        )
+        body = self._parse_json("POST", _TOKEN_PATH, resp)
+        token = Token.from_response(body, now=started)
+        if token is None:
+            raise ThreatQAuthError(resp.status_code, "POST", _TOKEN_PATH, self._excerpt(resp.text),
+                                   detail="token response has no access_token")
+        return token
+
+    def invalidate_token(self) -> None:
+        """Forget the access token (keeps the refresh token) so the next call renews it."""
+        with self._token_lock:
+            if self._token is not None:
+                self._token = Token(self._token.access_token, self._token.refresh_token, renew_at=0.0)
+
+    # -- HTTP core ---------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+        authenticated: bool = True,
+    ) -> requests.Response:
+        """Send one logical request with retries and one re-authentication; return a 2xx response."""
+        url = self.base_url + path
+        retries = 0
+        reauthenticated = False
+        while True:
+            hdrs = dict(headers or {})
+            if authenticated:
+                hdrs["Authorization"] = f"Bearer {self._access_token()}"
+            try:
+                resp = self._session.request(
+                    method, url, params=params, json=json, data=data, headers=hdrs,
+                    timeout=self.timeout, verify=self.verify,
+                )
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                truncated = isinstance(exc, requests.exceptions.ChunkedEncodingError)
+                safe = idempotent or _is_connect_error(exc)
+                reason = self._excerpt(f"{type(exc).__name__}: {exc}")
+                if safe and retries < self.retry.total:
+                    retries += 1
+                    wait = self.retry.backoff(retries)
+                    log.warning("ThreatQ %s %s: %s; retry %d/%d in %.1fs", method, path,
+                                type(exc).__name__, retries, self.retry.total, wait)
+                    self._sleep(wait)
+                    continue
+                if truncated:
+                    raise ThreatQResponseError(None, method, path, "", detail=f"truncated body: {reason}") from None
+                raise ThreatQConnectionError(method, path, reason, attempts=retries + 1) from None
+            except requests.exceptions.RequestException as exc:
+                # InvalidURL, TooManyRedirects and the like: not transient.
+                raise ThreatQConnectionError(method, path, self._excerpt(f"{type(exc).__name__}: {exc}"),
+                                             attempts=retries + 1) from None
+
+            status = resp.status_code
+            if status < 400:
+                return resp
+            if status == 401 and authenticated and not reauthenticated:
+                log.info("ThreatQ %s %s: HTTP 401, renewing the token once", method, path)
+                reauthenticated = True
+                self.invalidate_token()
+                continue
+            retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
+            if status in self.retry.statuses and retries < self.retry.total and (
+                status in (429, 503) or idempotent
+            ):
+                retries += 1
+                wait = self.retry.backoff(retries, retry_after)
+                log.warning("ThreatQ %s %s: HTTP %d; retry %d/%d in %.1fs", method, path, status,
+                            retries, self.retry.total, wait)
+                self._sleep(wait)
+                continue
+            raise self._http_error(method, path, resp, authenticated, retry_after)
+
+    def _http_error(
+        self, method: str, path: str, resp: requests.Response, authenticated: bool, retry_after: float | None
+    ) -> ThreatQAPIError:
+        status = resp.status_code
+        excerpt = self._excerpt(resp.text or "")
+        if path == _TOKEN_PATH and status in (400, 401, 403):
+            return ThreatQAuthError(status, method, path, excerpt,
+                                    detail=f"credentials refused for {self.auth.describe()}")
+        if status in (401, 403):
+            detail = "unauthorised after re-authentication" if status == 401 else "forbidden"
+            return ThreatQAuthError(status, method, path, excerpt, detail=detail)
+        if status == 404:
+            return ThreatQNotFound(status, method, path, excerpt)
+        if status in (400, 422):
+            try:
+                errors = _bad_request_errors(resp.json())
+            except ValueError:
+                errors = {}
+            return ThreatQBadRequest(status, method, path, excerpt, errors=errors)
+        if status == 429:
+            return ThreatQRateLimited(status, method, path, excerpt, retry_after=retry_after)
+        if status >= 500:
+            return ThreatQServerError(status, method, path, excerpt)
+        return ThreatQAPIError(status, method, path, excerpt)
+
+    def _parse_json(self, method: str, path: str, resp: requests.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            raise ThreatQResponseError(resp.status_code, method, path, self._excerpt(resp.text or ""),
+                                       detail="body is not valid JSON") from None
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Authenticated call returning parsed JSON (``None`` for an empty 2xx body, e.g. 204).
+
+        :param method: HTTP method.
+        :param path: API path starting with ``/api/``.
+        :param params: query parameters (``None`` values are dropped).
+        :param json: JSON body.
+        :param idempotent: may the call be re-sent after it possibly reached the server?
+            Default: ``True`` for GET/HEAD/PUT/DELETE and ``POST …/query``, else ``False``.
+        :return: the parsed body.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method in ("GET", "HEAD", "PUT", "DELETE") or path.rstrip("/").endswith("/query")
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        resp = self._send(method, path, params=clean, json=json, idempotent=idempotent)
+        if not resp.content:
+            return None
+        return self._parse_json(method, path, resp)
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self.request_json("GET", path, params=params)
+
+    def _data_object(self, method: str, path: str, payload: Any) -> dict[str, Any]:
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if isinstance(data, list) and data and isinstance(data[0], dict):
+            return data[0]
+        if not isinstance(data, dict) or not data:
+            raise ThreatQResponseError(200, method, path, self._excerpt(jsonlib.dumps(payload)[:400]),
+                                       detail="response has no data object")
+        return data
+
+    # -- connectivity ------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Authenticate and make one cheap read; for ``test_connection``.
+
+        :return: secret-free description of the identity used.
+        :raises ThreatQError: on any failure.
+        """
+        self.invalidate_token()
+        with self._token_lock:
+            self._token = self._renew(None)
+        self._get("/api/indicator/statuses", limit=1)
+        return self.auth.describe()
+
+    # -- name look-ups -----------------------------------------------------------------------
+
+    def _name_map(self, kind: str) -> dict[str, tuple[str, int]]:
+        cached = self._names.get(kind)
+        if cached is not None:
+            return cached
+        path = {"indicator_types": "/api/indicator/types", "statuses": "/api/indicator/statuses",
+                "event_types": "/api/event/types"}[kind]
+        names: dict[str, tuple[str, int]] = {}
+        offset = 0
+        while True:
+            payload = self._get(path, limit=self.page_size, offset=offset)
+            rows = rows_of(payload)
+            for row in rows:
+                if isinstance(row, dict) and row.get("name") and row.get("id") is not None:
+                    names[str(row["name"]).casefold()] = (str(row["name"]), int(row["id"]))
+            total = payload.get("total") if isinstance(payload, dict) else None
+            offset += len(rows)
+            if not rows or not isinstance(total, int) or offset >= total:
+                break
+        self._names[kind] = names
+        return names
+
+    def _resolve(self, kind: str, name: str) -> tuple[str, int | None]:
+        """Canonical name and instance id of a type/status name.
+
+        Non-admin accounts get ``{}`` from the metadata endpoints; then the name is checked against
+        the default enumerations and sent by name (the API accepts names), with id ``None``.
+        """
+        validators = {"indicator_types": enums.validate_indicator_type, "statuses": enums.validate_status,
+                      "event_types": enums.validate_event_type}
+        field_names = {"indicator_types": "indicator type", "statuses": "indicator status",
+                       "event_types": "event type"}
+        if not isinstance(name, str) or not name.strip():
+            raise ThreatQValidationError(field_names[kind], name, reason="a non-empty name is required")
+        wanted = name.strip()
+        if kind == "indicator_types":
+            aliases = enums.load().indicator_type_aliases
+            wanted = next((t for a, t in aliases.items() if a.casefold() == wanted.casefold()), wanted)
+        live = self._name_map(kind)
+        if not live:
+            return validators[kind](wanted), None
+        hit = live.get(wanted.casefold())
+        if hit is None:
+            raise ThreatQValidationError(field_names[kind], name, sorted(n for n, _ in live.values()))
+        return hit
+
+    def indicator_type_id(self, name: str) -> int | None:
+        """Id of an indicator type on this instance (cached per client).
+
+        :param name: type name, any case; ``"Eamil Attachment"`` is read as ``"Email Attachment"``.
+        :return: the id, or ``None`` when the account may not list types (then use the name).
+        :raises ThreatQValidationError: unknown name, listing this instance's types.
+        """
+        return self._resolve("indicator_types", name)[1]
+
+    def status_id(self, name: str) -> int | None:
+        """Id of an indicator status on this instance (cached per client); see :meth:`indicator_type_id`."""
+        return self._resolve("statuses", name)[1]
+
+    def event_type_id(self, name: str) -> int | None:
+        """Id of an event type on this instance (cached per client); see :meth:`indicator_type_id`."""
+        return self._resolve("event_types", name)[1]
+
+    # -- polling -----------------------------------------------------------------------------
+
+    def _page_size(self, page_size: int | None) -> int:
+        size = self.page_size if page_size is None else page_size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ThreatQValidationError("page_size", size, reason="an integer >= 1 is required")
+        return size
+
+    def _iter_keyset(
+        self,
+        collection: str,
+        clauses: list[dict[str, Any]],
+        *,
+        page_size: int | None,
+        with_: Iterable[str] | str | None,
+        fields: Iterable[str] | None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Keyset paging over ``POST /api/<collection>/query`` (see :mod:`.paging`)."""
+        size = self._page_size(page_size)
+        path = f"/api/{collection}/query"
+        params = {"limit": size, "sort": _SORT, "with": _join(with_)}
+        last: tuple[str, int] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "criteria": {},
+                "filters": {"+and": clauses + ([after_clause(last)] if last else [])},
+            }
+            if fields:
+                body["fields"] = list(fields)
+            rows = rows_of(self.request_json("POST", path, params=params, json=body))
+            fresh = [r for r in rows if isinstance(r, dict) and (last is None or sort_key(r) > last)]
+            keys = [sort_key(r) for r in fresh]
+            if keys != sorted(keys):
+                raise ThreatQResponseError(200, "POST", path, "", detail=f"rows not sorted by {_SORT}")
+            if rows and not fresh and len(rows) >= size:
+                # The server ignored the keyset filter; paging on would loop for ever.
+                raise ThreatQResponseError(200, "POST", path, "", detail="keyset filter ignored by server")
+            if fresh:
+                yield fresh
+                last = keys[-1]
+            if len(rows) < size:
+                return
+
+    def iter_indicator_pages(
+        self,
+        updated_since: datetime | str,
+        updated_until: datetime | str,
+        *,
+        types: Iterable[str] | None = None,
+        statuses: Iterable[str] | None = None,
+        page_size: int | None = None,
+        with_: Iterable[str] | str | None = DEFAULT_WITH,
+        fields: Iterable[str] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Pages of indicators with ``updated_since <= updated_at < updated_until``.
+
+        Sorted by ``(updated_at, id)`` and paged by keyset, so each row of the window arrives
+        exactly once even when rows change during the run (see :mod:`.paging`). Empty pages
+        (``data: []`` or ``{}``) end the iteration.
+
+        :param updated_since: window start, included (datetime or ISO string; naive = UTC).
+        :param updated_until: window end, excluded.
+        :param types: only these indicator type names (aliases accepted).
+        :param statuses: only these status names.
+        :param page_size: rows per request (default: the client's ``page_size``).
+        :param with_: relations to embed (default :data:`DEFAULT_WITH`).
+        :param fields: optional ``fields`` list sent in the query body.
+        :return: iterator of non-empty lists of indicator dicts.
+        """
+        since = to_threatq_time(updated_since, "updated_since")
+        until = to_threatq_time(updated_until, "updated_until")
+        if since > until:
+            raise ThreatQValidationError("updated_until", until, reason=f"must not be before {since}")
+        clauses = window_clauses(since, until)
+        if types is not None:
+            names = [self._resolve("indicator_types", t)[0] for t in ([types] if isinstance(types, str) else types)]
+            clauses.append(any_of("type_name", names))
+        if statuses is not None:
+            names = [self._resolve("statuses", s)[0] for s in ([statuses] if isinstance(statuses, str) else statuses)]
+            clauses.append(any_of("status_name", names))
+        if since == until:
+            return
+        yield from self._iter_keyset("indicators", clauses, page_size=page_size, with_=with_, fields=fields)
+
+    def iter_indicators(self, updated_since: datetime | str, updated_until: datetime | str,
+                        **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Indicators of :meth:`iter_indicator_pages`, one by one (same arguments)."""
+        for page in self.iter_indicator_pages(updated_since, updated_until, **kwargs):
+            yield from page
+
+    def iter_collection_pages(
+        self,
+        collection_hash: str,
+        *,
+        cursor: str = "*",
+        page_size: int | None = None,
+        fields: Iterable[str] | None = None,
+    ) -> Iterator[CollectionPage]:
+        """Pages of a data collection (saved Threat Library search), by ``cursorMark``.
+
+        ``GET /api/indicators/query/hash/{hash}?sort=updated_at&limit=&cursorMark=&fields=`` as the
+        Elastic Agent calls it. Stops on an empty page (``data: []`` or ``{}``), a missing
+        ``nextCursorMark``, or a cursor that no longer changes. Each page carries the cursor to
+        resume *after* it; persist it once the page is staged, and pass it back as ``cursor``.
+
+        :param collection_hash: the collection's hash id.
+        :param cursor: ``"*"`` for the start, else a saved ``next_cursor``.
+        :param page_size: rows per request.
+        :param fields: ``fields`` list (default :data:`DEFAULT_COLLECTION_FIELDS`; ``()`` sends none).
+        :return: iterator of :class:`CollectionPage`.
+        """
+        if not isinstance(collection_hash, str) or not collection_hash.strip():
+            raise ThreatQValidationError("collection_hash", collection_hash, reason="a non-empty hash is required")
+        if not isinstance(cursor, str) or not cursor:
+            raise ThreatQValidationError("cursor", cursor, reason='"*" or a saved nextCursorMark is required')
+        size = self._page_size(page_size)
+        path = f"/api/indicators/query/hash/{quote(collection_hash.strip(), safe='')}"
+        field_list = _join(DEFAULT_COLLECTION_FIELDS if fields is None else fields)
+        while True:
+            payload = self._get(path, sort="updated_at", limit=size, cursorMark=cursor, fields=field_list)
+            rows = [r for r in rows_of(payload) if isinstance(r, dict)]
+            nxt = payload.get("nextCursorMark") if isinstance(payload, dict) else None
+            nxt = nxt if isinstance(nxt, str) and nxt else None
+            if not rows:
+                return
+            yield CollectionPage(indicators=rows, next_cursor=nxt)
+            if nxt is None or nxt == cursor:
+                return
+            cursor = nxt
+
+    def _iter_offset(self, path: str, params: Mapping[str, Any], page_size: int | None) -> Iterator[dict[str, Any]]:
+        """Offset paging over a GET list (related lists, where rows do not move mid-run)."""
+        size = self._page_size(page_size)
+        offset = 0
+        while True:
+            payload = self._get(path, **params, limit=size, offset=offset)
+            rows = [r for r in rows_of(payload) if isinstance(r, dict)]
+            yield from rows
+            offset += len(rows)
+            total = payload.get("total") if isinstance(payload, dict) else None
+            if len(rows) < size or (isinstance(total, int) and offset >= total):
+                return
+
+    def iter_events(
+        self,
+        updated_since: datetime | str | None = None,
+        updated_until: datetime | str | None = None,
+        *,
+        with_: Iterable[str] | str | None = DEFAULT_EVENT_WITH,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events with ``updated_since <= updated_at < updated_until`` (open ends allowed), by keyset.
+
+        :param updated_since: start, included; ``None`` for no lower bound.
+        :param updated_until: end, excluded; ``None`` for no upper bound.
+        :param with_: relations to embed (default :data:`DEFAULT_EVENT_WITH`).
+        :param page_size: rows per request.
+        :return: iterator of event dicts.
+        """
+        clauses: list[dict[str, Any]] = []
+        if updated_since is not None:
+            clauses.append({"updated_at": {"+gte": to_threatq_time(updated_since, "updated_since")}})
+        if updated_until is not None:
+            clauses.append({"updated_at": {"+lt": to_threatq_time(updated_until, "updated_until")}})
+        for page in self._iter_keyset("events", clauses, page_size=page_size, with_=with_, fields=None):
+            yield from page
+
+    def iter_event_indicators(
+        self, event_id: int, *, with_: Iterable[str] | str | None = ("type", "status"), page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Indicators related to an event (``GET /api/events/{id}/indicators``, offset paging).
+
+        :param event_id: ThreatQ event id.
+        :param with_: relations to embed in each indicator.
+        :param page_size: rows per request.
+        :return: iterator of indicator dicts (each may carry a ``pivot``).
+        """
+        ident = _int_id("event_id", event_id)
+        yield from self._iter_offset(f"/api/events/{ident}/indicators", {"with": _join(with_)}, page_size)
+
+    def get_investigation(self, name_or_id: int | str, *, with_: Iterable[str] | str | None = None) -> dict[str, Any]:
+        """One investigation, by id or by exact name.
+
+        :param name_or_id: numeric id, or the investigation's name.
+        :param with_: relations to embed.
+        :return: the investigation object.
+        :raises ThreatQNotFound: no investigation with that id or name.
+        """
+        if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.strip().isdigit()):
+            ident = _int_id("investigation", name_or_id)
+            path = f"/api/investigations/{ident}"
+            return self._data_object("GET", path, self._get(path, **{"with": _join(with_)}))
+        if not isinstance(name_or_id, str) or not name_or_id.strip():
+            raise ThreatQValidationError("investigation", name_or_id, reason="an id or a name is required")
+        path = "/api/investigations"
+        rows = rows_of(self._get(path, name=name_or_id.strip(), limit=2, **{"with": _join(with_)}))
+        for row in rows:
+            if isinstance(row, dict) and row.get("name") == name_or_id.strip():
+                return row
+        raise ThreatQNotFound(404, "GET", path, "", detail=f"no investigation named {name_or_id.strip()!r}")
+
+    def download_attachment(self, attachment_id: int) -> bytes:
+        """Content of an attachment (``GET /api/attachments/{id}/download``).
+
+        :param attachment_id: ThreatQ attachment id.
+        :return: the file's bytes.
+        """
+        ident = _int_id("attachment_id", attachment_id)
+        path = f"/api/attachments/{ident}/download"
+        resp = self._send("GET", path, headers={"Accept": "*/*"}, idempotent=True)
+        return resp.content
+
+    # -- the seven actions of the InsightConnect ThreatQ plugin ------------------------------
+
+    def _filters(self, field_name: str, given: Mapping[str, Any] | None, allowed: Sequence[str],
+                 names: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+        """Query filters from a plugin-style search object; ``names`` maps a name key to (kind, id key)."""
+        if given is None:
+            return {}
+        if not isinstance(given, Mapping):
+            raise ThreatQValidationError(field_name, given, reason="a mapping of field → value is required")
+        out: dict[str, Any] = {}
+        for key, value in given.items():
+            if value is None or value == "":
+                continue  # the plugin drops empty inputs (komand.helper.clean_dict)
+            if key in names:
+                kind, id_key = names[key]
+                canonical, ident = self._resolve(kind, value)
+                out[id_key] = ident if ident is not None else canonical
+            elif key in allowed:
+                out[key] = value
+            else:
+                raise ThreatQValidationError(f"{field_name} key", key, [*allowed, *names])
+        return out
+
+    def search_indicators(self, indicator: Mapping[str, Any] | None = None, *,
+                          limit: int | None = None) -> dict[str, Any]:
+        """Search Indicators: ``GET /api/indicators`` filtered by indicator fields.
+
+        :param indicator: filter fields of the plugin's ``indicator`` type (:data:`INDICATOR_FIELDS`);
+            ``type``/``status`` names are also accepted and resolved to this instance's ids.
+        :param limit: maximum rows (server default if ``None``).
+        :return: ``{"total": int, "data": [indicator]}``, each indicator with the plugin's fields.
+        """
+        params = self._filters("indicator", indicator, INDICATOR_FIELDS,
+                               {"type": ("indicator_types", "type_id"), "status": ("statuses", "status_id")})
+        payload = self._get("/api/indicators", **params, limit=limit)
+        rows = rows_of(payload)
+        total = payload.get("total") if isinstance(payload, dict) else None
+        return {"total": int(total) if isinstance(total, int) else len(rows),
+                "data": [_project(r, INDICATOR_FIELDS) for r in rows]}
+
+    def search(self, query: str, limit: int = 10) -> dict[str, Any]:
+        """Search: ThreatQ global search (``GET /api/search``).
+
+        :param query: search text.
+        :param limit: maximum results.
+        :return: ``{"results": [{"id", "object", "value"}]}``.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ThreatQValidationError("query", query, reason="a non-empty search text is required")
+        size = _int_id("limit", limit)
+        payload = self._get("/api/search", query=query, limit=size)
+        return {"results": [_project(r, _SEARCH_RESULT_FIELDS) for r in rows_of(payload)]}
+
+    def list_events(self, event: Mapping[str, Any] | None = None, *, limit: int | None = None) -> dict[str, Any]:
+        """List Events: ``GET /api/events`` filtered by event fields.
+
+        :param event: filter fields of the plugin's ``event`` type (:data:`EVENT_FIELDS`); a
+            ``type`` name is also accepted.
+        :param limit: maximum rows (server default if ``None``).
+        :return: ``{"total": int, "data": [event]}``, each event with the plugin's fields.
+        """
+        params = self._filters("event", event, EVENT_FIELDS, {"type": ("event_types", "type_id")})
+        payload = self._get("/api/events", **params, limit=limit)
+        rows = rows_of(payload)
+        total = payload.get("total") if isinstance(payload, dict) else None
+        return {"total": int(total) if isinstance(total, int) else len(rows),
+                "data": [_project(r, EVENT_FIELDS) for r in rows]}
+
+    def create_indicator(self, status: str, source: str, type: str, value: str) -> dict[str, Any]:  # noqa: A002
+        """Create Indicator: ``POST /api/indicators`` (ThreatQ de-duplicates by type and value).
+
+        :param status: status name (Active, Expired, Indirect, Review, Whitelisted).
+        :param source: source name.
+        :param type: indicator type name (``"Eamil Attachment"`` accepted).
+        :param value: the indicator's value.
+        :return: ``{"id": int}`` of the created (or existing) indicator.
+        """
+        if not isinstance(value, str) or not value.strip():
+            raise ThreatQValidationError("value", value, reason="a non-empty indicator value is required")
+        if not isinstance(source, str) or not source.strip():
+            raise ThreatQValidationError("source", source, reason="a non-empty source name is required")
+        type_name, type_id = self._resolve("indicator_types", type)
+        status_name, status_id = self._resolve("statuses", status)
+        item: dict[str, Any] = {"value": value.strip(), "sources": [{"name": source.strip()}]}
+        item.update({"type_id": type_id} if type_id is not None else {"type": type_name})
+        item.update({"status_id": status_id} if status_id is not None else {"status": status_name})
+        path = "/api/indicators"
+        # Idempotent: the server answers an existing (type, value) with that indicator.
+        payload = self.request_json("POST", path, json=[item], idempotent=True)
+        created = self._data_object("POST", path, payload)
+        return {"id": _int_id("id", created.get("id"))}
+
+    def create_event(self, title: str, type: str, date: datetime | str, source: str,  # noqa: A002
+                     description: str | None = None) -> dict[str, Any]:
+        """Create Event: ``POST /api/events`` (never re-sent once it may have reached the server).
+
+        :param title: event title.
+        :param type: event type name.
+        :param date: when it happened (datetime or ISO string; naive = UTC).
+        :param source: source name.
+        :param description: optional description (HTML allowed).
+        :return: ``{"id": int}`` of the created event.
+        """
+        if not isinstance(title, str) or not title.strip():
+            raise ThreatQValidationError("title", title, reason="a non-empty title is required")
+        if not isinstance(source, str) or not source.strip():
+            raise ThreatQValidationError("source", source, reason="a non-empty source name is required")
+        happened_at = to_threatq_time(date, "date")
+        type_name, type_id = self._resolve("event_types", type)
+        body: dict[str, Any] = {"title": title, "happened_at": happened_at, "sources": [{"name": source.strip()}]}
+        body.update({"type_id": type_id} if type_id is not None else {"type": type_name})
+        if description:
+            body["description"] = description
+        path = "/api/events"
+        created = self._data_object("POST", path, self.request_json("POST", path, json=body, idempotent=False))
+        return {"id": _int_id("id", created.get("id"))}
+
+    def get_indicator(self, indicator_id: int, with_: Iterable[str] | str | None = None) -> dict[str, Any]:
+        """Get Indicator: ``GET /api/indicators/{id}``.
+
+        :param indicator_id: ThreatQ indicator id.
+        :param with_: related classes to embed, e.g. ``["adversaries", "attachments"]``.
+        :return: ``{"data": {...}}``.
+        """
+        ident = _int_id("indicator_id", indicator_id)
+        path = f"/api/indicators/{ident}"
+        return {"data": self._data_object("GET", path, self._get(path, **{"with": _join(with_)}))}
+
+    def get_event(self, event_id: int, with_: Iterable[str] | str | None = None) -> dict[str, Any]:
+        """Get Event: ``GET /api/events/{id}``.
+
+        :param event_id: ThreatQ event id.
+        :param with_: related classes to embed, e.g. ``["adversaries", "attachments"]``.
+        :return: ``{"data": {...}}``.
+        """
+        ident = _int_id("event_id", event_id)
+        path = f"/api/events/{ident}"
+        return {"data": self._data_object("GET", path, self._get(path, **{"with": _join(with_)}))}
+

@@ -1,0 +1,173 @@
+"""Airflow hook for ThreatQ: turns a ``threatq`` Connection into a :class:`ThreatQClient`.
+
+Connection fields (declared as data in :mod:`threatq_provider.provider_info`):
+
+=============  ========================  ==========================================================
+field          extra key                 meaning
+=============  ========================  ==========================================================
+Host           –                         full URL, e.g. ``https://threatq.example.com``
+Login          –                         account e-mail (password grant)
+Password       –                         account password (password grant)
+–              ``client_id``             OAuth client id (both grants)
+–              ``client_secret``         set → client-credentials grant; empty → password grant
+–              ``verify_tls``            verify the TLS certificate (default true)
+–              ``ca_bundle``             PEM CA bundle path (optional)
+–              ``proxy``                 proxy URL for all calls (optional)
+–              ``timeout``               read timeout in seconds (default 60; connect is 10)
+–              ``page_size``             rows per page when polling (default 1000)
+=============  ========================  ==========================================================
+
+Legacy ``extra__threatq__<key>`` extras are read when the plain key is absent.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+
+from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
+from threatq_provider.threatq.client import RetryPolicy, ThreatQClient
+from threatq_provider.threatq.errors import ThreatQError, ThreatQValidationError, mask_body
+
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n", ""}
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _as_bool(key: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ThreatQValidationError(key, value, reason="true or false is required")
+
+
+def _as_number(key: str, value: Any, default: float, cast: type = float) -> Any:
+    if value is None or value == "":
+        return cast(default)
+    try:
+        number = cast(value)
+    except (TypeError, ValueError):
+        raise ThreatQValidationError(key, value, reason="a positive number is required") from None
+    if number <= 0:
+        raise ThreatQValidationError(key, value, reason="a positive number is required")
+    return number
+
+
+class ThreatQHook(BaseHook):
+    """Interact with a ThreatQ instance through :class:`ThreatQClient`.
+
+    Credentials come only from the connection. The client (one HTTP session, one cached token)
+    is built on first use and reused by every call on this hook.
+
+    :param threatq_conn_id: id of a ``threatq`` connection.
+    """
+
+    conn_name_attr = "threatq_conn_id"
+    default_conn_name = "threatq_default"
+    conn_type = "threatq"
+    hook_name = "ThreatQ"
+
+    def __init__(self, threatq_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threatq_conn_id = threatq_conn_id
+
+    def _extra(self, extras: dict[str, Any], key: str) -> Any:
+        value = extras.get(key)
+        if value is None or value == "":
+            value = extras.get(f"extra__{self.conn_type}__{key}")
+        return None if value == "" else value
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Arguments of :class:`ThreatQClient` read from the connection (reads it once per call).
+
+        :return: ``base_url``, ``auth``, ``verify``, ``proxies``, ``timeout``, ``page_size``.
+        :raises ThreatQValidationError: a field is missing or malformed (never echoes a secret).
+        """
+        conn = self.get_connection(self.threatq_conn_id)
+        extras = conn.extra_dejson or {}
+        base_url = self._base_url(conn)
+        client_id = self._extra(extras, "client_id")
+        client_secret = self._extra(extras, "client_secret")
+        if client_secret:
+            mask_secret(client_secret)
+            auth: ClientCredentials | PasswordGrant = ClientCredentials(client_id or "", client_secret)
+        else:
+            auth = PasswordGrant(client_id or "", conn.login or "", conn.password or "")
+        verify: bool | str = _as_bool("verify_tls", self._extra(extras, "verify_tls"), True)
+        ca_bundle = self._extra(extras, "ca_bundle")
+        if verify and ca_bundle:
+            verify = str(ca_bundle)
+        proxy = self._extra(extras, "proxy")
+        read_timeout = _as_number("timeout", self._extra(extras, "timeout"), 60.0)
+        page_size = _as_number("page_size", self._extra(extras, "page_size"), 1000, int)
+        return {
+            "base_url": base_url,
+            "auth": auth,
+            "verify": verify,
+            "proxies": {"http": proxy, "https": proxy} if proxy else None,
+            "timeout": (min(CONNECT_TIMEOUT_S, read_timeout), read_timeout),
+            "page_size": page_size,
+        }
+
+    def _base_url(self, conn: Any) -> str:
+        host = (conn.host or "").strip()
+        if not host:
+            raise ThreatQValidationError("host", host, reason=f"connection {self.threatq_conn_id!r} has no host URL")
+        if "://" not in host:
+            scheme = (conn.schema or "https").strip() or "https"
+            host = f"{scheme}://{host}"
+        scheme, rest = host.split("://", 1)
+        netloc = rest.split("/", 1)[0]
+        if conn.port and ":" not in netloc.rsplit("]", 1)[-1]:
+            rest = rest.replace(netloc, f"{netloc}:{conn.port}", 1)
+        return f"{scheme}://{rest}".rstrip("/")
+
+    @cached_property
+    def _client(self) -> ThreatQClient:
+        return ThreatQClient(**self.client_kwargs(), retry=RetryPolicy())
+
+    def get_client(self) -> ThreatQClient:
+        """The cached client of this hook.
+
+        :return: a :class:`ThreatQClient`; close it with :meth:`close` when done.
+        """
+        return self._client
+
+    def get_conn(self) -> ThreatQClient:
+        """Same as :meth:`get_client` (Airflow's generic hook entry point)."""
+        return self._client
+
+    def close(self) -> None:
+        """Close the client's HTTP session, if one was built."""
+        client = self.__dict__.pop("_client", None)
+        if client is not None:
+            client.close()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Fetch a token and make one cheap read; used by the UI's Test button and the CLI.
+
+        :return: ``(True, "Connected to ThreatQ at <url> as <identity>")`` or ``(False, reason)``;
+            the reason never contains a password, secret or token.
+        """
+        try:
+            client = ThreatQClient(**self.client_kwargs(), retry=RetryPolicy(total=1, backoff_factor=0.2))
+        except ThreatQError as exc:
+            return False, f"ThreatQ connection {self.threatq_conn_id!r} is misconfigured: {exc}"
+        except Exception as exc:  # connection lookup failed (missing id, bad JSON)
+            reason = mask_body(f"{type(exc).__name__}: {exc}")
+            return False, f"ThreatQ connection {self.threatq_conn_id!r} could not be read: {reason}"
+        try:
+            identity = client.check()
+        except ThreatQError as exc:
+            return False, f"Cannot connect to ThreatQ at {client.base_url}: {exc}"
+        finally:
+            client.close()
+        return True, f"Connected to ThreatQ at {client.base_url} as {identity}"

@@ -1,0 +1,108 @@
+"""Pure helpers for ThreatQ paging: time formats, empty-page quirks, keyset filters.
+
+How window polling avoids skips and duplicates
+----------------------------------------------
+Offset paging over a window breaks when rows change during the run: an indicator updated
+mid-run leaves its place in the sort order, every later row shifts one offset down, and one row
+is skipped. So the client pages by *keyset*: each request asks for rows of the window sorted by
+``(updated_at, id)`` and strictly after the last ``(updated_at, id)`` already yielded::
+
+    updated_at >= since AND updated_at < until
+    AND (updated_at > last_ts OR (updated_at = last_ts AND id > last_id))
+
+A row that is updated mid-run gets a new ``updated_at`` of "now"; when ``until`` is in the past
+(a data interval that has ended) it simply leaves the window and belongs to a later window. When
+``until`` is still in the future it may come back once more with its newer version, which the
+loaders resolve by keeping the newest ``updated_at``. Adjacent windows ``[a, b)`` and ``[b, c)``
+partition time: ``b`` is excluded from the first and included in the second.
+
+Timestamps are formatted to whole seconds (ThreatQ stores ``YYYY-MM-DD HH:MM:SS`` in UTC). Both
+ends are truncated the same way, so consecutive windows still partition the rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from threatq_provider.threatq.errors import ThreatQValidationError
+
+THREATQ_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class CollectionPage:
+    """One page of a data collection.
+
+    :ivar indicators: the page's indicators, in server order (``updated_at`` ascending).
+    :ivar next_cursor: the ``nextCursorMark`` to resume after this page, or ``None`` if the
+        server sent none. Persist it only after the page is safely staged.
+    """
+
+    indicators: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def to_threatq_time(value: datetime | str, field: str = "time") -> str:
+    """Format a datetime (aware → converted to UTC; naive → taken as UTC) or an ISO string.
+
+    :param value: the instant.
+    :param field: input name for the error message.
+    :return: ``YYYY-MM-DD HH:MM:SS`` in UTC.
+    :raises ThreatQValidationError: for anything that is not a datetime or an ISO 8601 string.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise ThreatQValidationError(
+                field, value, reason="expected an ISO 8601 date/time, e.g. 2026-01-31T12:00:00Z"
+            ) from None
+        value = parsed
+    if not isinstance(value, datetime):
+        raise ThreatQValidationError(field, value, reason="expected a datetime or an ISO 8601 string")
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime(THREATQ_TIME_FORMAT)
+
+
+def rows_of(payload: Any) -> list[dict[str, Any]]:
+    """The list of rows of a list/query response, treating ``data: {}``/``[]``/missing as empty.
+
+    :param payload: parsed JSON body.
+    :return: the rows (possibly empty).
+    """
+    if not isinstance(payload, dict):
+        return []
+    data = payload.get("data")
+    if isinstance(data, list):
+        return data
+    return []
+
+
+def sort_key(row: dict[str, Any]) -> tuple[str, int]:
+    """Keyset position of a row: ``(updated_at, id)``."""
+    return (str(row.get("updated_at") or ""), int(row.get("id") or 0))
+
+
+def after_clause(last: tuple[str, int]) -> dict[str, Any]:
+    """Filter clause selecting rows strictly after ``last`` in ``(updated_at, id)`` order."""
+    ts, ident = last
+    return {
+        "+or": [
+            {"updated_at": {"+gt": ts}},
+            {"+and": [{"updated_at": ts}, {"id": {"+gt": ident}}]},
+        ]
+    }
+
+
+def window_clauses(since: str, until: str) -> list[dict[str, Any]]:
+    """Filter clauses for ``since <= updated_at < until``."""
+    return [{"updated_at": {"+gte": since}}, {"updated_at": {"+lt": until}}]
+
+
+def any_of(key: str, values: list[str]) -> dict[str, Any]:
+    """``key`` equal to any of ``values``."""
+    return {"+or": [{key: v} for v in values]}
