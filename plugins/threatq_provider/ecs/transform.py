@@ -375,7 +375,10 @@ def _place_value(
                 _put(doc, ("threat", "indicator", "registry", "key"), rest)
         else:
             _put(doc, ("threat", "indicator", "registry", "key"), value)
-    _put(doc, rule.path, typed)
+    if rule.path[0] == "threatq":
+        _put(tq, rule.path[1:], typed)
+    else:
+        _put(doc, rule.path, typed)
     for path, constant in rule.extra:
         _put(doc, path, constant)
     if rule.related is not None:
