@@ -178,7 +178,8 @@ class Token:
             return None
         refresh = body.get("refresh_token")
         try:
-            expires_in = float(body.get("expires_in") or 3600)
+            raw_expiry = body.get("expires_in")
+            expires_in = 3600.0 if raw_expiry in (None, "") else max(0.0, float(raw_expiry))
         except (TypeError, ValueError):
             expires_in = 3600.0
         margin = min(RENEW_MARGIN_S, expires_in / 10)

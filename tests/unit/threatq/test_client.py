@@ -1,0 +1,333 @@
+"""ThreatQClient against requests_mock: request shapes, token handling, retry rules, paging."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+import requests
+
+from threatq_provider.threatq.client import (
+    ClientCredentials,
+    PasswordGrant,
+    RetryPolicy,
+    ThreatQClient,
+)
+from threatq_provider.threatq.errors import (
+    ThreatQAuthError,
+    ThreatQBadRequest,
+    ThreatQConnectionError,
+    ThreatQNotFound,
+    ThreatQRateLimited,
+    ThreatQResponseError,
+    ThreatQServerError,
+    ThreatQValidationError,
+)
+
+BASE = "https://tq.example.test"
+CANARY = "canary-S3CRET-9f8e7d"
+TOKEN = {"access_token": "acc-1", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "ref-1"}
+
+
+def make_client(auth=None, **kwargs) -> ThreatQClient:
+    client = ThreatQClient(
+        BASE,
+        auth=auth or PasswordGrant("cid", "analyst@example.com", CANARY),
+        retry=kwargs.pop("retry", RetryPolicy(total=3, backoff_factor=0, jitter=0)),
+        **kwargs,
+    )
+    client.sleeps = []
+    client._sleep = client.sleeps.append
+    return client
+
+
+@pytest.fixture
+def tq(requests_mock):
+    requests_mock.post(f"{BASE}/api/token", json=TOKEN)
+    return requests_mock
+
+
+def test_password_grant_sends_json_body_with_email_password_grant_type_and_client_id(tq):
+    tq.get(f"{BASE}/api/indicators/7", json={"data": {"id": 7}})
+    assert make_client().get_indicator(7) == {"data": {"id": 7}}
+    token_call = tq.request_history[0]
+    assert token_call.json() == {
+        "email": "analyst@example.com", "password": CANARY, "grant_type": "password", "client_id": "cid",
+    }
+    assert tq.request_history[1].headers["Authorization"] == "Bearer acc-1"
+
+
+def test_client_credentials_send_basic_header_and_grant_type_in_query(tq):
+    tq.get(f"{BASE}/api/indicators/7", json={"data": {"id": 7}})
+    make_client(auth=ClientCredentials("cid", CANARY)).get_indicator(7)
+    token_call = tq.request_history[0]
+    assert token_call.qs == {"grant_type": ["client_credentials"]}
+    assert token_call.headers["Authorization"] == "Basic " + base64.b64encode(f"cid:{CANARY}".encode()).decode()
+
+
+def test_token_is_cached_across_calls(tq):
+    tq.get(f"{BASE}/api/indicators/7", json={"data": {"id": 7}})
+    client = make_client()
+    client.get_indicator(7)
+    client.get_indicator(7)
+    assert [r.path for r in tq.request_history].count("/api/token") == 1
+
+
+def test_token_renewed_with_refresh_grant_before_expiry(tq):
+    tq.post(f"{BASE}/api/token", [
+        {"json": {**TOKEN, "expires_in": 0}},
+        {"json": {**TOKEN, "access_token": "acc-2", "refresh_token": "ref-2"}},
+    ])
+    tq.get(f"{BASE}/api/indicators/7", json={"data": {"id": 7}})
+    client = make_client()
+    client.get_indicator(7)
+    client.get_indicator(7)
+    refresh = tq.request_history[2]
+    assert refresh.qs["grant_type"] == ["refresh_token"] and refresh.qs["refresh_token"] == ["ref-1"]
+    assert tq.request_history[3].headers["Authorization"] == "Bearer acc-2"
+
+
+def test_401_reauthenticates_once_then_succeeds(tq):
+    tq.get(f"{BASE}/api/indicators/7", [{"status_code": 401, "json": {"message": "Unauthenticated."}},
+                                        {"json": {"data": {"id": 7}}}])
+    assert make_client().get_indicator(7)["data"]["id"] == 7
+
+
+def test_second_401_raises_auth_error(tq):
+    tq.get(f"{BASE}/api/indicators/7", status_code=401, json={"message": "Unauthenticated."})
+    with pytest.raises(ThreatQAuthError) as err:
+        make_client().get_indicator(7)
+    assert err.value.status == 401
+    assert len([r for r in tq.request_history if r.path == "/api/indicators/7"]) == 2
+
+
+def test_bad_credentials_raise_auth_error_without_the_password(requests_mock):
+    requests_mock.post(f"{BASE}/api/token", status_code=400,
+                       json={"error": "invalid_grant", "message": "The user credentials were incorrect.",
+                             "password": CANARY})
+    with pytest.raises(ThreatQAuthError) as err:
+        make_client().get_indicator(1)
+    assert CANARY not in str(err.value)
+    assert "analyst@example.com" in str(err.value)
+
+
+def test_token_response_without_access_token_is_an_auth_error(requests_mock):
+    requests_mock.post(f"{BASE}/api/token", json={"token_type": "bearer"})
+    with pytest.raises(ThreatQAuthError, match="no access_token"):
+        make_client().get_indicator(1)
+
+
+def test_429_retried_honouring_retry_after(tq):
+    tq.get(f"{BASE}/api/indicators/7", [{"status_code": 429, "headers": {"Retry-After": "7"}},
+                                        {"json": {"data": {"id": 7}}}])
+    client = make_client()
+    assert client.get_indicator(7)["data"]["id"] == 7
+    assert client.sleeps == [7.0]
+
+
+def test_429_exhausting_retries_raises_rate_limited(tq):
+    tq.get(f"{BASE}/api/indicators/7", status_code=429, headers={"Retry-After": "1"})
+    client = make_client()
+    with pytest.raises(ThreatQRateLimited) as err:
+        client.get_indicator(7)
+    assert err.value.retry_after == 1.0
+    assert len(client.sleeps) == 3
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+def test_gateway_and_unavailable_statuses_retried_on_get(tq, status):
+    tq.get(f"{BASE}/api/indicators/7", [{"status_code": status}, {"json": {"data": {"id": 7}}}])
+    assert make_client().get_indicator(7)["data"]["id"] == 7
+
+
+def test_500_not_retried_by_default(tq):
+    tq.get(f"{BASE}/api/indicators/7", [{"status_code": 500, "text": "boom"}, {"json": {"data": {"id": 7}}}])
+    with pytest.raises(ThreatQServerError) as err:
+        make_client().get_indicator(7)
+    assert err.value.status == 500 and err.value.path == "/api/indicators/7"
+
+
+def test_other_4xx_not_retried(tq):
+    tq.get(f"{BASE}/api/indicators/7", status_code=404, json={"message": "not found"})
+    client = make_client()
+    with pytest.raises(ThreatQNotFound):
+        client.get_indicator(7)
+    assert client.sleeps == []
+
+
+def test_400_parses_both_error_forms(tq):
+    tq.post(f"{BASE}/api/events", status_code=400, json={"data": {"errors": {"title": ["required"]}}})
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    with pytest.raises(ThreatQBadRequest) as err:
+        make_client().create_event("t", "Malware", "2026-01-01", "src")
+    assert err.value.errors == {"title": ["required"]}
+
+
+def test_502_on_create_event_is_not_resent(tq):
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    tq.post(f"{BASE}/api/events", [{"status_code": 502}, {"json": {"data": {"id": 1}}}])
+    with pytest.raises(ThreatQServerError):
+        make_client().create_event("t", "Malware", "2026-01-01", "src")
+    assert len([r for r in tq.request_history if r.path == "/api/events"]) == 1
+
+
+def test_503_on_create_event_is_resent(tq):
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    tq.post(f"{BASE}/api/events", [{"status_code": 503}, {"json": {"data": {"id": 11}}}])
+    assert make_client().create_event("t", "Malware", "2026-01-01", "src") == {"id": 11}
+
+
+def test_read_error_on_get_retried(tq):
+    tq.get(f"{BASE}/api/indicators/7", [{"exc": requests.exceptions.ConnectionError("reset")},
+                                        {"json": {"data": {"id": 7}}}])
+    assert make_client().get_indicator(7)["data"]["id"] == 7
+
+
+def test_read_error_on_create_event_not_resent(tq):
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    tq.post(f"{BASE}/api/events", exc=requests.exceptions.ConnectionError("reset"))
+    with pytest.raises(ThreatQConnectionError) as err:
+        make_client().create_event("t", "Malware", "2026-01-01", "src")
+    assert err.value.attempts == 1
+
+
+def test_malformed_json_raises_response_error_with_status_and_excerpt(tq):
+    tq.get(f"{BASE}/api/indicators/7", text='{"data": {"id": 7,,,')
+    with pytest.raises(ThreatQResponseError) as err:
+        make_client().get_indicator(7)
+    assert err.value.status == 200 and '{"data"' in err.value.body_excerpt
+
+
+def test_token_in_error_body_is_masked(tq):
+    tq.get(f"{BASE}/api/indicators/7", status_code=404,
+           text='{"message":"nope","access_token":"acc-1","echo":"Bearer acc-1"}')
+    with pytest.raises(ThreatQNotFound) as err:
+        make_client().get_indicator(7)
+    assert "acc-1" not in str(err.value)
+
+
+def test_type_and_status_resolved_by_name_at_run_time(tq):
+    tq.get(f"{BASE}/api/indicator/types", json={"total": 2, "data": [{"id": 115, "name": "IP Address"},
+                                                                    {"id": 106, "name": "Email Attachment"}]})
+    tq.get(f"{BASE}/api/indicator/statuses", json={"total": 1, "data": [{"id": 101, "name": "Active"}]})
+    tq.post(f"{BASE}/api/indicators", json={"total": 1, "data": [{"id": 9, "existing": "N"}]})
+    client = make_client()
+    assert client.create_indicator(status="active", source="ops", type="Eamil Attachment", value="x.doc") == {"id": 9}
+    body = tq.last_request.json()
+    assert body == [{"value": "x.doc", "sources": [{"name": "ops"}], "type_id": 106, "status_id": 101}]
+    client.indicator_type_id("IP Address")
+    assert [r.path for r in tq.request_history].count("/api/indicator/types") == 1
+
+
+def test_unknown_type_lists_valid_names(tq):
+    tq.get(f"{BASE}/api/indicator/types", json={"total": 1, "data": [{"id": 15, "name": "IP Address"}]})
+    with pytest.raises(ThreatQValidationError, match="IP Address"):
+        make_client().indicator_type_id("IP Adress")
+
+
+def test_non_admin_empty_metadata_falls_back_to_names(tq):
+    tq.get(f"{BASE}/api/indicator/types", json={})
+    tq.get(f"{BASE}/api/indicator/statuses", json={})
+    tq.post(f"{BASE}/api/indicators", json={"total": 1, "data": [{"id": 9}]})
+    make_client().create_indicator(status="Review", source="ops", type="fqdn", value="a.example")
+    assert tq.last_request.json()[0]["type"] == "FQDN" and tq.last_request.json()[0]["status"] == "Review"
+
+
+def _rows(n, start=0, ts="2026-01-01 00:00:00"):
+    return [{"id": start + i, "updated_at": ts, "value": f"v{start + i}"} for i in range(n)]
+
+
+def test_window_paging_uses_keyset_after_first_page(tq):
+    tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 3, "data": _rows(2, 1)}},
+                                             {"json": {"total": 3, "data": _rows(1, 3)}}])
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+    assert [[r["id"] for r in p] for p in pages] == [[1, 2], [3]]
+    first, second = [r.json() for r in tq.request_history if r.path == "/api/indicators/query"]
+    assert first["filters"]["+and"] == [{"updated_at": {"+gte": "2026-01-01 00:00:00"}},
+                                        {"updated_at": {"+lt": "2026-01-02 00:00:00"}}]
+    assert second["filters"]["+and"][-1] == {"+or": [
+        {"updated_at": {"+gt": "2026-01-01 00:00:00"}},
+        {"+and": [{"updated_at": "2026-01-01 00:00:00"}, {"id": {"+gt": 2}}]},
+    ]}
+    assert tq.request_history[-1].qs["sort"] == ["updated_at,id"]
+
+
+@pytest.mark.parametrize("empty", [[], {}])
+def test_empty_last_page_quirk_ends_paging(tq, empty):
+    tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 2, "data": _rows(2, 1)}},
+                                             {"json": {"total": 2, "data": empty}}])
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+    assert sum(len(p) for p in pages) == 2
+
+
+def test_server_ignoring_keyset_is_an_error_not_a_loop(tq):
+    tq.post(f"{BASE}/api/indicators/query", json={"total": 4, "data": _rows(2, 1)})
+    with pytest.raises(ThreatQResponseError, match="keyset"):
+        list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+
+
+def test_window_end_before_start_is_rejected(tq):
+    with pytest.raises(ThreatQValidationError):
+        list(make_client().iter_indicator_pages("2026-01-02", "2026-01-01"))
+
+
+def test_collection_pages_follow_cursor_and_stop_on_empty_object(tq):
+    url = f"{BASE}/api/indicators/query/hash/abc"
+    tq.get(url, [{"json": {"total": 3, "data": _rows(2, 1), "nextCursorMark": "c1", "limit": 2}},
+                 {"json": {"total": 3, "data": _rows(1, 3), "nextCursorMark": "c2", "limit": 2}},
+                 {"json": {"total": 3, "data": {}, "nextCursorMark": "c3", "limit": 2}}])
+    pages = list(make_client().iter_collection_pages("abc", page_size=2))
+    assert [(len(p.indicators), p.next_cursor) for p in pages] == [(2, "c1"), (1, "c2")]
+    calls = [r for r in tq.request_history if r.path == "/api/indicators/query/hash/abc"]
+    assert [c.qs["cursormark"] for c in calls] == [["*"], ["c1"], ["c2"]]
+    assert calls[0].qs["fields"] == ["*,sources,attributes,adversaries"]
+
+
+def test_collection_stops_when_cursor_repeats(tq):
+    tq.get(f"{BASE}/api/indicators/query/hash/abc",
+           json={"total": 1, "data": _rows(1, 1), "nextCursorMark": "same"})
+    pages = list(make_client().iter_collection_pages("abc", cursor="same"))
+    assert len(pages) == 1
+
+
+def test_search_and_list_shapes_follow_the_plugin(tq):
+    tq.get(f"{BASE}/api/search", json={"data": [{"id": 1, "object": "indicator", "value": "x", "extra": 1}]})
+    tq.get(f"{BASE}/api/events", json={"total": 5, "data": [{"id": 2, "title": "t", "type": {"id": 1}}]})
+    client = make_client()
+    assert client.search("x", limit=3) == {"results": [{"id": 1, "object": "indicator", "value": "x"}]}
+    assert tq.last_request.qs == {"query": ["x"], "limit": ["3"]}
+    assert client.list_events({"title": "t", "hash": None}) == {"total": 5, "data": [{"id": 2, "title": "t"}]}
+    assert tq.last_request.qs == {"title": ["t"]}
+
+
+def test_search_indicators_rejects_unknown_filter_keys(tq):
+    with pytest.raises(ThreatQValidationError, match="last_detected_at"):
+        make_client().search_indicators({"colour": "red"})
+
+
+def test_retry_policy_validated_when_built():
+    with pytest.raises(ThreatQValidationError):
+        RetryPolicy(total=-1)
+    with pytest.raises(ThreatQValidationError):
+        RetryPolicy(statuses=(200,))
+
+
+def test_grants_validated_and_repr_hides_secrets():
+    with pytest.raises(ThreatQValidationError):
+        PasswordGrant("cid", "user", "")
+    with pytest.raises(ThreatQValidationError):
+        ClientCredentials("", "secret")
+    assert CANARY not in repr(PasswordGrant("cid", "u", CANARY))
+    assert CANARY not in repr(ClientCredentials("cid", CANARY))
+
+
+def test_canary_never_logged_during_retries_and_failures(tq, caplog):
+    caplog.set_level(logging.DEBUG)
+    tq.get(f"{BASE}/api/indicators/7", [{"status_code": 503}, {"status_code": 401},
+                                        {"status_code": 400, "text": json.dumps({"password": CANARY})}])
+    with pytest.raises(ThreatQBadRequest) as err:
+        make_client().get_indicator(7)
+    assert CANARY not in caplog.text and CANARY not in str(err.value)
+    assert "acc-1" not in caplog.text
