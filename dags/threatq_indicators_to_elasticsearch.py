@@ -36,6 +36,9 @@ ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 CRON = os.environ.get("THREATQ_INDICATORS_CRON", "*/10 * * * *")
 STAGE = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}/{{ dag.dag_id }}/{{ run_id }}"
 ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
+# `format: date-time` gives the UI its date picker; the pattern makes the check independent of
+# whether jsonschema's optional date-time checker (rfc3339-validator) is installed.
+ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 INDICATOR_TYPES = [t["name"] for t in json.loads(include_path("threatq", "enumerations.json").read_text())["indicator_types"]]
 
 # [START threatq_indicator_params]
@@ -43,8 +46,8 @@ PARAMS = {
     "mode": Param("window", type="string", enum=["window", "collection", "full_resync"],
                   description="window: the run's data interval; collection: a data collection by cursorMark; full_resync: everything."),
     "collection": Param(None, type=["null", "string"], description="Data collection hash (collection mode)."),
-    "since": Param(None, type=["null", "string"], format="date-time", description="Override the window start (UTC, included)."),
-    "until": Param(None, type=["null", "string"], format="date-time", description="Override the window end (UTC, excluded)."),
+    "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME, description="Override the window start (UTC, included)."),
+    "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME, description="Override the window end (UTC, excluded)."),
     "indicator_types": Param([], type="array", items={"type": "string", "enum": INDICATOR_TYPES}, uniqueItems=True,
                              description="Only these ThreatQ indicator types; empty = all."),
     "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",

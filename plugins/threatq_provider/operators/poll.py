@@ -13,7 +13,7 @@ One operator, three ways of choosing what to read (``mode``):
     it: the report task saves it after the pages are staged **and** loaded (Singer's rule —
     saving earlier would lose records when the load fails).
 ``full_resync``
-    every indicator, with no date bound.
+    every indicator (a window from 1970 to 9999).
 
 The operator streams page by page to ``<stage_uri>/raw.ndjson`` (one indicator per line) under an
 ``ObjectStoragePath``, so memory stays flat and any worker can read the file. A rerun of the same
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 MODES = ("window", "collection", "full_resync")
 RAW_FILE_NAME = "raw.ndjson"
 CURSOR_START = "*"
+# full_resync reads every indicator: a window wider than any ThreatQ timestamp.
+FULL_RESYNC_WINDOW = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
 
 
 def collection_cursor_variable(collection: str) -> str:
@@ -168,7 +170,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             if start >= end:
                 raise AirflowException(f"window_start {start.isoformat()} is not before window_end {end.isoformat()}")
         if mode == "full_resync":
-            start, end = None, None
+            start, end = FULL_RESYNC_WINDOW
         collection = str(self.collection) if self.collection not in (None, "", "None") else None
         if mode == "collection" and not collection:
             raise AirflowException("collection mode needs a data collection hash (param 'collection')")
