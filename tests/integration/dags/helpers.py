@@ -1,0 +1,119 @@
+"""Ground truth and Elasticsearch read-back for the DAG tests.
+
+The expiry rules are re-implemented here on purpose, small and readable, from Elastic's
+ti_threatq pipeline description (reference/elastic-ti_threatq.md §2.7) rather than imported from
+``threatq_provider.ecs.expiry``: the test is an independent computation of which indicators
+must be in the active index, so a bug in the provider's rules cannot hide on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
+THREATQ_INDEX_PATTERN = "*ti_threatq*"
+
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90d"`` → 90 days; ``h`` and ``m`` for hours and minutes."""
+    return timedelta(**{_UNITS[text[-1]]: int(text[:-1])})
+
+
+def _date(value: Any) -> datetime | None:
+    """ThreatQ writes ``YYYY-MM-DD HH:MM:SS`` in UTC without a zone."""
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def expires(raw: dict[str, Any], duration: timedelta) -> datetime:
+    """When a raw ThreatQ indicator stops being an active IOC (first rule that applies wins).
+
+    1. ThreatQ's ``expired_at``; 2. ThreatQ's ``expires_at``; 3. status ``Expired`` → its
+    ``updated_at``; 4. ``updated_at`` + the IOC expiration duration.
+    """
+    for field in ("expired_at", "expires_at"):
+        if (when := _date(raw.get(field))) is not None:
+            return when
+    updated = _date(raw.get("updated_at"))
+    assert updated is not None, f"simulator indicator {raw.get('id')} has no updated_at"
+    status = raw.get("status")
+    name = status.get("name") if isinstance(status, dict) else status
+    if name == "Expired":
+        return updated
+    return updated + duration
+
+
+def active_ids(indicators: Iterable[dict[str, Any]], *, now: datetime, duration: str = "90d") -> set[str]:
+    """Ids of the indicators still active at ``now`` (expiry strictly after ``now``)."""
+    lifetime = parse_duration(duration)
+    return {str(raw["id"]) for raw in indicators if expires(raw, lifetime) > now}
+
+
+def all_ids(indicators: Iterable[dict[str, Any]]) -> list[str]:
+    return [str(raw["id"]) for raw in indicators]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def es_active_docs(es: Any) -> dict[str, dict[str, Any]]:
+    """Every document of the active alias, keyed by ThreatQ indicator id (``threatq.id``).
+
+    Asserts that no indicator appears twice (nothing doubled).
+    """
+    from elasticsearch import helpers
+
+    if not es.indices.exists_alias(name=ACTIVE_ALIAS) and not es.indices.exists(index=ACTIVE_ALIAS):
+        return {}
+    es.indices.refresh(index=ACTIVE_ALIAS)
+    docs: dict[str, dict[str, Any]] = {}
+    for hit in helpers.scan(es, index=ACTIVE_ALIAS, query={"query": {"match_all": {}}}, seq_no_primary_term=True):
+        tq_id = str(hit["_source"]["threatq"]["id"])
+        assert tq_id not in docs, f"indicator {tq_id} is twice in {ACTIVE_ALIAS}"
+        docs[tq_id] = hit
+    return docs
+
+
+def wipe_threatq_indices(es: Any) -> None:
+    """Delete every ti_threatq data stream and index (templates stay; the loader reinstalls them)."""
+    try:
+        es.indices.delete_data_stream(name=THREATQ_INDEX_PATTERN, expand_wildcards="all")
+    except Exception as exc:  # noqa: BLE001 - no data streams is fine, anything else is not
+        if getattr(exc, "status_code", getattr(exc, "meta", None) and exc.meta.status) not in (404,):
+            raise
+    es.indices.delete(index=THREATQ_INDEX_PATTERN, expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
+
+
+def assert_active_index_matches(es: Any, indicators: list[dict[str, Any]], *, before: datetime, after: datetime,
+                                duration: str = "90d") -> dict[str, dict[str, Any]]:
+    """The active index holds exactly the indicators active by the rules.
+
+    ``before``/``after`` bracket the sweep: an indicator expiring between the two clocks may be on
+    either side, and only such an indicator. When none falls in between (the usual case) this is
+    plain set equality.
+    """
+    docs = es_active_docs(es)
+    got = set(docs)
+    must = active_ids(indicators, now=after, duration=duration)  # still active after the sweep
+    may = active_ids(indicators, now=before, duration=duration)  # active when the sweep began
+    missing = must - got
+    extra = got - may
+    assert not missing, f"{len(missing)} active indicators missing from the active index, e.g. {sorted(missing)[:5]}"
+    assert not extra, f"{len(extra)} indicators in the active index that are expired or unknown, e.g. {sorted(extra)[:5]}"
+    return docs
+
+
+def read_ndjson_ids(path: str) -> list[str]:
+    """ThreatQ ids of a raw stage file (one indicator per line)."""
+    from airflow.sdk import ObjectStoragePath
+
+    with ObjectStoragePath(path).open("r", encoding="utf-8") as fh:
+        return [str(json.loads(line)["id"]) for line in fh if line.strip()]
