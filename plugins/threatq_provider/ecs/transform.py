@@ -252,6 +252,14 @@ def _attributes(tq: dict[str, Any], errors: list[str]) -> None:
     tq["attributes"] = out
 
 
+def _tags(tq: dict[str, Any]) -> None:
+    """ThreatQ returns tags as strings or as ``{id, name}`` objects; keep names so the keyword
+    mapping of ``threatq.tags`` never meets an object (which would make Elasticsearch reject it)."""
+    tags = tq.get("tags")
+    if isinstance(tags, list) and tags and not all(isinstance(t, str) for t in tags):
+        tq["tags"] = [t.get("name") if isinstance(t, dict) else t if isinstance(t, str) else str(t) for t in tags]
+
+
 def _adversaries(tq: dict[str, Any]) -> None:
     adversaries = tq.get("adversaries")
     if isinstance(adversaries, list) and adversaries:
@@ -491,6 +499,7 @@ def indicator_to_ecs(
     _sources(tq, indicator, tables, errors, keep)
     _attributes(tq, errors)
     _adversaries(tq)
+    _tags(tq)
 
     # Expiry (steps 19-21).
     expired_at, reason = ioc_expiration(raw, now=now, duration=options.expiration)
