@@ -1,0 +1,90 @@
+"""Provider registration as Airflow sees it, and the plugin-loader trap of DESIGN.md.
+
+Both run Airflow in a subprocess (same AIRFLOW_HOME/config as the tests, set by conftest), so the
+plugin loader's module registrations cannot leak into, or be masked by, this pytest process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from threatq_provider import get_provider_info
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def _run(args: list[str], timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=dict(os.environ), cwd=REPO)
+
+
+def _json_out(stdout: str):
+    # Airflow may log a line to stdout before the JSON (unit-test config notice).
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith(("[{", "{"))][-1:]
+    return json.loads(line)
+
+
+def test_provider_info_declares_threatq_connection_type_with_its_fields():
+    info = get_provider_info()
+    (threatq,) = [c for c in info["connection-types"] if c["connection-type"] == "threatq"]
+    assert threatq["hook-class-name"] == "threatq_provider.threatq.hook.ThreatQHook"
+    assert set(threatq["conn-fields"]) == {"client_id", "client_secret", "verify_tls", "ca_bundle", "proxy",
+                                           "timeout", "page_size"}
+    assert threatq["conn-fields"]["client_secret"]["schema"]["format"] == "password"
+
+
+def test_airflow_cli_lists_provider_and_threatq_hook():
+    listed = _run([AIRFLOW, "providers", "list", "-o", "json"])
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    packages = {p["package_name"] for p in _json_out(listed.stdout)}
+    assert "airflow-provider-threatq" in packages
+
+    hooks = _run([AIRFLOW, "providers", "hooks", "-o", "json"])
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    by_type = {h["connection_type"]: h for h in _json_out(hooks.stdout)}
+    assert by_type["threatq"]["class"] == "threatq_provider.threatq.hook.ThreatQHook"
+    assert by_type["threatq"]["conn_id_attribute_name"] == "threatq_conn_id"
+    assert by_type["threatq"]["hook_name"] == "ThreatQ"
+
+
+def test_providers_manager_exposes_connection_form():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    for key in ("client_id", "client_secret", "verify_tls", "ca_bundle", "proxy", "timeout", "page_size"):
+        assert f"extra__threatq__{key}" in widgets
+    assert manager.field_behaviours["threatq"]["relabeling"]["host"] == "ThreatQ URL"
+
+
+_PLUGIN_PROBE = """
+import json, sys
+from airflow import plugins_manager, settings
+errors = plugins_manager.get_import_errors()
+import elasticsearch, pymisp
+print(json.dumps({
+    "folder": settings.PLUGINS_FOLDER,
+    "errors": errors,
+    "elasticsearch": getattr(sys.modules["elasticsearch"], "__file__", None),
+    "has_es_client": hasattr(sys.modules["elasticsearch"], "Elasticsearch"),
+    "pymisp": getattr(sys.modules["pymisp"], "__file__", None),
+    "has_pymisp": hasattr(sys.modules["pymisp"], "PyMISP"),
+}))
+"""
+
+
+@pytest.mark.airflow
+def test_plugin_loader_over_plugins_folder_has_no_errors_and_shadows_nothing():
+    probe = _run([sys.executable, "-c", _PLUGIN_PROBE])
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    result = _json_out(probe.stdout)
+    assert Path(result["folder"]).resolve() == (REPO / "plugins").resolve()
+    assert result["errors"] == {}
+    assert result["has_es_client"] and "site-packages" in result["elasticsearch"]
+    assert result["has_pymisp"] and "site-packages" in result["pymisp"]

@@ -1,0 +1,116 @@
+"""ThreatQHook: connection → client arguments, grants, test_connection, no secrets in messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
+from threatq_provider.threatq.errors import ThreatQValidationError
+from threatq_provider.threatq.hook import ThreatQHook
+
+CANARY = "canary-S3CRET-hook-4a1b"
+TOKEN = {"access_token": "acc-h", "token_type": "Bearer", "expires_in": 3600, "refresh_token": "ref-h"}
+
+
+def set_conn(monkeypatch, conn_id="threatq_default", **fields):
+    conn = {"conn_type": "threatq", "host": "https://tq.example.test", "login": "analyst@example.com",
+            "password": CANARY, "extra": {"client_id": "cid"}}
+    conn.update(fields)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+def test_class_attributes():
+    assert ThreatQHook.conn_name_attr == "threatq_conn_id"
+    assert ThreatQHook.default_conn_name == "threatq_default"
+    assert ThreatQHook.conn_type == "threatq"
+    assert ThreatQHook.hook_name == "ThreatQ"
+
+
+def test_init_does_no_io(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MISSING", raising=False)
+    hook = ThreatQHook(threatq_conn_id="missing")  # no connection exists; must not raise here
+    assert hook.threatq_conn_id == "missing"
+
+
+def test_password_grant_when_no_client_secret(monkeypatch):
+    set_conn(monkeypatch)
+    kwargs = ThreatQHook().client_kwargs()
+    assert kwargs["auth"] == PasswordGrant("cid", "analyst@example.com", CANARY)
+    assert kwargs["base_url"] == "https://tq.example.test"
+    assert kwargs["verify"] is True and kwargs["proxies"] is None
+    assert kwargs["timeout"] == (10.0, 60.0) and kwargs["page_size"] == 1000
+
+
+def test_client_credentials_when_secret_present_and_secret_masked(monkeypatch):
+    masked = []
+    monkeypatch.setattr("threatq_provider.threatq.hook.mask_secret", masked.append)
+    set_conn(monkeypatch, extra={"client_id": "cid", "client_secret": CANARY})
+    kwargs = ThreatQHook().client_kwargs()
+    assert kwargs["auth"] == ClientCredentials("cid", CANARY)
+    assert masked == [CANARY]
+
+
+def test_extras_and_legacy_prefixed_keys(monkeypatch):
+    set_conn(monkeypatch, extra={"extra__threatq__client_id": "legacy", "verify_tls": "true",
+                                 "ca_bundle": "/etc/ca.pem", "proxy": "http://proxy:3128",
+                                 "timeout": "30", "extra__threatq__page_size": "250"})
+    kwargs = ThreatQHook().client_kwargs()
+    assert kwargs["auth"].client_id == "legacy"
+    assert kwargs["verify"] == "/etc/ca.pem"
+    assert kwargs["proxies"] == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
+    assert kwargs["timeout"] == (10.0, 30.0) and kwargs["page_size"] == 250
+
+
+def test_verify_false_wins_over_ca_bundle(monkeypatch):
+    set_conn(monkeypatch, extra={"client_id": "cid", "verify_tls": False, "ca_bundle": "/etc/ca.pem"})
+    assert ThreatQHook().client_kwargs()["verify"] is False
+
+
+def test_host_without_scheme_and_port(monkeypatch):
+    set_conn(monkeypatch, host="tq.local", port=8443)
+    assert ThreatQHook().client_kwargs()["base_url"] == "https://tq.local:8443"
+
+
+def test_bad_page_size_is_a_validation_error(monkeypatch):
+    set_conn(monkeypatch, extra={"client_id": "cid", "page_size": "lots"})
+    with pytest.raises(ThreatQValidationError, match="page_size"):
+        ThreatQHook().client_kwargs()
+
+
+def test_client_is_cached(monkeypatch):
+    set_conn(monkeypatch)
+    hook = ThreatQHook()
+    assert hook.get_client() is hook.get_client() is hook.get_conn()
+
+
+def test_test_connection_success(monkeypatch, requests_mock):
+    set_conn(monkeypatch)
+    requests_mock.post("https://tq.example.test/api/token", json=TOKEN)
+    requests_mock.get("https://tq.example.test/api/indicator/statuses", json={"total": 5, "data": []})
+    ok, message = ThreatQHook().test_connection()
+    assert ok is True
+    assert message == "Connected to ThreatQ at https://tq.example.test as analyst@example.com (password grant)"
+
+
+def test_test_connection_failure_is_readable_and_secret_free(monkeypatch, requests_mock):
+    set_conn(monkeypatch)
+    requests_mock.post("https://tq.example.test/api/token", status_code=400,
+                       json={"error": "invalid_grant", "password": CANARY})
+    ok, message = ThreatQHook().test_connection()
+    assert ok is False
+    assert "HTTP 400" in message and "credentials refused" in message
+    assert CANARY not in message
+
+
+def test_test_connection_missing_connection(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_NOPE", raising=False)
+    ok, message = ThreatQHook(threatq_conn_id="nope").test_connection()
+    assert ok is False and "nope" in message
+
+
+def test_test_connection_misconfigured_without_client_id(monkeypatch):
+    set_conn(monkeypatch, extra={})
+    ok, message = ThreatQHook().test_connection()
+    assert ok is False and "client_id" in message and CANARY not in message
