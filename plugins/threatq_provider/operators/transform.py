@@ -1,0 +1,147 @@
+"""Turn the raw ThreatQ NDJSON stage file into ECS NDJSON (and a rejects file).
+
+The operator is a short recipe around :func:`threatq_provider.ecs.transform.transform_stream`:
+open the source, target and rejects ``ObjectStoragePath``s, stream, return the counts. It maps no
+field itself.
+
+``now`` (the clock of the pure transform: fallback ``@timestamp`` and the expiry of an indicator
+without ``updated_at``) defaults to the run's ``data_interval_end``, so re-running a task over the
+same staged file writes the same documents byte for byte. Without a data interval (a manual run
+on some timetables) it falls back to ``logical_date``, then to the current time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.ecs.options import EcsOptions
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def default_rejects_path(target_path: str) -> str:
+    """``…/ecs.ndjson`` → ``…/ecs.rejects.ndjson`` (where rejects go when no path is given)."""
+    base = target_path[: -len(".ndjson")] if target_path.endswith(".ndjson") else target_path
+    return f"{base}.rejects.ndjson"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _as_now(value: Any, context: Context) -> datetime:
+    if value in (None, "", "None"):
+        value = context.get("data_interval_end") or context.get("logical_date")
+    if value is None:
+        return datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise AirflowFailException(f"now is not an ISO-8601 date-time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+class EcsTransformOperator(BaseOperator):
+    """Transform staged raw ThreatQ indicators (NDJSON) into ECS documents (NDJSON).
+
+    :param source_path: raw NDJSON written by the poll task (ObjectStoragePath URI, e.g.
+        ``file:///…/raw.ndjson`` or ``s3://…``). (templated)
+    :param target_path: where the ECS NDJSON goes (replaced on rerun). (templated)
+    :param rejects_path: where rejected lines go, one ``{"reason", "message", "line_no", "raw"}``
+        per line; default ``<target without .ndjson>.rejects.ndjson``. (templated)
+    :param ioc_expiration_duration: default IOC lifetime after ``updated_at``, ``<n>d``, ``<n>h``
+        or ``<n>m``. Checked when the DAG is parsed unless it is a template, and always before the
+        task reads anything; an invalid value fails the task without retries. (templated)
+    :param preserve_original_event: write the raw JSON to ``event.original``. (templated)
+    :param threatq_url: ThreatQ UI base URL for ``threat.indicator.reference``. (templated)
+    :param now: ISO-8601 clock of the transform; default the run's ``data_interval_end``
+        (deterministic reruns). (templated)
+    :return: XCom ``{"path", "rejects_path", "read", "written", "rejected": {reason: n},
+        "flagged", "now"}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "source_path",
+        "target_path",
+        "rejects_path",
+        "ioc_expiration_duration",
+        "preserve_original_event",
+        "threatq_url",
+        "now",
+    )
+    ui_color = "#fef7e0"
+
+    def __init__(
+        self,
+        *,
+        source_path: str,
+        target_path: str,
+        rejects_path: str | None = None,
+        ioc_expiration_duration: str = "90d",
+        preserve_original_event: bool = False,
+        threatq_url: str | None = None,
+        now: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_path = source_path
+        self.target_path = target_path
+        self.rejects_path = rejects_path
+        self.ioc_expiration_duration = ioc_expiration_duration
+        self.preserve_original_event = preserve_original_event
+        self.threatq_url = threatq_url
+        self.now = now
+        # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
+        # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
+        if not _is_template(ioc_expiration_duration) and not _is_template(threatq_url):
+            EcsOptions(ioc_expiration_duration=ioc_expiration_duration, threatq_url=threatq_url or None)
+
+    def _options(self) -> EcsOptions:
+        try:
+            return EcsOptions(
+                ioc_expiration_duration=str(self.ioc_expiration_duration).strip(),
+                preserve_original_event=_as_bool(self.preserve_original_event),
+                threatq_url=(str(self.threatq_url) if self.threatq_url not in (None, "", "None") else None),
+            )
+        except EcsConfigError as exc:
+            # A configuration error will not heal on retry.
+            raise AirflowFailException(f"task {self.task_id}: {exc}") from None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        from threatq_provider.ecs.transform import transform_stream
+
+        options = self._options()
+        now = _as_now(self.now, context)
+        source = ObjectStoragePath(str(self.source_path))
+        target = ObjectStoragePath(str(self.target_path))
+        rejects_uri = str(self.rejects_path) if self.rejects_path else default_rejects_path(str(self.target_path))
+        rejects = ObjectStoragePath(rejects_uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+        with source.open("rb") as src, target.open("w", encoding="utf-8") as out, rejects.open(
+            "w", encoding="utf-8"
+        ) as rej:
+            counts = transform_stream(src, out, rej, now=now, options=options)
+        self.log.info(
+            "Transformed %d indicators into %d ECS documents (%d flagged); rejected %s",
+            counts.read, counts.written, counts.flagged, counts.rejected or "none",
+        )
+        return {"path": str(target), "rejects_path": str(rejects), **counts.as_dict(), "now": now.isoformat()}

@@ -1,0 +1,93 @@
+"""EcsTransformOperator: parse-time duration check, streaming paths, counts XCom, determinism."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.operators.transform import EcsTransformOperator, default_rejects_path
+
+END = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+
+
+def _line(i: int, **fields: Any) -> str:
+    raw = {"id": i, "value": f"10.0.0.{i}", "type": {"id": 15, "name": "IP Address"}, "score": 5,
+           "status": {"id": 1, "name": "Active"}, "hash": f"{i:032x}"}
+    raw.update(fields)
+    return json.dumps(raw)
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> Path:
+    lines = [_line(1), _line(2), "{oops", json.dumps({"id": 3, "type": {"name": "MD5"}}), _line(4, updated_at="2026-11-20 00:00:00")]
+    (tmp_path / "raw.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_bad_literal_duration_fails_when_the_dag_is_parsed() -> None:
+    with pytest.raises(EcsConfigError, match="'90x'"):
+        EcsTransformOperator(task_id="t", source_path="file:///a", target_path="file:///b", ioc_expiration_duration="90x")
+
+
+def test_templated_duration_is_not_checked_at_parse_time_but_at_run_time(stage: Path) -> None:
+    op = EcsTransformOperator(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/ecs.ndjson",
+                              ioc_expiration_duration="{{ params.ioc_expiration_duration }}")
+    op.ioc_expiration_duration = "0d"  # what the template rendered to
+    with pytest.raises(AirflowFailException, match="'0d'"):
+        op.execute({"data_interval_end": END})
+    assert not (stage / "ecs.ndjson").exists()
+
+
+def test_execute_streams_source_to_target_and_rejects(stage: Path) -> None:
+    op = EcsTransformOperator(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/out/ecs.ndjson",
+                              ioc_expiration_duration="5d", threatq_url="https://tq.example.com")
+    result = op.execute({"data_interval_end": END})
+    assert result["read"] == 5 and result["written"] == 3 and result["flagged"] == 2
+    assert result["rejected"] == {"invalid_json": 1, "missing_value": 1}
+    assert result["rejects_path"].endswith("out/ecs.rejects.ndjson")
+    assert result["path"].endswith("out/ecs.ndjson")
+    json.dumps(result)  # the XCom is JSON-able
+    docs = [json.loads(line) for line in (stage / "out" / "ecs.ndjson").read_text().splitlines()]
+    assert [d["threatq"]["id"] for d in docs] == [1, 2, 4]
+    # Lines without updated_at take the run's data_interval_end as clock: deterministic reruns.
+    assert docs[0]["@timestamp"] == "2026-11-25T12:00:00.000Z"
+    assert docs[0]["threatq"]["ioc_expired_at"] == "2026-11-30T12:00:00.000Z"
+    assert docs[2]["threatq"]["ioc_expired_at"] == "2026-11-25T00:00:00.000Z"
+    assert docs[0]["threat"]["indicator"]["reference"] == "https://tq.example.com/indicators/1/details"
+    rejects = [json.loads(line) for line in (stage / "out" / "ecs.rejects.ndjson").read_text().splitlines()]
+    assert [r["reason"] for r in rejects] == ["invalid_json", "missing_value"]
+
+
+def test_rerun_writes_identical_output(stage: Path) -> None:
+    kwargs = dict(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/ecs.ndjson")
+    EcsTransformOperator(**kwargs).execute({"data_interval_end": END})
+    first = (stage / "ecs.ndjson").read_bytes()
+    EcsTransformOperator(**kwargs).execute({"data_interval_end": END})
+    assert (stage / "ecs.ndjson").read_bytes() == first
+
+
+def test_explicit_now_and_preserve_original_event_strings(stage: Path) -> None:
+    op = EcsTransformOperator(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/ecs.ndjson",
+                              rejects_path=f"file://{stage}/bad.ndjson", preserve_original_event="True", now="2026-01-01T00:00:00Z")
+    result = op.execute({})
+    assert result["now"] == "2026-01-01T00:00:00+00:00"
+    doc = json.loads((stage / "ecs.ndjson").read_text().splitlines()[0])
+    assert doc["@timestamp"] == "2026-01-01T00:00:00.000Z"
+    assert doc["event"]["original"] == _line(1)
+    assert (stage / "bad.ndjson").exists()
+
+
+def test_template_fields_are_the_constructor_arguments() -> None:
+    assert set(EcsTransformOperator.template_fields) == {
+        "source_path", "target_path", "rejects_path", "ioc_expiration_duration", "preserve_original_event", "threatq_url", "now"}
+
+
+def test_default_rejects_path() -> None:
+    assert default_rejects_path("s3://b/run/ecs.ndjson") == "s3://b/run/ecs.rejects.ndjson"
+    assert default_rejects_path("file:///x/out") == "file:///x/out.rejects.ndjson"
