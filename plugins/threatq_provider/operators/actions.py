@@ -26,11 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from threatq_provider.threatq.hook import ThreatQHook
+if TYPE_CHECKING:
+    from threatq_provider.threatq.hook import ThreatQHook
+
+# Literal rather than ThreatQHook.default_conn_name: DAG files importing these operators stay
+# light at parse time (the hook pulls in requests only when a task runs).
+DEFAULT_CONN_ID = "threatq_default"
 
 
 class _ThreatQActionOperator(BaseOperator):
@@ -38,13 +43,15 @@ class _ThreatQActionOperator(BaseOperator):
 
     ui_color = "#e8f0fb"
 
-    def __init__(self, *, threatq_conn_id: str = ThreatQHook.default_conn_name, **kwargs: Any) -> None:
+    def __init__(self, *, threatq_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
 
     @cached_property
     def hook(self) -> ThreatQHook:
         """Hook for ``threatq_conn_id``, built on first use in ``execute``."""
+        from threatq_provider.threatq.hook import ThreatQHook
+
         return ThreatQHook(threatq_conn_id=self.threatq_conn_id)
 
     def _run(self, action: str, **kwargs: Any) -> dict[str, Any]:

@@ -621,8 +621,8 @@ class ThreatQClient:
 
         :param updated_since: window start, included (datetime or ISO string; naive = UTC).
         :param updated_until: window end, excluded.
-        :param types: only these indicator type names (aliases accepted).
-        :param statuses: only these status names.
+        :param types: only these indicator type names (aliases accepted); ``None``/empty = all.
+        :param statuses: only these status names; ``None``/empty = all.
         :param page_size: rows per request (default: the client's ``page_size``).
         :param with_: relations to embed (default :data:`DEFAULT_WITH`).
         :param fields: optional ``fields`` list sent in the query body.
@@ -633,10 +633,11 @@ class ThreatQClient:
         if since > until:
             raise ThreatQValidationError("updated_until", until, reason=f"must not be before {since}")
         clauses = window_clauses(since, until)
-        if types is not None:
+        # None or an empty list both mean "every type" (a Param default of [] reads naturally).
+        if types:
             names = [self._resolve("indicator_types", t)[0] for t in ([types] if isinstance(types, str) else types)]
             clauses.append(any_of("type_name", names))
-        if statuses is not None:
+        if statuses:
             names = [self._resolve("statuses", s)[0] for s in ([statuses] if isinstance(statuses, str) else statuses)]
             clauses.append(any_of("status_name", names))
         if since == until:
