@@ -8,7 +8,12 @@ attribute) and never carry the API key.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from typing import Any
+
+import requests
 
 
 class MispError(Exception):
@@ -61,3 +66,81 @@ class MispAttributeRejected(MispRejected):
 
     The message names the attribute (type, value, uuid) and MISP's reason.
     """
+
+
+def _scrub(text: str, secret: str | None, limit: int = 300) -> str:
+    """Cut a server text to ``limit`` characters and mask the API key if it ever appears."""
+    text = str(text)
+    if secret:
+        text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _error_name(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("name") or "")
+    return str(body)
+
+
+def translate(action: str, response: Any, *, secret: str | None = None) -> Any:
+    """Turn PyMISP's ``{"errors": (status, body)}`` answer into a typed ``MispError``.
+
+    Partial successes (``"Event"``/``"Attribute"`` next to ``"errors"``) are returned unchanged:
+    the object was written and the caller reads the per-attribute errors.
+
+    :param action: what was attempted, e.g. ``"add event 6e57…"`` (names the object in messages).
+    :param response: what the PyMISP call returned.
+    :param secret: the API key, masked if a server echo ever contains it.
+    :return: ``response`` when it is not an error.
+    """
+    if not isinstance(response, dict) or "errors" not in response:
+        return response
+    if "Event" in response or "Attribute" in response or "Object" in response:
+        return response
+    errors = response["errors"]
+    if isinstance(errors, tuple | list) and len(errors) == 2 and isinstance(errors[0], int):
+        status, body = errors
+    else:
+        status, body = None, errors
+    text = _scrub(_error_name(body), secret)
+    details = body.get("errors") if isinstance(body, dict) else None
+    where = body.get("url") if isinstance(body, dict) else None
+    if status == 403 and "Authentication failed" in text:
+        raise MispAuthError(f"{action}: MISP refused the API key (403 {text})", status=status, path=where)
+    if status == 404 and "already exists" not in text:
+        raise MispNotFound(f"{action}: not found on MISP (404 {text})", status=status, path=where)
+    if status == 429:
+        raise MispRateLimited(f"{action}: MISP rate limit exceeded (429)", status=status, path=where)
+    detail = f": {_scrub(json.dumps(details, default=str), secret)}" if details else ""
+    raise MispRejected(f"{action}: MISP refused ({status} {text}){detail}", errors=details, status=status,
+                       path=where)
+
+
+def call(action: str, fn: Callable[..., Any], *args: Any, secret: str | None = None, **kwargs: Any) -> Any:
+    """Run one PyMISP call and raise ``MispError`` subclasses instead of dicts or library errors.
+
+    :param action: what is attempted, named in any error message.
+    :param fn: the bound PyMISP method.
+    :param secret: the API key, masked from messages.
+    :return: the call's (non-error) result.
+    """
+    from pymisp.exceptions import MISPServerError as _PyMispServerError
+    from pymisp.exceptions import PyMISPError, PyMISPUnexpectedResponse
+
+    try:
+        response = fn(*args, **kwargs)
+    except PyMISPUnexpectedResponse:
+        raise MispServerError(f"{action}: MISP answered a body that is not JSON (proxy page or wrong URL?)") from None
+    except _PyMispServerError as exc:
+        match = re.match(r"Error code (\d+)", str(exc))
+        status = int(match.group(1)) if match else None
+        first = str(exc).split("\n", 2)
+        excerpt = _scrub(first[1] if len(first) > 1 else "", secret, 200)
+        raise MispServerError(f"{action}: MISP server error ({status}) {excerpt}".rstrip(), status=status) from None
+    except requests.exceptions.Timeout:
+        raise MispServerError(f"{action}: MISP did not answer in time (timeout)") from None
+    except requests.exceptions.RequestException as exc:
+        raise MispServerError(f"{action}: MISP unreachable ({type(exc).__name__})") from None
+    except PyMISPError as exc:
+        raise MispError(f"{action}: {_scrub(str(exc), secret)}") from None
+    return translate(action, response, secret=secret)

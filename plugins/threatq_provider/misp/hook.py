@@ -1,0 +1,137 @@
+"""Airflow hook for MISP: a Connection → a cached PyMISP client.
+
+PyMISP's constructor is not lazy (it calls ``servers/getVersion``, ``users/view/me`` and
+``attributes/describeTypes.json``), so the client is built on first use and cached for the task.
+Connection: host = MISP URL, password = API key, extras ``verify_tls``, ``ca_bundle``, ``proxy``,
+``timeout`` (declared as form fields in provider_info). Errors surface as ``MispError``
+subclasses with the API key never in their text.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook
+
+from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
+
+CONNECT_TIMEOUT_S = 10.0
+TOOL_NAME = "airflow-provider-threatq"
+
+
+def _flag(value: Any, default: bool = True) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+class MispHook(BaseHook):
+    """Interact with MISP through PyMISP.
+
+    :param misp_conn_id: Airflow connection id of type ``misp``.
+    """
+
+    conn_name_attr = "misp_conn_id"
+    default_conn_name = "misp_default"
+    conn_type = "misp"
+    hook_name = "MISP"
+
+    def __init__(self, misp_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.misp_conn_id = misp_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Form hints for Airflow < 3.2 (3.2+ reads them from provider info)."""
+        return {
+            "hidden_fields": ["schema", "port", "login", "extra"],
+            "relabeling": {"host": "MISP URL", "password": "API key"},
+            "placeholders": {"host": "https://misp.example.com"},
+        }
+
+    @cached_property
+    def client_kwargs(self) -> dict[str, Any]:
+        """PyMISP constructor arguments from the connection (the API key included; never log this)."""
+        conn = self.get_connection(self.misp_conn_id)
+        url = (conn.host or "").strip()
+        if not url:
+            raise MispConfigError(f"connection {self.misp_conn_id!r}: host (MISP URL) is empty")
+        if "://" not in url:
+            url = f"{conn.schema or 'https'}://{url}"
+        if conn.port and url.count(":") < 2:
+            url = f"{url.rstrip('/')}:{conn.port}"
+        key = conn.password or ""
+        if not key:
+            raise MispConfigError(f"connection {self.misp_conn_id!r}: password (MISP API key) is empty")
+        extra = conn.extra_dejson or {}
+        verify = _flag(extra.get("verify_tls"), True)
+        ca_bundle = extra.get("ca_bundle") or None
+        proxy = extra.get("proxy") or None
+        try:
+            read_timeout = float(extra.get("timeout") or 60)
+        except (TypeError, ValueError):
+            raise MispConfigError(f"connection {self.misp_conn_id!r}: extra timeout must be a number") from None
+        return {
+            "url": url.rstrip("/") + "/",
+            "key": key,
+            "ssl": ca_bundle if (verify and ca_bundle) else verify,
+            "proxies": {"http": proxy, "https": proxy} if proxy else None,
+            "timeout": (CONNECT_TIMEOUT_S, read_timeout),
+            "tool": TOOL_NAME,
+        }
+
+    @property
+    def url(self) -> str:
+        """The MISP base URL of the connection."""
+        return str(self.client_kwargs["url"])
+
+    @cached_property
+    def client(self) -> Any:
+        """The PyMISP client, built once (three HTTP calls) and reused."""
+        from pymisp import PyMISP
+        from pymisp.exceptions import PyMISPError
+
+        kwargs = self.client_kwargs
+        try:
+            return PyMISP(**kwargs)
+        except PyMISPError as exc:
+            text = str(exc).replace(kwargs["key"], "***")
+            if "(403" in text or "Authentication failed" in text:
+                raise MispAuthError(f"connection {self.misp_conn_id!r}: MISP at {self.url} refused the API key "
+                                    "(403); check the key and that its user may use the API", status=403) from None
+            raise MispServerError(f"connection {self.misp_conn_id!r}: cannot reach MISP at {self.url} "
+                                  f"({text.split(':', 1)[0]})") from None
+
+    def get_conn(self) -> Any:
+        """The cached PyMISP client (Airflow's generic accessor)."""
+        return self.client
+
+    def get_client(self) -> Any:
+        """The cached PyMISP client."""
+        return self.client
+
+    def call(self, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``client.<method>(*args, **kwargs)``; raise ``MispError`` subclasses, never return an errors dict.
+
+        :param action: what is attempted, named in error messages (e.g. ``"publish event <uuid>"``).
+        :param method: PyMISP method name.
+        :return: the call's result.
+        """
+        return call(action, getattr(self.client, method), *args, secret=self.client_kwargs["key"], **kwargs)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check URL, TLS and API key by building the client. :return: ``(ok, message)`` without secrets."""
+        try:
+            client = self.client
+            version = client.misp_instance_version.get("version", "?")
+            user = getattr(getattr(client, "_current_user", None), "email", "?")
+            return True, f"Connected to MISP {version} at {self.url} as {user}"
+        except MispError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI's Test button must get an answer, never a traceback with a key
+            key = self.client_kwargs.get("key") if "client_kwargs" in self.__dict__ else None
+            text = str(exc).replace(key, "***") if key else str(exc)
+            return False, f"{type(exc).__name__}: {text[:300]}"
