@@ -1,0 +1,203 @@
+"""The indicator and sweep DAGs end to end with ``dag.test()``: real Airflow (in-process), the
+ThreatQ simulator over real HTTP, a real Elasticsearch node.
+
+Each test compares what reached Elasticsearch with ground truth computed independently from
+the simulator's corpus (``helpers.active_ids``: the four expiration rules, re-implemented).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dags import helpers
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.elasticsearch]
+
+REPO = Path(__file__).resolve().parents[3]
+INDICATORS = "threatq_indicators_to_elasticsearch"
+SWEEP = "threatq_ioc_expiry_sweep"
+CANARY = "canary-secret-5f1c0e"
+
+
+def _floor(dt: datetime) -> datetime:
+    return dt.replace(microsecond=0)
+
+
+# The corpus spans the last 200 days, so all four expiration rules matter: indicators last
+# updated more than 90 days ago have expired by duration, some carry ThreatQ expiry dates in the
+# past or the future, some have status Expired.
+NOW = _floor(datetime.now(timezone.utc))
+CORPUS_START = NOW - timedelta(days=200)
+CORPUS_END = NOW - timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    return bag
+
+
+@pytest.fixture
+def es_clean(es_client):
+    helpers.wipe_threatq_indices(es_client)
+    yield es_client
+    helpers.wipe_threatq_indices(es_client)
+
+
+@pytest.fixture
+def airflow_env(monkeypatch, es_url, tmp_path):
+    """Connections and variables exactly as a deployment gives them: ``AIRFLOW_CONN_*``/``AIRFLOW_VAR_*``."""
+    monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url}))
+    monkeypatch.setenv("AIRFLOW_VAR_THREATQ_STAGE_ROOT", f"file://{tmp_path}/stage")
+    return tmp_path
+
+
+def _xcoms(dag_run) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, key="return_value")).all()
+        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
+
+
+def _run(dagbag, dag_id: str, *, logical_date: datetime | None = None, conf: dict | None = None) -> dict:
+    dag_run = dagbag.dags[dag_id].test(logical_date=logical_date, run_conf=conf or {})
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert str(dag_run.state) == "success", f"{dag_id} run ended {dag_run.state}: {states}"
+    return {"run": dag_run, "states": states, "xcom": _xcoms(dag_run)}
+
+
+def _window_conf(start: datetime, end: datetime, **extra) -> dict:
+    return {"since": start.isoformat(), "until": end.isoformat(), **extra}
+
+
+def test_window_run_loads_exactly_the_active_indicators_and_a_rerun_changes_nothing(
+    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+):
+    sim = threatq_sim_factory(seed=42, indicators=10_000, events=10, start=CORPUS_START, end=CORPUS_END)
+    threatq_conn(monkeypatch, sim)
+    corpus = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
+    assert len(corpus) == 10_000
+    logical = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    conf = _window_conf(CORPUS_START, CORPUS_END)
+
+    first = _run(dagbag, INDICATORS, logical_date=logical, conf=conf)
+    poll = first["xcom"]["poll"]
+    assert poll["indicators"] == len(corpus)
+    staged = helpers.read_ndjson_ids(poll["path"])
+    assert sorted(staged) == sorted(helpers.all_ids(corpus)), "the staged window is not the corpus window"
+    assert first["xcom"]["report"]["loaded"] > 0
+
+    before = helpers.utcnow()
+    _run(dagbag, SWEEP)
+    after = helpers.utcnow()
+    docs = helpers.assert_active_index_matches(es_clean, corpus, before=before, after=after)
+    assert 0 < len(docs) < len(corpus), "the corpus should mix active and expired indicators"
+
+    # The same interval again: same stage folder, same documents, nothing doubled or rewritten.
+    _run(dagbag, INDICATORS, logical_date=logical, conf=conf)
+    before2 = helpers.utcnow()
+    _run(dagbag, SWEEP)
+    after2 = helpers.utcnow()
+    docs2 = helpers.assert_active_index_matches(es_clean, corpus, before=before2, after=after2)
+    common = set(docs) & set(docs2)
+    assert len(common) >= len(docs) - sum(1 for d in docs if d not in docs2)  # only expiries in between may leave
+    changed = [i for i in common if docs[i]["_source"] != docs2[i]["_source"]]
+    assert changed == [], f"re-running the interval changed {len(changed)} documents, e.g. {changed[:3]}"
+
+
+def test_type_filter_and_dry_run_params_are_honoured(
+    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+):
+    sim = threatq_sim_factory(seed=7, indicators=2_000, events=5, start=CORPUS_START, end=CORPUS_END)
+    threatq_conn(monkeypatch, sim)
+    wanted = ["IP Address", "FQDN"]
+    truth = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END, types=wanted))
+    logical = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+
+    dry = _run(dagbag, INDICATORS, logical_date=logical, conf=_window_conf(CORPUS_START, CORPUS_END, dry_run=True))
+    assert dry["states"]["load"] == "skipped"
+    assert dry["xcom"]["report"]["dry_run"] is True
+    assert helpers.es_active_docs(es_clean) == {}, "a dry run wrote to Elasticsearch"
+
+    run = _run(dagbag, INDICATORS, logical_date=logical,
+               conf=_window_conf(CORPUS_START, CORPUS_END, indicator_types=wanted, ioc_expiration_duration="3650d"))
+    assert sorted(helpers.read_ndjson_ids(run["xcom"]["poll"]["path"])) == sorted(helpers.all_ids(truth))
+    before = helpers.utcnow()
+    _run(dagbag, SWEEP)
+    docs = helpers.assert_active_index_matches(es_clean, truth, before=before, after=helpers.utcnow(), duration="3650d")
+    assert {d["_source"]["threatq"]["type"]["name"] for d in docs.values()} <= set(wanted)
+
+
+def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
+    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch, caplog
+):
+    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+
+    # Three faults in the middle of the paging: a burst of 429s, every token expired (the next
+    # call gets a 401 and must renew), two 503s. Small pages so the run has ~30 requests.
+    query = "^/api/indicators/query"
+    plan = FaultPlan([
+        FaultRule(path_regex=query, nth=3, times=3, status=429, headers={"Retry-After": "0"}),
+        FaultRule(path_regex=query, nth=8, times=1, action="expire_token"),
+        FaultRule(path_regex=query, nth=12, times=2, status=503),
+    ])
+    monkeypatch.setenv("AIRFLOW_VAR_THREATQ_PAGE_SIZE", "100")
+    sim = threatq_sim_factory(seed=11, indicators=3_000, events=5, start=CORPUS_START, end=CORPUS_END, faults=plan)
+    threatq_conn(monkeypatch, sim)
+    corpus = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
+    logical = datetime(2026, 3, 3, 12, 0, tzinfo=timezone.utc)
+
+    run = _run(dagbag, INDICATORS, logical_date=logical,
+               conf=_window_conf(CORPUS_START, CORPUS_END) | {"ioc_expiration_duration": "3650d"})
+    staged = helpers.read_ndjson_ids(run["xcom"]["poll"]["path"])
+    assert len(staged) == len(set(staged)) == len(corpus), "an indicator was lost or doubled across the faults"
+    assert set(staged) == set(helpers.all_ids(corpus))
+    fired = {r.action or r.status: r.triggered for r in plan.rules}
+    assert fired == {429: 3, "expire_token": 1, 503: 2}, f"the fault plan did not fire as planned: {fired}"
+    before = helpers.utcnow()
+    _run(dagbag, SWEEP)
+    helpers.assert_active_index_matches(es_clean, corpus, before=before, after=helpers.utcnow(), duration="3650d")
+    assert CANARY not in caplog.text
+    assert CANARY not in json.dumps(run["xcom"], default=str)
+
+
+def test_collection_mode_saves_the_cursor_only_after_the_load(
+    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+):
+    # Read the metadata DB directly: the test is not a task, and this is where the Execution API wrote.
+    from airflow.models.variable import Variable
+
+    sim = threatq_sim_factory(seed=5, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
+    threatq_conn(monkeypatch, sim)
+    coll = next(c for c in sim.corpus.collections if c["name"] == "Active IP Address")
+    truth = list(sim.corpus.iter_collection(coll["hash"]))
+    cursor_var = f"threatq_collection_cursor__{coll['hash']}"
+    conf = {"mode": "collection", "collection": coll["hash"], "ioc_expiration_duration": "3650d"}
+
+    dry = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 4, tzinfo=timezone.utc), conf=conf | {"dry_run": True})
+    assert dry["xcom"]["poll"]["indicators"] == len(truth)
+    assert dry["xcom"]["report"]["cursor_saved"] is False
+    assert Variable.get(cursor_var, default_var=None) is None, "a dry run moved the cursor"
+
+    first = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 5, tzinfo=timezone.utc), conf=conf)
+    assert sorted(helpers.read_ndjson_ids(first["xcom"]["poll"]["path"])) == sorted(helpers.all_ids(truth))
+    assert first["xcom"]["report"]["cursor_saved"] is True
+    saved = Variable.get(cursor_var)
+    assert saved == first["xcom"]["poll"]["next_cursor"]
+
+    # The next run resumes after the saved cursor: nothing new in the collection, nothing re-read.
+    second = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 6, tzinfo=timezone.utc), conf=conf)
+    assert second["xcom"]["poll"]["cursor_start"] == saved
+    assert second["xcom"]["poll"]["indicators"] == 0
+    before = helpers.utcnow()
+    _run(dagbag, SWEEP)
+    helpers.assert_active_index_matches(es_clean, truth, before=before, after=helpers.utcnow(), duration="3650d")

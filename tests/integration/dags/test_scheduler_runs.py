@@ -1,0 +1,211 @@
+"""Backfills and REST-API triggers on a running Airflow: scheduler + api-server + dag-processor +
+triggerer (``scripts/airflow-services``) as subprocesses on their own SQLite home, LocalExecutor
+with parallelism 4, connections from ``AIRFLOW_CONN_*`` in their environment — as a user runs it.
+
+One module-scoped set of services serves every test here (start-up costs ~20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+from tests.integration.dags import helpers
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.elasticsearch]
+
+REPO = Path(__file__).resolve().parents[3]
+INDICATORS = "threatq_indicators_to_elasticsearch"
+SWEEP = "threatq_ioc_expiry_sweep"
+AIRFLOW = str(REPO / ".venv" / "bin" / "airflow")
+
+# Three whole days, ending a week ago: the backfill's daily intervals cover them exactly, and
+# the run the scheduler creates on unpausing (catchup off: the latest interval) finds nothing.
+TODAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+DAY0 = TODAY - timedelta(days=10)
+DAY3 = DAY0 + timedelta(days=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Api:
+    """Thin /api/v2 client (SimpleAuthManager with all users admin: no token needed)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.http = requests.Session()
+
+    def get(self, path: str, **params):
+        resp = self.http.get(f"{self.base}/api/v2{path}", params=params, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def post(self, path: str, body: dict) -> requests.Response:
+        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
+
+    def patch(self, path: str, body: dict) -> dict:
+        resp = self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = self.http.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=30)
+            if resp.status_code == 200:
+                return
+            time.sleep(1)
+        errors = self.get("/importErrors")
+        raise AssertionError(f"DAG {dag_id} not parsed within {timeout}s; import errors: {errors}")
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="id")["dag_runs"]
+
+    def wait_runs(self, dag_id: str, run_ids: set[str], timeout: float = 240) -> dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = {r["dag_run_id"]: r for r in self.runs(dag_id) if r["dag_run_id"] in run_ids}
+            if len(runs) == len(run_ids) and all(r["state"] in ("success", "failed") for r in runs.values()):
+                return runs
+            time.sleep(2)
+        raise AssertionError(f"runs of {dag_id} not finished in {timeout}s: {self.runs(dag_id)}")
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str):
+        entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                         deserialize=True)
+        value = entry["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory, es_url, es_client):
+    from threatq_provider.simulators.corpus import Corpus
+    from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+
+    from tests.fixtures.threatq import connection_json
+
+    helpers.wipe_threatq_indices(es_client)
+    home = tmp_path_factory.mktemp("airflow-services")
+    sim = ThreatQSimulator(Corpus(seed=21, indicators=3_000, events=5, start=DAY0, end=DAY3))
+    sim.start()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "TQ_AIRFLOW_PORT": str(port),
+        # Daily intervals, so "three days" is three runs (the default is every 10 minutes).
+        "THREATQ_INDICATORS_CRON": "0 0 * * *",
+        "AIRFLOW_CONN_THREATQ_DEFAULT": connection_json(sim),
+        "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url}),
+        "AIRFLOW_VAR_THREATQ_STAGE_ROOT": f"file://{home}/stage",
+    })
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}"
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
+    started = subprocess.run([str(REPO / "scripts" / "airflow-services"), "start"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    try:
+        assert started.returncode == 0, f"airflow-services start failed:\n{started.stdout}\n{started.stderr}"
+        api = Api(f"http://127.0.0.1:{port}")
+        for dag_id in (INDICATORS, SWEEP):
+            api.wait_dag(dag_id)
+            api.patch(f"/dags/{dag_id}", {"is_paused": False})
+        yield SimpleNamespace(api=api, env=env, sim=sim, home=home)
+    finally:
+        subprocess.run([str(REPO / "scripts" / "airflow-services"), "stop"], env=env, capture_output=True, timeout=120)
+        sim.stop()
+
+
+def _backfill(services, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, "backfill", "create", "--dag-id", INDICATORS, *args], env=services.env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def _sweep_now(services) -> tuple[datetime, datetime]:
+    """Trigger the sweep through the API and wait; return the clocks bracketing it."""
+    before = helpers.utcnow()
+    resp = services.api.post(f"/dags/{SWEEP}/dagRuns", {"logical_date": None, "conf": {}})
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    runs = services.api.wait_runs(SWEEP, {run_id})
+    assert runs[run_id]["state"] == "success", services.api.task_states(SWEEP, run_id)
+    return before, helpers.utcnow()
+
+
+def test_backfill_over_three_days_gives_three_runs_whose_union_is_the_ground_truth(services, es_client):
+    done = _backfill(services, "--from-date", DAY0.date().isoformat(), "--to-date", (DAY3 - timedelta(days=1)).date().isoformat(),
+                     "--max-active-runs", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    backfill_runs = lambda: {r["dag_run_id"] for r in services.api.runs(INDICATORS) if r["run_type"] == "backfill"}  # noqa: E731
+    deadline = time.monotonic() + 60
+    while len(backfill_runs()) < 3 and time.monotonic() < deadline:
+        time.sleep(1)
+    run_ids = backfill_runs()
+    assert len(run_ids) == 3, services.api.runs(INDICATORS)
+    runs = services.api.wait_runs(INDICATORS, run_ids)
+    failed = {r: services.api.task_states(INDICATORS, r) for r, v in runs.items() if v["state"] != "success"}
+    assert not failed, f"backfill runs failed: {failed}"
+
+    windows = sorted((r["data_interval_start"], r["data_interval_end"]) for r in runs.values())
+    assert [w[0][:10] for w in windows] == [(DAY0 + timedelta(days=i)).date().isoformat() for i in range(3)]
+
+    staged: list[str] = []
+    for run_id in run_ids:
+        poll = services.api.xcom(INDICATORS, run_id, "poll")
+        staged += helpers.read_ndjson_ids(poll["path"])
+    corpus = list(services.sim.corpus.iter_indicators(DAY0, DAY3))
+    assert len(staged) == len(set(staged)), "an indicator was polled by two backfill runs"
+    assert set(staged) == set(helpers.all_ids(corpus)), "the three windows do not add up to the corpus"
+
+    before, after = _sweep_now(services)
+    helpers.assert_active_index_matches(es_client, corpus, before=before, after=after)
+
+
+def test_manual_trigger_through_the_rest_api_honours_its_params(services):
+    conf = {"since": DAY0.isoformat(), "until": DAY3.isoformat(), "indicator_types": ["IP Address"], "dry_run": True}
+    resp = services.api.post(f"/dags/{INDICATORS}/dagRuns", {"logical_date": None, "conf": conf})
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    runs = services.api.wait_runs(INDICATORS, {run_id})
+    states = services.api.task_states(INDICATORS, run_id)
+    assert runs[run_id]["state"] == "success", states
+    assert states["load"] == "skipped"  # dry_run
+    poll = services.api.xcom(INDICATORS, run_id, "poll")
+    truth = list(services.sim.corpus.iter_indicators(DAY0, DAY3, types=["IP Address"]))
+    assert poll["types"] == ["IP Address"]
+    assert sorted(helpers.read_ndjson_ids(poll["path"])) == sorted(helpers.all_ids(truth))
+
+
+@pytest.mark.parametrize(
+    ("conf", "named"),
+    [({"mode": "everything"}, "mode"), ({"ioc_expiration_duration": "ninety days"}, "ioc_expiration_duration"),
+     ({"indicator_types": ["IP Adress"]}, "indicator_types")],
+)
+def test_a_wrong_param_is_refused_at_trigger_time(services, conf, named):
+    before = {r["dag_run_id"] for r in services.api.runs(INDICATORS)}
+    resp = services.api.post(f"/dags/{INDICATORS}/dagRuns", {"logical_date": None, "conf": conf})
+    assert resp.status_code == 400, resp.text
+    assert named in resp.json()["detail"]
+    assert {r["dag_run_id"] for r in services.api.runs(INDICATORS)} == before, "a refused trigger created a run"
