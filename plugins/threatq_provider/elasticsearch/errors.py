@@ -1,0 +1,65 @@
+"""Typed errors of the Elasticsearch side (connection, templates, loader, sweeper).
+
+Messages name the cause and the object (connection id, index, extra key, count), never a
+password, API key or Cloud credential.
+
+Family::
+
+    ElasticsearchEcsError
+    ├── ConnectionConfigError       a connection field is missing or malformed (also a ValueError)
+    ├── TemplateInstallError        an index template or the first active index could not be made
+    ├── RejectThresholdExceeded     the loader rejected more documents than allowed
+    └── SweepIncomplete             documents still match the expiry query after the bounded retries
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class ElasticsearchEcsError(Exception):
+    """Base of every error raised by :mod:`threatq_provider.elasticsearch`."""
+
+
+class ConnectionConfigError(ElasticsearchEcsError, ValueError):
+    """A connection field is missing or malformed.
+
+    :param conn_id: the Airflow connection id.
+    :param field: the field or extra key at fault (its value is never shown).
+    :param reason: what is wrong with it.
+    """
+
+    def __init__(self, conn_id: str, field: str, reason: str) -> None:
+        self.conn_id = conn_id
+        self.field = field
+        super().__init__(f"connection {conn_id!r}: {field}: {reason}")
+
+
+class TemplateInstallError(ElasticsearchEcsError):
+    """An index template, component template or the first active index could not be installed."""
+
+
+class RejectThresholdExceeded(ElasticsearchEcsError):
+    """More documents were rejected than the load allows; accepted ones stay indexed.
+
+    :param rejected: number of rejected documents.
+    :param total: number of documents read.
+    :param limit: the threshold that was exceeded, as text.
+    :param by_reason: rejected count per error type.
+    :param dead_letter: where the rejected documents were written, if anywhere.
+    """
+
+    def __init__(self, rejected: int, total: int, limit: str, by_reason: Mapping[str, int],
+                 dead_letter: str | None = None) -> None:
+        self.rejected = rejected
+        self.total = total
+        self.by_reason = dict(by_reason)
+        self.dead_letter = dead_letter
+        where = f"; see {dead_letter}" if dead_letter else ""
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.by_reason.items()))
+        super().__init__(f"{rejected} of {total} documents rejected ({reasons}), over the limit "
+                         f"{limit}{where}")
+
+
+class SweepIncomplete(ElasticsearchEcsError):
+    """Expired documents still matched after the bounded number of sweep passes."""

@@ -1,0 +1,210 @@
+"""Airflow hook that turns an Elasticsearch connection into a cached ``Elasticsearch`` client.
+
+Two connection types are accepted, so users can reuse the one they already have:
+
+``elasticsearch_ecs`` (this provider; form declared in :mod:`threatq_provider.provider_info`)
+
+=============  ====================  =======================================================
+field          extra key             meaning
+=============  ====================  =======================================================
+Host           –                     comma-separated URLs, e.g. ``https://es1:9200,https://es2:9200``
+                                     (``https://`` is assumed when a URL has no scheme)
+Login          –                     basic-auth user (ignored when an API key is set)
+Password       –                     basic-auth password (secret)
+–              ``api_key``           API key, base64 ``id:key`` form or ``id:key`` (secret)
+–              ``cloud_id``          Elastic Cloud id; replaces Host
+–              ``verify_certs``      verify the cluster's TLS certificate (default true)
+–              ``ca_certs``          path to a PEM CA bundle (optional)
+–              ``request_timeout``   seconds per request (default 60)
+=============  ====================  =======================================================
+
+``elasticsearch`` (Airflow's Elasticsearch provider): Host, Port (default 9200), Schema
+(``http`` default, as that provider does), Login/Password, and the same extras.
+
+Legacy ``extra__<conn_type>__<key>`` extras are read when the plain key is absent.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from threatq_provider.elasticsearch.errors import ConnectionConfigError, ElasticsearchEcsError
+
+DEFAULT_REQUEST_TIMEOUT = 60.0
+_TRUE = {"1", "true", "yes", "on", "y"}
+_FALSE = {"0", "false", "no", "off", "n"}
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+def _extra(extras: dict[str, Any], conn_type: str, key: str) -> Any:
+    value = extras.get(key)
+    if value is None or value == "":
+        value = extras.get(f"extra__{conn_type}__{key}")
+    return None if value == "" else value
+
+
+def _as_bool(conn_id: str, key: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConnectionConfigError(conn_id, key, "true or false is required")
+
+
+def _as_timeout(conn_id: str, value: Any) -> float:
+    if value is None:
+        return DEFAULT_REQUEST_TIMEOUT
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConnectionConfigError(conn_id, "request_timeout", "a number of seconds is required") from None
+    if number <= 0:
+        raise ConnectionConfigError(conn_id, "request_timeout", "a positive number is required")
+    return number
+
+
+def _hosts(conn: Any, conn_id: str) -> list[str]:
+    """URLs of the nodes: comma-separated Host, or host/port/schema of Airflow's own type."""
+    raw = (conn.host or "").strip()
+    if not raw:
+        raise ConnectionConfigError(conn_id, "host", "no host URL (and no cloud_id extra)")
+    airflow_type = conn.conn_type == "elasticsearch"
+    default_scheme = ((conn.schema or "http") if airflow_type else "https").strip() or "http"
+    hosts = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        url = part if "://" in part else f"{default_scheme}://{part}"
+        netloc = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+        has_port = ":" in netloc.rsplit("]", 1)[-1]
+        if not has_port and (conn.port or airflow_type):
+            url = url.replace(netloc, f"{netloc}:{conn.port or 9200}", 1)
+        hosts.append(url.rstrip("/"))
+    return hosts
+
+
+def client_kwargs_from_connection(conn: Any, conn_id: str | None = None) -> dict[str, Any]:
+    """Keyword arguments of :class:`elasticsearch.Elasticsearch` for an Airflow connection.
+
+    Pure: reads only the given connection object. An API key takes precedence over
+    Login/Password; a Cloud ID replaces Host.
+
+    :param conn: an Airflow ``Connection`` of type ``elasticsearch_ecs`` or ``elasticsearch``
+        (anything with ``conn_type, host, port, schema, login, password, extra_dejson``).
+    :param conn_id: id used in error messages (defaults to ``conn.conn_id``).
+    :return: ``hosts`` or ``cloud_id``, ``basic_auth`` or ``api_key``, ``verify_certs``,
+        ``ca_certs`` (when set) and ``request_timeout``.
+    :raises ConnectionConfigError: a field is missing or malformed (no value is echoed).
+    """
+    conn_id = conn_id or getattr(conn, "conn_id", None) or "?"
+    conn_type = conn.conn_type or "elasticsearch_ecs"
+    extras = conn.extra_dejson or {}
+    kwargs: dict[str, Any] = {}
+    cloud_id = _extra(extras, conn_type, "cloud_id")
+    if cloud_id:
+        kwargs["cloud_id"] = str(cloud_id).strip()
+    else:
+        kwargs["hosts"] = _hosts(conn, conn_id)
+    api_key = _extra(extras, conn_type, "api_key")
+    if api_key:
+        api_key = str(api_key).strip()
+        # Base64 never contains ':', so "id:key" is the unencoded pair.
+        kwargs["api_key"] = tuple(api_key.split(":", 1)) if ":" in api_key else api_key
+    elif conn.login:
+        kwargs["basic_auth"] = (conn.login, conn.password or "")
+    kwargs["verify_certs"] = _as_bool(conn_id, "verify_certs", _extra(extras, conn_type, "verify_certs"), True)
+    ca_certs = _extra(extras, conn_type, "ca_certs")
+    if ca_certs:
+        kwargs["ca_certs"] = str(ca_certs)
+    kwargs["request_timeout"] = _as_timeout(conn_id, _extra(extras, conn_type, "request_timeout"))
+    return kwargs
+
+
+def safe_error_text(exc: BaseException) -> str:
+    """Describe a client error without credentials: status and error type, URLs without userinfo.
+
+    :param exc: an exception raised by the Elasticsearch client.
+    :return: a short message safe for logs, XCom and the UI.
+    """
+    if isinstance(exc, ElasticsearchEcsError):
+        return str(exc)
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.meta.status} {exc.error}"
+    if isinstance(exc, TransportError):
+        return f"{type(exc).__name__}: {_USERINFO.sub('//***@', str(exc.message))[:200]}"
+    return type(exc).__name__
+
+
+class ElasticsearchEcsHook(BaseHook):
+    """Build and cache an ``Elasticsearch`` client from an Airflow connection.
+
+    Credentials come only from the connection; the client is built on first use.
+
+    :param elasticsearch_conn_id: id of an ``elasticsearch_ecs`` or ``elasticsearch`` connection.
+    """
+
+    conn_name_attr = "elasticsearch_conn_id"
+    default_conn_name = "elasticsearch_default"
+    conn_type = "elasticsearch_ecs"
+    hook_name = "Elasticsearch (ECS threat intel)"
+
+    def __init__(self, elasticsearch_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.elasticsearch_conn_id = elasticsearch_conn_id
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Client arguments for this hook's connection, with secrets registered for masking.
+
+        :return: see :func:`client_kwargs_from_connection`.
+        """
+        conn = self.get_connection(self.elasticsearch_conn_id)
+        kwargs = client_kwargs_from_connection(conn, self.elasticsearch_conn_id)
+        api_key = kwargs.get("api_key")
+        if api_key:
+            for part in api_key if isinstance(api_key, tuple) else (api_key,):
+                mask_secret(part)
+        if kwargs.get("basic_auth") and kwargs["basic_auth"][1]:
+            mask_secret(kwargs["basic_auth"][1])
+        return kwargs
+
+    @cached_property
+    def _client(self) -> Elasticsearch:
+        return Elasticsearch(**self.client_kwargs())
+
+    def get_client(self) -> Elasticsearch:
+        """The cached client of this hook.
+
+        :return: an ``elasticsearch.Elasticsearch``.
+        """
+        return self._client
+
+    def get_conn(self) -> Elasticsearch:
+        """Same as :meth:`get_client` (Airflow's generic hook entry point)."""
+        return self._client
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Ask the cluster for its health (works without the monitor/main privilege of ``GET /``).
+
+        :return: ``(ok, message)``; the message never carries a credential.
+        """
+        try:
+            health = self.get_client().cluster.health()
+        except Exception as exc:  # the UI button must answer, whatever failed
+            return False, f"Elasticsearch not reachable: {safe_error_text(exc)}"
+        return True, f"Connected to cluster {health['cluster_name']!r}, status {health['status']}"
+
+    def close(self) -> None:
+        """Close the client's connection pool, if one was built."""
+        client = self.__dict__.pop("_client", None)
+        if client is not None:
+            client.close()
