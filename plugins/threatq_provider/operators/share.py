@@ -1,0 +1,321 @@
+"""Share ThreatQ events to MISP: the two actions of ThreatQ's MISP Operation, on Airflow.
+
+* ``ThreatQSelectEventsOperator`` picks the events to share: ids given by hand, or the events
+  updated in the run's data interval that match event types / tags / sources.
+* ``MispShareEventOperator`` ("Share Event") maps each ThreatQ event with its indicators,
+  attributes, adversaries and attachments to a MISP event and upserts it (deterministic UUIDs).
+* ``MispSendInvestigationOperator`` ("Send Investigation") sends a ThreatQ investigation with
+  its events, indicators and attachments as one MISP event.
+
+Each operator's ``execute`` is a short recipe over the hooks and the pure mapping; the XCom holds
+counts (and event ids for the selection), never indicators.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+
+from threatq_provider.misp.options import OPTION_FIELDS, ShareOptions
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from threatq_provider.misp.exporter import ShareResult
+
+EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "tags")
+INDICATOR_WITH = ("type", "status")
+
+
+def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
+    """ThreatQ ids from an int, a list, ``"[1, 2]"``, ``"1,2"`` or ``""`` (rendered templates).
+
+    :param value: the raw value.
+    :param name: argument name for the error message.
+    :return: ids in the given order without repeats.
+    :raises AirflowException: for anything that is not a positive integer id.
+    """
+    if value is None or value == "" or value == "None":
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
+        except ValueError:
+            raise AirflowException(f"{name}={value!r}: expected a list of ThreatQ ids, e.g. [12, 15]") from None
+    if not isinstance(value, list | tuple | set):
+        value = [value]
+    ids: list[int] = []
+    for item in value:
+        try:
+            ident = int(str(item).strip())
+        except ValueError:
+            raise AirflowException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)") from None
+        if ident < 1:
+            raise AirflowException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)")
+        if ident not in ids:
+            ids.append(ident)
+    return ids
+
+
+def parse_names(value: Any) -> list[str]:
+    """Names from a list, ``'["a","b"]'``, ``"a,b"`` or empty (rendered templates)."""
+    if value is None or value == "" or value == "None":
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        value = json.loads(text) if text.startswith("[") else text.split(",")
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+def _names(items: Any) -> set[str]:
+    out = set()
+    for item in items or []:
+        name = item.get("name") if isinstance(item, Mapping) else item
+        if name:
+            out.add(str(name).strip().lower())
+    return out
+
+
+def event_matches(event: Mapping[str, Any], *, event_types: Sequence[str], tags: Sequence[str],
+                  sources: Sequence[str]) -> bool:
+    """Whether an event passes the DAG's filters (each empty filter passes everything).
+
+    :param event: ThreatQ event with ``type``, ``tags`` and ``sources``.
+    :param event_types: event type names, any of which must match.
+    :param tags: tag names, any of which must be on the event.
+    :param sources: source names, any of which must be on the event.
+    :return: True when every non-empty filter matches (case-insensitive).
+    """
+    etype = event.get("type")
+    type_name = (etype.get("name") if isinstance(etype, Mapping) else etype) or event.get("type_name") or ""
+    if event_types and str(type_name).lower() not in {t.lower() for t in event_types}:
+        return False
+    if tags and not _names(event.get("tags")) & {t.lower() for t in tags}:
+        return False
+    return not (sources and not _names(event.get("sources")) & {s.lower() for s in sources})
+
+
+class ThreatQSelectEventsOperator(BaseOperator):
+    """Pick the ThreatQ events to share: the given ids, or those updated in the window that match.
+
+    :param threatq_conn_id: ThreatQ connection id. (templated)
+    :param window_start: start of the window, included (default: the data interval start). (templated)
+    :param window_end: end of the window, excluded (default: the data interval end). (templated)
+    :param event_ids: ids to share instead of the window (manual trigger); empty → use the window. (templated)
+    :param event_types: event type names to keep; empty keeps all. (templated)
+    :param tags: tag names to keep (any); empty keeps all. (templated)
+    :param sources: source names to keep (any); empty keeps all. (templated)
+    :return: the list of event ids (the XCom, mapped over by the share task).
+    """
+
+    template_fields: Sequence[str] = ("threatq_conn_id", "window_start", "window_end", "event_ids", "event_types",
+                                      "tags", "sources")
+
+    def __init__(self, *, threatq_conn_id: str = "threatq_default",
+                 window_start: Any = "{{ data_interval_start }}", window_end: Any = "{{ data_interval_end }}",
+                 event_ids: Any = None, event_types: Any = (), tags: Any = (), sources: Any = (),
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threatq_conn_id = threatq_conn_id
+        self.window_start = window_start
+        self.window_end = window_end
+        self.event_ids = event_ids
+        self.event_types = event_types
+        self.tags = tags
+        self.sources = sources
+
+    def execute(self, context: Context) -> list[int]:
+        from threatq_provider.threatq.hook import ThreatQHook
+
+        given = parse_ids(self.event_ids)
+        if given:
+            self.log.info("Sharing %d event(s) given by id", len(given))
+            return given
+        filters = {"event_types": parse_names(self.event_types), "tags": parse_names(self.tags),
+                   "sources": parse_names(self.sources)}
+        client = ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
+        start, end = str(self.window_start), str(self.window_end)
+        ids = [int(e["id"]) for e in client.iter_events(start, end, with_=("type", "tags", "sources"))
+               if event_matches(e, **filters)]
+        self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start, end, filters)
+        return ids
+
+
+class _MispShareBase(BaseOperator):
+    """Common arguments: connection ids and every ``ShareOptions`` field (all templated)."""
+
+    template_fields: Sequence[str] = ("threatq_conn_id", "misp_conn_id", *OPTION_FIELDS)
+
+    def __init__(self, *, threatq_conn_id: str = "threatq_default", misp_conn_id: str = "misp_default",
+                 publish: Any = True, distribution: Any = "your_organisation_only", sharing_group: Any = None,
+                 default_analysis: Any = "completed", default_threat_level: Any = "medium", to_ids: Any = True,
+                 attachments_to_ids: Any = False, default_ip_type: Any = "ip-dst",
+                 include_unmapped_attribution: Any = False, send_attachments: Any = True, chunk_size: Any = 1000,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threatq_conn_id = threatq_conn_id
+        self.misp_conn_id = misp_conn_id
+        self.publish = publish
+        self.distribution = distribution
+        self.sharing_group = sharing_group
+        self.default_analysis = default_analysis
+        self.default_threat_level = default_threat_level
+        self.to_ids = to_ids
+        self.attachments_to_ids = attachments_to_ids
+        self.default_ip_type = default_ip_type
+        self.include_unmapped_attribution = include_unmapped_attribution
+        self.send_attachments = send_attachments
+        self.chunk_size = chunk_size
+
+    def share_options(self) -> ShareOptions:
+        """The rendered option fields, validated. :raise MispConfigError: naming the field and its choices."""
+        return ShareOptions(**{name: getattr(self, name) for name in OPTION_FIELDS})
+
+    @cached_property
+    def threatq(self) -> Any:
+        from threatq_provider.threatq.hook import ThreatQHook
+
+        return ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
+
+    @cached_property
+    def misp_hook(self) -> Any:
+        from threatq_provider.misp.hook import MispHook
+
+        return MispHook(misp_conn_id=self.misp_conn_id)
+
+    def attachments(self, attachments: Iterable[Mapping[str, Any]],
+                    options: ShareOptions) -> Iterator[tuple[Mapping[str, Any], bytes]]:
+        """Download each attachment once, lazily (none when attachments are not sent)."""
+        if not options.send_attachments:
+            return
+        seen: set[Any] = set()
+        for attachment in attachments:
+            if attachment.get("id") in seen:
+                continue
+            seen.add(attachment.get("id"))
+            yield attachment, self.threatq.download_attachment(int(attachment["id"]))
+
+    @staticmethod
+    def summary(results: list[ShareResult]) -> dict[str, Any]:
+        """Totals over several shares, JSON-able and small (the XCom)."""
+        skipped: Counter[str] = Counter()
+        for r in results:
+            skipped.update(r.skipped_unmapped)
+        return {
+            "events": len(results),
+            "created": sum(r.created for r in results),
+            "added": sum(r.added for r in results),
+            "updated": sum(r.updated for r in results),
+            "unchanged": sum(r.unchanged for r in results),
+            "rejected": sum(len(r.rejected) for r in results),
+            "rejected_reasons": [reason for r in results for reason in r.summary()["rejected_reasons"]][:20],
+            "skipped_unmapped": dict(skipped),
+            "published": sum(r.published for r in results),
+            "event_uuids": [r.event_uuid for r in results][:100],
+        }
+
+
+class MispShareEventOperator(_MispShareBase):
+    """Share one or many ThreatQ events to MISP ("Share Event"), creating or updating each by UUID.
+
+    :param event_ids: ThreatQ event id(s): an int, a list, or a rendered string such as ``"[1, 2]"``. (templated)
+    :param threatq_conn_id: ThreatQ connection id. (templated)
+    :param misp_conn_id: MISP connection id. (templated)
+    :param publish: publish after create/update. (templated)
+    :param distribution: ``your_organisation_only`` | ``this_community_only`` | ``connected_communities`` |
+        ``all_communities`` | ``sharing_group``. (templated)
+    :param sharing_group: sharing group name when distribution is ``sharing_group``. (templated)
+    :param default_analysis: ``initial`` | ``ongoing`` | ``completed``. (templated)
+    :param default_threat_level: ``high`` | ``medium`` | ``low`` | ``undefined``. (templated)
+    :param to_ids: Send IOCs to IDS. (templated)
+    :param attachments_to_ids: Send Attachments to IDS. (templated)
+    :param default_ip_type: ``ip-dst`` | ``ip-src``. (templated)
+    :param include_unmapped_attribution: send unmatched adversaries / unmapped types as attributes. (templated)
+    :param send_attachments: upload the events' attachments. (templated)
+    :param chunk_size: attributes per MISP request. (templated)
+    :return: totals: events, created, added, updated, unchanged, rejected (+ reasons), skipped_unmapped,
+        published, event_uuids.
+    """
+
+    template_fields: Sequence[str] = ("event_ids", *_MispShareBase.template_fields)
+
+    def __init__(self, *, event_ids: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.event_ids = event_ids
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from threatq_provider.misp.exporter import MispExporter
+        from threatq_provider.misp.mapping import event_to_misp
+
+        options = self.share_options()
+        exporter = MispExporter(self.misp_hook.get_client(), options=options)
+        results = []
+        for event_id in parse_ids(self.event_ids):
+            event = self.threatq.get_event(event_id, with_=EVENT_WITH)["data"]
+            mapping = event_to_misp(
+                event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
+                threatq_host=self.threatq.base_url, options=options,
+                attachments=self.attachments(event.get("attachments") or [], options),
+                describe_types=self.misp_hook.get_client().describe_types)
+            results.append(exporter.share(mapping))
+            self.log.info("ThreatQ event %s → MISP event %s: %s", event_id, results[-1].event_uuid,
+                          {k: v for k, v in results[-1].summary().items() if k != "rejected_reasons"})
+        return self.summary(results)
+
+
+class MispSendInvestigationOperator(_MispShareBase):
+    """Send a ThreatQ investigation as one MISP event ("Send Investigation").
+
+    The MISP event holds every event's attributes, adversaries, TLP and type tags, every indicator
+    of the investigation and of its events, and their attachments. Its UUID derives from the
+    investigation id, so re-sending updates it.
+
+    :param investigation: investigation name or id. (templated)
+    :param threatq_conn_id: ThreatQ connection id. (templated)
+    :param misp_conn_id: MISP connection id. (templated)
+    :param publish: and the other share options: as for ``MispShareEventOperator``. (templated)
+    :return: totals as for ``MispShareEventOperator`` plus ``investigation_id``.
+    """
+
+    template_fields: Sequence[str] = ("investigation", *_MispShareBase.template_fields)
+
+    def __init__(self, *, investigation: str | int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.investigation = investigation
+
+    def _ids(self, inv: Mapping[str, Any], key: str) -> list[int]:
+        """Related ids whether the investigation embeds objects (``events``) or ids (``event_ids``)."""
+        embedded = inv.get(key)
+        if isinstance(embedded, list):
+            return [int(o["id"]) for o in embedded if isinstance(o, Mapping) and o.get("id") is not None]
+        return parse_ids(inv.get(f"{key[:-1]}_ids"), f"investigation {key}")
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from threatq_provider.misp.exporter import MispExporter
+        from threatq_provider.misp.mapping import investigation_to_misp
+
+        options = self.share_options()
+        tq = self.threatq
+        inv = tq.get_investigation(self.investigation, with_=("events", "indicators", "attachments"))
+        events = [tq.get_event(eid, with_=EVENT_WITH)["data"] for eid in self._ids(inv, "events")]
+        indicators: dict[int, Any] = {}
+        for event in events:
+            for row in tq.iter_event_indicators(int(event["id"]), with_=INDICATOR_WITH):
+                indicators.setdefault(int(row["id"]), row)
+        for iid in self._ids(inv, "indicators"):
+            if iid not in indicators:
+                indicators[iid] = tq.get_indicator(iid, with_=INDICATOR_WITH)["data"]
+        attachments = [a for e in events for a in e.get("attachments") or []]
+        attachments += [{"id": aid} for aid in self._ids(inv, "attachments")
+                        if aid not in {int(a["id"]) for a in attachments}]
+        mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=tq.base_url, options=options,
+                                        attachments=self.attachments(attachments, options),
+                                        describe_types=self.misp_hook.get_client().describe_types)
+        result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)
+        return {**self.summary([result]), "investigation_id": inv.get("id")}
