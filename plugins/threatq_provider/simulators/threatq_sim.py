@@ -1,0 +1,1043 @@
+"""A ThreatQ REST API simulator: a real HTTP/1.1 server on loopback, serving a seeded :class:`Corpus`.
+
+Built from shared/reference/threatq-api.md and the recorded payloads in shared/threatq-samples/.
+Start it in tests as a context manager, or from the shell with ``threatq-sim``.
+
+Endpoints (all under ``/api``; every one but ``/api/token`` needs ``Authorization: Bearer <token>``
+with a capital ``B``: ThreatQ rejects lowercase ``bearer``, elastic/kibana#291383):
+
+==========  ==============================================  =====================================
+method      path                                            notes
+==========  ==============================================  =====================================
+POST        /api/token                                      grants password (JSON, query+JSON,
+                                                            form), client_credentials (Basic
+                                                            header + query or form), refresh_token
+GET         /api/indicators                                 limit/offset/sort/with/fields, filters
+                                                            ``?value= ?id= ?type_id= ?status_id=
+                                                            ?type_name= ?status_name= ?class=``
+POST        /api/indicators/query                           body {criteria, filters, fields};
+                                                            limit/offset/sort/with or cursorMark
+GET         /api/indicators/query/hash/{hash}               data-collection feed: cursorMark, limit,
+                                                            sort (updated_at|id), fields
+GET         /api/indicators/{id}[/details]                  with= (detail form)
+GET         /api/indicators/{id}/events                     related events (paged)
+POST        /api/indicators                                 create; array or object body; 201
+                                                            ``{total, data:[...]}`` with ``existing``
+GET         /api/indicator/types[/{id}]                     ?name= (``%`` wildcard)
+GET         /api/indicator/statuses[/{id}]                  ?name=
+GET         /api/event/types[/{id}]                         ?name=
+GET         /api/attachments/types[/{id}]
+GET         /api/events                                     limit/offset/sort/with, ?title= ?type_id=
+                                                            ?id=; windows: POST /api/events/query
+POST        /api/events/query                               same grammar as indicators, e.g.
+                                                            {"filters":{"updated_at":{"+gte":..,"+lt":..}}}
+GET         /api/events/{id}                                with=indicators,attributes,adversaries,
+                                                            attachments,sources,type,tags
+GET         /api/events/{id}/indicators                     paged indicator rows with ``pivot``
+POST        /api/events                                     create; 201 ``{data:{...}}``
+GET         /api/search                                     ?query=&limit= → {data:[{id,object,value}]}
+GET         /api/adversaries                                ?name=
+GET         /api/investigations[/{id}]                      ?name=; with=events,indicators,attachments
+GET         /api/attachments[/{id}]                         ?hash= ?name=
+GET         /api/attachments/{id}/download                  the bytes, Content-Disposition filename
+GET         /assets/js/config.js                            (no auth) JS holding ``ClientId``
+==========  ==============================================  =====================================
+
+Control endpoints (no auth): ``POST /_sim/faults`` (a rule or a list of rules, JSON),
+``DELETE /_sim/faults``, ``GET /_sim/faults``, ``POST /_sim/expire-tokens``, ``GET /_sim/stats``,
+``DELETE /_sim/stats`` (reset).
+
+Errors. 401 ``{"error":"Unauthenticated.","message":"Unauthenticated."}`` for a missing,
+unknown or expired token. 404 ``{"errors":["Not found."]}``. 400 comes in the two recorded forms:
+
+- form 1 ``{"data":{"errors":{"<field>":["msg"]}}}`` for *body* validation: creating an
+  indicator or event, the filter grammar of ``/query``, ``/api/search`` without ``query``;
+- form 2 ``{"errors":["msg"]}`` for *request-parameter* validation: ``limit`` (1..max_limit),
+  ``offset``, ``sort``, ``with``, ``fields``, ``cursorMark``, and a body that is not JSON.
+
+``/api/token`` failures are 400 ``{"error":"invalid_grant"|"invalid_client"|"unsupported_grant_type",
+"error_description":..., "message":...}`` (clients only look at the status, reference §1.6).
+
+Paging is stable: lists sort by the requested keys with ``id`` as the final tie-break (default
+``id``), so offset pages never repeat or skip while the corpus is unchanged. The cursor feed
+encodes the last ``(sort value, id)`` seen; a page after the end is empty (``data: {}`` by default,
+``[]`` with ``empty_page="array"``) and carries a cursor that differs from the one sent only in its
+first byte (as in Elastic's recording, ``AoJ…`` → ``BoJ…``); sending that cursor again returns it
+unchanged, so clients stopping on "empty page" and those stopping on "cursor repeats" both end,
+and a cursor saved from the empty page resumes at the right place once data is updated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import json
+import logging
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from threatq_provider.simulators.corpus import Corpus, ValidationError
+from threatq_provider.simulators.faults import FaultPlan, FaultRule
+from threatq_provider.simulators.query import QueryError, compile_expr
+from threatq_provider.simulators.shaping import (
+    EVENT_RELATIONS,
+    INDICATOR_RELATIONS,
+    Projection,
+    ShapeError,
+    parse_fields,
+    parse_with,
+    shape_indicator,
+)
+
+__all__ = [
+    "ThreatQSimulator",
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_USERNAME",
+    "DEFAULT_PASSWORD",
+    "DEFAULT_CLIENT_SECRET",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLIENT_ID = "threatq-sim-client"
+DEFAULT_USERNAME = "analyst@threatq.local"
+DEFAULT_PASSWORD = "threatq-sim-password"
+DEFAULT_CLIENT_SECRET = "threatq-sim-secret"
+
+_UNAUTH = {"error": "Unauthenticated.", "message": "Unauthenticated."}
+_JSON = "application/json"
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, JSON body and optional headers."""
+
+    def __init__(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+def form1(field: str, message: str, status: int = 400) -> ApiError:
+    """Recorded error form 1: ``{"data":{"errors":{field:[message]}}}``."""
+    return ApiError(status, {"data": {"errors": {field: [message]}}})
+
+
+def form2(message: str, status: int = 400) -> ApiError:
+    """Recorded error form 2: ``{"errors":[message]}``."""
+    return ApiError(status, {"errors": [message]})
+
+
+class Response:
+    """A prepared answer: status, body bytes, content type, headers."""
+
+    __slots__ = ("status", "body", "content_type", "headers")
+
+    def __init__(self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = dict(headers or {})
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(status, _dumps(obj), _JSON, headers)
+
+
+class Request:
+    """The parts of an HTTP request the handlers need."""
+
+    def __init__(self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query
+        self.params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
+        self.headers = headers
+        self.body = body
+        self.match: re.Match[str] | None = None
+
+    def json(self, default: Any = None) -> Any:
+        if not self.body.strip():
+            return default
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise form2("The request body is not valid JSON.") from exc
+
+    def int_param(self, name: str, default: int | None = None) -> int | None:
+        raw = self.params.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise form2(f"The {name} must be an integer.") from exc
+
+
+# ---------------------------------------------------------------------------- cursor
+def _encode_cursor(key: int, iid: int, end: bool = False) -> str:
+    # Solr-like opaque bytes: marker, sort value, '&', id. The first byte is 0x02 normally and
+    # 0x06 after the end was reached, which base64-encodes to "A…" / "B…" as in the recording.
+    raw = bytes([0x06 if end else 0x02, 0x82]) + struct.pack(">q", key) + b"&" + str(iid).encode()
+    return base64.b64encode(raw).decode()
+
+
+def _decode_cursor(mark: str) -> tuple[int, int, bool]:
+    try:
+        raw = base64.b64decode(mark, validate=True)
+        if len(raw) < 12 or raw[0] not in (0x02, 0x06) or raw[1] != 0x82 or raw[10:11] != b"&":
+            raise ValueError
+        key = struct.unpack(">q", raw[2:10])[0]
+        return key, int(raw[11:].decode()), raw[0] == 0x06
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise form2("The cursorMark is invalid.") from exc
+
+
+# ---------------------------------------------------------------------------- simulator
+class ThreatQSimulator:
+    """A local ThreatQ API over real HTTP.
+
+    :param corpus: the data to serve; default ``Corpus()`` (seed 42, 2,000 indicators, 100 events).
+    :param host: interface to bind.
+    :param port: TCP port; 0 picks a free one.
+    :param client_id: OAuth client id expected by the token endpoint.
+    :param username: e-mail of the user for the password grant.
+    :param password: that user's password.
+    :param client_secret: secret for the client_credentials grant (with ``client_id``).
+    :param token_ttl_s: ``expires_in`` of issued access tokens.
+    :param mode: ``"v6"`` (attributes/sources only on request) or ``"legacy"`` (always included).
+    :param faults: fault plan (mutable at run time); default: empty.
+    :param max_limit: largest accepted ``limit``; above it → 400.
+    :param default_limit: ``limit`` when the client sends none.
+    :param empty_page: ``"object"`` (``data: {}``, as recorded) or ``"array"`` (``data: []``) for an
+        exhausted cursor page.
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id: str = DEFAULT_CLIENT_ID,
+        username: str = DEFAULT_USERNAME,
+        password: str = DEFAULT_PASSWORD,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        token_ttl_s: int = 3600,
+        mode: str = "v6",
+        faults: FaultPlan | None = None,
+        max_limit: int = 10000,
+        default_limit: int = 50,
+        empty_page: str = "object",
+    ) -> None:
+        if mode not in ("v6", "legacy"):
+            raise ValueError("mode must be 'v6' or 'legacy'")
+        if empty_page not in ("object", "array"):
+            raise ValueError("empty_page must be 'object' or 'array'")
+        self.corpus = corpus if corpus is not None else Corpus()
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.username = username
+        self.password = password
+        self.client_secret = client_secret
+        self.token_ttl_s = int(token_ttl_s)
+        self.mode = mode
+        self.faults = faults if faults is not None else FaultPlan()
+        self.max_limit = int(max_limit)
+        self.default_limit = int(default_limit)
+        self.empty_page = empty_page
+        self._tokens: dict[str, float] = {}
+        self._refresh: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self.reset_stats()
+        self._routes = self._build_routes()
+        self._tag_ids = {t: k + 1 for k, t in enumerate(self.corpus._seed_data["tags"])}
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """Bind and serve in a background thread; return the base URL (``http://host:port``)."""
+        if self._server is not None:
+            return self.url
+        handler = type("BoundThreatQHandler", (_Handler,), {"sim": self})
+        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"threatq-sim:{self.port}", daemon=True)
+        self._thread.start()
+        log.info("ThreatQ simulator listening on %s (mode=%s, indicators=%d)", self.url, self.mode,
+                 self.corpus.indicator_count)
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving and close every open connection (idempotent)."""
+        server = self._server
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> ThreatQSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8480`` (clients append ``/api/...``)."""
+        return f"http://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------------ tokens
+    def expire_tokens(self) -> int:
+        """Expire every issued access token (refresh tokens stay valid); return how many."""
+        with self._lock:
+            for tok in self._tokens:
+                self._tokens[tok] = 0.0
+            count = len(self._tokens)
+        self._bump("tokens_expired", count)
+        return count
+
+    def _issue_token(self, grant: str) -> dict[str, Any]:
+        access = secrets.token_urlsafe(32)
+        refresh = secrets.token_urlsafe(32)
+        with self._lock:
+            self._tokens[access] = time.monotonic() + self.token_ttl_s
+            self._refresh[refresh] = grant
+        with self._stats_lock:
+            self._stats["tokens_issued"] += 1
+            self._stats["grants"][grant] += 1
+        return {"access_token": access, "token_type": "Bearer", "expires_in": self.token_ttl_s,
+                "refresh_token": refresh}
+
+    def _check_bearer(self, header: str | None) -> None:
+        if not header or not header.startswith("Bearer "):
+            raise ApiError(401, _UNAUTH)
+        token = header[len("Bearer "):].strip()
+        with self._lock:
+            exp = self._tokens.get(token)
+        if exp is None or exp <= time.monotonic():
+            raise ApiError(401, _UNAUTH)
+
+    # ------------------------------------------------------------------ stats
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+        with self._stats_lock:
+            self._stats: dict[str, Any] = {
+                "requests": 0, "by_path": Counter(), "by_route": Counter(), "by_status": Counter(),
+                "tokens_issued": 0, "tokens_expired": 0, "grants": Counter(), "unauthorized": 0,
+                "faults_triggered": 0, "faults_by_kind": Counter(), "indicators_served": 0,
+            }
+
+    def _bump(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += n
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the counters: ``requests``, ``by_path`` (``"GET /api/indicators"`` → n),
+        ``by_route``, ``by_status``, ``tokens_issued``, ``tokens_expired``, ``grants``,
+        ``unauthorized``, ``faults_triggered``, ``faults_by_kind``, ``indicators_served``."""
+        with self._stats_lock:
+            return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self._stats.items()}
+
+    # ------------------------------------------------------------------ routing
+    def _build_routes(self) -> list[tuple[str, re.Pattern[str], str, Callable[[Request], Response]]]:
+        r = [
+            ("POST", r"/api/token", self._h_token),
+            ("GET", r"/api/indicators", self._h_indicators_list),
+            ("POST", r"/api/indicators", self._h_indicators_create),
+            ("POST", r"/api/indicators/query", self._h_indicators_query),
+            ("GET", r"/api/indicators/query/hash/(?P<hash>[^/]+)", self._h_collection_feed),
+            ("GET", r"/api/indicators/(?P<id>\d+)", self._h_indicator_get),
+            ("GET", r"/api/indicators/(?P<id>\d+)/details", self._h_indicator_details),
+            ("GET", r"/api/indicators/(?P<id>\d+)/events", self._h_indicator_events),
+            ("GET", r"/api/indicator/types", self._h_meta_list("indicator_types")),
+            ("GET", r"/api/indicator/types/(?P<id>\d+)", self._h_meta_get("indicator_types")),
+            ("GET", r"/api/indicator/statuses", self._h_meta_list("statuses")),
+            ("GET", r"/api/indicator/statuses/(?P<id>\d+)", self._h_meta_get("statuses")),
+            ("GET", r"/api/event/types", self._h_meta_list("event_types")),
+            ("GET", r"/api/event/types/(?P<id>\d+)", self._h_meta_get("event_types")),
+            ("GET", r"/api/attachments/types", self._h_meta_list("attachment_types")),
+            ("GET", r"/api/attachments/types/(?P<id>\d+)", self._h_meta_get("attachment_types")),
+            ("GET", r"/api/events", self._h_events_list),
+            ("POST", r"/api/events", self._h_events_create),
+            ("POST", r"/api/events/query", self._h_events_query),
+            ("GET", r"/api/events/(?P<id>\d+)", self._h_event_get),
+            ("GET", r"/api/events/(?P<id>\d+)/indicators", self._h_event_indicators),
+            ("GET", r"/api/search", self._h_search),
+            ("GET", r"/api/adversaries", self._h_adversaries),
+            ("GET", r"/api/investigations", self._h_investigations_list),
+            ("GET", r"/api/investigations/(?P<id>\d+)", self._h_investigation_get),
+            ("GET", r"/api/attachments", self._h_attachments_list),
+            ("GET", r"/api/attachments/(?P<id>\d+)", self._h_attachment_get),
+            ("GET", r"/api/attachments/(?P<id>\d+)/download", self._h_attachment_download),
+            ("GET", r"/assets/js/config.js", self._h_config_js),
+        ]
+        # the display template ("/api/indicators/{id}") keys the by_route counters
+        return [(m, re.compile("^" + p + "/?$"), re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", p), h) for m, p, h in r]
+
+    def _route(self, req: Request) -> tuple[str, Callable[[Request], Response]]:
+        path_matched = False
+        for method, rx, template, handler in self._routes:
+            m = rx.match(req.path)
+            if m:
+                path_matched = True
+                if method == req.method:
+                    req.match = m
+                    return template, handler
+        if path_matched:
+            raise ApiError(405, {"errors": [f"The {req.method} method is not supported for this route."]})
+        raise ApiError(404, {"errors": ["Not found."]})
+
+    def handle(self, req: Request) -> Response:
+        """Answer one API request (after faults): auth, routing, handler, errors → Response."""
+        try:
+            template, handler = self._route(req)
+            with self._stats_lock:
+                self._stats["by_route"][f"{req.method} {template}"] += 1
+            if req.path.startswith("/api/") and template != "/api/token":
+                self._check_bearer(req.headers.get("Authorization"))
+            return handler(req)
+        except ApiError as err:
+            if err.status == 401:
+                self._bump("unauthorized")
+            return _json_response(err.body, err.status, err.headers)
+
+    # ------------------------------------------------------------------ helpers
+    def _paging(self, req: Request) -> tuple[int, int]:
+        limit = req.int_param("limit", self.default_limit)
+        offset = req.int_param("offset", 0)
+        assert limit is not None and offset is not None
+        if limit < 1 or limit > self.max_limit:
+            raise form2(f"The limit must be between 1 and {self.max_limit}.")
+        if offset < 0:
+            raise form2("The offset must be at least 0.")
+        return limit, offset
+
+    def _projection(self, req: Request, form: str, body_fields: Any = None, allowed=INDICATOR_RELATIONS) -> Projection:
+        try:
+            with_ = parse_with(req.params.get("with"), allowed)
+            raw_fields = body_fields if body_fields is not None else req.params.get("fields")
+            fields = parse_fields(raw_fields)
+        except ShapeError as exc:
+            raise form2(str(exc)) from exc
+        return Projection(form=form, legacy=self.mode == "legacy", with_=with_, fields=fields)
+
+    def _shape(self, iid: int, proj: Projection) -> dict[str, Any]:
+        c = self.corpus
+        obj = c._full(iid)
+        full_type = c.type_by_id(obj["type_id"]) if proj.form != "row" else None
+        full_status = c.status_by_id(obj["status_id"]) if proj.form == "detail" else None
+        events = None
+        if proj.wants("events"):
+            events = [self._event_row(c.event_base(eid), Projection(form="row")) for eid in self._events_of(iid)]
+        return shape_indicator(obj, proj, full_type=full_type, full_status=full_status,
+                               score_object=lambda: c.score_object(iid), events=events, tag_ids=self._tag_ids)
+
+    def _events_of(self, iid: int) -> list[int]:
+        return [eid for eid in self.corpus.event_ids() if iid in self.corpus._event_indicators.get(eid, ())]
+
+    def _count_served(self, n: int) -> None:
+        self._bump("indicators_served", n)
+
+    def _list_envelope(self, rows: list[Any], total: int, limit: int, offset: int) -> Response:
+        return _json_response({"total": total, "data": rows, "limit": limit, "offset": offset})
+
+    # ------------------------------------------------------------------ token
+    def _h_token(self, req: Request) -> Response:
+        params: dict[str, Any] = dict(req.params)
+        ctype = (req.headers.get("Content-Type") or "").lower()
+        body = req.body.strip()
+        if body:
+            if "application/x-www-form-urlencoded" in ctype:
+                params.update({k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()})
+            else:
+                try:
+                    data = json.loads(body)
+                except ValueError:
+                    data = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+                if isinstance(data, Mapping):
+                    params.update(data)
+        basic_id = basic_secret = None
+        auth = req.headers.get("Authorization") or ""
+        if auth.lower().startswith("basic "):
+            try:
+                basic_id, _, basic_secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
+                basic_id, basic_secret = unquote(basic_id), unquote(basic_secret)
+            except (ValueError, binascii.Error, UnicodeDecodeError):
+                raise ApiError(400, _oauth_error("invalid_client", "Client authentication failed."))
+        grant = str(params.get("grant_type") or "").strip()
+        if grant == "password":
+            email = params.get("email") or params.get("username")
+            client_id = params.get("client_id") or basic_id
+            if client_id != self.client_id:
+                raise ApiError(400, _oauth_error("invalid_client", "Client authentication failed."))
+            if email != self.username or params.get("password") != self.password:
+                raise ApiError(400, _oauth_error("invalid_grant", "The user credentials were incorrect."))
+            return _json_response(self._issue_token("password"))
+        if grant == "client_credentials":
+            cid = basic_id if basic_id is not None else params.get("client_id")
+            secret = basic_secret if basic_id is not None else params.get("client_secret")
+            if cid != self.client_id or secret != self.client_secret:
+                raise ApiError(400, _oauth_error("invalid_client", "Client authentication failed."))
+            return _json_response(self._issue_token("client_credentials"))
+        if grant == "refresh_token":
+            rt = params.get("refresh_token")
+            with self._lock:
+                known = isinstance(rt, str) and self._refresh.pop(rt, None) is not None
+            if not known:
+                raise ApiError(400, _oauth_error("invalid_grant", "The refresh token is invalid."))
+            return _json_response(self._issue_token("refresh_token"))
+        raise ApiError(400, _oauth_error("unsupported_grant_type",
+                                         "The authorization grant type is not supported by the authorization server."))
+
+    # ------------------------------------------------------------------ indicators
+    _LIST_FILTERS = ("id", "value", "type_id", "status_id", "type_name", "status_name", "class", "hash", "score")
+
+    def _h_indicators_list(self, req: Request) -> Response:
+        limit, offset = self._paging(req)
+        proj = self._projection(req, "row")
+        extra = {k: req.params[k] for k in self._LIST_FILTERS if k in req.params}
+        if "value" in extra and "%" not in extra["value"]:
+            # exact value look-ups go through the value index instead of a scan
+            ids = self.corpus.find_indicator_ids_by_value(extra.pop("value"))
+            extra["id"] = [str(i) for i in ids] or ["0"]
+        ids = self._select(None, req.params.get("sort"), extra)
+        page = ids[offset: offset + limit]
+        rows = [self._shape(i, proj) for i in page]
+        self._count_served(len(rows))
+        return self._list_envelope(rows, len(ids), limit, offset)
+
+    def _select(self, expr: Any, sort: str | None, extra: Mapping[str, Any] | None = None):
+        try:
+            return self.corpus.select_indicators(expr, sort, extra)
+        except QueryError as exc:
+            if exc.field == "sort":
+                raise form2(str(exc)) from exc
+            raise form1(exc.field, str(exc)) from exc
+
+    def _h_indicators_query(self, req: Request) -> Response:
+        body = req.json({})
+        if not isinstance(body, Mapping):
+            raise form1("criteria", "The query body must be an object.")
+        parts = [p for p in (body.get("criteria"), body.get("filters")) if p]
+        expr = {"+and": parts} if parts else None
+        proj = self._projection(req, "row", body.get("fields"))
+        if "cursorMark" in req.params:
+            return self._cursor_page(req, expr, proj, with_offset=True)
+        limit, offset = self._paging(req)
+        ids = self._select(expr, req.params.get("sort"))
+        page = ids[offset: offset + limit]
+        rows = [self._shape(i, proj) for i in page]
+        self._count_served(len(rows))
+        return self._list_envelope(rows, len(ids), limit, offset)
+
+    def _h_collection_feed(self, req: Request) -> Response:
+        assert req.match is not None
+        try:
+            coll = self.corpus.collection(req.match["hash"])
+        except KeyError:
+            raise ApiError(404, {"errors": ["Data collection not found."]}) from None
+        proj = self._projection(req, "row")
+        return self._cursor_page(req, coll["filters"] or None, proj, with_offset=False)
+
+    def _cursor_page(self, req: Request, expr: Any, proj: Projection, *, with_offset: bool) -> Response:
+        sort = req.params.get("sort") or "updated_at"
+        if sort not in ("updated_at", "id"):
+            raise form2("The sort for cursor paging must be updated_at or id.")
+        limit = req.int_param("limit", self.default_limit)
+        assert limit is not None
+        if limit < 1 or limit > self.max_limit:
+            raise form2(f"The limit must be between 1 and {self.max_limit}.")
+        ids = self._select(expr, sort)
+        mark = req.params.get("cursorMark") or "*"
+        c = self.corpus
+        if sort == "updated_at":
+            def key_of(i: int) -> tuple[int, int]:
+                return (c._cheap(i, "updated_at"), i)
+        else:
+            def key_of(i: int) -> tuple[int, int]:
+                return (i, i)
+        ended = False
+        if mark == "*":
+            start = 0
+            pos = None
+        else:
+            key, last_id, ended = _decode_cursor(mark)
+            pos = (key, last_id)
+            start = bisect.bisect_right(ids, pos, key=key_of)
+        page = ids[start: start + limit]
+        rows = [self._shape(i, proj) for i in page]
+        self._count_served(len(rows))
+        if rows:
+            k = key_of(page[-1])
+            next_mark = _encode_cursor(k[0], k[1])
+            data: Any = rows
+        else:
+            data = {} if self.empty_page == "object" else []
+            if ended:
+                next_mark = mark
+            else:
+                p = pos or (0, 0)
+                next_mark = _encode_cursor(p[0], p[1], end=True)
+        body: dict[str, Any] = {"total": len(ids), "data": data, "nextCursorMark": next_mark, "limit": limit}
+        if with_offset:
+            body["offset"] = 0
+        return _json_response(body)
+
+    def _indicator_id(self, req: Request) -> int:
+        assert req.match is not None
+        iid = int(req.match["id"])
+        if not self.corpus.indicator_exists(iid):
+            raise ApiError(404, {"errors": ["Not found."]})
+        return iid
+
+    def _h_indicator_get(self, req: Request) -> Response:
+        iid = self._indicator_id(req)
+        proj = self._projection(req, "detail")
+        return _json_response({"data": self._shape(iid, proj)})
+
+    def _h_indicator_details(self, req: Request) -> Response:
+        iid = self._indicator_id(req)
+        proj = self._projection(req, "detail")
+        proj.with_ |= {"attributes", "sources", "score", "type", "status", "adversaries", "events", "tags",
+                       "comments", "watchlist", "signatures", "attachments", "indicators"}
+        return _json_response({"data": self._shape(iid, proj)})
+
+    def _h_indicator_events(self, req: Request) -> Response:
+        iid = self._indicator_id(req)
+        limit, offset = self._paging(req)
+        proj = self._projection(req, "row", allowed=EVENT_RELATIONS)
+        eids = self._events_of(iid)
+        rows = []
+        for eid in eids[offset: offset + limit]:
+            row = self._event_row(self.corpus.event_base(eid), proj)
+            row["pivot"] = {"id": eid * 100000 + iid, "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            rows.append(row)
+        return self._list_envelope(rows, len(eids), limit, offset)
+
+    def _h_indicators_create(self, req: Request) -> Response:
+        body = req.json(None)
+        if body is None:
+            raise form1("value", "The value field is required.")
+        items = body if isinstance(body, list) else [body]
+        if not items:
+            raise form1("data", "At least one indicator is required.")
+        proj = Projection(form="create", legacy=self.mode == "legacy", with_={"attributes", "sources"})
+        out = []
+        try:
+            for item in items:
+                obj, existing = self.corpus.create_indicator(item)
+                row = self._shape(obj["id"], proj)
+                row["existing"] = "Y" if existing else "N"
+                out.append(row)
+        except ValidationError as exc:
+            raise form1(exc.field, str(exc)) from exc
+        return _json_response({"total": len(out), "data": out}, 201)
+
+    # ------------------------------------------------------------------ metadata
+    def _h_meta_list(self, attr: str) -> Callable[[Request], Response]:
+        def handler(req: Request) -> Response:
+            limit, offset = self._paging(req)
+            items = getattr(self.corpus, attr)
+            name = req.params.get("name")
+            if name:
+                pred = compile_expr({"name": name})
+                items = [i for i in items if pred(lambda f, i=i: i.get(f))]
+            for key in ("id", "is_parsable"):
+                if key in req.params:
+                    items = [i for i in items if str(i.get(key)) == req.params[key]]
+            page = [dict(i) for i in items[offset: offset + limit]]
+            return self._list_envelope(page, len(items), limit, offset)
+        return handler
+
+    def _h_meta_get(self, attr: str) -> Callable[[Request], Response]:
+        def handler(req: Request) -> Response:
+            assert req.match is not None
+            wanted = int(req.match["id"])
+            for item in getattr(self.corpus, attr):
+                if item["id"] == wanted:
+                    return _json_response({"data": dict(item)})
+            raise ApiError(404, {"errors": ["Not found."]})
+        return handler
+
+    # ------------------------------------------------------------------ events
+    def _event_row(self, ev: Mapping[str, Any], proj: Projection) -> dict[str, Any]:
+        out = {k: ev[k] for k in ("id", "title", "type_id", "happened_at", "description", "hash", "created_at",
+                                  "updated_at", "touched_at")}
+        legacy = self.mode == "legacy"
+        if "type" in proj.with_:
+            out["type"] = dict(ev["type"])
+        for rel in ("attributes", "sources"):
+            if rel in proj.with_ or legacy:
+                out[rel] = [dict(x) for x in ev[rel]]
+        if "adversaries" in proj.with_:
+            out["adversaries"] = [dict(a) for a in ev["adversaries"]]
+        if "tags" in proj.with_:
+            tag_ids = {t: k + 1 for k, t in enumerate(self.corpus._seed_data["tags"])}
+            out["tags"] = [{"id": tag_ids.get(t, 0), "name": t} for t in ev["tags"]]
+        if "attachments" in proj.with_:
+            out["attachments"] = [self.corpus.attachment(a) for a in ev["attachment_ids"]]
+        if "indicators" in proj.with_:
+            out["indicators"] = [self.corpus.indicator_row_compact(i) for i in self.corpus.event_indicator_ids(ev["id"])]
+        for rel in ("comments", "spearphish", "watchlist", "events", "signatures"):
+            if rel in proj.with_:
+                out[rel] = []
+        return out
+
+    _EVENT_FILTERS = ("id", "title", "type_id", "type_name", "hash")
+
+    def _h_events_list(self, req: Request) -> Response:
+        limit, offset = self._paging(req)
+        proj = self._projection(req, "row", allowed=EVENT_RELATIONS)
+        extra = {k: req.params[k] for k in self._EVENT_FILTERS if k in req.params}
+        return self._events_page(None, req.params.get("sort"), extra, proj, limit, offset)
+
+    def _h_events_query(self, req: Request) -> Response:
+        body = req.json({})
+        if not isinstance(body, Mapping):
+            raise form1("criteria", "The query body must be an object.")
+        parts = [p for p in (body.get("criteria"), body.get("filters")) if p]
+        limit, offset = self._paging(req)
+        proj = self._projection(req, "row", allowed=EVENT_RELATIONS)
+        return self._events_page({"+and": parts} if parts else None, req.params.get("sort"), None, proj, limit, offset)
+
+    def _events_page(self, expr: Any, sort: str | None, extra: Any, proj: Projection, limit: int, offset: int) -> Response:
+        try:
+            eids = self.corpus.select_events(expr, sort, extra)
+        except QueryError as exc:
+            if exc.field == "sort":
+                raise form2(str(exc)) from exc
+            raise form1(exc.field, str(exc)) from exc
+        rows = [self._event_row(self.corpus.event_base(e), proj) for e in eids[offset: offset + limit]]
+        return self._list_envelope(rows, len(eids), limit, offset)
+
+    def _event_id(self, req: Request) -> int:
+        assert req.match is not None
+        eid = int(req.match["id"])
+        if not self.corpus.event_exists(eid):
+            raise ApiError(404, {"errors": ["Not found."]})
+        return eid
+
+    def _h_event_get(self, req: Request) -> Response:
+        eid = self._event_id(req)
+        proj = self._projection(req, "detail", allowed=EVENT_RELATIONS)
+        return _json_response({"data": self._event_row(self.corpus.event_base(eid), proj)})
+
+    def _h_event_indicators(self, req: Request) -> Response:
+        eid = self._event_id(req)
+        limit, offset = self._paging(req)
+        proj = self._projection(req, "row")
+        ids = self.corpus.event_indicator_ids(eid)
+        rows = []
+        for iid in ids[offset: offset + limit]:
+            row = self._shape(iid, proj)
+            row["pivot"] = {"id": eid * 100000 + iid, "created_at": row["created_at"], "updated_at": row["updated_at"]}
+            rows.append(row)
+        self._count_served(len(rows))
+        return self._list_envelope(rows, len(ids), limit, offset)
+
+    def _h_events_create(self, req: Request) -> Response:
+        body = req.json(None)
+        if body is None:
+            raise form1("title", "The title field is required.")
+        try:
+            ev = self.corpus.create_event(body)
+        except ValidationError as exc:
+            raise form1(exc.field, str(exc)) from exc
+        proj = Projection(form="detail", with_={"type"})
+        return _json_response({"data": self._event_row(ev, proj)}, 201)
+
+    # ------------------------------------------------------------------ search
+    def _h_search(self, req: Request) -> Response:
+        text = (req.params.get("query") or "").strip()
+        if not text:
+            raise form1("query", "The query field is required.")
+        limit = req.int_param("limit", 10)
+        assert limit is not None
+        if limit < 1 or limit > self.max_limit:
+            raise form2(f"The limit must be between 1 and {self.max_limit}.")
+        needle = text.lower()
+        c = self.corpus
+        hits: list[dict[str, Any]] = []
+        for iid, value in c.search_values(text, limit):
+            hits.append({"id": iid, "object": "indicator", "value": value})
+        for eid in c.event_ids():
+            ev = c.event_base(eid)
+            if needle in ev["title"].lower():
+                hits.append({"id": eid, "object": "event", "value": ev["title"]})
+        for adv in c.adversaries:
+            if needle in adv["name"].lower():
+                hits.append({"id": adv["id"], "object": "adversary", "value": adv["name"]})
+        for att in c.attachments:
+            if needle in att["name"].lower() or needle in att["title"].lower():
+                hits.append({"id": att["id"], "object": "attachment", "value": f'"{att["title"]}" {att["name"]}'})
+        return _json_response({"data": hits[:limit]})
+
+    def _h_adversaries(self, req: Request) -> Response:
+        limit, offset = self._paging(req)
+        items = self.corpus.adversaries
+        if req.params.get("name"):
+            pred = compile_expr({"name": req.params["name"]})
+            items = [a for a in items if pred(lambda f, a=a: a.get(f))]
+        return self._list_envelope([dict(a) for a in items[offset: offset + limit]], len(items), limit, offset)
+
+    # ------------------------------------------------------------------ investigations
+    def _investigation_row(self, inv: Mapping[str, Any], with_: set[str]) -> dict[str, Any]:
+        out = {k: v for k, v in inv.items() if not k.endswith("_ids")}
+        c = self.corpus
+        if "events" in with_:
+            out["events"] = [self._event_row(c.event_base(e), Projection(form="row")) for e in inv["event_ids"]]
+        if "indicators" in with_:
+            out["indicators"] = [self._shape(i, Projection(form="row", legacy=self.mode == "legacy"))
+                                 for i in inv["indicator_ids"]]
+        if "attachments" in with_:
+            out["attachments"] = [c.attachment(a) for a in inv["attachment_ids"]]
+        return out
+
+    def _h_investigations_list(self, req: Request) -> Response:
+        limit, offset = self._paging(req)
+        try:
+            with_ = parse_with(req.params.get("with"), frozenset({"events", "indicators", "attachments"}))
+        except ShapeError as exc:
+            raise form2(str(exc)) from exc
+        items = self.corpus.investigations
+        if req.params.get("name"):
+            pred = compile_expr({"name": req.params["name"]})
+            items = [i for i in items if pred(lambda f, i=i: i.get(f))]
+        rows = [self._investigation_row(i, with_) for i in items[offset: offset + limit]]
+        return self._list_envelope(rows, len(items), limit, offset)
+
+    def _h_investigation_get(self, req: Request) -> Response:
+        assert req.match is not None
+        try:
+            inv = self.corpus.investigation(int(req.match["id"]))
+        except KeyError:
+            raise ApiError(404, {"errors": ["Not found."]}) from None
+        try:
+            with_ = parse_with(req.params.get("with"), frozenset({"events", "indicators", "attachments"}))
+        except ShapeError as exc:
+            raise form2(str(exc)) from exc
+        return _json_response({"data": self._investigation_row(inv, with_)})
+
+    # ------------------------------------------------------------------ attachments
+    def _h_attachments_list(self, req: Request) -> Response:
+        limit, offset = self._paging(req)
+        items = self.corpus.attachments
+        for key in ("hash", "name", "id"):
+            if req.params.get(key):
+                pred = compile_expr({key: req.params[key]})
+                items = [a for a in items if pred(lambda f, a=a: a.get(f))]
+        return self._list_envelope(items[offset: offset + limit], len(items), limit, offset)
+
+    def _attachment_id(self, req: Request) -> int:
+        assert req.match is not None
+        aid = int(req.match["id"])
+        if not self.corpus.attachment_exists(aid):
+            raise ApiError(404, {"errors": ["Not found."]})
+        return aid
+
+    def _h_attachment_get(self, req: Request) -> Response:
+        return _json_response({"data": self.corpus.attachment(self._attachment_id(req))})
+
+    def _h_attachment_download(self, req: Request) -> Response:
+        aid = self._attachment_id(req)
+        meta = self.corpus.attachment(aid)
+        return Response(200, self.corpus.attachment_content(aid), meta["content_type"],
+                        {"Content-Disposition": f'attachment; filename="{meta["name"]}"'})
+
+    def _h_config_js(self, req: Request) -> Response:
+        js = ("window.ThreatQ = window.ThreatQ || {};\n"
+              f'ThreatQ.config = {{"ApiHost": "{self.url}/api", "ClientId": "{self.client_id}"}};\n')
+        return Response(200, js.encode(), "application/javascript")
+
+    # ------------------------------------------------------------------ control plane
+    def control(self, req: Request) -> Response:
+        """``/_sim/...``: faults, token expiry, stats (no auth, no faults)."""
+        path = req.path.rstrip("/")
+        if path == "/_sim/faults":
+            if req.method == "POST":
+                data = req.json([])
+                rules = data.get("rules", [data]) if isinstance(data, Mapping) and "rules" in data else data
+                if isinstance(rules, Mapping):
+                    rules = [rules]
+                try:
+                    added = [self.faults.add(FaultRule.from_dict(r)).to_dict() for r in rules]
+                except (TypeError, ValueError) as exc:
+                    return _json_response({"errors": [f"Bad fault rule: {exc}"]}, 400)
+                return _json_response({"data": added}, 201)
+            if req.method == "DELETE":
+                self.faults.clear()
+                return Response(204, b"")
+            if req.method == "GET":
+                return _json_response({"data": self.faults.to_list()})
+        if path == "/_sim/expire-tokens" and req.method == "POST":
+            return _json_response({"data": {"expired": self.expire_tokens()}})
+        if path == "/_sim/stats":
+            if req.method == "GET":
+                return _json_response({"data": self.stats})
+            if req.method == "DELETE":
+                self.reset_stats()
+                return Response(204, b"")
+        return _json_response({"errors": ["Not found."]}, 404)
+
+
+def _oauth_error(code: str, description: str) -> dict[str, str]:
+    return {"error": code, "error_description": description, "message": description}
+
+
+# ---------------------------------------------------------------------------- HTTP glue
+class _Handler(BaseHTTPRequestHandler):
+    """Thin HTTP/1.1 layer: parse, count, apply faults, delegate to the simulator, write."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "ThreatQSimulator/1.0"
+    sys_version = ""
+    timeout = 60  # idle keep-alive connections are closed after this
+    sim: ThreatQSimulator
+
+    def setup(self) -> None:
+        super().setup()
+        with self.sim._lock:
+            self.sim._conns.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.sim._lock:
+                self.sim._conns.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("threatq-sim %s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        sim = self.sim
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        req = Request(self.command, parts.path, parts.query, self.headers, body)
+        with sim._stats_lock:
+            sim._stats["requests"] += 1
+            sim._stats["by_path"][f"{self.command} {parts.path}"] += 1
+        if parts.path.startswith("/_sim/"):
+            self._send(sim.control(req))
+            return
+        rule = sim.faults.match(self.command, parts.path, parts.query)
+        if rule is not None:
+            with sim._stats_lock:
+                sim._stats["faults_triggered"] += 1
+                sim._stats["faults_by_kind"][rule.action or (str(rule.status) if rule.status else "delay")] += 1
+            if rule.delay_s:
+                time.sleep(rule.delay_s)
+            if rule.action == "reset":
+                self._reset()
+                return
+            if rule.action == "expire_token":
+                sim.expire_tokens()
+            elif rule.status is not None:
+                self._send(self._fault_response(rule))
+                return
+        resp = sim.handle(req)
+        if rule is not None and rule.action == "truncate":
+            self._send_truncated(resp)
+            return
+        if rule is not None and rule.action == "malformed":
+            resp = Response(200, resp.body[: max(1, len(resp.body) // 3)] + b'<html>502 Bad Gateway</html>', _JSON)
+        self._send(resp)
+
+    @staticmethod
+    def _fault_response(rule: FaultRule) -> Response:
+        status = int(rule.status or 500)
+        if rule.body is None:
+            body = _dumps({"errors": [f"Simulated failure ({status})."]})
+            ctype = _JSON
+        elif isinstance(rule.body, str):
+            body = rule.body.encode()
+            ctype = "text/html" if rule.body.lstrip().startswith("<") else _JSON
+        else:
+            body = _dumps(rule.body)
+            ctype = _JSON
+        return Response(status, body, ctype, rule.headers)
+
+    def _send(self, resp: Response) -> None:
+        with self.sim._stats_lock:
+            self.sim._stats["by_status"][str(resp.status)] += 1
+        self.send_response(resp.status)
+        if resp.status != 204:
+            self.send_header("Content-Type", resp.content_type + ("; charset=utf-8" if resp.content_type == _JSON else ""))
+            self.send_header("Content-Length", str(len(resp.body)))
+        for k, v in resp.headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if resp.status != 204 and resp.body:
+            self.wfile.write(resp.body)
+
+    def _send_truncated(self, resp: Response) -> None:
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.end_headers()
+        self.wfile.write(resp.body[: len(resp.body) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout makes close() send RST instead of FIN
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+
