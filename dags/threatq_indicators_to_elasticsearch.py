@@ -78,7 +78,7 @@ with DAG(
         window_end="{{ params.until or data_interval_end }}",
         collection="{{ params.collection }}",
         types="{{ params.indicator_types }}",
-        page_size="{{ var.value.get('threatq_page_size', 500) }}",
+        page_size="{{ var.value.get('threatq_page_size', None) }}",  # None: the connection's page_size
     )
     transform = EcsTransformOperator(
         task_id="transform",

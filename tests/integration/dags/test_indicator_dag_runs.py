@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.dags import helpers
+from tests.integration.dags.conftest import CANARY_SECRET as CANARY
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.elasticsearch]
 
 REPO = Path(__file__).resolve().parents[3]
 INDICATORS = "threatq_indicators_to_elasticsearch"
 SWEEP = "threatq_ioc_expiry_sweep"
-CANARY = "canary-secret-5f1c0e"
 
 
 def _floor(dt: datetime) -> datetime:
@@ -80,10 +80,10 @@ def _window_conf(start: datetime, end: datetime, **extra) -> dict:
 
 
 def test_window_run_loads_exactly_the_active_indicators_and_a_rerun_changes_nothing(
-    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch
 ):
-    sim = threatq_sim_factory(seed=42, indicators=10_000, events=10, start=CORPUS_START, end=CORPUS_END)
-    threatq_conn(monkeypatch, sim)
+    sim = tq_sim_factory(seed=42, indicators=10_000, events=10, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
     corpus = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
     assert len(corpus) == 10_000
     logical = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -115,10 +115,10 @@ def test_window_run_loads_exactly_the_active_indicators_and_a_rerun_changes_noth
 
 
 def test_type_filter_and_dry_run_params_are_honoured(
-    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch
 ):
-    sim = threatq_sim_factory(seed=7, indicators=2_000, events=5, start=CORPUS_START, end=CORPUS_END)
-    threatq_conn(monkeypatch, sim)
+    sim = tq_sim_factory(seed=7, indicators=2_000, events=5, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
     wanted = ["IP Address", "FQDN"]
     truth = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END, types=wanted))
     logical = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -138,7 +138,7 @@ def test_type_filter_and_dry_run_params_are_honoured(
 
 
 def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
-    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch, caplog
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch, caplog
 ):
     from threatq_provider.simulators.faults import FaultPlan, FaultRule
 
@@ -151,8 +151,8 @@ def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
         FaultRule(path_regex=query, nth=12, times=2, status=503),
     ])
     monkeypatch.setenv("AIRFLOW_VAR_THREATQ_PAGE_SIZE", "100")
-    sim = threatq_sim_factory(seed=11, indicators=3_000, events=5, start=CORPUS_START, end=CORPUS_END, faults=plan)
-    threatq_conn(monkeypatch, sim)
+    sim = tq_sim_factory(seed=11, indicators=3_000, events=5, start=CORPUS_START, end=CORPUS_END, faults=plan)
+    tq_conn(sim)
     corpus = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
     logical = datetime(2026, 3, 3, 12, 0, tzinfo=timezone.utc)
 
@@ -171,13 +171,13 @@ def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
 
 
 def test_collection_mode_saves_the_cursor_only_after_the_load(
-    airflow_db, dagbag, airflow_env, es_clean, threatq_sim_factory, threatq_conn, monkeypatch
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch
 ):
     # Read the metadata DB directly: the test is not a task, and this is where the Execution API wrote.
     from airflow.models.variable import Variable
 
-    sim = threatq_sim_factory(seed=5, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
-    threatq_conn(monkeypatch, sim)
+    sim = tq_sim_factory(seed=5, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
     coll = next(c for c in sim.corpus.collections if c["name"] == "Active IP Address")
     truth = list(sim.corpus.iter_collection(coll["hash"]))
     cursor_var = f"threatq_collection_cursor__{coll['hash']}"

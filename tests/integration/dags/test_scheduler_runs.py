@@ -96,15 +96,11 @@ class Api:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, es_url, es_client):
-    from threatq_provider.simulators.corpus import Corpus
-    from threatq_provider.simulators.threatq_sim import ThreatQSimulator
-
-    from tests.fixtures.threatq import connection_json
+    from tests.integration.dags.conftest import connection_json, start_simulator
 
     helpers.wipe_threatq_indices(es_client)
     home = tmp_path_factory.mktemp("airflow-services")
-    sim = ThreatQSimulator(Corpus(seed=21, indicators=3_000, events=5, start=DAY0, end=DAY3))
-    sim.start()
+    sim = start_simulator(seed=21, indicators=3_000, events=5, start=DAY0, end=DAY3)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
