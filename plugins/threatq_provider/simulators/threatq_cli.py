@@ -1,0 +1,100 @@
+"""``threatq-sim``: run the ThreatQ API simulator from the shell until SIGINT/SIGTERM.
+
+Example::
+
+    threatq-sim --port 8480 --indicators 100000 --faults plan.json
+
+It prints the base URL, the credentials for both grants and the data-collection hashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from threatq_provider.simulators.corpus import Corpus
+from threatq_provider.simulators.faults import FaultPlan
+from threatq_provider.simulators.threatq_sim import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_PASSWORD,
+    DEFAULT_USERNAME,
+    ThreatQSimulator,
+)
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (``--help`` shows every default, credentials included)."""
+    p = argparse.ArgumentParser(
+        prog="threatq-sim",
+        description="Local ThreatQ REST API simulator (seeded corpus, OAuth tokens, cursor feeds, fault injection).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind")
+    p.add_argument("--port", type=int, default=8480, help="TCP port (0 = any free port)")
+    p.add_argument("--indicators", type=int, default=2000, help="number of generated indicators")
+    p.add_argument("--events", type=int, default=100, help="number of generated events")
+    p.add_argument("--investigations", type=int, default=5, help="number of investigations")
+    p.add_argument("--seed", type=int, default=42, help="corpus seed (same seed, same data)")
+    p.add_argument("--start", default="2026-01-01", help="earliest updated_at (UTC date or datetime)")
+    p.add_argument("--end", default="2026-01-08", help="updated_at upper bound, exclusive")
+    p.add_argument("--mode", choices=("v6", "legacy"), default="v6",
+                   help="v6: attributes/sources only when asked via with=/fields=; legacy: always")
+    p.add_argument("--faults", default=None, help="fault plan: JSON file path or inline JSON list of rules")
+    p.add_argument("--token-ttl", type=int, default=3600, help="access token lifetime (expires_in), seconds")
+    p.add_argument("--id-offset", type=int, default=0,
+                   help="shift every type/status/event-type id (an 'old instance' whose ids differ)")
+    p.add_argument("--max-limit", type=int, default=10000, help="largest accepted page size (limit)")
+    p.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="OAuth client id")
+    p.add_argument("--username", default=DEFAULT_USERNAME, help="user e-mail for the password grant")
+    p.add_argument("--password", default=DEFAULT_PASSWORD, help="user password for the password grant")
+    p.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET, help="client secret for the client_credentials grant")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, start the simulator, print how to use it, wait for a signal.
+
+    :param argv: arguments (default: ``sys.argv[1:]``).
+    :return: process exit code.
+    """
+    args = build_parser().parse_args(argv)
+    corpus = Corpus(seed=args.seed, indicators=args.indicators, events=args.events, start=args.start,
+                    end=args.end, investigations=args.investigations, id_offset=args.id_offset)
+    faults = FaultPlan.from_json(args.faults) if args.faults else FaultPlan()
+    sim = ThreatQSimulator(corpus, host=args.host, port=args.port, client_id=args.client_id,
+                           username=args.username, password=args.password, client_secret=args.client_secret,
+                           token_ttl_s=args.token_ttl, mode=args.mode, faults=faults, max_limit=args.max_limit)
+    url = sim.start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    print(f"ThreatQ simulator on {url}  (mode {args.mode}, {args.indicators} indicators, {args.events} events, "
+          f"seed {args.seed})")
+    print(f"  password grant:           client_id={args.client_id} email={args.username} password={args.password}")
+    print(f"  client_credentials grant: client_id={args.client_id} client_secret={args.client_secret}")
+    print(f"  token URL:                {url}/api/token")
+    for coll in corpus.collections:
+        print(f"  data collection {coll['name']!r}: {url}/api/indicators/query/hash/{coll['hash']}")
+    print("  control: POST/DELETE /_sim/faults, POST /_sim/expire-tokens, GET /_sim/stats")
+    print(json.dumps({"url": url, "client_id": args.client_id, "username": args.username}), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
