@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["to_ecs_date", "parse_threatq_date", "format_ecs_date"]
+__all__ = ["to_ecs_date", "parse_threatq_date", "format_ecs_date", "CACHE"]
 
 _UTC = timezone.utc
-_CACHE: dict[str, str | None] = {}
-_CACHE_MAX = 1 << 16
+#: Converted dates by raw text (a run sees the same few timestamps many times); bounded.
+CACHE: dict[str, str | None] = {}
+CACHE_MAX = 1 << 16
 _MISS = object()
 
 
@@ -60,7 +61,7 @@ def to_ecs_date(value: object) -> str | None:
     """
     if not isinstance(value, str):
         return None
-    cached = _CACHE.get(value, _MISS)
+    cached = CACHE.get(value, _MISS)
     if cached is not _MISS:
         return cached  # type: ignore[return-value]
     result: str | None
@@ -81,9 +82,9 @@ def to_ecs_date(value: object) -> str | None:
     else:
         parsed = parse_threatq_date(value)
         result = format_ecs_date(parsed) if parsed is not None else None
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[value] = result
+    if len(CACHE) >= CACHE_MAX:
+        CACHE.clear()
+    CACHE[value] = result
     return result
 
 
