@@ -1,0 +1,255 @@
+"""Idempotent bulk loader: ECS NDJSON → the active-IOC index and the append-only history.
+
+Per document (one NDJSON line from the ECS transform) two bulk actions are sent through
+``elasticsearch.helpers.streaming_bulk``, chunked by bytes and by count, 429 retried with
+exponential backoff:
+
+- active index (alias): ``index`` with ``_id`` = ``threatq.id`` and ``version_type=external``,
+  version = ``@timestamp`` (the indicator's ``updated_at``) in epoch milliseconds. Elasticsearch
+  keeps the highest version, so replaying an old window never overwrites newer data; a replay
+  or an older version answers 409, counted as ``skipped_stale`` (not an error).
+- history: ``create`` into ``<history_prefix>YYYY.MM.DD`` (the version's day) with
+  ``_id`` = ``"<id>-<version>"``; 409 means that version is already there (``history_existing``).
+
+The raw line is sent as the document body (no re-serialisation): the loader parses each line
+only to read the id and the timestamp. Any other per-document failure goes to the dead-letter
+NDJSON (``{"index", "id", "status", "reason", "document"}``) and is counted by error type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from elasticsearch import Elasticsearch, helpers
+
+from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
+from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS, HISTORY_PREFIX
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 5 * 1024 * 1024
+DEFAULT_CHUNK_DOCS = 2000
+_REASON_CHARS = 500
+_ACTIVE_OP = "index"
+_HISTORY_OP = "create"
+
+
+@dataclass
+class LoadCounts:
+    """What one load did. ``rejected`` is per document of the active index, by error type."""
+
+    read: int = 0
+    indexed: int = 0
+    updated: int = 0
+    skipped_stale: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    history_written: int = 0
+    history_existing: int = 0
+    history_rejected: int = 0
+    dead_lettered: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able counts (the operator's XCom).
+
+        :return: every counter; ``rejected`` as a plain dict reason → count.
+        """
+        return {
+            "read": self.read,
+            "indexed": self.indexed,
+            "updated": self.updated,
+            "skipped_stale": self.skipped_stale,
+            "rejected": dict(sorted(self.rejected.items())),
+            "rejected_total": self.rejected_total,
+            "history_written": self.history_written,
+            "history_existing": self.history_existing,
+            "history_rejected": self.history_rejected,
+            "dead_lettered": self.dead_lettered,
+        }
+
+
+def version_ms(timestamp: str) -> int:
+    """Epoch milliseconds of an RFC 3339 timestamp (``2020-11-15T00:00:02.000Z``).
+
+    :param timestamp: the document's ``@timestamp``.
+    :return: milliseconds since the epoch (naive times are taken as UTC).
+    :raises ValueError: not a timestamp, or before 1970 (external versions must be positive).
+    """
+    dt = datetime.fromisoformat(timestamp.replace("Z", "+00:00") if timestamp.endswith("Z") else timestamp)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    ms = int(dt.timestamp() * 1000)
+    if ms <= 0:
+        raise ValueError("timestamp before 1970")
+    return ms
+
+
+class _DeadLetter:
+    """Writes rejected documents as NDJSON and counts them."""
+
+    def __init__(self, sink: TextIO | None, counts: LoadCounts) -> None:
+        self.sink = sink
+        self.counts = counts
+
+    def write(self, index: str | None, doc_id: str | None, status: int | None, reason: str, line: str) -> None:
+        self.counts.dead_lettered += 1
+        if self.sink is None:
+            return
+        try:
+            document: Any = json.loads(line)
+        except ValueError:
+            document = line
+        record = {"index": index, "id": doc_id, "status": status, "reason": reason[:_REASON_CHARS],
+                  "document": document}
+        self.sink.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+def _actions(lines: Iterable[str | bytes], *, active_index: str, history_prefix: str | None,
+             pending: dict[tuple[str, str], list[str]], counts: LoadCounts,
+             dead: _DeadLetter) -> Iterator[dict[str, Any]]:
+    """Turn NDJSON lines into bulk actions; remember each line until its result comes back."""
+    for raw in lines:
+        line = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
+        if not line:
+            continue
+        counts.read += 1
+        try:
+            doc = json.loads(line)
+            doc_id = str(doc["threatq"]["id"])
+        except ValueError:
+            counts.rejected["invalid_json"] += 1
+            dead.write(active_index, None, None, "invalid_json: line is not a JSON object", line)
+            continue
+        except (KeyError, TypeError):
+            counts.rejected["missing_threatq_id"] += 1
+            dead.write(active_index, None, None, "missing_threatq_id: no threatq.id to derive _id from", line)
+            continue
+        try:
+            timestamp = doc["@timestamp"]
+            version = version_ms(timestamp)
+        except (KeyError, TypeError, ValueError):
+            counts.rejected["invalid_timestamp"] += 1
+            dead.write(active_index, doc_id, None, "invalid_timestamp: @timestamp is the version; "
+                       "it must be an RFC 3339 time after 1970", line)
+            continue
+        pending.setdefault((_ACTIVE_OP, doc_id), []).append(line)
+        yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
+               "version_type": "external", "_source": line}
+        if history_prefix is not None:
+            hist_id = f"{doc_id}-{version}"
+            pending.setdefault((_HISTORY_OP, hist_id), []).append(line)
+            day = time.strftime("%Y.%m.%d", time.gmtime(version // 1000))
+            yield {"_op_type": _HISTORY_OP, "_index": history_prefix + day, "_id": hist_id, "_source": line}
+
+
+def _reason(item: dict[str, Any]) -> tuple[str, str]:
+    error = item.get("error")
+    if isinstance(error, dict):
+        kind = str(error.get("type") or "unknown_error")
+        cause = error.get("caused_by") or {}
+        text = f"{kind}: {error.get('reason', '')}"
+        if isinstance(cause, dict) and cause.get("reason"):
+            text += f" (caused by {cause.get('type')}: {cause['reason']})"
+        return kind, text
+    return ("unknown_error", str(error)) if error else (f"http_{item.get('status')}", f"HTTP {item.get('status')}")
+
+
+def load_ndjson(
+    client: Elasticsearch,
+    lines: Iterable[str | bytes],
+    *,
+    active_index: str = ACTIVE_ALIAS,
+    history_prefix: str | None = HISTORY_PREFIX,
+    dead_letter: TextIO | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_docs: int = DEFAULT_CHUNK_DOCS,
+    max_retries: int = 5,
+    initial_backoff: float = 1.0,
+    max_backoff: float = 60.0,
+) -> LoadCounts:
+    """Load ECS NDJSON lines into the active index and the history, idempotently.
+
+    :param client: an Elasticsearch client.
+    :param lines: NDJSON lines (str or bytes), one ECS document each; blank lines are skipped.
+    :param active_index: the active index or its alias (:data:`ACTIVE_ALIAS`).
+    :param history_prefix: prefix of the daily history indices; ``None`` writes no history.
+    :param dead_letter: text stream that receives rejected documents as NDJSON (optional).
+    :param chunk_bytes: largest bulk request body in bytes.
+    :param chunk_docs: most documents per bulk request.
+    :param max_retries: retries of a document answered 429, with exponential backoff.
+    :param initial_backoff: first backoff in seconds (doubles per retry).
+    :param max_backoff: longest backoff in seconds.
+    :return: the counts; rejects do not raise here (see :func:`check_reject_threshold`).
+    """
+    counts = LoadCounts()
+    dead = _DeadLetter(dead_letter, counts)
+    pending: dict[tuple[str, str], list[str]] = {}
+    per_doc = 1 if history_prefix is None else 2
+    actions = _actions(lines, active_index=active_index, history_prefix=history_prefix,
+                       pending=pending, counts=counts, dead=dead)
+    results = helpers.streaming_bulk(
+        client, actions, chunk_size=chunk_docs * per_doc, max_chunk_bytes=chunk_bytes,
+        raise_on_error=False, raise_on_exception=True, max_retries=max_retries,
+        initial_backoff=initial_backoff, max_backoff=max_backoff, retry_on_status=(429,),
+    )
+    for ok, result in results:
+        op_type, item = next(iter(result.items()))
+        key = (op_type, str(item.get("_id")))
+        queue = pending.get(key)
+        line = queue.pop(0) if queue else ""
+        if queue is not None and not queue:
+            del pending[key]
+        status = item.get("status")
+        if op_type == _ACTIVE_OP:
+            if ok:
+                if item.get("result") == "created":
+                    counts.indexed += 1
+                else:
+                    counts.updated += 1
+            elif status == 409:
+                counts.skipped_stale += 1
+            else:
+                kind, text = _reason(item)
+                counts.rejected[kind] += 1
+                dead.write(item.get("_index"), item.get("_id"), status, text, line)
+        elif ok:
+            counts.history_written += 1
+        elif status == 409:
+            counts.history_existing += 1
+        else:
+            kind, text = _reason(item)
+            counts.history_rejected += 1
+            dead.write(item.get("_index"), item.get("_id"), status, text, line)
+    log.info("load: %s", counts.as_dict())
+    return counts
+
+
+def check_reject_threshold(counts: LoadCounts, *, max_rejects: int | None = None,
+                           max_reject_ratio: float | None = 0.01,
+                           dead_letter_path: str | None = None) -> None:
+    """Raise when the load rejected too many documents (after the dead letter is written).
+
+    :param counts: the load's counts.
+    :param max_rejects: most rejected documents allowed; ``None`` for no absolute limit.
+    :param max_reject_ratio: most rejected documents allowed as a share of those read;
+        ``None`` for no ratio limit.
+    :param dead_letter_path: named in the error message.
+    :raises RejectThresholdExceeded: a limit was exceeded.
+    """
+    rejected = counts.rejected_total
+    if max_rejects is not None and rejected > max_rejects:
+        raise RejectThresholdExceeded(rejected, counts.read, f"max_rejects={max_rejects}",
+                                      counts.rejected, dead_letter_path)
+    if max_reject_ratio is not None and counts.read and rejected / counts.read > max_reject_ratio:
+        raise RejectThresholdExceeded(rejected, counts.read, f"max_reject_ratio={max_reject_ratio}",
+                                      counts.rejected, dead_letter_path)
