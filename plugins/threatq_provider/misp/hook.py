@@ -9,15 +9,36 @@ subclasses with the API key never in their text.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any
 
-from airflow.providers.common.compat.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
 CONNECT_TIMEOUT_S = 10.0
 TOOL_NAME = "airflow-provider-threatq"
+
+
+class _RedactKey(logging.Filter):
+    """PyMISP logs request headers (the API key included) at DEBUG; blank the key out of its records."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.key in message:
+            record.msg, record.args = message.replace(self.key, "***"), None
+        return True
+
+
+def _guard_pymisp_logs(key: str) -> None:
+    pymisp_logger = logging.getLogger("pymisp")
+    if not any(isinstance(f, _RedactKey) and f.key == key for f in pymisp_logger.filters):
+        pymisp_logger.addFilter(_RedactKey(key))
 
 
 def _flag(value: Any, default: bool = True) -> bool:
@@ -95,6 +116,8 @@ class MispHook(BaseHook):
         from pymisp.exceptions import PyMISPError
 
         kwargs = self.client_kwargs
+        mask_secret(kwargs["key"])  # Airflow's task-log masker
+        _guard_pymisp_logs(kwargs["key"])  # PyMISP's own DEBUG lines print the headers
         try:
             return PyMISP(**kwargs)
         except PyMISPError as exc:

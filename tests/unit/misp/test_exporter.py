@@ -1,0 +1,134 @@
+"""MispExporter decisions with a fake PyMISP (the real client is exercised in tests/component/misp)."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from pymisp import MISPEvent
+
+from threatq_provider.misp.exporter import MispExporter, attribute_label
+from threatq_provider.misp.mapping import MappingResult
+from threatq_provider.misp.options import ShareOptions
+
+
+class FakeMisp:
+    """Records calls; answers like PyMISP would for a MISP that holds ``stored``."""
+
+    key = "fake-key"
+
+    def __init__(self, stored: dict[str, Any] | None = None, add_answer: dict[str, Any] | None = None):
+        self.stored = stored
+        self.add_answer = add_answer
+        self.calls: list[tuple[str, Any]] = []
+
+    def get_event(self, uuid):
+        self.calls.append(("get_event", uuid))
+        if self.stored is None:
+            return {"errors": (404, {"name": "Invalid event.", "message": "Invalid event.", "url": "/"})}
+        return {"Event": self.stored}
+
+    def add_event(self, event, metadata=False):
+        self.calls.append(("add_event", len(event.attributes)))
+        if self.add_answer is not None:
+            return self.add_answer
+        return {"Event": {"id": "7", "uuid": event.uuid}}
+
+    def add_attribute(self, uuid, attributes):
+        self.calls.append(("add_attribute", len(attributes)))
+        return {"Attribute": [a.to_dict() for a in attributes]}
+
+    def update_event(self, event, metadata=False):
+        self.calls.append(("update_event", len(event.attributes)))
+        return {"Event": {"id": "7"}}
+
+    def publish(self, uuid, alert=False):
+        self.calls.append(("publish", alert))
+        return {"saved": True}
+
+    def untag(self, uuid, tag):
+        self.calls.append(("untag", tag))
+        return {"saved": True}
+
+
+def mapping(n: int = 3, data: bytes | None = None) -> MappingResult:
+    event = MISPEvent()
+    event.uuid = "6e574903-a9c4-5785-b552-4c393dd0d129"
+    event.info, event.distribution, event.threat_level_id, event.analysis = "x", 0, 2, 2
+    event.set_date("2024-05-01")
+    event.add_tag("tlp:green")
+    for i in range(n):
+        event.add_attribute("ip-dst", f"10.0.0.{i}", uuid=f"00000000-0000-4000-8000-{i:012d}")
+    if data is not None:
+        event.add_attribute("attachment", "big.bin", data=BytesIO(data), uuid="00000000-0000-4000-8000-999999999999")
+    return MappingResult(misp_event=event, managed_tag_prefixes=("tlp:",))
+
+
+def stored_copy(result: MappingResult, **changes: Any) -> dict[str, Any]:
+    event = result.misp_event
+    return {"id": "7", "uuid": event.uuid, "info": event.info, "date": "2024-05-01", "distribution": "0",
+            "threat_level_id": "2", "analysis": "2", "sharing_group_id": "0", "published": True,
+            "Tag": [{"name": "tlp:green"}],
+            "Attribute": [{**a.to_dict(), "to_ids": a.to_ids, "comment": ""} for a in event.attributes], **changes}
+
+
+def test_a_new_event_is_created_from_metadata_then_attributes_in_chunks_then_published():
+    fake = FakeMisp()
+    result = MispExporter(fake, options=ShareOptions(chunk_size=2)).share(mapping(5))
+    assert [c[0] for c in fake.calls] == ["get_event", "add_event", "add_attribute", "add_attribute",
+                                          "add_attribute", "publish"]
+    assert [c[1] for c in fake.calls if c[0] == "add_attribute"] == [2, 2, 1]
+    assert (result.created, result.added, result.published) == (True, 5, True)
+
+
+def test_an_unchanged_published_event_gets_no_write():
+    m = mapping(3)
+    fake = FakeMisp(stored=stored_copy(m))
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c[0] for c in fake.calls] == ["get_event"]
+    assert (result.unchanged, result.published, result.changed) == (3, True, False)
+
+
+def test_an_unchanged_but_unpublished_event_is_published_when_the_option_is_on():
+    m = mapping(1)
+    fake = FakeMisp(stored=stored_copy(m, published=False))
+    MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c[0] for c in fake.calls] == ["get_event", "publish"]
+
+
+def test_publish_off_never_publishes():
+    fake = FakeMisp()
+    result = MispExporter(fake, options=ShareOptions(publish=False)).share(mapping(1))
+    assert "publish" not in [c[0] for c in fake.calls] and result.published is False
+
+
+def test_a_stale_managed_tag_is_removed_and_others_are_kept():
+    m = mapping(1)
+    fake = FakeMisp(stored=stored_copy(m, Tag=[{"name": "tlp:green"}, {"name": "tlp:red"}, {"name": "analyst-note"}]))
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert ("untag", "tlp:red") in fake.calls and ("untag", "analyst-note") not in fake.calls
+    assert result.tags_removed == 1
+
+
+def test_a_concurrent_create_turns_into_an_update():
+    m = mapping(1)
+    fake = FakeMisp(add_answer={"errors": (404, {"name": "Event already exists, if you would like to edit it, use "
+                                                 "the url in the location header.", "message": "Event already exists",
+                                                 "url": "/events/add"})})
+    stored = stored_copy(m)
+    original_get = fake.get_event
+    fake.get_event = lambda uuid: original_get(uuid) if not any(c[0] == "add_event" for c in fake.calls) else (
+        fake.calls.append(("get_event", uuid)) or {"Event": stored})
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert result.created is False and result.unchanged == 1
+
+
+def test_attachment_bytes_bound_the_chunks():
+    fake = FakeMisp()
+    MispExporter(fake, options=ShareOptions(chunk_size=1000), max_request_bytes=1000).share(mapping(3, b"x" * 900))
+    assert [c[1] for c in fake.calls if c[0] == "add_attribute"] == [3, 1]
+
+
+def test_attribute_label_names_type_value_and_uuid():
+    label = attribute_label({"type": "ip-dst", "value": "1.2.3.4/33", "uuid": "u-1"})
+    assert label == "ip-dst '1.2.3.4/33' (uuid u-1)"

@@ -1,0 +1,51 @@
+"""MispHook: connection → PyMISP arguments, no I/O until used."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from threatq_provider.misp.errors import MispConfigError
+from threatq_provider.misp.hook import MispHook
+
+KEY = "misp-unit-canary-key-9f8e7d"
+
+
+def set_conn(monkeypatch, **fields):
+    conn = {"conn_type": "misp", "host": "https://misp.example.com", "password": KEY, **fields}
+    monkeypatch.setenv("AIRFLOW_CONN_MISP_DEFAULT", json.dumps(conn))
+
+
+def test_the_hook_declares_its_connection_type():
+    assert (MispHook.conn_type, MispHook.default_conn_name, MispHook.conn_name_attr) == (
+        "misp", "misp_default", "misp_conn_id")
+
+
+def test_building_the_hook_does_no_io(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MISP_DEFAULT", raising=False)
+    hook = MispHook()  # no connection exists: only reading it would fail
+    assert hook.misp_conn_id == "misp_default"
+
+
+def test_extras_become_pymisp_arguments(monkeypatch):
+    set_conn(monkeypatch, extra={"verify_tls": True, "ca_bundle": "/etc/ssl/misp.pem", "proxy": "http://proxy:3128",
+                                 "timeout": 120})
+    kwargs = MispHook().client_kwargs
+    assert kwargs["url"] == "https://misp.example.com/"
+    assert kwargs["ssl"] == "/etc/ssl/misp.pem"
+    assert kwargs["proxies"] == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
+    assert kwargs["timeout"] == (10.0, 120.0)
+
+
+def test_verify_off_ignores_the_ca_bundle(monkeypatch):
+    set_conn(monkeypatch, extra={"verify_tls": False, "ca_bundle": "/etc/ssl/misp.pem"})
+    assert MispHook().client_kwargs["ssl"] is False
+
+
+@pytest.mark.parametrize(("fields", "text"), [({"host": ""}, "host"), ({"password": ""}, "API key")])
+def test_a_connection_without_url_or_key_is_a_configuration_error(monkeypatch, fields, text):
+    set_conn(monkeypatch, **fields)
+    with pytest.raises(MispConfigError, match=text) as info:
+        _ = MispHook().client_kwargs
+    assert KEY not in str(info.value)

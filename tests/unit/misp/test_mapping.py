@@ -1,0 +1,144 @@
+"""Pure mapping ThreatQ event → MISPEvent (no network, no Airflow)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from threatq_provider.misp.mapping import (
+    attribute_uuid,
+    event_to_misp,
+    event_uuid,
+    galaxy_tag,
+    investigation_to_misp,
+)
+from threatq_provider.misp.options import ShareOptions
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "misp"
+HOST = "https://threatq.example.com"
+
+
+@pytest.fixture
+def case():
+    raw = json.loads((DATA / "event_spearphish.json").read_text())
+    raw["attachments"] = [(a["attachment"], a["content_text"].encode()) for a in raw["attachments"]]
+    return raw
+
+
+def build(case, **options):
+    return event_to_misp(case["event"], case["indicators"], threatq_host=HOST, options=ShareOptions(**options),
+                         attachments=case["attachments"])
+
+
+def attrs(result):
+    return {a.value: a for a in result.misp_event.attributes}
+
+
+def test_the_event_matches_the_golden_file(case):
+    produced = json.loads(build(case).misp_event.to_json(sort_keys=True, indent=2))
+    golden = DATA / "event_spearphish.expected.json"
+    if os.environ.get("MISP_REGEN_GOLDEN") == "1":  # review the diff after regenerating
+        golden.write_text(json.dumps(produced, indent=2, sort_keys=True) + "\n")
+    assert produced == json.loads(golden.read_text())
+
+
+def test_uuids_are_deterministic_and_scoped_by_host_and_event(case):
+    first, second = build(case), build(copy.deepcopy(case))
+    assert first.misp_event.to_json(sort_keys=True) == second.misp_event.to_json(sort_keys=True)
+    assert event_uuid("https://ThreatQ.example.com/", 2019) == event_uuid("threatq.example.com", 2019)
+    assert event_uuid(HOST, 2019) != event_uuid("https://other.example.com", 2019)
+    assert event_uuid(HOST, 1, "investigation") != event_uuid(HOST, 1)
+    a = attribute_uuid(event_uuid(HOST, 1), "indicator:IP Address:203.0.113.5")
+    assert a != attribute_uuid(event_uuid(HOST, 2), "indicator:IP Address:203.0.113.5")
+
+
+def test_attribute_uuid_survives_a_change_of_ip_type(case):
+    dst = attrs(build(case))["203.0.113.5"]
+    src = attrs(build(case, default_ip_type="ip-src"))["203.0.113.5"]
+    assert (dst.type, src.type) == ("ip-dst", "ip-src") and dst.uuid == src.uuid
+
+
+def test_categories_and_ids_flags_come_from_describe_types(case):
+    by_value = attrs(build(case))
+    assert (by_value["evil.example.com"].category, by_value["evil.example.com"].to_ids) == ("Network activity", True)
+    assert (by_value["Invoice overdue"].category, by_value["Invoice overdue"].to_ids) == ("Payload delivery", False)
+    assert by_value["13335"].type == "AS"  # normalised as MISP stores it
+
+
+def test_expired_indicators_are_shared_without_the_ids_flag(case):
+    md5 = attrs(build(case))["d41d8cd98f00b204e9800998ecf8427e"]
+    assert md5.to_ids is False
+
+
+def test_types_without_misp_counterpart_are_counted_or_sent_as_text(case):
+    assert build(case).skipped_unmapped == {"Password": 1, "Adversary": 1}
+    included = build(case, include_unmapped_attribution=True)
+    assert included.skipped_unmapped == {}
+    assert attrs(included)["hunter2"].type == "text"
+    assert attrs(included)["Totally Unknown Crew"].type == "threat-actor"
+
+
+def test_adversaries_match_galaxy_clusters_exactly_by_name_or_synonym():
+    assert galaxy_tag("Fancy Bear") == 'misp-galaxy:threat-actor="APT28"'
+    assert galaxy_tag("apt28") == 'misp-galaxy:threat-actor="APT28"'
+    assert galaxy_tag("Emotet") is None  # a fuzzy search would hit "... (Emotet Downloader)"
+
+
+def test_tlp_is_the_most_restrictive_over_the_sources(case):
+    tags = [t.name for t in build(case).misp_event.tags]
+    assert "tlp:amber" in tags and "tlp:green" not in tags
+    case["event"]["sources"] = [{"name": "x", "tlp_name": "TLP:RED"}]
+    assert "tlp:red" in [t.name for t in build(case).misp_event.tags]
+
+
+def test_event_type_becomes_a_machine_tag_and_taxonomy_tags(case):
+    tags = [t.name for t in build(case).misp_event.tags]
+    assert 'threatq:event-type="Spearphish"' in tags and 'rsit:fraud="phishing"' in tags
+
+
+def test_level_attributes_override_the_defaults_case_insensitively(case):
+    case["event"]["attributes"][0]["value"] = "low"
+    case["event"]["attributes"][1]["value"] = "complete"
+    event = build(case, default_threat_level="high", default_analysis="initial").misp_event
+    assert (event.threat_level_id, event.analysis) == (3, 2)
+
+
+def test_duplicate_values_are_merged_because_misp_refuses_them(case):
+    case["indicators"].append({"id": 500, "value": "evil.example.com", "type": {"name": "FQDN"}})
+    case["indicators"].append({"id": 501, "value": "payload.exe", "type": {"name": "Filename"}})
+    case["indicators"].append({"id": 502, "value": "payload.exe", "type": {"name": "File Path"}})
+    result = build(case)
+    assert result.duplicates == 2
+    assert [a.value for a in result.misp_event.attributes].count("payload.exe") == 1
+
+
+def test_attachments_are_uploaded_as_bytes_or_left_out(case):
+    by_value = attrs(build(case))
+    assert by_value["report.pdf"].type == "attachment"
+    assert by_value["report.pdf"].data.getvalue() == b"%PDF-1.4 campaign report"
+    assert by_value["invoice.exe"].type == "malware-sample"
+    assert "report.pdf" not in attrs(build(case, send_attachments=False))
+
+
+def test_investigation_merges_its_events_into_one_misp_event(case):
+    other = {"id": 7, "title": "C2", "type": {"name": "Command and Control"}, "sources": [{"name": "s", "tlp_id": 1}]}
+    result = investigation_to_misp({"id": 3, "name": "Op Winter"}, [case["event"], other], case["indicators"],
+                                   threatq_host=HOST, options=ShareOptions())
+    tags = [t.name for t in result.misp_event.tags]
+    assert result.misp_event.info == "ThreatQ investigation: Op Winter"
+    assert result.misp_event.uuid == event_uuid(HOST, 3, "investigation")
+    assert {"tlp:red", 'threatq:event-type="Spearphish"', 'threatq:event-type="Command and Control"'} <= set(tags)
+
+
+def test_the_mapping_imports_no_airflow():
+    import subprocess
+
+    code = ("import sys; import threatq_provider.misp.mapping, threatq_provider.misp.exporter; "
+            "print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
