@@ -37,7 +37,7 @@ class ThreatQRunReportOperator(BaseOperator):
     :param load_result: XCom of ``ElasticsearchLoadOperator``; ``None`` when the load was
         skipped (dry run), which also means the cursor is not saved. (templated)
     :return: XCom ``{"mode", "window_start", "window_end", "polled", "transformed", "rejected",
-        "loaded", "dry_run", "cursor_saved", "next_cursor"}``.
+        "loaded", "unchanged", "load_rejected", "dry_run", "cursor_saved", "next_cursor"}``.
     """
 
     template_fields: Sequence[str] = ("poll_result", "transform_result", "load_result")
@@ -75,14 +75,15 @@ class ThreatQRunReportOperator(BaseOperator):
             "transformed": transform.get("written", 0),
             "rejected": transform.get("rejected", 0),
             "loaded": _loaded_count(load),
-            "load_errors": load.get("failed", load.get("errors", 0)) if load else 0,
+            "unchanged": load.get("skipped_stale", 0),
+            "load_rejected": load.get("rejected_total", 0),
             "dry_run": not loaded,
             "cursor_saved": cursor_saved,
             "next_cursor": poll.get("next_cursor"),
         }
         self.log.info(
             "ThreatQ run: mode=%s window=[%s, %s) polled=%s transformed=%s rejected=%s loaded=%s "
-            "dry_run=%s cursor_saved=%s",
+            "unchanged=%s load_rejected=%s dry_run=%s cursor_saved=%s",
             summary["mode"],
             summary["window_start"],
             summary["window_end"],
@@ -90,6 +91,8 @@ class ThreatQRunReportOperator(BaseOperator):
             summary["transformed"],
             summary["rejected"],
             summary["loaded"],
+            summary["unchanged"],
+            summary["load_rejected"],
             summary["dry_run"],
             cursor_saved,
         )
@@ -107,8 +110,5 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def _loaded_count(load: dict[str, Any]) -> int:
-    """The loader's count of documents written, whatever its key is called."""
-    for key in ("indexed", "loaded", "written", "ok", "succeeded"):
-        if isinstance(load.get(key), int):
-            return int(load[key])
-    return 0
+    """Documents created or updated in the active index (``ElasticsearchLoadOperator``'s XCom)."""
+    return int(load.get("indexed", 0)) + int(load.get("updated", 0))
