@@ -1,0 +1,115 @@
+"""Load staged ECS NDJSON into Elasticsearch: the active-IOC index and the history.
+
+A short recipe over :mod:`threatq_provider.elasticsearch`: install the index templates
+(idempotent, skipped when current), stream the stage file through
+:func:`~threatq_provider.elasticsearch.loader.load_ndjson` with the dead letter beside it, then
+fail the task when rejects exceed the threshold. The check comes after the dead letter is
+written and closed, so nothing accepted is lost and every reject can be inspected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+
+from threatq_provider.elasticsearch.loader import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
+from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
+
+#: URI of the Asset that a load updates; the DAG declares ``outlets=[Asset(ACTIVE_INDEX_ASSET_URI)]``.
+ACTIVE_INDEX_ASSET_URI = f"elasticsearch://elasticsearch_default/{ACTIVE_ALIAS}"
+
+
+def default_dead_letter_path(source_path: str) -> str:
+    """``…/ecs.ndjson`` → ``…/ecs.dead-letter.ndjson`` (beside the stage file)."""
+    base = source_path[: -len(".ndjson")] if source_path.endswith(".ndjson") else source_path
+    return f"{base}.dead-letter.ndjson"
+
+
+def _optional_number(value: Any, cast: type) -> Any:
+    return None if value in (None, "", "None") else cast(value)
+
+
+class ElasticsearchLoadOperator(BaseOperator):
+    """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
+
+    :param source_path: ECS NDJSON written by the transform task (ObjectStoragePath URI). (templated)
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param dead_letter_path: where rejected documents go; default beside the source,
+        ``<source without .ndjson>.dead-letter.ndjson``. (templated)
+    :param max_rejects: most rejected documents allowed; ``None`` for no absolute limit. (templated)
+    :param max_reject_ratio: most rejected documents allowed as a share of those read
+        (default 0.01); ``None`` for no ratio limit. (templated)
+    :param install_templates: install/refresh the index templates first (skipped when current).
+    :param write_history: also append every version to the daily history indices.
+    :param chunk_bytes: largest bulk request in bytes.
+    :param chunk_docs: most documents per bulk request.
+    :return: XCom ``{"path", "dead_letter_path", "templates", <LoadCounts.as_dict()>}``.
+    """
+
+    template_fields: Sequence[str] = ("source_path", "dead_letter_path", "max_rejects", "max_reject_ratio")
+    ui_color = "#e0f0fe"
+
+    def __init__(
+        self,
+        *,
+        source_path: str,
+        elasticsearch_conn_id: str = "elasticsearch_default",
+        dead_letter_path: str | None = None,
+        max_rejects: int | None = None,
+        max_reject_ratio: float | None = 0.01,
+        install_templates: bool = True,
+        write_history: bool = True,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_docs: int = DEFAULT_CHUNK_DOCS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.source_path = source_path
+        self.elasticsearch_conn_id = elasticsearch_conn_id
+        self.dead_letter_path = dead_letter_path
+        self.max_rejects = max_rejects
+        self.max_reject_ratio = max_reject_ratio
+        self.install_templates = install_templates
+        self.write_history = write_history
+        self.chunk_bytes = chunk_bytes
+        self.chunk_docs = chunk_docs
+
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
+
+        return ElasticsearchEcsHook(elasticsearch_conn_id=self.elasticsearch_conn_id)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
+        from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
+        from threatq_provider.elasticsearch.templates import HISTORY_PREFIX, install_templates
+
+        client = self.hook.get_client()
+        templates = install_templates(client) if self.install_templates else {}
+        source = ObjectStoragePath(str(self.source_path))
+        dead_uri = str(self.dead_letter_path or default_dead_letter_path(str(self.source_path)))
+        dead = ObjectStoragePath(dead_uri)
+        dead.parent.mkdir(parents=True, exist_ok=True)
+        with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
+            counts = load_ndjson(client, src, dead_letter=dead_out,
+                                 history_prefix=HISTORY_PREFIX if self.write_history else None,
+                                 chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
+        self.log.info("Loaded %s: %s", source, counts.as_dict())
+        try:
+            check_reject_threshold(counts, max_rejects=_optional_number(self.max_rejects, int),
+                                   max_reject_ratio=_optional_number(self.max_reject_ratio, float),
+                                   dead_letter_path=dead_uri)
+        except RejectThresholdExceeded as exc:
+            raise AirflowException(str(exc)) from exc
+        return {"path": str(source), "dead_letter_path": dead_uri, "templates": templates, **counts.as_dict()}
