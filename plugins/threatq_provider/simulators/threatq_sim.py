@@ -72,6 +72,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import hashlib
 import json
 import logging
 import re
@@ -468,6 +469,26 @@ class ThreatQSimulator:
         return shape_indicator(obj, proj, full_type=full_type, full_status=full_status,
                                score_object=lambda: c.score_object(iid), events=events, tag_ids=self._tag_ids)
 
+    def _related_row(self, iid: int, proj: Projection, src_type: str, src_id: int) -> dict[str, Any]:
+        """Related-list form (tip-marketplace ListRelatedObjects/LinkEntities samples): the raw
+        indicator columns incl. nulls, ``sync_hash``, ``deleted_at``, ``expires_needs_calc`` and a
+        ``pivot``; relations only when asked with ``with=``."""
+        c = self.corpus
+        row: dict[str, Any] = dict(c.indicator_row_compact(iid))
+        row["expires_needs_calc"] = "N"
+        row["sync_hash"] = hashlib.md5(f"sync|{row['hash']}".encode()).hexdigest()
+        row["deleted_at"] = None
+        if proj.with_ or proj.fields is not None:
+            rel_proj = Projection(form="row", legacy=proj.legacy, with_=proj.with_, fields=proj.fields)
+            shaped = self._shape(iid, rel_proj)
+            for key in ("score", "type", "status", "adversaries", "attributes", "sources", "tags", "events"):
+                if key in shaped and (key in proj.with_ or proj.wants(key)):
+                    row[key] = shaped[key]
+        row["pivot"] = {"id": src_id * 100000 + iid, "src_object_id": src_id, "src_type": src_type,
+                        "dest_object_id": iid, "dest_type": "indicator", "created_at": row["created_at"],
+                        "updated_at": row["updated_at"]}
+        return row
+
     def _events_of(self, iid: int) -> list[int]:
         return [eid for eid in self.corpus.event_ids() if iid in self.corpus._event_indicators.get(eid, ())]
 
@@ -763,11 +784,7 @@ class ThreatQSimulator:
         limit, offset = self._paging(req)
         proj = self._projection(req, "row")
         ids = self.corpus.event_indicator_ids(eid)
-        rows = []
-        for iid in ids[offset: offset + limit]:
-            row = self._shape(iid, proj)
-            row["pivot"] = {"id": eid * 100000 + iid, "created_at": row["created_at"], "updated_at": row["updated_at"]}
-            rows.append(row)
+        rows = [self._related_row(iid, proj, "event", eid) for iid in ids[offset: offset + limit]]
         self._count_served(len(rows))
         return self._list_envelope(rows, len(ids), limit, offset)
 
@@ -823,8 +840,8 @@ class ThreatQSimulator:
         if "events" in with_:
             out["events"] = [self._event_row(c.event_base(e), Projection(form="row")) for e in inv["event_ids"]]
         if "indicators" in with_:
-            out["indicators"] = [self._shape(i, Projection(form="row", legacy=self.mode == "legacy"))
-                                 for i in inv["indicator_ids"]]
+            out["indicators"] = [self._related_row(i, Projection(form="row", legacy=self.mode == "legacy"),
+                                                   "investigation", inv["id"]) for i in inv["indicator_ids"]]
         if "attachments" in with_:
             out["attachments"] = [c.attachment(a) for a in inv["attachment_ids"]]
         return out
