@@ -370,7 +370,8 @@ class ThreatQClient:
                     method, url, params=params, json=json, data=data, headers=hdrs,
                     timeout=self.timeout, verify=self.verify,
                 )
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
                 truncated = isinstance(exc, requests.exceptions.ChunkedEncodingError)
                 safe = idempotent or _is_connect_error(exc)
                 reason = self._excerpt(f"{type(exc).__name__}: {exc}")
