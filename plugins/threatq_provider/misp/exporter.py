@@ -2,7 +2,7 @@
 
 The event UUID is deterministic, so each share is an upsert keyed by it:
 
-1. ``get_event(uuid)``: absent → create the event's metadata and tags (``add_event``,
+1. ``event_exists(uuid)`` (HEAD), then ``get_event(uuid)``: absent → create the event's metadata and tags (``add_event``,
    ``metadata=True``), then add the attributes in chunks (``add_attribute(event, [list])``);
 2. present → compare attribute by attribute (MISP matches on UUID): unchanged ones are not sent,
    changed ones go through ``update_event`` in chunks, new ones through ``add_attribute`` in
@@ -222,6 +222,9 @@ class MispExporter:
 
     # -------------------------------------------------------------- steps
     def _fetch(self, event_uuid: str) -> dict[str, Any] | None:
+        # HEAD first: PyMISP logs every 404 of get_event at ERROR, and "not there yet" is routine.
+        if not self._call(f"check event {event_uuid}", "event_exists", event_uuid):
+            return None
         try:
             found = self._call(f"get event {event_uuid}", "get_event", event_uuid)
         except MispNotFound:

@@ -22,6 +22,9 @@ class FakeMisp:
         self.add_answer = add_answer
         self.calls: list[tuple[str, Any]] = []
 
+    def event_exists(self, uuid):
+        return self.stored is not None
+
     def get_event(self, uuid):
         self.calls.append(("get_event", uuid))
         if self.stored is None:
@@ -75,7 +78,7 @@ def stored_copy(result: MappingResult, **changes: Any) -> dict[str, Any]:
 def test_a_new_event_is_created_from_metadata_then_attributes_in_chunks_then_published():
     fake = FakeMisp()
     result = MispExporter(fake, options=ShareOptions(chunk_size=2)).share(mapping(5))
-    assert [c[0] for c in fake.calls] == ["get_event", "add_event", "add_attribute", "add_attribute",
+    assert [c[0] for c in fake.calls] == ["add_event", "add_attribute", "add_attribute",
                                           "add_attribute", "publish"]
     assert [c[1] for c in fake.calls if c[0] == "add_attribute"] == [2, 2, 1]
     assert (result.created, result.added, result.published) == (True, 5, True)
@@ -115,10 +118,8 @@ def test_a_concurrent_create_turns_into_an_update():
     fake = FakeMisp(add_answer={"errors": (404, {"name": "Event already exists, if you would like to edit it, use "
                                                  "the url in the location header.", "message": "Event already exists",
                                                  "url": "/events/add"})})
-    stored = stored_copy(m)
-    original_get = fake.get_event
-    fake.get_event = lambda uuid: original_get(uuid) if not any(c[0] == "add_event" for c in fake.calls) else (
-        fake.calls.append(("get_event", uuid)) or {"Event": stored})
+    fake.event_exists = lambda uuid: any(c[0] == "add_event" for c in fake.calls)
+    fake.stored = stored_copy(m)
     result = MispExporter(fake, options=ShareOptions()).share(m)
     assert result.created is False and result.unchanged == 1
 
