@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from threatq_provider.ecs.dates import add, parse_threatq_date
+from threatq_provider.ecs.dates import add, format_ecs_date, parse_threatq_date, to_ecs_date
 
 __all__ = [
     "ioc_expiration",
@@ -33,6 +33,8 @@ __all__ = [
     "REASON_EXPIRES_AT",
     "REASON_STATUS",
     "REASON_DURATION",
+    "expiration_of",
+    "status_name",
 ]
 
 REASON_EXPIRES_AT = "Expiration set by ThreatQ from expires_at field"
@@ -62,18 +64,44 @@ def ioc_expiration(
     :return: ``(ioc_expired_at, reason)`` in UTC; ``(None, None)`` only when the date would pass
         year 9999.
     """
-    expired_at = parse_threatq_date(raw.get("expired_at"))
-    if expired_at is not None:
-        return expired_at, REASON_EXPIRED_AT
-    expires_at = parse_threatq_date(raw.get("expires_at"))
-    if expires_at is not None:
-        return expires_at, REASON_EXPIRES_AT
-    updated_at = parse_threatq_date(raw.get("updated_at"))
-    if updated_at is None:
-        updated_at = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)
-    if status_name(raw) == "Expired":
-        return updated_at, REASON_STATUS
-    expiry = add(updated_at, duration)
+    expiry, reason = expiration_of(
+        expired_at=to_ecs_date(raw.get("expired_at")),
+        expires_at=to_ecs_date(raw.get("expires_at")),
+        updated_at=to_ecs_date(raw.get("updated_at")),
+        status=status_name(raw),
+        now=now,
+        duration=duration,
+    )
+    return (parse_threatq_date(expiry) if expiry is not None else None), reason
+
+
+def expiration_of(
+    *,
+    expired_at: str | None,
+    expires_at: str | None,
+    updated_at: str | None,
+    status: str | None,
+    now: datetime,
+    duration: timedelta,
+) -> tuple[str | None, str | None]:
+    """The four rules over dates already in ECS form (``2020-11-15T00:00:02.000Z``).
+
+    The transform calls this directly with the fields it has converted; :func:`ioc_expiration`
+    converts the raw fields first.
+
+    :return: ``(ioc_expired_at as ECS date text, reason)``, ``(None, None)`` past year 9999.
+    """
+    if expired_at:
+        return expired_at, REASON_EXPIRED_AT  # rule 1
+    if expires_at:
+        return expires_at, REASON_EXPIRES_AT  # rule 2
+    if updated_at:
+        base = datetime.fromisoformat(updated_at[:23])  # naive UTC, milliseconds kept
+    else:
+        base = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo is not None else now
+    if status == "Expired":
+        return (updated_at or format_ecs_date(base)), REASON_STATUS  # rule 3 (status.name)
+    expiry = add(base, duration)  # rule 4: updated_at + duration
     if expiry is None:
         return None, None
-    return expiry, REASON_DURATION
+    return expiry.isoformat(timespec="milliseconds") + "Z", REASON_DURATION

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from threatq_provider.ecs.dates import CACHE as _DATE_CACHE
 from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
 from threatq_provider.ecs.errors import IndicatorRejected
-from threatq_provider.ecs.expiry import ioc_expiration
+from threatq_provider.ecs.expiry import expiration_of, status_name
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables, TypeRule, load_tables
 
@@ -566,9 +566,16 @@ def indicator_to_ecs(
     _sources(tq, indicator, tables, errors, keep)
 
     # Expiry (steps 19-21).
-    expired_at, reason = ioc_expiration(raw, now=now, duration=options.expiration)
+    expired_at, reason = expiration_of(
+        expired_at=tq.get("expired_at"),
+        expires_at=tq.get("expires_at"),
+        updated_at=updated,
+        status=status_name(raw),
+        now=now,
+        duration=options.expiration,
+    )
     if expired_at is not None:
-        tq["ioc_expired_at"] = format_ecs_date(expired_at)
+        tq["ioc_expired_at"] = expired_at
         tq["ioc_expiration_reason"] = reason
 
     # Clean-up (steps 22-26): empty values were dropped while copying.

@@ -48,6 +48,10 @@ def _raws() -> Iterator[dict[str, Any]]:
                "attributes": [{"name": "A b", "value": "v", "sources": [{"name": "s"}], "created_at": "x"}],
                "sources": [{"name": "S", "tlp_name": "TLP:GREEN", "provider": "P", "tlp_id": 3}]}
     yield {"id": 2, "value": "x" * 9000, "type": {"name": "IP Address"}, "description": "d" * 9000}
+    if (REPO_ROOT / "plugins" / "threatq_provider" / "simulators" / "corpus.py").exists():
+        from threatq_provider.simulators.corpus import Corpus  # noqa: PLC0415 (optional until merged)
+
+        yield from Corpus(11, indicators=2000).iter_indicators()
 
 
 def _docs() -> Iterator[dict[str, Any]]:
