@@ -63,7 +63,11 @@ _TYPE_WEIGHTS = {
 # Status name → weight. Expired ones get expired_at; the others may carry expires_at.
 _STATUS_WEIGHTS = {"Active": 55, "Expired": 15, "Indirect": 10, "Review": 12, "Whitelisted": 8}
 _TLP_WEIGHTS = {"RED": 5, "AMBER": 30, "GREEN": 40, "WHITE": 25}
-_ROW_OPTIONAL_KEYS = ("description", "expires_at", "expired_at", "expires_calculated_at", "last_detected_at")
+INDICATOR_SORT_FIELDS = frozenset(
+    {"id", "value", "score", "class", "hash", "type_id", "status_id", "type_name", "status_name", "created_at",
+     "updated_at", "touched_at", "published_at", "expires_at", "expired_at", "last_detected_at", "type", "status"}
+)
+EVENT_SORT_FIELDS = frozenset({"id", "title", "type_id", "created_at", "updated_at", "touched_at", "happened_at"})
 
 
 class ValidationError(ValueError):
@@ -509,7 +513,7 @@ class Corpus:
             combined.append({field: value})
         full_expr = {"+and": combined} if combined else None
         pred = compile_expr(full_expr)
-        sort_keys = parse_sort(sort) or [("id", False)]
+        sort_keys = parse_sort(sort, INDICATOR_SORT_FIELDS) or [("id", False)]
         lo, hi = updated_at_bounds(full_expr)
         ids = [iid for iid in self._iter_ids_window(lo, hi) if pred(self._getter(iid))]
         ids = self._sort_ids(ids, sort_keys, already_by_updated=True)
@@ -853,7 +857,7 @@ class Corpus:
         for field, value in (extra or {}).items():
             combined.append({field: value})
         pred = compile_expr({"+and": combined} if combined else None)
-        keys = parse_sort(sort) or [("id", False)]
+        keys = parse_sort(sort, EVENT_SORT_FIELDS) or [("id", False)]
         with self._lock:
             events = dict(self._events)
         matched = [eid for eid in sorted(events) if pred(lambda f, e=events[eid]: _event_field(e, f))]
