@@ -99,6 +99,7 @@ def sweep_expired(client: Elasticsearch, *, now: datetime, index: str = ACTIVE_A
     :param batch_size: documents per scroll page and per delete bulk.
     :return: ``{"matched", "deleted", "by_reason", "conflicts", "remaining", "passes", "dry_run", "now"}``.
     """
+    client.indices.refresh(index=index)  # count what the last load wrote, not the last refresh
     matched, by_reason = count_by_reason(client, index, now)
     result: dict[str, Any] = {"now": _iso(now), "matched": matched, "deleted": 0, "by_reason": by_reason,
                               "conflicts": 0, "remaining": matched, "passes": 0, "dry_run": dry_run}

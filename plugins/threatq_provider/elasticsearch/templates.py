@@ -296,6 +296,7 @@ def rollover_to_new_index(client: Elasticsearch, *, prefix: str = "", delete_old
         {"add": {"index": new, "alias": names.active_alias, "is_write_index": True}},
         {"add": {"index": old, "alias": names.active_alias, "is_write_index": False}},
     ])
+    client.indices.refresh(index=old)  # the scan must see every write made before the swap
     copied = skipped = 0
     actions = ({"_op_type": "index", "_index": new, "_id": hit["_id"], "version": hit["_version"],
                 "version_type": "external", "_source": hit["_source"]}

@@ -51,6 +51,7 @@ class ElasticsearchLoadOperator(BaseOperator):
     :param write_history: also append every version to the daily history indices.
     :param chunk_bytes: largest bulk request in bytes.
     :param chunk_docs: most documents per bulk request.
+    :param index_prefix: prefix of every index/alias/template name (default none: Elastic's names).
     :return: XCom ``{"path", "dead_letter_path", "templates", <LoadCounts.as_dict()>}``.
     """
 
@@ -69,6 +70,7 @@ class ElasticsearchLoadOperator(BaseOperator):
         write_history: bool = True,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_docs: int = DEFAULT_CHUNK_DOCS,
+        index_prefix: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -81,6 +83,7 @@ class ElasticsearchLoadOperator(BaseOperator):
         self.write_history = write_history
         self.chunk_bytes = chunk_bytes
         self.chunk_docs = chunk_docs
+        self.index_prefix = index_prefix
 
     @cached_property
     def hook(self) -> ElasticsearchEcsHook:
@@ -93,17 +96,18 @@ class ElasticsearchLoadOperator(BaseOperator):
 
         from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
         from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
-        from threatq_provider.elasticsearch.templates import HISTORY_PREFIX, install_templates
+        from threatq_provider.elasticsearch.templates import IndexNames, install_templates
 
+        names = IndexNames(self.index_prefix)
         client = self.hook.get_client()
-        templates = install_templates(client) if self.install_templates else {}
+        templates = install_templates(client, prefix=self.index_prefix) if self.install_templates else {}
         source = ObjectStoragePath(str(self.source_path))
         dead_uri = str(self.dead_letter_path or default_dead_letter_path(str(self.source_path)))
         dead = ObjectStoragePath(dead_uri)
         dead.parent.mkdir(parents=True, exist_ok=True)
         with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
-            counts = load_ndjson(client, src, dead_letter=dead_out,
-                                 history_prefix=HISTORY_PREFIX if self.write_history else None,
+            counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
+                                 history_prefix=names.history_prefix if self.write_history else None,
                                  chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
         self.log.info("Loaded %s: %s", source, counts.as_dict())
         try:

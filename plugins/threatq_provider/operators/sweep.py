@@ -46,8 +46,9 @@ def resolve_now(value: Any, context: Context) -> datetime:
 
 class _SweepBase(BaseOperator):
     def __init__(self, *, elasticsearch_conn_id: str = "elasticsearch_default", dry_run: bool = False,
-                 now: str | None = None, **kwargs: Any) -> None:
+                 now: str | None = None, index_prefix: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.index_prefix = index_prefix
         self.elasticsearch_conn_id = elasticsearch_conn_id
         self.dry_run = dry_run
         self.now = now
@@ -65,7 +66,8 @@ class IocExpirySweepOperator(_SweepBase):
     :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
     :param dry_run: count by reason only, delete nothing. (templated)
     :param now: ISO-8601 sweep clock; default the run's ``data_interval_end``. (templated)
-    :param index: active index or alias. (templated)
+    :param index: active index or alias; default :data:`ACTIVE_ALIAS` with ``index_prefix``. (templated)
+    :param index_prefix: prefix of every index name (default none: Elastic's names).
     :return: XCom ``{"now", "matched", "deleted", "by_reason", "conflicts", "remaining",
         "passes", "dry_run"}`` (``by_reason`` counted before deleting).
     """
@@ -73,9 +75,9 @@ class IocExpirySweepOperator(_SweepBase):
     template_fields: Sequence[str] = ("dry_run", "now", "index")
     ui_color = "#fde8e8"
 
-    def __init__(self, *, index: str = ACTIVE_ALIAS, **kwargs: Any) -> None:
+    def __init__(self, *, index: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.index = index
+        self.index = index if index is not None else self.index_prefix + ACTIVE_ALIAS
 
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.sweeper import sweep_expired
@@ -94,6 +96,7 @@ class HistoryRetentionSweepOperator(_SweepBase):
     :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
     :param dry_run: list only, delete nothing. (templated)
     :param now: ISO-8601 sweep clock; default the run's ``data_interval_end``. (templated)
+    :param index_prefix: prefix of every index name (default none: Elastic's names).
     :return: XCom ``{"cutoff", "retention", "deleted_indices", "kept_indices", "dry_run"}``.
     """
 
@@ -106,13 +109,15 @@ class HistoryRetentionSweepOperator(_SweepBase):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_history
+        from threatq_provider.elasticsearch.templates import IndexNames
 
         try:
             parse_duration(str(self.retention))
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
-                               retention=str(self.retention), dry_run=_as_bool(self.dry_run))
+                               retention=str(self.retention), dry_run=_as_bool(self.dry_run),
+                               prefix=IndexNames(self.index_prefix).history_prefix)
         self.log.info("History sweep: deleted %d indices, kept %d", len(result["deleted_indices"]),
                       result["kept_indices"])
         return result

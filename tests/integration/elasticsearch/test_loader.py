@@ -1,0 +1,131 @@
+"""The bulk loader against the real node: idempotent, newest version wins, bad documents dead-lettered."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from threatq_provider.elasticsearch.loader import load_ndjson
+from threatq_provider.elasticsearch.templates import IndexNames, install_templates
+
+pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
+DATA = Path(__file__).resolve().parents[2] / "data" / "elasticsearch"
+CONFORMANCE = Path(__file__).resolve().parents[4] / "shared" / "conformance" / "elastic-ti_threatq"
+
+
+def _lines() -> list[str]:
+    return (DATA / "documents.ndjson").read_text().splitlines()
+
+
+def _ids(client, index: str) -> list[str]:
+    client.indices.refresh(index=index)
+    hits = client.search(index=index, size=1000, query={"match_all": {}})["hits"]["hits"]
+    return sorted(h["_id"] for h in hits)
+
+
+@pytest.fixture
+def names(es_client, es_index_prefix) -> IndexNames:
+    install_templates(es_client, prefix=es_index_prefix)
+    return IndexNames(es_index_prefix)
+
+
+def _load(client, names: IndexNames, lines, dead_letter=None):
+    return load_ndjson(client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+                       dead_letter=dead_letter, chunk_docs=3)
+
+
+def test_first_load_indexes_every_document_once_in_active_and_history(es_client, names):
+    counts = _load(es_client, names, _lines())
+
+    assert counts.as_dict() | {"rejected": {}} == {
+        "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "rejected": {}, "rejected_total": 0,
+        "history_written": 8, "history_existing": 0, "history_rejected": 0, "dead_lettered": 0,
+    }
+    assert _ids(es_client, names.active_alias) == sorted(str(json.loads(x)["threatq"]["id"]) for x in _lines())
+
+
+def test_loading_twice_gives_the_same_documents_and_no_duplicates(es_client, names):
+    _load(es_client, names, _lines())
+    active_before, history_before = _ids(es_client, names.active_alias), _ids(es_client, names.history_pattern)
+
+    again = _load(es_client, names, _lines())
+
+    assert _ids(es_client, names.active_alias) == active_before
+    assert _ids(es_client, names.history_pattern) == history_before
+    assert (again.indexed, again.updated, again.skipped_stale) == (0, 0, 8)
+    assert (again.history_written, again.history_existing, again.rejected_total) == (0, 8, 0)
+
+
+def test_an_older_version_does_not_overwrite_a_newer_one(es_client, names):
+    doc = json.loads(_lines()[0])
+    newer = json.loads(json.dumps(doc))
+    newer["@timestamp"] = "2026-11-24T10:00:00.000Z"
+    newer["threat"]["indicator"]["confidence"] = "High"
+    _load(es_client, names, [json.dumps(newer)])
+
+    replay = _load(es_client, names, [json.dumps(doc)])
+
+    stored = es_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))
+    assert stored["_source"]["threat"]["indicator"]["confidence"] == "High"
+    assert stored["_version"] == 1795514400000  # 2026-11-24T10:00:00Z in ms
+    assert (replay.skipped_stale, replay.rejected_total) == (1, 0)
+    # The history keeps both versions.
+    assert replay.history_written == 1
+
+
+def test_a_newer_version_replaces_the_stored_one_and_counts_as_updated(es_client, names):
+    doc = json.loads(_lines()[0])
+    _load(es_client, names, [json.dumps(doc)])
+    doc["@timestamp"] = "2026-11-24T10:00:00.000Z"
+    doc["threat"]["indicator"]["confidence"] = "High"
+
+    counts = _load(es_client, names, [json.dumps(doc)])
+
+    assert (counts.indexed, counts.updated) == (0, 1)
+    assert es_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))["_source"]["threat"]["indicator"][
+        "confidence"] == "High"
+
+
+def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_indexed(es_client, names):
+    bad = json.loads((DATA / "bad_ip.json").read_text())
+    lines = _lines()
+    lines.insert(3, json.dumps(bad))
+    dead = io.StringIO()
+
+    counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+                         dead_letter=dead, chunk_docs=100)  # one batch
+
+    records = [json.loads(x) for x in dead.getvalue().splitlines()]
+    active_records = [r for r in records if r["index"].startswith(names.active_index_prefix)]
+    assert [r["id"] for r in active_records] == ["1999"]
+    assert active_records[0]["document"] == bad
+    assert "threat.indicator.ip" in active_records[0]["reason"]
+    assert counts.indexed == 8 and counts.rejected_total == 1
+    assert sum(counts.rejected.values()) == 1 and counts.history_rejected == 1
+    assert counts.dead_lettered == 2  # the active and the history copy, each with its index
+    assert "1999" not in _ids(es_client, names.active_alias)
+    assert len(_ids(es_client, names.active_alias)) == 8
+
+
+def test_invalid_lines_are_dead_lettered_without_reaching_elasticsearch(es_client, names):
+    dead = io.StringIO()
+    lines = ["{not json", json.dumps({"@timestamp": "2026-11-20T10:00:00.000Z"}),
+             json.dumps({"threatq": {"id": 5}, "@timestamp": "yesterday"}), *_lines()[:2]]
+
+    counts = _load(es_client, names, lines, dead_letter=dead)
+
+    assert dict(counts.rejected) == {"invalid_json": 1, "missing_threatq_id": 1, "invalid_timestamp": 1}
+    assert counts.indexed == 2 and len(dead.getvalue().splitlines()) == 3
+
+
+def test_elastic_conformance_documents_load(es_client, names):
+    expected = json.loads((CONFORMANCE / "test-threatq-sample-ndjson.log-expected.json").read_text())["expected"]
+    # Elastic's fixtures keep the ThreatQ id as a string and carry no history duplicates.
+    lines = [json.dumps(d) for d in expected]
+
+    counts = _load(es_client, names, lines)
+
+    assert counts.rejected_total == 0 and counts.indexed == len(expected)
