@@ -177,6 +177,18 @@ def _is_connect_error(exc: requests.exceptions.RequestException) -> bool:
     return isinstance(inner, (NewConnectionError, NameResolutionError))
 
 
+def _network_reason(exc: requests.exceptions.RequestException) -> str:
+    """Short cause of a network failure, e.g. ``connection refused``, without the URL repeated."""
+    inner: Any = exc.args[0] if exc.args else exc
+    inner = getattr(inner, "reason", inner)  # urllib3 MaxRetryError → the underlying error
+    if isinstance(inner, BaseException) and inner.args and isinstance(inner.args[-1], BaseException):
+        inner = inner.args[-1]  # ProtocolError('Connection aborted.', ConnectionResetError(...))
+    text = str(inner)
+    # urllib3 prefixes "<HTTPConnection(host=..., port=...)>: "; the caller names the host already.
+    text = text.split(": ", 1)[1] if text.startswith(("<", "HTTPConnection", "HTTPSConnection")) and ": " in text else text
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
+
+
 def _bad_request_errors(payload: Any) -> dict[str, list[str]]:
     """Field errors from either ThreatQ error form (reference/threatq-api.md §2)."""
     errors: dict[str, list[str]] = {}
@@ -374,7 +386,7 @@ class ThreatQClient:
                     requests.exceptions.ChunkedEncodingError) as exc:
                 truncated = isinstance(exc, requests.exceptions.ChunkedEncodingError)
                 safe = idempotent or _is_connect_error(exc)
-                reason = self._excerpt(f"{type(exc).__name__}: {exc}")
+                reason = self._excerpt(_network_reason(exc))
                 if safe and retries < self.retry.total:
                     retries += 1
                     wait = self.retry.backoff(retries)
