@@ -649,12 +649,12 @@ class Corpus:
         if not isinstance(value, str) or not value.strip():
             raise ValidationError("value", "The value field is required.")
         value = value.strip()
-        type_spec = item.get("type", item.get("type_id", item.get("indicator_type")))
+        type_spec = next((item[k] for k in ("type", "type_id", "indicator_type") if item.get(k) is not None), None)
         if type_spec is None:
             raise ValidationError("type", "The type field is required.")
         tinfo = self.resolve_indicator_type(type_spec)
         _check_value(tinfo["name"], value)
-        status_spec = item.get("status", item.get("status_id"))
+        status_spec = item.get("status") if item.get("status") is not None else item.get("status_id")
         sinfo = self.resolve_status(status_spec if status_spec is not None else "Review")
         with self._lock:
             existing = self.find_indicator_ids_by_value(value, tinfo["name"])
@@ -885,7 +885,7 @@ class Corpus:
         title = body.get("title")
         if not isinstance(title, str) or not title.strip():
             raise ValidationError("title", "The title field is required.")
-        type_spec = body.get("type", body.get("type_id"))
+        type_spec = body.get("type") if body.get("type") is not None else body.get("type_id")
         if type_spec is None:
             raise ValidationError("type", "The type field is required.")
         etype = self.resolve_event_type(type_spec)

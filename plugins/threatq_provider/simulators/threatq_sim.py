@@ -360,7 +360,7 @@ class ThreatQSimulator:
             self._stats: dict[str, Any] = {
                 "requests": 0, "by_path": Counter(), "by_route": Counter(), "by_status": Counter(),
                 "tokens_issued": 0, "tokens_expired": 0, "grants": Counter(), "unauthorized": 0,
-                "faults_triggered": 0, "faults_by_kind": Counter(), "indicators_served": 0,
+                "faults_triggered": 0, "faults_by_kind": Counter(), "indicators_served": 0, "connections": 0,
             }
 
     def _bump(self, key: str, n: int = 1) -> None:
@@ -371,7 +371,8 @@ class ThreatQSimulator:
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters: ``requests``, ``by_path`` (``"GET /api/indicators"`` → n),
         ``by_route``, ``by_status``, ``tokens_issued``, ``tokens_expired``, ``grants``,
-        ``unauthorized``, ``faults_triggered``, ``faults_by_kind``, ``indicators_served``."""
+        ``unauthorized``, ``faults_triggered``, ``faults_by_kind``, ``indicators_served``, ``connections``
+        (TCP connections accepted: keep-alive clients reuse one)."""
         with self._stats_lock:
             return {k: (dict(v) if isinstance(v, Counter) else v) for k, v in self._stats.items()}
 
@@ -951,6 +952,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         with self.sim._lock:
             self.sim._conns.add(self.connection)
+        self.sim._bump("connections")
 
     def finish(self) -> None:
         try:
