@@ -279,7 +279,7 @@ class ThreatQSimulator:
         if self._server is not None:
             return self.url
         handler = type("BoundThreatQHandler", (_Handler,), {"sim": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server = _QuietServer((self.host, self.port), handler)
         server.daemon_threads = True
         self._server = server
         self.port = server.server_address[1]
@@ -370,7 +370,7 @@ class ThreatQSimulator:
     @property
     def stats(self) -> dict[str, Any]:
         """A snapshot of the counters: ``requests``, ``by_path`` (``"GET /api/indicators"`` → n),
-        ``by_route``, ``by_status``, ``tokens_issued``, ``tokens_expired``, ``grants``,
+        ``by_route`` (requests that got past the fault plan, by route template), ``by_status``, ``tokens_issued``, ``tokens_expired``, ``grants``,
         ``unauthorized``, ``faults_triggered``, ``faults_by_kind``, ``indicators_served``, ``connections``
         (TCP connections accepted: keep-alive clients reuse one)."""
         with self._stats_lock:
@@ -939,6 +939,21 @@ def _oauth_error(code: str, description: str) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------- HTTP glue
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that give up (timeouts, resets) are normal here: log them at debug, not as tracebacks."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+            log.debug("threatq-sim: client %s went away: %r", client_address, exc)
+            return
+        super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Thin HTTP/1.1 layer: parse, count, apply faults, delegate to the simulator, write."""
 
