@@ -45,7 +45,7 @@ def test_sweep_dag_runs_hourly_or_after_each_load(dagbag):
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
     assert dag.timetable.timetable.summary == "0 * * * *"
     assert dag.max_active_runs == 1
-    assert "threatq_active_indicators" in json.dumps(dag.timetable.asset_condition.as_expression())
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["threatq_active_indicators"]
 
 
 def test_param_defaults_reproduce_the_scheduled_run(dagbag):
@@ -62,13 +62,14 @@ def test_param_defaults_reproduce_the_scheduled_run(dagbag):
 
 
 def test_params_carry_a_form_schema_the_ui_renders(dagbag):
-    schema = {k: v["schema"] for k, v in dagbag.dags[INDICATORS].params.serialize().items()}
+    params = dagbag.dags[INDICATORS].params
+    schema = {k: params.get_param(k).serialize()["schema"] for k in params}
     assert schema["mode"]["enum"] == ["window", "collection", "full_resync"]
     assert schema["since"]["format"] == "date-time"
     assert "IP Address" in schema["indicator_types"]["items"]["enum"]
     assert len(schema["indicator_types"]["items"]["enum"]) == 34
     assert schema["ioc_expiration_duration"]["pattern"] == "^[1-9][0-9]*[dhm]$"
-    assert all(v.get("description") for v in dagbag.dags[INDICATORS].params.serialize().values())
+    assert all(params.get_param(k).description for k in params)
 
 
 @pytest.mark.parametrize(
@@ -86,8 +87,8 @@ def test_wrong_param_is_refused_naming_the_param(dagbag, conf, named):
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = copy.deepcopy(dagbag.dags[INDICATORS].params)
-    params.update(conf)
     with pytest.raises(ParamValidationError) as err:
+        params.update(conf)  # a ParamsDict validates on assignment, as a trigger does
         params.validate()
     assert f"param {named}" in str(err.value)
 
