@@ -1,0 +1,113 @@
+"""Connection → Elasticsearch client arguments for each auth form; no secret in any message."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+
+from threatq_provider.elasticsearch.errors import ConnectionConfigError
+from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook, client_kwargs_from_connection
+
+CANARY = "canary-S3CRET-es-77f0"
+
+
+def conn(conn_type="elasticsearch_ecs", host="https://es1.example.test:9200", port=None, schema=None,
+         login=None, password=None, **extra):
+    return SimpleNamespace(conn_id="es_test", conn_type=conn_type, host=host, port=port, schema=schema,
+                           login=login, password=password, extra_dejson=extra)
+
+
+def test_basic_auth_and_defaults():
+    kwargs = client_kwargs_from_connection(conn(login="elastic", password=CANARY))
+
+    assert kwargs == {"hosts": ["https://es1.example.test:9200"], "basic_auth": ("elastic", CANARY),
+                      "verify_certs": True, "request_timeout": 60.0}
+
+
+def test_several_hosts_comma_separated_with_https_assumed():
+    kwargs = client_kwargs_from_connection(conn(host="https://es1:9200, es2:9200 ,http://es3:9201/"))
+
+    assert kwargs["hosts"] == ["https://es1:9200", "https://es2:9200", "http://es3:9201"]
+
+
+def test_base64_api_key_wins_over_login_password():
+    kwargs = client_kwargs_from_connection(conn(login="elastic", password="pw", api_key="aWQ6a2V5"))
+
+    assert kwargs["api_key"] == "aWQ6a2V5" and "basic_auth" not in kwargs
+
+
+def test_id_colon_key_api_key_becomes_a_pair():
+    assert client_kwargs_from_connection(conn(api_key="my-id:" + CANARY))["api_key"] == ("my-id", CANARY)
+
+
+def test_cloud_id_replaces_hosts():
+    kwargs = client_kwargs_from_connection(conn(host="", cloud_id="deploy:ZXUtd2VzdC0x", api_key="aWQ6a2V5"))
+
+    assert kwargs["cloud_id"] == "deploy:ZXUtd2VzdC0x" and "hosts" not in kwargs
+
+
+def test_tls_verify_off_ca_bundle_and_timeout():
+    kwargs = client_kwargs_from_connection(conn(verify_certs="false", ca_certs="/etc/ssl/ca.pem",
+                                                request_timeout="12.5"))
+
+    assert (kwargs["verify_certs"], kwargs["ca_certs"], kwargs["request_timeout"]) == (False, "/etc/ssl/ca.pem", 12.5)
+
+
+def test_legacy_prefixed_extras_are_read():
+    kwargs = client_kwargs_from_connection(conn(**{"extra__elasticsearch_ecs__request_timeout": "5"}))
+
+    assert kwargs["request_timeout"] == 5.0
+
+
+def test_airflow_elasticsearch_type_builds_the_url_from_host_port_schema():
+    kwargs = client_kwargs_from_connection(conn(conn_type="elasticsearch", host="es.internal", port=9201,
+                                                schema="https", login="u", password="p"))
+
+    assert kwargs["hosts"] == ["https://es.internal:9201"] and kwargs["basic_auth"] == ("u", "p")
+
+
+def test_airflow_elasticsearch_type_defaults_to_http_and_port_9200():
+    assert client_kwargs_from_connection(conn(conn_type="elasticsearch", host="localhost"))["hosts"] == [
+        "http://localhost:9200"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"host": ""}, "host"),
+        ({"verify_certs": CANARY}, "verify_certs"),
+        ({"request_timeout": CANARY}, "request_timeout"),
+        ({"request_timeout": "-1"}, "request_timeout"),
+    ],
+)
+def test_bad_fields_name_the_field_but_never_the_value(fields, field):
+    with pytest.raises(ConnectionConfigError) as info:
+        client_kwargs_from_connection(conn(**{k: v for k, v in fields.items() if k == "host"},
+                                           **{k: v for k, v in fields.items() if k != "host"}))
+
+    assert info.value.field == field and CANARY not in str(info.value) and "es_test" in str(info.value)
+
+
+def test_hook_class_attributes_and_no_io_in_init(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_MISSING", raising=False)
+    hook = ElasticsearchEcsHook(elasticsearch_conn_id="missing")
+
+    assert (hook.conn_name_attr, hook.default_conn_name, hook.conn_type) == (
+        "elasticsearch_conn_id", "elasticsearch_default", "elasticsearch_ecs")
+
+
+def test_test_connection_failure_message_has_no_secret(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW_CONN_ES_DOWN", json.dumps({
+        "conn_type": "elasticsearch_ecs", "host": f"http://elastic:{CANARY}@127.0.0.1:9",
+        "password": CANARY, "login": "elastic",
+        "extra": {"api_key": f"id:{CANARY}", "request_timeout": 2}}))
+    caplog.set_level(logging.DEBUG)
+
+    ok, message = ElasticsearchEcsHook(elasticsearch_conn_id="es_down").test_connection()
+
+    assert ok is False
+    assert CANARY not in message
+    assert CANARY not in caplog.text

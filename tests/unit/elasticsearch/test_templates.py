@@ -1,0 +1,62 @@
+"""Index template bodies are generated from include/ data: names, every field, fallbacks."""
+
+from __future__ import annotations
+
+from threatq_provider.elasticsearch.templates import (
+    ACTIVE_ALIAS,
+    IndexNames,
+    ecs_fields,
+    template_body,
+    template_config,
+)
+
+
+def _flat(properties, base=""):
+    out = {}
+    for name, spec in properties.items():
+        if "properties" in spec:
+            out.update(_flat(spec["properties"], f"{base}{name}."))
+        if "type" in spec:
+            out[f"{base}{name}"] = spec
+    return out
+
+
+def test_active_names_follow_elastics_conventions():
+    names = IndexNames()
+
+    assert names.active_alias == ACTIVE_ALIAS == "logs-ti_threatq_latest.threat"
+    assert names.first_active_index == "logs-ti_threatq_latest.threat-000001"
+    assert names.history_prefix == "logs-ti_threatq.threat_history-"
+
+
+def test_prefix_reaches_every_name_and_pattern():
+    names = IndexNames("t1-")
+    body = template_body("active", names)
+
+    assert body["index_patterns"] == ["t1-logs-ti_threatq_latest.threat-*"]
+    assert body["composed_of"] == ["t1-logs-ti_threatq@custom"]
+    assert all(n.startswith("t1-") for n in (names.active_alias, names.history_template, names.custom_component))
+
+
+def test_every_transform_field_is_in_both_templates_with_its_type():
+    for kind in ("active", "history"):
+        mapped = _flat(template_body(kind, IndexNames())["template"]["mappings"]["properties"])
+        for path, spec in ecs_fields().items():
+            assert mapped[path] == spec, (kind, path)
+
+
+def test_mappings_are_not_dynamic():
+    mappings = template_body("active", IndexNames())["template"]["mappings"]
+
+    assert mappings["dynamic"] is False and mappings["date_detection"] is False
+
+
+def test_missing_types_get_their_fallback_and_the_digest_tracks_the_content():
+    full = template_body("active", IndexNames())
+    reduced = template_body("active", IndexNames(), frozenset({"wildcard"}))
+
+    flat = _flat(reduced["template"]["mappings"]["properties"])
+    assert flat["threat.indicator.url.full"] == template_config()["type_fallbacks"]["wildcard"]
+    assert full["_meta"]["digest"] != reduced["_meta"]["digest"]
+    assert full["_meta"]["digest"] == template_body("active", IndexNames())["_meta"]["digest"]
+    assert full["version"] == template_config()["version"]
