@@ -91,9 +91,6 @@ def _short(value: object) -> str:
 # Elastic's final clean-up removes (``None``, ``""``, ``[]``, ``{}``).
 # --------------------------------------------------------------------------------------------
 
-_DATE, _LONG, _STR, _ID_OBJ, _SOURCES, _ATTRIBUTES, _ADVERSARIES, _TAGS, _SKIP = range(9)
-
-
 def _to_long(value: object) -> int | None:
     if type(value) is int:
         return value
@@ -112,91 +109,87 @@ def _to_str(value: object) -> object:
     return value
 
 
-def _kinds(dates: tuple[str, ...], longs: tuple[str, ...], strs: tuple[str, ...], **other: int) -> dict[str, int]:
-    kinds = dict.fromkeys(dates, _DATE)
-    kinds.update(dict.fromkeys(longs, _LONG))
-    kinds.update(dict.fromkeys(strs, _STR))
-    kinds.update(other)
-    return kinds
+@dataclass(frozen=True)
+class _Spec:
+    """Which keys of one kind of ThreatQ object are dates, longs and string ids; ``known`` also
+    lists the nested objects a section converts itself (the rest are only pruned)."""
+
+    dates: tuple[str, ...]
+    longs: tuple[str, ...]
+    strs: tuple[str, ...]
+    known: frozenset[str]
+    long_set: frozenset[str]
+
+    @classmethod
+    def of(
+        cls, dates: tuple[str, ...], longs: tuple[str, ...], strs: tuple[str, ...], nested: tuple[str, ...] = ()
+    ) -> _Spec:
+        return cls(dates, longs, strs, frozenset(dates + longs + strs + nested), frozenset(longs))
 
 
-_TOP_KINDS = _kinds(
+_TOP_SPEC = _Spec.of(
     _TOP_DATES,
     ("indicator_id",) + _SCORES + _COUNTS,
     ("status_id", "type_id"),
-    status=_ID_OBJ,
-    type=_ID_OBJ,
-    sources=_SOURCES,
-    attributes=_ATTRIBUTES,
-    adversaries=_ADVERSARIES,
-    tags=_TAGS,
-    id=_SKIP,
-    value=_SKIP,
-    updated_at=_SKIP,
+    ("status", "type", "sources", "attributes", "adversaries", "tags", "id", "value", "updated_at"),
 )
-_SOURCE_KINDS = _kinds(_SOURCE_DATES, ("source_score",), _SOURCE_IDS)
-_ATTRIBUTE_KINDS = _kinds(_ATTRIBUTE_DATES, (), _ATTRIBUTE_IDS)
-_ADVERSARY_KINDS = _kinds(_ADVERSARY_DATES, (), ("id",))
-_ID_OBJ_KINDS = _kinds((), (), ("id",))
+_SOURCE_SPEC = _Spec.of(_SOURCE_DATES, ("source_score",), _SOURCE_IDS)
+_ATTRIBUTE_SPEC = _Spec.of(_ATTRIBUTE_DATES, (), _ATTRIBUTE_IDS)
+_ADVERSARY_SPEC = _Spec.of(_ADVERSARY_DATES, (), ("id",))
+_ID_OBJ_SPEC = _Spec.of((), (), ("id",))
 
 
-def _copy(obj: dict[str, Any], kinds: dict[str, int], where: str, errors: list[str], index: int = -1) -> dict[str, Any]:
-    """One ThreatQ object, converted and without empty values (dates, longs, string ids).
+def _copy(obj: dict[str, Any], spec: _Spec, where: str, errors: list[str], index: int = -1) -> dict[str, Any]:
+    """One ThreatQ object, converted (dates, longs, string ids) and without empty values.
 
-    The hot loop of the transform (about 70 keys per indicator): branches ordered by frequency,
-    error messages built only on the error path.
+    The hot path of the transform (about 70 keys per indicator): the copy and the emptiness
+    test run in C (``dict(obj)``, ``in`` over the values); Python touches only the known keys,
+    in table order so error messages come out in a stable order.
     """
-    out: dict[str, Any] = {}
-    get_kind = kinds.get
-    cache_get = _DATE_CACHE.get
-    for key, value in obj.items():
-        kind = get_kind(key)
-        if kind is None:
-            kind_of_value = type(value)
-            if kind_of_value is str:
-                if value:
-                    out[key] = value
-            elif kind_of_value is int or kind_of_value is float or kind_of_value is bool:
-                out[key] = value
-            elif kind_of_value is dict or kind_of_value is list:
-                value = _prune(value)
-                if value is not None:
-                    out[key] = value
-            elif value is not None:
-                out[key] = value
-        elif kind == _STR:
-            kind_of_value = type(value)
-            if kind_of_value is int or kind_of_value is float:
-                out[key] = str(value)
-            elif kind_of_value is str:
-                if value:
-                    out[key] = value
-            elif value is not None:
-                out[key] = value
-        elif kind == _DATE:
-            if type(value) is str:
-                converted = cache_get(value)
-                if converted is None:
-                    if not value:
-                        continue
-                    converted = to_ecs_date(value)
-                out[key] = converted
-                if converted is None:
+    out = dict(obj)
+    values = out.values()
+    # all() is one C pass; only a falsy value (which may be a legitimate 0) needs the exact test.
+    if not all(values):
+        out = {k: v for k, v in out.items() if v is not None and v != "" and v != [] and v != {}}
+        values = out.values()
+    value_types = set(map(type, values))
+    if dict in value_types or list in value_types:
+        for key in out.keys() - spec.known:
+            value = out[key]
+            if type(value) is dict or type(value) is list:
+                pruned = _prune(value)
+                if pruned is None:
                     del out[key]
-                    errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(value)}")
-            elif value is not None:
-                errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(value)}")
-        elif kind == _LONG:
-            if type(value) is int:
-                out[key] = value
-            elif value is not None and value != "":
-                converted_long = _to_long(value)
-                if converted_long is None:
-                    errors.append(f"{_where(where, index)}.{key}: not an integer {_short(value)}")
                 else:
-                    out[key] = converted_long
-        elif kind != _SKIP and value is not None and value != "" and value != [] and value != {}:
-            out[key] = value  # nested objects: converted by their section
+                    out[key] = pruned
+    for key in spec.strs:
+        value = out.get(key)
+        if type(value) is int or type(value) is float:
+            out[key] = str(value)
+    cache_get = _DATE_CACHE.get
+    for key in spec.dates:
+        value = out.get(key)
+        if value is None:
+            continue
+        converted = cache_get(value) if type(value) is str else None
+        if converted is None:
+            converted = to_ecs_date(value)
+            if converted is None:
+                del out[key]
+                errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(value)}")
+                continue
+        out[key] = converted
+    if spec.long_set and not spec.long_set.isdisjoint(out):
+        for key in spec.longs:
+            value = out.get(key)
+            if value is None or type(value) is int:
+                continue
+            converted_long = _to_long(value)
+            if converted_long is None:
+                del out[key]
+                errors.append(f"{_where(where, index)}.{key}: not an integer {_short(value)}")
+            else:
+                out[key] = converted_long
     return out
 
 
@@ -204,13 +197,13 @@ def _where(where: str, index: int) -> str:
     return where if index < 0 else f"{where}.{index}"
 
 
-def _copy_list(items: object, kinds: dict[str, int], where: str, errors: list[str]) -> list[Any] | None:
+def _copy_list(items: object, spec: _Spec, where: str, errors: list[str]) -> list[Any] | None:
     if type(items) is not list:
         return None
     out: list[Any] = []
     for i, item in enumerate(items):
         if type(item) is dict:
-            converted = _copy(item, kinds, where, errors, i)
+            converted = _copy(item, spec, where, errors, i)
             if converted:
                 out.append(converted)
         elif item is not None and item != "":
@@ -246,16 +239,15 @@ def _identity(raw: dict[str, Any], tables: Tables) -> tuple[str, TypeRule | None
     return type_name, tables.types.get(type_name), value if isinstance(value, str) else str(value), indicator_id
 
 
-def _normalise_threatq(raw: dict[str, Any], tq: dict[str, Any], errors: list[str]) -> None:
-    """Dates, ids and numbers of the ThreatQ object (pipeline steps 7-10, 16-18)."""
-    tq.update(_copy(raw, _TOP_KINDS, "threatq", errors))
+def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
+    """Nested objects of the ThreatQ object: status, type, attributes, adversaries, tags (steps 9, 16, 18)."""
     for key in ("status", "type"):
         obj = tq.get(key)
         if type(obj) is dict:
-            tq[key] = _copy(obj, _ID_OBJ_KINDS, f"threatq.{key}", errors)
-    for key, kinds in (("attributes", _ATTRIBUTE_KINDS), ("adversaries", _ADVERSARY_KINDS)):
+            tq[key] = _copy(obj, _ID_OBJ_SPEC, f"threatq.{key}", errors)
+    for key, spec in (("attributes", _ATTRIBUTE_SPEC), ("adversaries", _ADVERSARY_SPEC)):
         if key in tq:
-            converted = _copy_list(tq[key], kinds, f"threatq.{key}", errors)
+            converted = _copy_list(tq[key], spec, f"threatq.{key}", errors)
             if converted is None:
                 del tq[key]
             else:
@@ -310,7 +302,7 @@ _TLP_CACHE: dict[str, str] = {}
 
 def _sources(tq: dict[str, Any], indicator: dict[str, Any], tables: Tables, errors: list[str], keep: bool) -> None:
     """Source ids, dates, provider (from ``name``, Elastic ≥1.33) and TLP (pipeline steps 14-15)."""
-    sources = _copy_list(tq.get("sources"), _SOURCE_KINDS, "threatq.sources", errors)
+    sources = _copy_list(tq.get("sources"), _SOURCE_SPEC, "threatq.sources", errors)
     if sources is None:
         tq.pop("sources", None)
         return
@@ -529,11 +521,15 @@ def indicator_to_ecs(
         if raw_updated is not None and raw_updated != "":
             errors.append(f"threatq.updated_at: unparsable date {_short(raw_updated)}")
         errors.append("@timestamp: threatq.updated_at missing or unparsable; set to the run's time")
-    tq: dict[str, Any] = {"id": indicator_id}
+    tq = _copy(raw, _TOP_SPEC, "threatq", errors)
+    tq["id"] = indicator_id
     if updated is not None:
         tq["updated_at"] = updated
-    _normalise_threatq(raw, tq, errors)
+    else:
+        tq.pop("updated_at", None)
+    del tq["value"]
     tq["indicator_value"] = raw["value"]
+    _normalise_threatq(tq, errors)
 
     # Threat fields (steps 11-13, §2.4).
     doc: dict[str, Any] = {}
