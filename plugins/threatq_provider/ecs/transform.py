@@ -102,13 +102,6 @@ def _to_long(value: object) -> int | None:
     return None
 
 
-def _to_str(value: object) -> object:
-    # Elastic converts numeric ids to strings; other shapes are left as they are.
-    if type(value) is int or type(value) is float:
-        return str(value)
-    return value
-
-
 @dataclass(frozen=True)
 class _Spec:
     """Which keys of one kind of ThreatQ object are dates, longs and string ids; ``known`` also
@@ -245,6 +238,10 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
         obj = tq.get(key)
         if type(obj) is dict:
             tq[key] = _copy(obj, _ID_OBJ_SPEC, f"threatq.{key}", errors)
+        elif type(obj) is str:
+            # Older API shapes give a bare name; the index maps status/type as objects, and a
+            # string there would make Elasticsearch reject the document.
+            tq[key] = {"name": obj}
     for key, spec in (("attributes", _ATTRIBUTE_SPEC), ("adversaries", _ADVERSARY_SPEC)):
         if key in tq:
             converted = _copy_list(tq[key], spec, f"threatq.{key}", errors)
@@ -259,10 +256,15 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
             if type(name) is str:
                 attr["name"] = _ATTRIBUTE_NAMES.get(name) or _attribute_name(name)
     tags = tq.get("tags")
-    if tags is not None and not all(type(t) is str for t in tags):
+    if tags is not None and (type(tags) is not list or not all(type(t) is str and t for t in tags)):
         # ThreatQ returns tags as strings or as {id, name} objects; keep names so the keyword
         # mapping of threatq.tags never meets an object (Elasticsearch would reject the document).
-        tq["tags"] = [t.get("name") if type(t) is dict else t if type(t) is str else str(t) for t in tags]
+        names = [t.get("name") if type(t) is dict else t for t in (tags if type(tags) is list else [tags])]
+        kept = [n if type(n) is str else str(n) for n in names if n is not None and n != ""]
+        if kept:
+            tq["tags"] = kept
+        else:
+            del tq["tags"]
 
 
 def _attribute_name(name: str) -> str:
@@ -274,12 +276,6 @@ def _attribute_name(name: str) -> str:
 
 
 _ATTRIBUTE_NAMES: dict[str, str] = {}
-
-
-def _confidence(score: object, tables: Tables) -> str | None:
-    if type(score) is int and 0 <= score <= 10:
-        return tables.confidence[score]
-    return None
 
 
 def _tlp(name: object, tables: Tables) -> str:

@@ -231,3 +231,11 @@ def test_stream_is_lazy_over_a_generator() -> None:
     out = io.StringIO()
     counts = transform_stream(gen(), out, io.StringIO(), now=NOW, options=EcsOptions())
     assert counts.written == 1000 and counts.rejected == {}
+
+
+def test_tag_objects_and_string_status_are_made_mapping_safe() -> None:
+    doc = indicator_to_ecs(_raw(tags=[{"id": 1, "name": "phishing"}, "apt", "", {"id": 2}], status="Expired"),
+                           now=NOW, options=EcsOptions())
+    assert doc["threatq"]["tags"] == ["phishing", "apt"]
+    assert doc["threatq"]["status"] == {"name": "Expired"}
+    assert doc["threatq"]["ioc_expiration_reason"] == "Expiration set by Elastic when threatq.status is 'Expired'"
