@@ -363,6 +363,7 @@ class Corpus:
             for adv in rng.sample(self.adversaries, 1 + int(r() * 1.5)):
                 adversaries.append(dict(adv))
         tags = rng.sample(self._seed_data["tags"], 1 + int(r() * 2)) if r() < 0.3 else []
+        comments = self._comments(iid, upd)
         return {
             "id": iid,
             "value": value,
@@ -386,7 +387,22 @@ class Corpus:
             "attributes": attributes,
             "sources": sources,
             "tags": tags,
+            "comments": comments,
         }
+
+    def _comments(self, iid: int, upd: int) -> list[dict[str, Any]]:
+        # own random stream, so adding comments left every other generated field unchanged
+        rng = self._rng(5, iid)
+        if rng.random() >= 0.12:
+            return []
+        analyst = self._source_by_name.get("analyst@threatq.local") or self.sources[0]
+        out = []
+        for k in range(1 + int(rng.random() * 1.5)):
+            at = fmt(upd - int(rng.random() * DAY))
+            out.append({"id": iid * 2 + k, "indicator_id": iid, "value": rng.choice(self._seed_data["comments"]),
+                        "source_name": analyst["name"], "creator_source_id": analyst["id"],
+                        "created_at": at, "updated_at": at})
+        return out
 
     def _full(self, iid: int) -> dict[str, Any]:
         """Internal: the full object, shared for created ones (callers must not mutate)."""
@@ -700,6 +716,7 @@ class Corpus:
                 "status": {"id": sinfo["id"], "name": sinfo["name"], "description": sinfo["description"]},
                 "adversaries": [], "attributes": attributes, "sources": sources,
                 "tags": [t if isinstance(t, str) else t.get("name") for t in item.get("tags") or []],
+                "comments": [],
             }
             self._created[iid] = obj
             self._created_order.append((now, iid))

@@ -230,7 +230,9 @@ def shape_indicator(
         out["tags"] = list(tags)
     if proj.wants("events"):
         out["events"] = events or []
-    for rel in ("comments", "watchlist", "signatures", "attachments", "indicators", "tasks", "malware",
+    if proj.wants("comments"):
+        out["comments"] = [dict(c) for c in obj.get("comments", [])]
+    for rel in ("watchlist", "signatures", "attachments", "indicators", "tasks", "malware",
                 "attack_pattern", "campaign", "ttp", "tool", "investigations", "course_of_action",
                 "exploit_target", "identity", "incident", "intrusion_set", "report", "vulnerability"):
         if rel in proj.with_:
