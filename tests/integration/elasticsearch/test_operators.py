@@ -1,0 +1,101 @@
+"""Hook and operators against the real node, connections from AIRFLOW_CONN_* variables."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
+from threatq_provider.elasticsearch.templates import IndexNames
+from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
+from threatq_provider.operators.sweep import HistoryRetentionSweepOperator, IocExpirySweepOperator
+
+pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
+DATA = Path(__file__).resolve().parents[2] / "data" / "elasticsearch"
+CANARY = "canary-S3CRET-es-op-19c2"
+
+
+@pytest.fixture
+def es_conn(monkeypatch, es_url):
+    monkeypatch.setenv("AIRFLOW_CONN_ES_IT", json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url,
+                                                         "extra": {"request_timeout": 30}}))
+    return "es_it"
+
+
+def test_plain_connection_reaches_the_node(es_conn):
+    ok, message = ElasticsearchEcsHook(elasticsearch_conn_id=es_conn).test_connection()
+
+    assert ok is True and "status" in message
+
+
+def test_airflow_elasticsearch_connection_type_is_accepted(monkeypatch, es_url):
+    host, port = es_url.split("://")[1].split(":")
+    monkeypatch.setenv("AIRFLOW_CONN_ES_AF", json.dumps({"conn_type": "elasticsearch", "host": host,
+                                                         "port": int(port), "schema": "http"}))
+
+    assert ElasticsearchEcsHook(elasticsearch_conn_id="es_af").test_connection()[0] is True
+
+
+def test_load_operator_returns_counts_and_paths(es_conn, es_client, es_index_prefix, tmp_path):
+    source = tmp_path / "ecs.ndjson"
+    source.write_text((DATA / "documents.ndjson").read_text())
+    op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{source}", elasticsearch_conn_id=es_conn,
+                                   index_prefix=es_index_prefix)
+
+    xcom = op.execute({})
+
+    assert xcom["indexed"] == 8 and xcom["rejected_total"] == 0
+    assert xcom["dead_letter_path"] == f"file://{tmp_path / 'ecs.dead-letter.ndjson'}"
+    assert (tmp_path / "ecs.dead-letter.ndjson").read_text() == ""
+    assert xcom["templates"]["active_index"] == "created"
+    json.dumps(xcom)  # the XCom is JSON-able
+    es_client.indices.refresh(index=IndexNames(es_index_prefix).active_alias)
+    assert es_client.count(index=IndexNames(es_index_prefix).active_alias)["count"] == 8
+
+
+def test_load_operator_fails_over_the_threshold_after_keeping_accepted_documents(
+        es_conn, es_client, es_index_prefix, tmp_path, caplog):
+    source = tmp_path / "ecs.ndjson"
+    source.write_text((DATA / "documents.ndjson").read_text()
+                      + json.dumps(json.loads((DATA / "bad_ip.json").read_text())) + "\n")
+    op = ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id=es_conn,
+                                   index_prefix=es_index_prefix, max_rejects=0)
+
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    with pytest.raises(AirflowException, match="1 of 9 documents rejected"):
+        op.execute({})
+
+    dead = [json.loads(x) for x in (tmp_path / "ecs.dead-letter.ndjson").read_text().splitlines()]
+    assert {d["id"] for d in dead} == {"1999", "1999-1795431600000"}
+    es_client.indices.refresh(index=IndexNames(es_index_prefix).active_alias)
+    assert es_client.count(index=IndexNames(es_index_prefix).active_alias)["count"] == 8
+
+
+def test_sweep_operators_use_the_data_interval_end_as_now(es_conn, es_client, es_index_prefix, tmp_path):
+    source = tmp_path / "ecs.ndjson"
+    source.write_text((DATA / "documents.ndjson").read_text())
+    ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id=es_conn,
+                              index_prefix=es_index_prefix).execute({})
+    context = {"data_interval_end": datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)}
+
+    dry = IocExpirySweepOperator(task_id="sweep", elasticsearch_conn_id=es_conn, index_prefix=es_index_prefix,
+                                 dry_run=True).execute(context)
+    real = IocExpirySweepOperator(task_id="sweep", elasticsearch_conn_id=es_conn,
+                                  index_prefix=es_index_prefix).execute(context)
+    history = HistoryRetentionSweepOperator(task_id="hist", elasticsearch_conn_id=es_conn,
+                                            index_prefix=es_index_prefix, retention="1d",
+                                            now="2026-11-23T12:00:00Z").execute({})
+
+    # documents.ndjson: 1004 expired 2026-11-22T00:00Z and 1005 at 2026-11-22T08:00Z; 1006 only on the 23rd 09:00.
+    assert (dry["matched"], dry["deleted"], real["deleted"]) == (2, 0, 2)
+    assert real["now"] == "2026-11-23T00:00:00.000Z"
+    assert history["deleted_indices"] == [IndexNames(es_index_prefix).history_prefix + d
+                                          for d in ("2026.11.20", "2026.11.21")]
+
+
+def test_asset_uri_names_the_active_alias():
+    assert ACTIVE_INDEX_ASSET_URI.endswith("/logs-ti_threatq_latest.threat")
