@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from socket import AF_INET, AF_INET6, inet_pton
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any, Callable, Iterable, TextIO
@@ -124,11 +125,13 @@ _TOP_SPEC = _Spec.of(
     _TOP_DATES,
     ("indicator_id",) + _SCORES + _COUNTS,
     ("status_id", "type_id"),
-    ("status", "type", "sources", "attributes", "adversaries", "tags", "id", "value", "updated_at"),
+    ("status", "type", "sources", "attributes", "adversaries", "comments", "tags", "id", "value", "updated_at"),
 )
 _SOURCE_SPEC = _Spec.of(_SOURCE_DATES, ("source_score",), _SOURCE_IDS)
 _ATTRIBUTE_SPEC = _Spec.of(_ATTRIBUTE_DATES, (), _ATTRIBUTE_IDS)
 _ADVERSARY_SPEC = _Spec.of(_ADVERSARY_DATES, (), ("id",))
+# Comments (``with=comments``) are not in Elastic's pipeline; converted like attributes.
+_COMMENT_SPEC = _Spec.of(("created_at", "updated_at"), (), ("id", "indicator_id", "creator_source_id"))
 _ID_OBJ_SPEC = _Spec.of((), (), ("id",))
 
 
@@ -217,7 +220,12 @@ def _identity(raw: dict[str, Any], tables: Tables) -> tuple[str, TypeRule | None
     else:
         type_name = type_obj
     if not isinstance(type_name, str) or not type_name.strip():
-        raise IndicatorRejected("missing_type", f"indicator {_short(raw.get('id'))} has no type.name")
+        # type_id alone is not enough: type ids differ between ThreatQ instances. The poll asks
+        # for the type relation (with=type / fields=*), so this is a malformed record.
+        raise IndicatorRejected(
+            "missing_type",
+            f"indicator {_short(raw.get('id'))} has no type.name (type_id={_short(raw.get('type_id'))})",
+        )
     value = raw.get("value")
     if value is None or value == "":
         raise IndicatorRejected("missing_value", f"indicator {_short(raw.get('id'))} has no value")
@@ -242,7 +250,7 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
             # Older API shapes give a bare name; the index maps status/type as objects, and a
             # string there would make Elasticsearch reject the document.
             tq[key] = {"name": obj}
-    for key, spec in (("attributes", _ATTRIBUTE_SPEC), ("adversaries", _ADVERSARY_SPEC)):
+    for key, spec in (("attributes", _ATTRIBUTE_SPEC), ("adversaries", _ADVERSARY_SPEC), ("comments", _COMMENT_SPEC)):
         if key in tq:
             converted = _copy_list(tq[key], spec, f"threatq.{key}", errors)
             if converted is None:
@@ -347,37 +355,58 @@ def _append_unique(related: dict[str, list[str]], key: str, value: str) -> None:
 
 
 def _parse_url(value: str) -> dict[str, Any] | None:
-    """``uri_parts`` equivalent: the URL's parts, or ``None`` when it is not an absolute URL."""
+    """``uri_parts`` equivalent: the URL's parts, or ``None`` when it is not an absolute URL with
+    a host (e.g. the scheme-less ``89.160.20.156:8080/maf.html`` of Elastic's fixture)."""
     scheme, sep, _ = value.partition(":")
     if not sep or not _SCHEME_RE.fullmatch(scheme) or value[len(scheme) + 1 : len(scheme) + 3] != "//":
         return None
     try:
         parts = urlsplit(value)
-        port = parts.port
-        host = parts.hostname
     except ValueError:
         return None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if hostport.startswith("["):
+        host, bracket, port_text = hostport[1:].partition("]")
+        if not bracket or (port_text and not port_text.startswith(":")):
+            return None
+        port_text = port_text[1:]
+    else:
+        host, _, port_text = hostport.partition(":")
     if not host:
         return None
     url: dict[str, Any] = {"original": value, "full": value, "scheme": parts.scheme, "domain": host}
-    if port is not None:
-        url["port"] = port
-    if parts.path:
-        url["path"] = parts.path
-        last = parts.path.rsplit("/", 1)[-1]
-        if "." in last:
-            extension = last.rsplit(".", 1)[-1]
-            if extension:
-                url["extension"] = extension
+    if port_text:
+        if not (port_text.isdigit() and port_text.isascii() and int(port_text) <= 65535):
+            return None
+        url["port"] = int(port_text)
+    path = parts.path
+    if path:
+        url["path"] = path
+        last = path.rpartition("/")[2]
+        extension = last.rpartition(".")[2] if "." in last else ""
+        if extension:
+            url["extension"] = extension
     if parts.query:
         url["query"] = parts.query
     if parts.fragment:
         url["fragment"] = parts.fragment
-    if parts.username:
-        url["username"] = parts.username
-    if parts.password:
-        url["password"] = parts.password
+    if userinfo:
+        username, colon, password = userinfo.partition(":")
+        if username:
+            url["username"] = username
+        if colon and password:
+            url["password"] = password
     return url
+
+
+def _is_ip(value: str) -> bool:
+    """An address Elasticsearch's ``ip`` type takes: IPv4 dotted quad or IPv6 (C ``inet_pton``;
+    the ``ipaddress`` module is ~10x slower and accepts scoped ``fe80::1%eth0``, which ES refuses)."""
+    try:
+        inet_pton(AF_INET6 if ":" in value else AF_INET, value)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _place_value(
@@ -402,9 +431,7 @@ def _place_value(
     kind = rule.kind
     typed: object = value
     if kind == "ip":
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
+        if not _is_ip(value):
             errors.append(f"threatq.indicator_value: {_short(value)} is not an IP address; not copied to {rule.field}")
             return
     elif kind == "cidr":

@@ -239,3 +239,33 @@ def test_tag_objects_and_string_status_are_made_mapping_safe() -> None:
     assert doc["threatq"]["tags"] == ["phishing", "apt"]
     assert doc["threatq"]["status"] == {"name": "Expired"}
     assert doc["threatq"]["ioc_expiration_reason"] == "Expiration set by Elastic when threatq.status is 'Expired'"
+
+
+@pytest.mark.parametrize(("value", "ok"), [("89.160.20.156", True), ("2a02:cf40::1", True), ("::ffff:1.2.3.4", True),
+                                           ("01.2.3.4", False), ("1.2.3", False), ("fe80::1%eth0", False), ("1.2.3.4 ", False)])
+def test_ip_validation_matches_what_elasticsearch_accepts(value: str, ok: bool) -> None:
+    doc = indicator_to_ecs(_raw(value=value), now=NOW, options=EcsOptions())
+    assert ("ip" in doc["threat"]["indicator"]) is ok
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("http://[2001:db8::1]:8080/a", {"domain": "2001:db8::1", "port": 8080, "path": "/a"}),
+    ("https://Evil.Example/x.tar.gz", {"domain": "Evil.Example", "path": "/x.tar.gz", "extension": "gz"}),
+    ("ftp://user@host.example", {"domain": "host.example", "username": "user"}),
+])
+def test_url_parts(value: str, expected: dict[str, Any]) -> None:
+    url = indicator_to_ecs(_raw(type={"name": "URL"}, value=value), now=NOW, options=EcsOptions())["threat"]["indicator"]["url"]
+    assert {k: url[k] for k in expected} == expected and url["original"] == url["full"] == value
+
+
+@pytest.mark.parametrize("value", ["http://host:99999/", "http://host:abc/", "http:///nohost", "mailto:x@example.com"])
+def test_urls_without_host_or_with_bad_port_stay_raw(value: str) -> None:
+    doc = indicator_to_ecs(_raw(type={"name": "URL"}, value=value), now=NOW, options=EcsOptions())
+    assert doc["threat"]["indicator"]["url"] == {"full": value}
+    assert doc["threatq"]["indicator_value"] == value
+
+
+def test_comments_are_converted_like_attributes() -> None:
+    doc = indicator_to_ecs(_raw(comments=[{"id": 3, "indicator_id": 77, "value": "seen in C2", "created_at": "2026-01-01 00:00:00"}]),
+                           now=NOW, options=EcsOptions())
+    assert doc["threatq"]["comments"] == [{"id": "3", "indicator_id": "77", "value": "seen in C2", "created_at": "2026-01-01T00:00:00.000Z"}]
