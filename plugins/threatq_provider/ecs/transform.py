@@ -346,6 +346,19 @@ def _put(root: dict[str, Any], path: tuple[str, ...], value: object) -> None:
     node[path[-1]] = value
 
 
+def _put_field(
+    path: tuple[str, ...], value: object, doc: dict[str, Any], indicator: dict[str, Any], tq: dict[str, Any]
+) -> None:
+    """Set a dotted field of the document under construction (``threat.indicator.*`` and
+    ``threatq.*`` live in their own dicts until the document is assembled)."""
+    if path[0] == "threatq":
+        _put(tq, path[1:], value)
+    elif path[0] == "threat" and path[1] == "indicator":
+        _put(indicator, path[2:], value)
+    else:
+        _put(doc, path, value)
+
+
 def _append_unique(related: dict[str, list[str]], key: str, value: str) -> None:
     values = related.get(key)
     if values is None:
@@ -464,17 +477,14 @@ def _place_value(
         hive, sep, rest = value.partition("\\")
         abbreviation = _HIVES.get(hive.upper())
         if abbreviation is not None and sep:
-            _put(doc, ("threat", "indicator", "registry", "hive"), abbreviation)
+            _put(indicator, ("registry", "hive"), abbreviation)
             if rest:
-                _put(doc, ("threat", "indicator", "registry", "key"), rest)
+                _put(indicator, ("registry", "key"), rest)
         else:
-            _put(doc, ("threat", "indicator", "registry", "key"), value)
-    if rule.path[0] == "threatq":
-        _put(tq, rule.path[1:], typed)
-    else:
-        _put(doc, rule.path, typed)
+            _put(indicator, ("registry", "key"), value)
+    _put_field(rule.path, typed, doc, indicator, tq)
     for path, constant in rule.extra:
-        _put(doc, path, constant)
+        _put_field(path, constant, doc, indicator, tq)
     if rule.related is not None:
         _append_unique(related, rule.related, typed if isinstance(typed, str) else value)
 
@@ -603,14 +613,12 @@ def indicator_to_ecs(
             if key == "description" and keep_description:
                 continue
             tq.pop(key, None)
-    threat_indicator = doc.get("threat", {}).get("indicator")
-    if threat_indicator:
-        indicator.update(threat_indicator)
-    return _finish(updated or format_ecs_date(now), indicator, tq, related, errors, raw, original, options, tables)
+    return _finish(updated or format_ecs_date(now), doc, indicator, tq, related, errors, raw, original, options, tables)
 
 
 def _finish(
     timestamp: str,
+    doc: dict[str, Any],
     indicator: dict[str, Any],
     tq: dict[str, Any],
     related: dict[str, list[str]],
@@ -632,6 +640,7 @@ def _finish(
             original if original is not None else json.dumps(raw, ensure_ascii=False, separators=(",", ":"))
         )
     out: dict[str, Any] = {"@timestamp": timestamp, "ecs": {"version": tables.ecs_version}, "event": event}
+    out.update(doc)  # other top-level fields a type row may name (none today)
     if indicator:
         out["threat"] = {"indicator": indicator}
     out["threatq"] = tq
