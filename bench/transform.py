@@ -25,16 +25,17 @@ import resource
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
-from threatq_provider.ecs.options import EcsOptions  # noqa: E402
-from threatq_provider.ecs.transform import indicator_to_ecs, transform_stream  # noqa: E402
+from threatq_provider.ecs.options import EcsOptions
+from threatq_provider.ecs.transform import indicator_to_ecs, transform_stream
 
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
 
 

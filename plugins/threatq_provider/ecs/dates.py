@@ -8,11 +8,11 @@ or a zone is accepted too (converted to UTC), which Elastic's pipeline would rej
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["to_ecs_date", "parse_threatq_date", "format_ecs_date", "CACHE"]
+__all__ = ["CACHE", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
 
-_UTC = timezone.utc
+_UTC = UTC
 #: Converted dates by raw text (a run sees the same few timestamps many times); bounded.
 CACHE: dict[str, str | None] = {}
 CACHE_MAX = 1 << 16

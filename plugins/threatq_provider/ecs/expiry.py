@@ -22,18 +22,19 @@ too, the ≤1.31 shape).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from threatq_provider.ecs.dates import add, format_ecs_date, parse_threatq_date, to_ecs_date
 
 __all__ = [
-    "ioc_expiration",
+    "REASON_DURATION",
     "REASON_EXPIRED_AT",
     "REASON_EXPIRES_AT",
     "REASON_STATUS",
-    "REASON_DURATION",
     "expiration_of",
+    "ioc_expiration",
     "status_name",
 ]
 
@@ -98,7 +99,7 @@ def expiration_of(
     if updated_at:
         base = datetime.fromisoformat(updated_at[:23])  # naive UTC, milliseconds kept
     else:
-        base = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo is not None else now
+        base = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo is not None else now
     if status == "Expired":
         return (updated_at or format_ecs_date(base)), REASON_STATUS  # rule 3 (status.name)
     expiry = add(base, duration)  # rule 4: updated_at + duration

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from threatq_provider.ecs.errors import EcsConfigError
 
-__all__ = ["EcsOptions", "parse_duration", "DURATION_FORM"]
+__all__ = ["DURATION_FORM", "EcsOptions", "parse_duration"]
 
 DURATION_FORM = "a positive whole number followed by d, h or m (days, hours, minutes), e.g. 90d, 12h, 30m"
 _DURATION_RE = re.compile(r"([0-9]+)([dhm])")

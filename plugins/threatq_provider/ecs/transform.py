@@ -15,10 +15,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from socket import AF_INET, AF_INET6, inet_pton
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any, Callable, Iterable, TextIO
+from socket import AF_INET, AF_INET6, inet_pton
+from typing import IO, Any, TextIO
 from urllib.parse import urlsplit
 
 from threatq_provider.ecs.dates import CACHE as _DATE_CACHE
@@ -28,7 +29,7 @@ from threatq_provider.ecs.expiry import expiration_of, status_name
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables, TypeRule, load_tables
 
-__all__ = ["indicator_to_ecs", "transform_stream", "TransformCounts"]
+__all__ = ["TransformCounts", "indicator_to_ecs", "transform_stream"]
 
 _TOP_DATES = (
     "created_at",
@@ -55,11 +56,7 @@ _ATTRIBUTE_DATES = ("created_at", "updated_at", "touched_at")
 _SCORES = ("score", "generated_score", "manual_score")
 _COUNTS = tuple(
     f"related_{name}_count"
-    for name in (
-        "adversary asset attachment attack_pattern campaign course_of_action event exploit_target "
-        "identity incident indicator infrastructure intrusion_set investigation malware note report "
-        "signature task tool ttp vulnerability"
-    ).split()
+    for name in ["adversary", "asset", "attachment", "attack_pattern", "campaign", "course_of_action", "event", "exploit_target", "identity", "incident", "indicator", "infrastructure", "intrusion_set", "investigation", "malware", "note", "report", "signature", "task", "tool", "ttp", "vulnerability"]
 )
 _DUPLICATES = ("description", "score", "updated_at")
 _ADVERSARY_DATES = ("created_at", "updated_at", "touched_at")
@@ -544,7 +541,7 @@ def indicator_to_ecs(
     if not isinstance(raw, dict):
         raise IndicatorRejected("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
     tables = tables or _tables()
-    type_name, rule, value, indicator_id = _identity(raw, tables)
+    _type_name, rule, value, indicator_id = _identity(raw, tables)
     errors: list[str] = []
 
     # Dates, ids, numbers (steps 6-10), sources, attributes, adversaries (14-18).

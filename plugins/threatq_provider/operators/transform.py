@@ -13,7 +13,7 @@ on some timetables) it falls back to ``logical_date``, then to the current time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
@@ -31,7 +31,7 @@ def _is_template(value: Any) -> bool:
 
 def default_rejects_path(target_path: str) -> str:
     """``…/ecs.ndjson`` → ``…/ecs.rejects.ndjson`` (where rejects go when no path is given)."""
-    base = target_path[: -len(".ndjson")] if target_path.endswith(".ndjson") else target_path
+    base = target_path.removesuffix(".ndjson")
     return f"{base}.rejects.ndjson"
 
 
@@ -45,7 +45,7 @@ def _as_now(value: Any, context: Context) -> datetime:
     if value in (None, "", "None"):
         value = context.get("data_interval_end") or context.get("logical_date")
     if value is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if isinstance(value, datetime):
         parsed = value
     else:
@@ -54,7 +54,7 @@ def _as_now(value: Any, context: Context) -> datetime:
             parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
         except ValueError:
             raise AirflowFailException(f"now is not an ISO-8601 date-time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 class EcsTransformOperator(BaseOperator):

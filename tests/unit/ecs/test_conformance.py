@@ -15,12 +15,12 @@ from __future__ import annotations
 import copy
 import filecmp
 import json
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from threatq_provider.ecs.expiry import REASON_EXPIRED_AT, REASON_EXPIRES_AT
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import indicator_to_ecs
@@ -28,7 +28,7 @@ from threatq_provider.ecs.transform import indicator_to_ecs
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = REPO_ROOT / "tests" / "data" / "conformance" / "elastic-ti_threatq"
 SHARED = REPO_ROOT.parent / "shared" / "conformance" / "elastic-ti_threatq"
-NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 Doc = dict[str, Any]
 

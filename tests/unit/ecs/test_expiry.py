@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from threatq_provider.ecs.expiry import (
     REASON_DURATION,
@@ -14,8 +14,7 @@ from threatq_provider.ecs.expiry import (
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import indicator_to_ecs
 
-NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
-UTC = timezone.utc
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 D90 = timedelta(days=90)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import indicator_to_ecs
@@ -20,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 FIELDS = json.loads((REPO_ROOT / "include" / "mappings" / "ecs_fields.json").read_text(encoding="utf-8"))["fields"]
 CONFORMANCE = REPO_ROOT / "tests" / "data" / "conformance" / "elastic-ti_threatq"
 SAMPLES = json.loads((REPO_ROOT / "tests" / "data" / "ecs" / "type_samples.json").read_text(encoding="utf-8"))
-NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -49,7 +50,7 @@ def _raws() -> Iterator[dict[str, Any]]:
                "sources": [{"name": "S", "tlp_name": "TLP:GREEN", "provider": "P", "tlp_id": 3}]}
     yield {"id": 2, "value": "x" * 9000, "type": {"name": "IP Address"}, "description": "d" * 9000}
     if (REPO_ROOT / "plugins" / "threatq_provider" / "simulators" / "corpus.py").exists():
-        from threatq_provider.simulators.corpus import Corpus  # noqa: PLC0415 (optional until merged)
+        from threatq_provider.simulators.corpus import Corpus
 
         yield from Corpus(11, indicators=2000).iter_indicators()
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
-
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.operators.transform import EcsTransformOperator, default_rejects_path
 
-END = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+END = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def _line(i: int, **fields: Any) -> str:
@@ -65,7 +64,7 @@ def test_execute_streams_source_to_target_and_rejects(stage: Path) -> None:
 
 
 def test_rerun_writes_identical_output(stage: Path) -> None:
-    kwargs = dict(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/ecs.ndjson")
+    kwargs = {"task_id": "t", "source_path": f"file://{stage}/raw.ndjson", "target_path": f"file://{stage}/ecs.ndjson"}
     EcsTransformOperator(**kwargs).execute({"data_interval_end": END})
     first = (stage / "ecs.ndjson").read_bytes()
     EcsTransformOperator(**kwargs).execute({"data_interval_end": END})

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import EcsOptions, parse_duration
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-
 from threatq_provider.ecs.errors import IndicatorRejected
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import TransformCounts, indicator_to_ecs, transform_stream
 
-NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 
 
 def _raw(**fields: Any) -> dict[str, Any]:

@@ -6,14 +6,12 @@ once the simulator's corpus exists, every type the simulator generates.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import load_tables, render_type_table_markdown
 from threatq_provider.ecs.transform import indicator_to_ecs
@@ -22,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 ENUMS = json.loads((REPO_ROOT / "include" / "threatq" / "enumerations.json").read_text(encoding="utf-8"))
 SAMPLES = json.loads((REPO_ROOT / "tests" / "data" / "ecs" / "type_samples.json").read_text(encoding="utf-8"))
 TYPES = [t["name"] for t in ENUMS["indicator_types"]]
-NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 ECS_TYPES = {
     "autonomous-system", "artifact", "directory", "domain-name", "email-addr", "file", "ipv4-addr",
     "ipv6-addr", "mac-addr", "mutex", "port", "process", "software", "url", "user-account",
@@ -143,7 +141,7 @@ _CORPUS = REPO_ROOT / "plugins" / "threatq_provider" / "simulators" / "corpus.py
 
 @pytest.mark.skipif(not _CORPUS.exists(), reason="simulator corpus (simulators/corpus.py) not merged yet")
 def test_every_type_the_simulator_generates_has_a_home() -> None:
-    from threatq_provider.simulators.corpus import Corpus  # noqa: PLC0415 (optional until merged)
+    from threatq_provider.simulators.corpus import Corpus
 
     tables = load_tables()
     seen: set[str] = set()
