@@ -363,7 +363,7 @@ class Corpus:
             for adv in rng.sample(self.adversaries, 1 + int(r() * 1.5)):
                 adversaries.append(dict(adv))
         tags = rng.sample(self._seed_data["tags"], 1 + int(r() * 2)) if r() < 0.3 else []
-        comments = self._comments(iid, upd)
+        comments = self._comments(rng, iid, upd)
         return {
             "id": iid,
             "value": value,
@@ -390,9 +390,8 @@ class Corpus:
             "comments": comments,
         }
 
-    def _comments(self, iid: int, upd: int) -> list[dict[str, Any]]:
-        # own random stream, so adding comments left every other generated field unchanged
-        rng = self._rng(5, iid)
+    def _comments(self, rng: random.Random, iid: int, upd: int) -> list[dict[str, Any]]:
+        # drawn last from the indicator's stream, so adding comments left every other field unchanged
         if rng.random() >= 0.12:
             return []
         analyst = self._source_by_name.get("analyst@threatq.local") or self.sources[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from datetime import date, datetime, timezone
+from functools import lru_cache
 
 __all__ = ["fmt", "to_epoch", "to_datetime", "TimeParseError"]
 
@@ -24,7 +25,16 @@ def fmt(epoch: int | None) -> str | None:
     """
     if epoch is None:
         return None
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+    # hot path (a dozen dates per generated indicator): format the day once, the time by arithmetic
+    day, rest = divmod(int(epoch), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(day)} {hours:02d}:{minutes:02d}:{seconds:02d}"
+
+
+@lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86400))
 
 
 def to_epoch(value: object) -> int:
