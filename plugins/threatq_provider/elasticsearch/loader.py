@@ -8,8 +8,11 @@ exponential backoff:
   version = ``@timestamp`` (the indicator's ``updated_at``) in epoch milliseconds. Elasticsearch
   keeps the highest version, so replaying an old window never overwrites newer data; a replay
   or an older version answers 409, counted as ``skipped_stale`` (not an error).
-- history: ``create`` into ``<history_prefix>YYYY.MM.DD`` (the version's day) with
-  ``_id`` = ``"<id>-<version>"``; 409 means that version is already there (``history_existing``).
+- history: ``create`` into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
+  (``history_date``; the operator passes the run's ``data_interval_end``, so a retried task writes
+  to the same index) with ``_id`` = ``"<id>-<version>"``; 409 means that version is already
+  there (``history_existing``). One index per load day, as Elastic's ILM deletes source data by
+  ingest age; routing by the version's own day would create one index per day of a backfill.
 
 The raw line is sent as the document body (no re-serialisation): the loader parses each line
 only to read the id and the timestamp. Any other per-document failure goes to the dead-letter
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +96,14 @@ def version_ms(timestamp: str) -> int:
     return ms
 
 
+def history_suffix(day: datetime | None = None) -> str:
+    """``YYYY.MM.DD`` of ``day`` in UTC (default today): the daily history index suffix."""
+    day = day or datetime.now(timezone.utc)
+    if day.tzinfo is not None:
+        day = day.astimezone(timezone.utc)
+    return day.strftime("%Y.%m.%d")
+
+
 class _DeadLetter:
     """Writes rejected documents as NDJSON and counts them."""
 
@@ -114,7 +124,7 @@ class _DeadLetter:
         self.sink.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
-def _actions(lines: Iterable[str | bytes], *, active_index: str, history_prefix: str | None,
+def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: str | None,
              pending: dict[tuple[str, str], list[str]], counts: LoadCounts,
              dead: _DeadLetter) -> Iterator[dict[str, Any]]:
     """Turn NDJSON lines into bulk actions; remember each line until its result comes back."""
@@ -145,11 +155,10 @@ def _actions(lines: Iterable[str | bytes], *, active_index: str, history_prefix:
         pending.setdefault((_ACTIVE_OP, doc_id), []).append(line)
         yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
                "version_type": "external", "_source": line}
-        if history_prefix is not None:
+        if history_index is not None:
             hist_id = f"{doc_id}-{version}"
             pending.setdefault((_HISTORY_OP, hist_id), []).append(line)
-            day = time.strftime("%Y.%m.%d", time.gmtime(version // 1000))
-            yield {"_op_type": _HISTORY_OP, "_index": history_prefix + day, "_id": hist_id, "_source": line}
+            yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id, "_source": line}
 
 
 def _reason(item: dict[str, Any]) -> tuple[str, str]:
@@ -170,6 +179,7 @@ def load_ndjson(
     *,
     active_index: str = ACTIVE_ALIAS,
     history_prefix: str | None = HISTORY_PREFIX,
+    history_date: datetime | None = None,
     dead_letter: TextIO | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     chunk_docs: int = DEFAULT_CHUNK_DOCS,
@@ -183,6 +193,7 @@ def load_ndjson(
     :param lines: NDJSON lines (str or bytes), one ECS document each; blank lines are skipped.
     :param active_index: the active index or its alias (:data:`ACTIVE_ALIAS`).
     :param history_prefix: prefix of the daily history indices; ``None`` writes no history.
+    :param history_date: the day whose history index receives this load (default: today, UTC).
     :param dead_letter: text stream that receives rejected documents as NDJSON (optional).
     :param chunk_bytes: largest bulk request body in bytes.
     :param chunk_docs: most documents per bulk request.
@@ -195,7 +206,8 @@ def load_ndjson(
     dead = _DeadLetter(dead_letter, counts)
     pending: dict[tuple[str, str], list[str]] = {}
     per_doc = 1 if history_prefix is None else 2
-    actions = _actions(lines, active_index=active_index, history_prefix=history_prefix,
+    history_index = None if history_prefix is None else history_prefix + history_suffix(history_date)
+    actions = _actions(lines, active_index=active_index, history_index=history_index,
                        pending=pending, counts=counts, dead=dead)
     results = helpers.streaming_bulk(
         client, actions, chunk_size=chunk_docs * per_doc, max_chunk_bytes=chunk_bytes,

@@ -5,8 +5,8 @@ indicator-match rules find the data:
 
 - active: alias :data:`ACTIVE_ALIAS` (``logs-ti_threatq_latest.threat``) over concrete indices
   ``logs-ti_threatq_latest.threat-000001``, ``-000002`` …, one document per ThreatQ indicator;
-- history: daily indices ``logs-ti_threatq.threat_history-YYYY.MM.DD`` (by the version's
-  ``@timestamp`` day, so a replay lands in the same index), every version once, swept by age.
+- history: daily indices ``logs-ti_threatq.threat_history-YYYY.MM.DD`` (the load's day), every
+  version once per day (``_id`` = id and version), swept by age like Elastic's 5-day ILM.
 
 The mapping is data: ``include/mappings/ecs_fields.json`` (every field the transform writes,
 with its type) plus ``include/elasticsearch/templates.json`` (names, settings, extra constant

@@ -107,6 +107,7 @@ class ElasticsearchLoadOperator(BaseOperator):
         dead.parent.mkdir(parents=True, exist_ok=True)
         with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
             counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
+                                 history_date=context.get("data_interval_end"),
                                  history_prefix=names.history_prefix if self.write_history else None,
                                  chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
         self.log.info("Loaded %s: %s", source, counts.as_dict())

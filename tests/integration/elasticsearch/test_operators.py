@@ -79,7 +79,8 @@ def test_sweep_operators_use_the_data_interval_end_as_now(es_conn, es_client, es
     source = tmp_path / "ecs.ndjson"
     source.write_text((DATA / "documents.ndjson").read_text())
     ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id=es_conn,
-                              index_prefix=es_index_prefix).execute({})
+                              index_prefix=es_index_prefix).execute(
+        {"data_interval_end": datetime(2026, 11, 21, 6, 0, tzinfo=timezone.utc)})
     context = {"data_interval_end": datetime(2026, 11, 23, 0, 0, tzinfo=timezone.utc)}
 
     dry = IocExpirySweepOperator(task_id="sweep", elasticsearch_conn_id=es_conn, index_prefix=es_index_prefix,
@@ -93,8 +94,8 @@ def test_sweep_operators_use_the_data_interval_end_as_now(es_conn, es_client, es
     # documents.ndjson: 1004 expired 2026-11-22T00:00Z and 1005 at 2026-11-22T08:00Z; 1006 only on the 23rd 09:00.
     assert (dry["matched"], dry["deleted"], real["deleted"]) == (2, 0, 2)
     assert real["now"] == "2026-11-23T00:00:00.000Z"
-    assert history["deleted_indices"] == [IndexNames(es_index_prefix).history_prefix + d
-                                          for d in ("2026.11.20", "2026.11.21")]
+    # The load's history went to its data interval's day, 2026.11.21, which ends before the cutoff.
+    assert history["deleted_indices"] == [IndexNames(es_index_prefix).history_prefix + "2026.11.21"]
 
 
 def test_asset_uri_names_the_active_alias():

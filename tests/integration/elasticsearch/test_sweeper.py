@@ -156,8 +156,9 @@ def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es
     install_templates(es_client, prefix=es_index_prefix)
     names = IndexNames(es_index_prefix)
     days = [NOW - timedelta(days=k) for k in range(9)]
-    lines = [json.dumps({"@timestamp": _ms(d), "threatq": {"id": 1}}) for d in days]
-    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix)
+    for day in days:  # one load per day, each into that day's history index
+        load_ndjson(es_client, [json.dumps({"@timestamp": _ms(day), "threatq": {"id": 1}})],
+                    active_index=names.active_alias, history_prefix=names.history_prefix, history_date=day)
     cutoff = NOW - timedelta(days=5)
     expected_deleted = sorted(names.history_prefix + d.strftime("%Y.%m.%d") for d in days
                               if d.replace(hour=0, minute=0, second=0) + timedelta(days=1) <= cutoff)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,8 @@ def test_history_index_gets_the_history_template(es_client, es_index_prefix):
     install_templates(es_client, prefix=es_index_prefix)
     lines = (DATA / "documents.ndjson").read_text().splitlines()
 
-    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix)
+    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+                history_date=datetime(2026, 11, 20, 23, 59, tzinfo=timezone.utc))
 
     history = mapped_types(es_client, names.history_prefix + "2026.11.20")
     assert (history["threat.indicator.ip"], history["threatq.ioc_expired_at"]) == ("ip", "date")
