@@ -73,6 +73,7 @@ class _Tables:
     galaxies: tuple[str, ...]
     event_type_tags: Mapping[str, tuple[str, ...]]
     event_type_machine_tag: str
+    id_machine_tag: str
     tlp_by_id: Mapping[str, str]
     tlp_tags: Mapping[str, str]
     tlp_order: tuple[str, ...]
@@ -98,6 +99,7 @@ def tables() -> _Tables:
         galaxies=tuple(raw["galaxies"]),
         event_type_tags={k.lower(): tuple(v) for k, v in raw["event_type_tags"].items()},
         event_type_machine_tag=raw["event_type_machine_tag"],
+        id_machine_tag=raw["id_machine_tag"],
         tlp_by_id=raw["tlp"]["by_id"],
         tlp_tags=raw["tlp"]["tags"],
         tlp_order=tuple(raw["tlp"]["most_restrictive_first"]),
@@ -225,8 +227,9 @@ def _event_header(misp: MISPEvent, event: Mapping[str, Any], options: ShareOptio
     misp.published = False  # the exporter publishes explicitly once the content is complete
 
 
-def _event_tags(event: Mapping[str, Any], t: _Tables) -> list[str]:
-    tags: list[str] = []
+def _event_tags(event: Mapping[str, Any], t: _Tables, kind: str) -> list[str]:
+    # The ThreatQ id as a machine tag finds the event in MISP even without our uuid (restSearch tags=).
+    tags: list[str] = [t.id_machine_tag.format(kind=kind, id=event.get("id"))]
     tlp = _tlp_tag(event, t)
     if tlp:
         tags.append(tlp)
@@ -342,13 +345,14 @@ def _attachment_attribute(b: _Builder, attachment: Mapping[str, Any], raw: bytes
 
 def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *, misp_uuid: str,
            options: ShareOptions, attachments: Iterable[tuple[Mapping[str, Any], bytes]],
-           describe_types: Mapping[str, Any] | None, extra_tags: Iterable[str] = ()) -> MappingResult:
+           describe_types: Mapping[str, Any] | None, extra_tags: Iterable[str] = (),
+           kind: str = "event") -> MappingResult:
     t = tables()
     misp = MISPEvent()
     misp.uuid = misp_uuid
     _event_header(misp, event, options, t)
     b = _Builder(misp, describe_types or _BUNDLED_DESCRIBE_TYPES)
-    tags = [*_event_tags(event, t), *extra_tags, *_adversaries(b, event, options, t)]
+    tags = [*_event_tags(event, t, kind), *extra_tags, *_adversaries(b, event, options, t)]
     for tag in dict.fromkeys(tags):  # ordered, unique
         misp.add_tag(tag)
     for indicator in indicators:
@@ -417,4 +421,5 @@ def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Map
             type_tags.append(t.event_type_machine_tag.format(name=name))
             type_tags.extend(t.event_type_tags.get(name.lower(), ()))
     return _build(merged, indicators, misp_uuid=event_uuid(threatq_host, investigation.get("id"), "investigation"),
-                  options=options, attachments=attachments, describe_types=describe_types, extra_tags=type_tags)
+                  options=options, attachments=attachments, describe_types=describe_types, extra_tags=type_tags,
+                  kind="investigation")

@@ -1,0 +1,127 @@
+"""threatq_events_to_misp in a real Airflow (SQLite, ``dag.test()``): ThreatQ simulator → MISP double.
+
+The expectation is computed here, independently of the provider's mapping: from the simulator's
+corpus, the events updated in the run's data interval, each with its indicators' values (types
+MISP lacks left out), its attachments' names and its event type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+
+from tests.fixtures.threatq import threatq_conn_json
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_ID = "threatq_events_to_misp"
+START, END = "2024-03-01T00:00:00Z", "2024-03-01T04:00:00Z"
+# ThreatQ types with no MISP attribute type (reference/misp.md §3.1); written out here on purpose.
+NO_MISP_TYPE = {"Password", "GOST Hash", "x509 Serial", "x509 Subject", "Binary String", "File Mapping", "Hash ION"}
+
+
+@pytest.fixture
+def misp_dag():
+    # A fresh DAG object per test: dag.test() runs in-process and a run's conf can stick to the
+    # parsed DAG's params, which would leak one test's event_ids into the next.
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / f"{DAG_ID}.py"))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+@pytest.fixture
+def sim(threatq_sim_factory, monkeypatch):
+    """A ThreatQ simulator whose 24 events were all updated within four hours."""
+    sim = threatq_sim_factory(indicators=400, events=24, start=START, end=END, seed=7)
+    monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", threatq_conn_json(sim))
+    return sim
+
+
+def normalise(type_name: str, value: str) -> str:
+    value = value.strip().lower()
+    return value[2:] if type_name == "ASN" and value.startswith("as") else value
+
+
+def expected_events(corpus: Any, start: Any, end: Any, event_ids: list[int] | None = None) -> dict[str, Any]:
+    """ThreatQ id → (title, indicator values, attachment names, event type) for the events MISP should hold."""
+    out = {}
+    for event in corpus.events:
+        updated = pendulum.parse(event["updated_at"].replace(" ", "T") + "Z")
+        start = pendulum.instance(start) if start is not None else None
+        end = pendulum.instance(end) if end is not None else None
+        if event_ids is not None and event["id"] not in event_ids:
+            continue
+        if event_ids is None and not (start <= updated < end):
+            continue
+        values = set()
+        for row in event["indicators"]:
+            type_name = corpus.type_by_id(row["type_id"])["name"]
+            if type_name not in NO_MISP_TYPE:
+                values.add(normalise(type_name, row["value"]))
+        out[event["id"]] = (event["title"], values, {a["name"] for a in event["attachments"]}, event["type"]["name"])
+    return out
+
+
+def misp_view(double: Any) -> dict[str, Any]:
+    out = {}
+    for event in double.events():
+        # indicators: everything but attachments and the event's own attributes (text with the name as comment)
+        ind = {a["value"].lower() for a in event["Attribute"]
+               if a["type"] not in ("attachment", "malware-sample") and not (a["type"] == "text" and a["comment"])}
+        att = {a["value"] for a in event["Attribute"] if a["type"] in ("attachment", "malware-sample")}
+        tag = {t["name"].split("=")[0]: t["name"].split('"')[1] for t in event["Tag"] if t["name"].startswith("threatq:")}
+        out[int(tag["threatq:event-id"])] = (event["info"], ind, att, tag["threatq:event-type"])
+    return out
+
+
+def test_the_dag_shares_the_events_of_its_data_interval(airflow_db, misp_dag, sim, misp_conn):
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 2, tz="UTC"))
+
+    assert run.state == "success"
+    start, end = run.data_interval_start, run.data_interval_end
+    assert (end - start).total_seconds() == 3600
+    expected = expected_events(sim.corpus, start, end)
+    assert expected, "the window should hold some events"
+    assert misp_view(misp_conn) == expected
+    assert all(e["published"] for e in misp_conn.events())
+
+
+def test_a_rerun_of_the_same_interval_changes_nothing(airflow_db, misp_dag, sim, misp_conn):
+    misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 3, tz="UTC"))
+    before = {e["uuid"]: sorted(a["uuid"] for a in e["Attribute"]) for e in misp_conn.events()}
+
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 3, tz="UTC"))
+
+    assert run.state == "success"
+    after = {e["uuid"]: sorted(a["uuid"] for a in e["Attribute"]) for e in misp_conn.events()}
+    assert after == before and before
+    shares = [ti.xcom_pull(task_ids="share_event", map_indexes=ti.map_index)
+              for ti in run.get_task_instances() if ti.task_id == "share_event"]
+    assert shares and all(s["added"] == 0 and s["created"] == 0 for s in shares)
+
+
+def test_a_manual_run_shares_the_given_event_ids_with_its_params(airflow_db, misp_dag, sim, misp_conn):
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 1, tz="UTC"),
+                        run_conf={"event_ids": [2, 5], "publish": False, "distribution": "all_communities"})
+
+    assert run.state == "success"
+    assert misp_view(misp_conn) == expected_events(sim.corpus, None, None, event_ids=[2, 5])
+    assert {(e["published"], e["distribution"]) for e in misp_conn.events()} == {(False, "3")}
+
+
+def test_event_type_params_filter_the_window(airflow_db, misp_dag, sim, misp_conn):
+    start = pendulum.datetime(2024, 3, 1, 0, tz="UTC")
+    window = expected_events(sim.corpus, start, pendulum.datetime(2024, 3, 1, 4, tz="UTC"))
+    wanted = sorted({kind for *_, kind in window.values()})[0]
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 4, tz="UTC"), run_conf={"event_types": [wanted]})
+
+    assert run.state == "success"
+    in_interval = expected_events(sim.corpus, run.data_interval_start, run.data_interval_end)
+    assert misp_view(misp_conn) == {i: v for i, v in in_interval.items() if v[3] == wanted}
+
