@@ -136,7 +136,9 @@ def call(action: str, fn: Callable[..., Any], *args: Any, secret: str | None = N
         status = int(match.group(1)) if match else None
         first = str(exc).split("\n", 2)
         excerpt = _scrub(first[1] if len(first) > 1 else "", secret, 200)
-        raise MispServerError(f"{action}: MISP server error ({status}) {excerpt}".rstrip(), status=status) from None
+        # PyMISP reports every status >= 500 as "Error code 500"; only 4xx codes are exact.
+        shown = "HTTP 5xx" if status == 500 else f"HTTP {status}"
+        raise MispServerError(f"{action}: MISP server error ({shown}) {excerpt}".rstrip(), status=status) from None
     except requests.exceptions.Timeout:
         raise MispServerError(f"{action}: MISP did not answer in time (timeout)") from None
     except requests.exceptions.RequestException as exc:
