@@ -110,7 +110,7 @@ class EcsTransformOperator(BaseOperator):
         # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
         # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
         if not _is_template(ioc_expiration_duration) and not _is_template(threatq_url):
-            EcsOptions(ioc_expiration_duration=ioc_expiration_duration, threatq_url=threatq_url or None)
+            EcsOptions(ioc_expiration_duration=str(ioc_expiration_duration).strip(), threatq_url=threatq_url or None)
 
     def _options(self) -> EcsOptions:
         try:
