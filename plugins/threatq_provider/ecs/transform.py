@@ -54,10 +54,12 @@ _SOURCE_DATES = ("created_at", "published_at", "updated_at")
 _ATTRIBUTE_IDS = ("attribute_id", "id", "indicator_id")
 _ATTRIBUTE_DATES = ("created_at", "updated_at", "touched_at")
 _SCORES = ("score", "generated_score", "manual_score")
-_COUNTS = tuple(
-    f"related_{name}_count"
-    for name in ["adversary", "asset", "attachment", "attack_pattern", "campaign", "course_of_action", "event", "exploit_target", "identity", "incident", "indicator", "infrastructure", "intrusion_set", "investigation", "malware", "note", "report", "signature", "task", "tool", "ttp", "vulnerability"]
-)
+_RELATED_OBJECTS = (
+    "adversary", "asset", "attachment", "attack_pattern", "campaign", "course_of_action", "event",
+    "exploit_target", "identity", "incident", "indicator", "infrastructure", "intrusion_set",
+    "investigation", "malware", "note", "report", "signature", "task", "tool", "ttp", "vulnerability",
+)  # fmt: skip
+_COUNTS = tuple(f"related_{name}_count" for name in _RELATED_OBJECTS)
 _DUPLICATES = ("description", "score", "updated_at")
 _ADVERSARY_DATES = ("created_at", "updated_at", "touched_at")
 _HIVES = {
