@@ -1,0 +1,97 @@
+"""The MISP operators over real HTTP: ThreatQ simulator → operators → real PyMISP → MISP double."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from tests.fixtures.misp import MISP_CANARY_KEY
+from threatq_provider.misp.errors import MispConfigError
+from threatq_provider.misp.options import OPTION_FIELDS
+from threatq_provider.operators.share import (
+    MispSendInvestigationOperator,
+    MispShareEventOperator,
+    ThreatQSelectEventsOperator,
+    event_matches,
+    parse_ids,
+)
+
+pytestmark = pytest.mark.component
+
+
+def test_every_argument_is_templated():
+    assert set(MispShareEventOperator.template_fields) == {"event_ids", "threatq_conn_id", "misp_conn_id",
+                                                           *OPTION_FIELDS}
+    assert "investigation" in MispSendInvestigationOperator.template_fields
+    assert {"event_ids", "event_types", "tags", "sources", "window_start", "window_end"} <= set(
+        ThreatQSelectEventsOperator.template_fields)
+
+
+@pytest.mark.parametrize(("raw", "ids"), [(5, [5]), ("[3, 4, 3]", [3, 4]), ("1,2", [1, 2]), ([], []), ("", [])])
+def test_event_ids_accept_rendered_templates(raw, ids):
+    assert parse_ids(raw) == ids
+
+
+def test_filters_match_type_tags_and_sources_case_insensitively():
+    event = {"type": {"name": "Malware"}, "tags": ["APT", {"name": "finance"}], "sources": [{"name": "OSINT"}]}
+    assert event_matches(event, event_types=["malware"], tags=["Finance"], sources=["osint"])
+    assert not event_matches(event, event_types=["Spearphish"], tags=[], sources=[])
+    assert not event_matches(event, event_types=[], tags=["retail"], sources=[])
+
+
+def test_share_event_operator_shares_and_returns_counts_without_secrets(threatq_conn, threatq_sim, misp_conn,
+                                                                       caplog):
+    caplog.set_level(logging.DEBUG)
+    corpus = threatq_sim.corpus
+    op = MispShareEventOperator(task_id="share", event_ids="[1, 2]", distribution="This community only")
+
+    xcom = op.execute({})
+
+    assert xcom["events"] == 2 and xcom["created"] == 2 and xcom["rejected"] == 0
+    assert len(misp_conn.events()) == 2
+    assert {e["info"] for e in misp_conn.events()} == {corpus.event(1)["title"], corpus.event(2)["title"]}
+    assert {e["distribution"] for e in misp_conn.events()} == {"1"}
+    assert MISP_CANARY_KEY not in json.dumps(xcom) and MISP_CANARY_KEY not in caplog.text
+    attachments = [a for e in misp_conn.events() for a in e["Attribute"] if a["type"] == "attachment"]
+    assert len(attachments) == sum(len(corpus.event(i)["attachments"]) for i in (1, 2))
+
+    again = MispShareEventOperator(task_id="share", event_ids=[1, 2], distribution="this_community_only").execute({})
+    assert (again["created"], again["added"], again["unchanged"]) == (0, 0, xcom["added"])
+
+
+def test_a_bad_option_fails_before_any_call(threatq_conn, misp_conn):
+    op = MispShareEventOperator(task_id="share", event_ids=[1], default_threat_level="apocalyptic")
+    with pytest.raises(MispConfigError, match="high, medium, low, undefined"):
+        op.execute({})
+    assert misp_conn.requests() == []
+
+
+def test_send_investigation_makes_one_event_of_its_events_indicators_and_attachments(threatq_conn, threatq_sim,
+                                                                                    misp_conn):
+    corpus = threatq_sim.corpus
+    investigation = corpus.investigations[0]
+
+    xcom = MispSendInvestigationOperator(task_id="send", investigation=investigation["name"]).execute({})
+
+    events = misp_conn.events()
+    assert len(events) == 1 and xcom["investigation_id"] == investigation["id"]
+    event = events[0]
+    assert event["info"] == f"ThreatQ investigation: {investigation['name']}"
+    tags = {t["name"] for t in event["Tag"]}
+    assert f'threatq:investigation-id="{investigation["id"]}"' in tags
+    assert {f'threatq:event-type="{corpus.event(i)["type"]["name"]}"' for i in investigation["event_ids"]} <= tags
+    names = {a["value"] for a in event["Attribute"] if a["type"] == "attachment"}
+    assert names == {corpus.attachment(a)["name"] for a in investigation["attachment_ids"]}
+
+    again = MispSendInvestigationOperator(task_id="send", investigation=str(investigation["id"])).execute({})
+    assert again["created"] == 0 and again["added"] == 0 and len(misp_conn.events()) == 1
+
+
+def test_select_events_returns_the_given_ids_or_the_matching_window(threatq_conn, threatq_sim):
+    corpus = threatq_sim.corpus
+    assert ThreatQSelectEventsOperator(task_id="s", event_ids=[7, 3]).execute({}) == [7, 3]
+    ids = ThreatQSelectEventsOperator(task_id="s", window_start="2000-01-01T00:00:00Z",
+                                      window_end="2100-01-01T00:00:00Z", event_types=["Malware"]).execute({})
+    assert sorted(ids) == sorted(e["id"] for e in corpus.events if e["type"]["name"] == "Malware")
