@@ -82,7 +82,7 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -321,6 +321,12 @@ class ThreatQSimulator:
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:8480`` (clients append ``/api/...``)."""
         return f"http://{self.host}:{self.port}"
+
+    def served(self, updated_since: object = None, updated_until: object = None,
+               types: Any = None) -> Iterator[dict[str, Any]]:
+        """Ground truth of a window poll (``corpus.iter_indicators``): what a correct client must
+        fetch for ``[updated_since, updated_until)``, ascending by updated_at then id."""
+        return self.corpus.iter_indicators(updated_since, updated_until, types)
 
     # ------------------------------------------------------------------ tokens
     def expire_tokens(self) -> int:

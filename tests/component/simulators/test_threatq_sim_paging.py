@@ -63,6 +63,7 @@ def test_window_query_matches_corpus_truth(api, threatq_sim: ThreatQSimulator, s
                                 params={"sort": "updated_at"}, json=body)
     truth = threatq_sim.corpus.indicator_ids(since, until)
     assert ids == truth and totals == {len(truth)}
+    assert [i["id"] for i in threatq_sim.served(since, until)] == truth
 
 
 def test_window_boundaries_are_inclusive_start_exclusive_end(api, threatq_sim: ThreatQSimulator) -> None:
