@@ -540,8 +540,8 @@ class Corpus:
         return result
 
     def _sort_ids(self, ids: list[int], keys: list[tuple[str, bool]], already_by_updated: bool) -> list[int]:
-        if keys == [("updated_at", False)] and already_by_updated:
-            return ids
+        if keys in ([("updated_at", False)], [("updated_at", False), ("id", False)]) and already_by_updated:
+            return ids  # the window scan already yields (updated_at, id) order
         ids = sorted(ids)
         for field, desc in reversed(keys):
             field = canonical_field(field)

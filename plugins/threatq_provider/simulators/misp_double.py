@@ -393,9 +393,9 @@ class MispDouble:
         if verdict is not True:
             errors["value"] = [str(verdict)]
             return None, errors
-        live_dup = next((a for a in ev["_attributes"] if not a["deleted"] and a["type"] == a_type
-                         and a["category"] == category and a["value"] == value
-                         and (existing is None or a["uuid"] != existing["uuid"])), None)
+        live_dup = ev["_values"].get((a_type, category, value))
+        if live_dup is not None and (live_dup["deleted"] or (existing is not None and live_dup is existing)):
+            live_dup = None
         fields = {"type": a_type, "category": category, "value": value,
                   "to_ids": _bool(raw["to_ids"]) if "to_ids" in raw else (
                       existing["to_ids"] if existing else bool(dt["sane_defaults"][a_type]["to_ids"])),
@@ -424,6 +424,7 @@ class MispDouble:
                 st.tag(name)
                 attr["_tags"].append(name)
         ev["_attributes"].append(attr)
+        ev["_values"][(attr["type"], attr["category"], attr["value"])] = attr
         st.attr_index[a_uuid] = (int(ev["id"]), attr)
         return attr
 
@@ -441,6 +442,7 @@ class MispDouble:
             return None, errors
         dup = fields.pop("_update", None)
         if dup is not None:  # breakOnDuplicate:0 → update the existing attribute instead
+            self._reindex(ev, dup, fields)
             dup.update(fields)
             dup["timestamp"] = str(now)
             return dup, {}
@@ -454,10 +456,19 @@ class MispDouble:
         if fields is None:
             return errors
         fields.pop("_update", None)
+        self._reindex(ev, existing, fields)
         existing.update(fields)
         existing["deleted"] = _bool(raw.get("deleted", False))
         existing["timestamp"] = str(now)
         return {}
+
+    @staticmethod
+    def _reindex(ev: dict[str, Any], attr: dict[str, Any], fields: dict[str, Any]) -> None:
+        """Keep the per-event (type, category, value) index in step with an in-place change."""
+        old = (attr["type"], attr["category"], attr["value"])
+        if ev["_values"].get(old) is attr:
+            del ev["_values"][old]
+        ev["_values"][(fields["type"], fields["category"], fields["value"])] = attr
 
     # ------------------------------------------------------------------ event rules
     def _apply_tags(self, ev: dict[str, Any], tags: Any) -> None:
@@ -511,7 +522,7 @@ class MispDouble:
         ev = {"id": str(st.next_event), "uuid": ev_uuid, "org_id": "1", "orgc_id": "1",
               **self._event_fields(body, None, url), "published": False, "timestamp": str(now),
               "publish_timestamp": "0", "locked": False, "proposal_email_lock": False,
-              "event_creator_email": "admin@admin.test", "_attributes": [], "_tags": {}}
+              "event_creator_email": "admin@admin.test", "_attributes": [], "_tags": {}, "_values": {}}
         st.next_event += 1
         st.events[int(ev["id"])] = ev
         self._apply_tags(ev, body.get("Tag"))

@@ -554,7 +554,10 @@ class ThreatQSimulator:
                                          "The authorization grant type is not supported by the authorization server."))
 
     # ------------------------------------------------------------------ indicators
-    _LIST_FILTERS = ("id", "value", "type_id", "status_id", "type_name", "status_name", "class", "hash", "score")
+    # column filters on GET /api/indicators (plain equality, ``%`` wildcard); other parameters are ignored
+    _LIST_FILTERS = ("id", "value", "type_id", "status_id", "type_name", "status_name", "class", "hash", "score",
+                     "description", "created_at", "updated_at", "touched_at", "published_at", "expires_at",
+                     "expired_at", "last_detected_at")
 
     def _h_indicators_list(self, req: Request) -> Response:
         limit, offset = self._paging(req)
@@ -747,7 +750,8 @@ class ThreatQSimulator:
                 out[rel] = []
         return out
 
-    _EVENT_FILTERS = ("id", "title", "type_id", "type_name", "hash")
+    _EVENT_FILTERS = ("id", "title", "type_id", "type_name", "hash", "description", "happened_at", "created_at",
+                      "updated_at", "touched_at")
 
     def _h_events_list(self, req: Request) -> Response:
         limit, offset = self._paging(req)

@@ -230,3 +230,24 @@ def test_keep_alive_connection_is_reused(threatq_sim_factory) -> None:
         resp = api.get(f"{sim.url}/api/indicators", params={"limit": 3}, timeout=10)
         assert resp.status_code == 200 and resp.headers.get("Connection", "").lower() != "close"
     assert sim.stats["connections"] - before == 1
+
+
+def test_list_endpoints_filter_on_any_column(api, threatq_sim: ThreatQSimulator) -> None:
+    ind = threatq_sim.corpus.indicator(99)
+    rows = api.get(f"{threatq_sim.url}/api/indicators", params={"updated_at": ind["updated_at"], "limit": 100},
+                   timeout=10).json()["data"]
+    assert 99 in [r["id"] for r in rows] and all(r["updated_at"] == ind["updated_at"] for r in rows)
+    ev = threatq_sim.corpus.event(2)
+    events = api.get(f"{threatq_sim.url}/api/events", params={"happened_at": ev["happened_at"]}, timeout=10).json()["data"]
+    assert [e["id"] for e in events] == [2]
+
+
+def test_keyset_sort_updated_at_then_id(api, threatq_sim: ThreatQSimulator) -> None:
+    rows = api.post(f"{threatq_sim.url}/api/indicators/query", params={"limit": 10000, "sort": "updated_at,id"},
+                    json={"filters": {"+and": [{"updated_at": {"+gte": "2026-01-02"}}, {"+or": [
+                        {"updated_at": {"+gt": "2026-01-02 12:00:00"}}, {"id": {"+gt": 1000}}]}]}}, timeout=30).json()["data"]
+    keys = [(r["updated_at"], r["id"]) for r in rows]
+    assert keys == sorted(keys)
+    truth = [i["id"] for i in threatq_sim.served("2026-01-02")
+             if i["updated_at"] > "2026-01-02 12:00:00" or i["id"] > 1000]
+    assert [r["id"] for r in rows] == truth
