@@ -39,8 +39,9 @@ class FaultRule:
     """One fault: where it applies and what happens.
 
     :param method: HTTP method to match (case-insensitive); None = any.
-    :param path_regex: regex searched in ``path?query`` (just ``path`` when there is no query
-        string), so ``"^/api/indicators$"`` does not match ``/api/indicators?limit=5``; None = any.
+    :param path_regex: regex searched in ``path?query`` with the query URL-decoded (just ``path``
+        when there is no query string), so ``"^/api/indicators$"`` does not match
+        ``/api/indicators?limit=5`` and ``"cursorMark=\\*"`` matches a first cursor page; None = any.
     :param nth: trigger from the n-th matching request on (1-based); None = from the first.
     :param times: how many times it triggers; None = always.
     :param status: HTTP status to answer instead of the real response.

@@ -85,7 +85,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 from threatq_provider.simulators.corpus import Corpus, ValidationError
 from threatq_provider.simulators.faults import FaultPlan, FaultRule
@@ -1013,7 +1013,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts.path.startswith("/_sim/"):
             self._send(sim.control(req))
             return
-        rule = sim.faults.match(self.command, parts.path, parts.query)
+        # rules see the decoded query ("cursorMark=*", not "cursorMark=%2A")
+        rule = sim.faults.match(self.command, parts.path, unquote_plus(parts.query))
         if rule is not None:
             with sim._stats_lock:
                 sim._stats["faults_triggered"] += 1

@@ -133,3 +133,22 @@ def test_plan_given_at_start_up(threatq_sim_factory) -> None:
     api = api_session(sim)
     assert sim.faults is plan
     assert [api.get(f"{sim.url}/api/indicator/statuses", timeout=10).status_code for _ in range(2)] == [504, 200]
+
+
+def test_rules_see_the_decoded_query_string(sim: ThreatQSimulator) -> None:
+    api = api_session(sim)
+    sim.faults.add({"path_regex": r"cursorMark=\*", "times": 1, "action": "truncate"})
+    url = f"{sim.url}/api/indicators/query/hash/{sim.corpus.collection('All indicators')['hash']}"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        api.get(url, params={"cursorMark": "*", "limit": 200}, timeout=10)
+    assert api.get(url, params={"cursorMark": "*", "limit": 200}, timeout=10).status_code == 200
+
+
+def test_documented_example_plan_loads() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "threatq-simulator.md").read_text(encoding="utf-8")
+    block = doc.split("```json", 1)[1].split("```", 1)[0]
+    plan = FaultPlan.from_json(block)
+    assert [r.action for r in plan.rules if r.action] == ["expire_token", "truncate", "malformed", "reset"]
+    assert plan.match("GET", "/api/indicators/query/hash/h", "cursorMark=*") is not None
