@@ -87,9 +87,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="corpus seed (default 42)")
     parser.add_argument("--mode", choices=("window", "collection"), default="window",
                         help="window: keyset paging of POST /api/indicators/query; collection: cursorMark feed")
-    parser.add_argument("--collection", default="All indicators", help="collection hash or name (collection mode)")
+    parser.add_argument("--collection", default=None,
+                        help="collection hash (collection mode; default: the simulator's 'All indicators')")
     args = parser.parse_args()
 
+    if args.mode == "collection" and not args.collection:
+        from threatq_provider.simulators.corpus import Corpus
+
+        # Collection hashes depend on the seed only; an empty corpus is enough to read them.
+        args.collection = Corpus(seed=args.seed, indicators=0, events=0).collections[0]["hash"]
     port = _free_port()
     cmd = [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", str(port),
            "--indicators", str(args.indicators), "--seed", str(args.seed)]

@@ -589,31 +589,56 @@ class ThreatQClient:
         with_: Iterable[str] | str | None,
         fields: Iterable[str] | None,
     ) -> Iterator[list[dict[str, Any]]]:
-        """Keyset paging over ``POST /api/<collection>/query`` (see :mod:`.paging`)."""
+        """Pages of ``POST /api/<collection>/query`` in ``(updated_at, id)`` order, each row once.
+
+        The first request asks for ``cursorMark=*`` sorted by ``updated_at`` (Kibana's way; the
+        server keeps the position, so the window's filter stays the same on every page and the
+        server can reuse its result). If the server answers without ``nextCursorMark`` it does not
+        do cursors on this collection, and the client continues by keyset filter instead
+        (:func:`~threatq_provider.threatq.paging.after_clause`). Either way a page holds only rows
+        after the last one yielded, so nothing repeats, and an unsorted page or a server that
+        ignores both mechanisms raises :class:`ThreatQResponseError` instead of looping.
+        """
         size = self._page_size(page_size)
         path = f"/api/{collection}/query"
-        params = {"limit": size, "sort": _SORT, "with": _join(with_)}
+        cursor: str | None = "*"
         last: tuple[str, int] | None = None
         while True:
+            keyset = cursor is None and last is not None
             body: dict[str, Any] = {
                 "criteria": {},
-                "filters": {"+and": clauses + ([after_clause(last)] if last else [])},
+                "filters": {"+and": clauses + ([after_clause(last)] if keyset and last else [])},
             }
             if fields:
                 body["fields"] = list(fields)
-            rows = rows_of(self.request_json("POST", path, params=params, json=body))
+            params: dict[str, Any] = {"limit": size, "with": _join(with_)}
+            if cursor is not None:
+                params.update(sort="updated_at", cursorMark=cursor)
+            else:
+                params["sort"] = _SORT
+            payload = self.request_json("POST", path, params=params, json=body)
+            rows = rows_of(payload)
             fresh = [r for r in rows if isinstance(r, dict) and (last is None or sort_key(r) > last)]
             keys = [sort_key(r) for r in fresh]
             if keys != sorted(keys):
                 raise ThreatQResponseError(200, "POST", path, "", detail=f"rows not sorted by {_SORT}")
             if rows and not fresh and len(rows) >= size:
-                # The server ignored the keyset filter; paging on would loop for ever.
-                raise ThreatQResponseError(200, "POST", path, "", detail="keyset filter ignored by server")
+                # The server ignored both cursor and keyset; paging on would loop for ever.
+                raise ThreatQResponseError(200, "POST", path, "", detail="paging ignored by server")
             if fresh:
                 yield fresh
                 last = keys[-1]
             if len(rows) < size:
                 return
+            if cursor is not None:
+                nxt = payload.get("nextCursorMark") if isinstance(payload, dict) else None
+                if not isinstance(nxt, str) or not nxt:
+                    log.debug("ThreatQ %s: no nextCursorMark, paging by keyset", path)
+                    cursor = None
+                elif nxt == cursor:
+                    return
+                else:
+                    cursor = nxt
 
     def iter_indicator_pages(
         self,

@@ -239,7 +239,20 @@ def _rows(n, start=0, ts="2026-01-01 00:00:00"):
     return [{"id": start + i, "updated_at": ts, "value": f"v{start + i}"} for i in range(n)]
 
 
-def test_window_paging_uses_keyset_after_first_page(tq):
+def test_window_paging_follows_the_cursor_when_the_server_offers_one(tq):
+    tq.post(f"{BASE}/api/indicators/query", [
+        {"json": {"total": 3, "data": _rows(2, 1), "nextCursorMark": "m1"}},
+        {"json": {"total": 3, "data": _rows(1, 3), "nextCursorMark": "m2"}},
+    ])
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+    assert [[r["id"] for r in p] for p in pages] == [[1, 2], [3]]
+    calls = [r for r in tq.request_history if r.path == "/api/indicators/query"]
+    assert [c.qs["cursormark"] for c in calls] == [["*"], ["m1"]]
+    assert calls[0].json() == calls[1].json()  # same window filter: the cursor carries the position
+    assert calls[0].qs["sort"] == ["updated_at"]
+
+
+def test_window_paging_falls_back_to_keyset_without_cursor(tq):
     tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 3, "data": _rows(2, 1)}},
                                              {"json": {"total": 3, "data": _rows(1, 3)}}])
     pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
@@ -247,11 +260,15 @@ def test_window_paging_uses_keyset_after_first_page(tq):
     first, second = [r.json() for r in tq.request_history if r.path == "/api/indicators/query"]
     assert first["filters"]["+and"] == [{"updated_at": {"+gte": "2026-01-01 00:00:00"}},
                                         {"updated_at": {"+lt": "2026-01-02 00:00:00"}}]
-    assert second["filters"]["+and"][-1] == {"+or": [
-        {"updated_at": {"+gt": "2026-01-01 00:00:00"}},
-        {"+and": [{"updated_at": "2026-01-01 00:00:00"}, {"id": {"+gt": 2}}]},
+    assert second["filters"]["+and"][-1] == {"+and": [
+        {"updated_at": {"+gte": "2026-01-01 00:00:00"}},
+        {"+or": [
+            {"updated_at": {"+gt": "2026-01-01 00:00:00"}},
+            {"+and": [{"updated_at": "2026-01-01 00:00:00"}, {"id": {"+gt": 2}}]},
+        ]},
     ]}
     assert tq.request_history[-1].qs["sort"] == ["updated_at,id"]
+    assert "cursormark" not in tq.request_history[-1].qs
 
 
 @pytest.mark.parametrize("empty", [[], {}])
@@ -264,7 +281,7 @@ def test_empty_last_page_quirk_ends_paging(tq, empty):
 
 def test_server_ignoring_keyset_is_an_error_not_a_loop(tq):
     tq.post(f"{BASE}/api/indicators/query", json={"total": 4, "data": _rows(2, 1)})
-    with pytest.raises(ThreatQResponseError, match="keyset"):
+    with pytest.raises(ThreatQResponseError, match="paging ignored"):
         list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
 
 
