@@ -351,17 +351,15 @@ class Corpus:
                  "tlp_id": tlp["id"] if tlp else None, "tlp_name": f"TLP:{tlp['name']}" if tlp else None}
             )
         attributes = []
+        s_attr = fmt(created + 3)
         for k, name in enumerate(rng.sample(self._attr_names, int(r() * 4.6))):
-            a_created = created + 3 + k
             attributes.append(
                 {"id": iid * 8 + k, "indicator_id": iid, "attribute_id": self._attr_ids[name], "name": name,
-                 "value": rng.choice(self._seed_data["attributes"][name]), "created_at": fmt(a_created),
+                 "value": rng.choice(self._seed_data["attributes"][name]), "created_at": s_attr,
                  "updated_at": s_upd, "touched_at": s_touched}
             )
-        adversaries = []
-        if r() < 0.25:
-            for adv in rng.sample(self.adversaries, 1 + int(r() * 1.5)):
-                adversaries.append(dict(adv))
+        # shared, never mutated: indicator() deep-copies and the response shaping copies
+        adversaries = rng.sample(self.adversaries, 1 + int(r() * 1.5)) if r() < 0.25 else []
         tags = rng.sample(self._seed_data["tags"], 1 + int(r() * 2)) if r() < 0.3 else []
         comments = self._comments(rng, iid, upd)
         return {
@@ -381,8 +379,8 @@ class Corpus:
             "expired_at": fmt(expired_at),
             "expires_calculated_at": fmt(upd + 300 + int(r() * 600)),
             "last_detected_at": fmt(last_detected),
-            "type": dict(self._type_compact[self._types[i]]),
-            "status": dict(self._status_compact[sidx]),
+            "type": self._type_compact[self._types[i]],
+            "status": self._status_compact[sidx],
             "adversaries": adversaries,
             "attributes": attributes,
             "sources": sources,
