@@ -288,13 +288,13 @@ class MispDouble:
     def events(self) -> list[dict[str, Any]]:
         """Deep copies of every stored event (MISP's ``Event`` shape with ``Attribute`` and ``Tag``)."""
         with self._state.lock:
-            return [self._render_event(e, metadata=False) for e in self._state.events.values()]
+            return [copy.deepcopy(self._render_event(e, metadata=False)) for e in self._state.events.values()]
 
     def event(self, uuid: str) -> dict[str, Any] | None:
         """One stored event by UUID, or None."""
         with self._state.lock:
             ev = self._state.find_event(uuid)
-            return self._render_event(ev, metadata=False) if ev else None
+            return copy.deepcopy(self._render_event(ev, metadata=False)) if ev else None
 
     def requests(self) -> list[RequestRecord]:
         """Every request seen so far, oldest first."""
@@ -328,7 +328,7 @@ class MispDouble:
     def _render_attribute(self, a: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in a.items() if not k.startswith("_")}
         out["Tag"] = [self._render_tag(self._state.tag(t)) for t in a["_tags"]]
-        return copy.deepcopy(out)
+        return out  # fresh dict of scalars: safe to serialise outside the lock
 
     @staticmethod
     def _render_tag(tag: dict[str, Any], local: bool = False) -> dict[str, Any]:
@@ -363,7 +363,7 @@ class MispDouble:
             out["ShadowAttribute"] = []
             out["RelatedEvent"] = []
             out["EventReport"] = []
-        return copy.deepcopy(out)
+        return out
 
     # ------------------------------------------------------------------ attribute rules
     def _validate_attribute(self, ev: dict[str, Any], raw: dict[str, Any], *, existing: dict[str, Any] | None = None,
