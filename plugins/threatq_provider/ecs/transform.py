@@ -244,7 +244,11 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
     for key in ("status", "type"):
         obj = tq.get(key)
         if type(obj) is dict:
-            tq[key] = _copy(obj, _ID_OBJ_SPEC, f"threatq.{key}", errors)
+            obj_id = obj.get("id")
+            if type(obj_id) is int and all(obj.values()):
+                tq[key] = {**obj, "id": str(obj_id)}  # the usual {id, name, ...}: no empties, no nesting
+            else:
+                tq[key] = _copy(obj, _ID_OBJ_SPEC, f"threatq.{key}", errors)
         elif type(obj) is str:
             # Older API shapes give a bare name; the index maps status/type as objects, and a
             # string there would make Elasticsearch reject the document.
