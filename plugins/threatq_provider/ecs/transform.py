@@ -134,6 +134,9 @@ _COMMENT_SPEC = _Spec.of(("created_at", "updated_at"), (), ("id", "indicator_id"
 _ID_OBJ_SPEC = _Spec.of((), (), ("id",))
 
 
+_NUMBERS = frozenset({int, float, bool})
+
+
 def _copy(obj: dict[str, Any], spec: _Spec, where: str, errors: list[str], index: int = -1) -> dict[str, Any]:
     """One ThreatQ object, converted (dates, longs, string ids) and without empty values.
 
@@ -145,7 +148,8 @@ def _copy(obj: dict[str, Any], spec: _Spec, where: str, errors: list[str], index
     values = out.values()
     # all() is one C pass; only a falsy value (which may be a legitimate 0) needs the exact test.
     if not all(values):
-        out = {k: v for k, v in out.items() if v is not None and v != "" and v != [] and v != {}}
+        # Falsy values are None, "", [], {} (dropped) or a number 0 / False (kept).
+        out = {k: v for k, v in out.items() if v or type(v) in _NUMBERS}
         values = out.values()
     value_types = set(map(type, values))
     if dict in value_types or list in value_types:
