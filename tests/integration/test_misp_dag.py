@@ -125,3 +125,11 @@ def test_event_type_params_filter_the_window(airflow_db, misp_dag, sim, misp_con
     in_interval = expected_events(sim.corpus, run.data_interval_start, run.data_interval_end)
     assert misp_view(misp_conn) == {i: v for i, v in in_interval.items() if v[3] == wanted}
 
+
+
+def test_an_interval_without_events_succeeds_and_shares_nothing(airflow_db, misp_dag, sim, misp_conn):
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 2, 1, 5, tz="UTC"))
+
+    assert run.state == "success"
+    assert misp_conn.events() == []
+    assert [r.method for r in misp_conn.requests()] == []
