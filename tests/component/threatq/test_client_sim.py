@@ -190,6 +190,21 @@ def test_faults_mid_paging_lose_and_duplicate_nothing(sim):
     assert sim.stats["faults_triggered"] == 3
 
 
+def test_slow_page_beyond_the_read_timeout_is_retried_on_reads(sim):
+    sim.faults.add(FaultRule(method="GET", path_regex="^/api/events/4$", times=1, delay_s=2.5))
+    with client_for(sim) as client:
+        client.timeout = (2, 1)
+        assert client.get_event(4)["data"]["id"] == 4
+    assert _path_count(sim, "GET /api/events/4") == 2
+
+
+def test_slow_page_within_the_timeout_is_just_slow(sim):
+    sim.faults.add(FaultRule(method="GET", path_regex="^/api/events/4$", times=1, delay_s=0.3))
+    with client_for(sim) as client:
+        assert client.get_event(4)["data"]["id"] == 4
+        assert client.sleeps == []
+
+
 def test_truncated_body_once_is_retried(sim):
     sim.faults.add(FaultRule(method="GET", path_regex="^/api/indicators/9$", times=1, action="truncate"))
     with client_for(sim) as client:
