@@ -5,7 +5,8 @@ Hourly: selects the ThreatQ events updated in the run's data interval `[start, e
 the params (event types, tags, sources; empty = all) and shares each to MISP with dynamic task
 mapping, at most four at a time. Each ThreatQ event becomes one MISP event whose UUID derives
 from the ThreatQ host and event id, so retries, reruns and backfills update it, never duplicate.
-A manual trigger with `event_ids` shares exactly those events. Runs never overlap.
+A manual trigger with `event_ids` shares exactly those events; `updated_since`/`updated_until`
+replace the window (e.g. a one-off re-share of a week). Runs never overlap.
 
 Connections: `threatq_default` (ThreatQ), `misp_default` (MISP).
 """
@@ -27,6 +28,8 @@ MAX_PARALLEL_SHARES = 4
 PARAMS = {
     "event_ids": Param([], type="array", items={"type": "integer"},
                        description="Share exactly these ThreatQ event ids (manual run); empty = the data interval."),
+    "updated_since": Param("", type="string", description="ISO start (included) replacing the data interval's."),
+    "updated_until": Param("", type="string", description="ISO end (excluded) replacing the data interval's."),
     "event_types": Param([], type="array", items={"type": "string"}, description="Event types to share; empty = all."),
     "tags": Param([], type="array", items={"type": "string"}, description="Share events with any of these tags."),
     "sources": Param([], type="array", items={"type": "string"}, description="Share events from any of these sources."),
@@ -53,6 +56,8 @@ with DAG(
     select = ThreatQSelectEventsOperator(
         task_id="select_events",
         threatq_conn_id=THREATQ_CONN_ID,
+        window_start="{{ params.updated_since or data_interval_start }}",
+        window_end="{{ params.updated_until or data_interval_end }}",
         event_ids="{{ params.event_ids }}",
         event_types="{{ params.event_types }}",
         tags="{{ params.tags }}",

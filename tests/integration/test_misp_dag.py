@@ -133,3 +133,12 @@ def test_an_interval_without_events_succeeds_and_shares_nothing(airflow_db, misp
     assert run.state == "success"
     assert misp_conn.events() == []
     assert [r.method for r in misp_conn.requests()] == []
+
+
+def test_updated_since_and_until_replace_the_window(airflow_db, misp_dag, sim, misp_conn):
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 2, 1, 5, tz="UTC"),
+                        run_conf={"updated_since": START, "updated_until": END})
+
+    assert run.state == "success"
+    everything = expected_events(sim.corpus, pendulum.parse(START), pendulum.parse(END))
+    assert len(everything) == 24 and misp_view(misp_conn) == everything
