@@ -111,11 +111,11 @@ def run_ours(client, path: str, names, chunk_docs: int, chunk_bytes: int, histor
     return counts.indexed + counts.updated
 
 
-def one_round(client, path: str, n: int, args, tag: str) -> dict[str, dict[str, float]]:
+def one_round(client, path: str, n: int, args, tag: str, order: list[str]) -> dict[str, dict[str, float]]:
     from threatq_provider.elasticsearch.templates import IndexNames, install_templates
 
     out: dict[str, dict[str, float]] = {}
-    for mode in ("plain", "ours", "ours+history"):
+    for mode in order:
         prefix = f"bench-{tag}-{mode.replace('+', '-')}-"
         install_templates(client, prefix=prefix)
         names = IndexNames(prefix)
@@ -133,6 +133,13 @@ def one_round(client, path: str, n: int, args, tag: str) -> dict[str, dict[str, 
     return out
 
 
+def _rounded(value: float, digits: int) -> float | None:
+    """None for a run that was skipped (NaN), else the rounded value."""
+    if value != value:
+        return None
+    return round(value) if digits == 0 else round(value, digits)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200_000, help="documents (default 200000)")
@@ -140,6 +147,7 @@ def main() -> int:
     parser.add_argument("--url", help="Elasticsearch URL (default TQ_ES_URL or scripts/elasticsearch url)")
     parser.add_argument("--chunk-docs", type=int, default=2000)
     parser.add_argument("--chunk-bytes", type=int, default=5 * 1024 * 1024)
+    parser.add_argument("--skip-history", action="store_true", help="skip the ours+history run")
     parser.add_argument("--generate", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generate:
@@ -160,21 +168,25 @@ def main() -> int:
                 if i >= 2000:
                     break
                 dst.write(line)
-        one_round(client, warm, min(n, 2000), args, "warmup")  # JIT, caches, connection pool
-        rounds = [one_round(client, path, n, args, f"r{i}") for i in range(args.repeats)]
+        modes = ["plain", "ours"] + ([] if args.skip_history else ["ours+history"])
+        one_round(client, warm, min(n, 2000), args, "warmup", modes)  # caches, connection pool
+        # Alternate the order per round so neither side always runs on a node busy merging.
+        rounds = [one_round(client, path, n, args, f"r{i}", modes if i % 2 == 0 else modes[::-1])
+                  for i in range(args.repeats)]
 
     def median(mode: str, key: str) -> float:
-        return statistics.median(r[mode][key] for r in rounds)
+        values = [r[mode][key] for r in rounds if mode in r]
+        return statistics.median(values) if values else float("nan")
 
     result = {
         "bench": "load", "n": n, "repeats": args.repeats, "node": url,
         "plain_docs_per_s": round(median("plain", "docs_per_s")),
         "ours_docs_per_s": round(median("ours", "docs_per_s")),
-        "ours_with_history_docs_per_s": round(median("ours+history", "docs_per_s")),
+        "ours_with_history_docs_per_s": _rounded(median("ours+history", "docs_per_s"), 0),
         "ratio": round(median("ours", "docs_per_s") / median("plain", "docs_per_s"), 3),
-        "ratio_with_history": round(median("ours+history", "docs_per_s") / median("plain", "docs_per_s"), 3),
+        "ratio_with_history": _rounded(median("ours+history", "docs_per_s") / median("plain", "docs_per_s"), 3),
         "ours_peak_rss_mb": round(max(r["ours"]["peak_rss_mb"] for r in rounds), 1),
-        "ours_with_history_peak_rss_mb": round(max(r["ours+history"]["peak_rss_mb"] for r in rounds), 1),
+        "ours_with_history_peak_rss_mb": _rounded(median("ours+history", "peak_rss_mb"), 1),
         "plain_peak_rss_mb": round(max(r["plain"]["peak_rss_mb"] for r in rounds), 1),
         "chunk_docs": args.chunk_docs, "chunk_bytes": args.chunk_bytes, "cores": os.cpu_count(),
     }
