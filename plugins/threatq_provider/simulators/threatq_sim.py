@@ -444,6 +444,9 @@ class ThreatQSimulator:
             if err.status == 401:
                 self._bump("unauthorized")
             return _json_response(err.body, err.status, err.headers)
+        except Exception as exc:  # a simulator bug: answer 500 with the cause instead of dropping the connection
+            log.exception("threatq-sim: %s %s failed", req.method, req.path)
+            return _json_response({"errors": [f"Internal simulator error: {type(exc).__name__}: {exc}"]}, 500)
 
     # ------------------------------------------------------------------ helpers
     def _paging(self, req: Request) -> tuple[int, int]:
