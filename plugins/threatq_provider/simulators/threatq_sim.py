@@ -989,8 +989,12 @@ class _Handler(BaseHTTPRequestHandler):
             with self.sim._lock:
                 self.sim._conns.discard(self.connection)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # path only: query strings can carry refresh tokens or client secrets (some clients send them there)
+        log.debug("threatq-sim %s %s -> %s", self.command, urlsplit(self.path).path, code)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("threatq-sim %s - %s", self.address_string(), format % args)
+        log.debug("threatq-sim: %s", (format % args).split("?", 1)[0])
 
     def do_GET(self) -> None:
         self._dispatch()

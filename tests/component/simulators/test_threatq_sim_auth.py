@@ -138,3 +138,21 @@ def test_custom_credentials(threatq_sim_factory) -> None:
 def test_config_js_exposes_client_id_without_auth(threatq_sim: ThreatQSimulator) -> None:
     resp = requests.get(f"{threatq_sim.url}/assets/js/config.js", timeout=10)
     assert resp.status_code == 200 and f'"ClientId": "{DEFAULT_CLIENT_ID}"' in resp.text
+
+
+def test_simulator_logs_never_carry_credentials(threatq_sim_factory, caplog) -> None:
+    import logging
+
+    sim = threatq_sim_factory(indicators=5, events=1, client_secret="canary-SECRET-in-query-77")
+    with caplog.at_level(logging.DEBUG):
+        tok = requests.post(f"{sim.url}/api/token", timeout=10, params={
+            "grant_type": "client_credentials", "client_id": DEFAULT_CLIENT_ID,
+            "client_secret": "canary-SECRET-in-query-77"}).json()
+        requests.post(f"{sim.url}/api/token", params={"grant_type": "refresh_token",
+                                                      "refresh_token": tok["refresh_token"]}, timeout=10)
+        requests.get(f"{sim.url}/api/nothing", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10)
+    # only the simulator's own records (urllib3 on the client side logs full URLs by itself)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("threatq_provider.simulators"))
+    assert "/api/token" in text
+    for secret in ("canary-SECRET-in-query-77", tok["refresh_token"], tok["access_token"]):
+        assert secret not in text
