@@ -1,0 +1,33 @@
+"""Operators store their arguments unchanged and do no I/O until execute."""
+
+from __future__ import annotations
+
+import pytest
+
+from threatq_provider.operators.load import ElasticsearchLoadOperator, default_dead_letter_path
+from threatq_provider.operators.sweep import HistoryRetentionSweepOperator, IocExpirySweepOperator
+
+
+def test_load_operator_keeps_templated_arguments_unchanged(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_NOWHERE", raising=False)
+    op = ElasticsearchLoadOperator(task_id="load", source_path="{{ ti.xcom_pull('transform')['path'] }}",
+                                   elasticsearch_conn_id="nowhere", max_reject_ratio="{{ params.ratio }}")
+
+    assert op.source_path == "{{ ti.xcom_pull('transform')['path'] }}"
+    assert op.max_reject_ratio == "{{ params.ratio }}"
+    assert set(op.template_fields) >= {"source_path", "dead_letter_path", "max_rejects", "max_reject_ratio"}
+
+
+@pytest.mark.parametrize(("source", "dead"), [("s3://b/run/ecs.ndjson", "s3://b/run/ecs.dead-letter.ndjson"),
+                                              ("/stage/ecs", "/stage/ecs.dead-letter.ndjson")])
+def test_dead_letter_sits_beside_the_stage_file(source, dead):
+    assert default_dead_letter_path(source) == dead
+
+
+def test_sweep_operators_default_to_elastics_alias_and_five_days():
+    sweep = IocExpirySweepOperator(task_id="sweep")
+    history = HistoryRetentionSweepOperator(task_id="history")
+
+    assert sweep.index == "logs-ti_threatq_latest.threat" and sweep.dry_run is False and sweep.now is None
+    assert history.retention == "5d"
+    assert IocExpirySweepOperator(task_id="s2", index_prefix="t-").index == "t-logs-ti_threatq_latest.threat"
