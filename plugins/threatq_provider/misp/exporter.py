@@ -6,8 +6,9 @@ The event UUID is deterministic, so each share is an upsert keyed by it:
    ``metadata=True``), then add the attributes in chunks (``add_attribute(event, [list])``);
 2. present → compare attribute by attribute (MISP matches on UUID): unchanged ones are not sent,
    changed ones go through ``update_event`` in chunks, new ones through ``add_attribute`` in
-   chunks; tags this mapping owns (``tlp:``, ``threatq:``, …) that ThreatQ no longer yields are
-   removed; nothing is sent when nothing changed;
+   chunks; tags this mapping owns (``tlp:``, ``threatq:``, …) and attributes it created (uuid5)
+   that ThreatQ no longer yields are removed (soft delete); attributes and tags people added in
+   MISP are kept; nothing is sent when nothing changed;
 3. publish when the option is on and the event was changed or is not yet published (every MISP
    edit unpublishes, so the publish comes last).
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,12 +64,14 @@ class ShareResult:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     published: bool = False
     tags_removed: int = 0
+    removed: int = 0
     metadata_changed: bool = False
 
     @property
     def changed(self) -> bool:
         """True when this share wrote anything to MISP."""
-        return bool(self.created or self.added or self.updated or self.tags_removed or self.metadata_changed)
+        return bool(self.created or self.added or self.updated or self.removed or self.tags_removed
+                    or self.metadata_changed)
 
     def errors(self) -> list[MispAttributeRejected]:
         """One ``MispAttributeRejected`` per refused attribute (message names it and MISP's reason)."""
@@ -87,6 +91,7 @@ class ShareResult:
             "rejected": len(self.rejected),
             "rejected_reasons": [f"{label}: {reason}" for label, reason in self.rejected[:REJECTED_IN_SUMMARY]],
             "published": self.published,
+            "removed": self.removed,
             "tags_removed": self.tags_removed,
         }
 
@@ -98,6 +103,14 @@ def attribute_label(attribute: MISPAttribute | dict[str, Any]) -> str:
     if len(value) > 120:
         value = value[:120] + "…"
     return f"{get('type', '?')} {value!r} (uuid {get('uuid', '?')})"
+
+
+def _is_derived(value: str) -> bool:
+    """True for the uuid5 attribute UUIDs the mapping derives (MISP and people create uuid4)."""
+    try:
+        return uuid.UUID(value).version == 5
+    except ValueError:
+        return False
 
 
 def _reason(errors: Any) -> str:
@@ -286,6 +299,13 @@ class MispExporter:
         for tag in stale:
             self._call(f"remove tag {tag!r} from event {header.uuid}", "untag", header.uuid, tag)
             result.tags_removed += 1
+        wanted = {str(a.uuid) for a in event.attributes}
+        for old_uuid, old in by_uuid.items():
+            # Ours are uuid5 (derived); attributes people added in MISP are uuid4 and stay.
+            if old_uuid not in wanted and _is_derived(old_uuid):
+                self._call(f"remove attribute {attribute_label(old)} from event {header.uuid}", "delete_attribute",
+                           old_uuid)
+                result.removed += 1
         self._add_attributes(header.uuid, new, result)
 
     def _edit(self, header: MISPEvent, changed: list[MISPAttribute], result: ShareResult) -> None:

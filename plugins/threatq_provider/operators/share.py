@@ -213,6 +213,7 @@ class _MispShareBase(BaseOperator):
             "added": sum(r.added for r in results),
             "updated": sum(r.updated for r in results),
             "unchanged": sum(r.unchanged for r in results),
+            "removed": sum(r.removed for r in results),
             "rejected": sum(len(r.rejected) for r in results),
             "rejected_reasons": [reason for r in results for reason in r.summary()["rejected_reasons"]][:20],
             "skipped_unmapped": dict(skipped),

@@ -142,3 +142,16 @@ def test_a_slow_server_surfaces_as_a_timeout_error(double, case):
     double.add_fault({"path": "^events/view/", "delay": 1.0, "times": 1})
     with pytest.raises(MispServerError, match="timeout"):
         share(client, case)
+
+
+def test_an_indicator_unlinked_in_threatq_is_removed_but_attributes_added_in_misp_stay(double, pymisp_client, case):
+    first = share(pymisp_client, case)
+    pymisp_client.add_attribute(first.event_uuid, {"type": "comment", "value": "analyst note"})
+    dropped = case["indicators"].pop(0)
+
+    result = share(pymisp_client, case)
+
+    values = {a["value"] for a in double.events()[0]["Attribute"]}
+    assert dropped["value"] not in values and "analyst note" in values
+    assert (result.removed, result.added, result.updated) == (1, 0, 0)
+    assert double.events()[0]["published"] is True
