@@ -111,7 +111,10 @@ class ThreatQSelectEventsOperator(BaseOperator):
     :param event_types: event type names to keep; empty keeps all. (templated)
     :param tags: tag names to keep (any); empty keeps all. (templated)
     :param sources: source names to keep (any); empty keeps all. (templated)
-    :return: the list of event ids (the XCom, mapped over by the share task).
+    :param max_tasks: most items returned; more events are grouped into lists of ids so the mapped
+        share task stays under Airflow's ``max_map_length`` (1024 by default).
+    :return: the event ids, one per mapped share task, or lists of ids when there are more events
+        than ``max_tasks`` (the XCom, mapped over by the share task).
     """
 
     template_fields: Sequence[str] = ("threatq_conn_id", "window_start", "window_end", "event_ids", "event_types",
@@ -120,7 +123,7 @@ class ThreatQSelectEventsOperator(BaseOperator):
     def __init__(self, *, threatq_conn_id: str = "threatq_default",
                  window_start: Any = "{{ data_interval_start }}", window_end: Any = "{{ data_interval_end }}",
                  event_ids: Any = None, event_types: Any = (), tags: Any = (), sources: Any = (),
-                 **kwargs: Any) -> None:
+                 max_tasks: int = 1000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
         self.window_start = window_start
@@ -129,14 +132,22 @@ class ThreatQSelectEventsOperator(BaseOperator):
         self.event_types = event_types
         self.tags = tags
         self.sources = sources
+        self.max_tasks = max_tasks
 
-    def execute(self, context: Context) -> list[int]:
+    def batches(self, ids: list[int]) -> list[int] | list[list[int]]:
+        """One id per item, or ids grouped so that at most ``max_tasks`` items remain."""
+        if len(ids) <= self.max_tasks:
+            return ids
+        size = -(-len(ids) // self.max_tasks)  # ceiling division
+        return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+    def execute(self, context: Context) -> list[int] | list[list[int]]:
         from threatq_provider.threatq.hook import ThreatQHook
 
         given = parse_ids(self.event_ids)
         if given:
             self.log.info("Sharing %d event(s) given by id", len(given))
-            return given
+            return self.batches(given)
         filters = {"event_types": parse_names(self.event_types), "tags": parse_names(self.tags),
                    "sources": parse_names(self.sources)}
         client = ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
@@ -144,7 +155,7 @@ class ThreatQSelectEventsOperator(BaseOperator):
         ids = [int(e["id"]) for e in client.iter_events(start, end, with_=("type", "tags", "sources"))
                if event_matches(e, **filters)]
         self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start, end, filters)
-        return ids
+        return self.batches(ids)
 
 
 class _MispShareBase(BaseOperator):

@@ -95,3 +95,10 @@ def test_select_events_returns_the_given_ids_or_the_matching_window(threatq_conn
     ids = ThreatQSelectEventsOperator(task_id="s", window_start="2000-01-01T00:00:00Z",
                                       window_end="2100-01-01T00:00:00Z", event_types=["Malware"]).execute({})
     assert sorted(ids) == sorted(e["id"] for e in corpus.events if e["type"]["name"] == "Malware")
+
+
+def test_more_events_than_max_tasks_are_grouped_and_each_group_shares(threatq_conn, misp_conn):
+    groups = ThreatQSelectEventsOperator(task_id="s", event_ids=list(range(1, 8)), max_tasks=3).execute({})
+    assert groups == [[1, 2, 3], [4, 5, 6], [7]]
+    xcom = MispShareEventOperator(task_id="share", event_ids=groups[2]).execute({})
+    assert xcom["events"] == 1 and len(misp_conn.events()) == 1
