@@ -102,97 +102,89 @@ def _to_long(value: object) -> int | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Spec:
-    """Which keys of one kind of ThreatQ object are dates, longs and string ids; ``known`` also
-    lists the nested objects a section converts itself (the rest are only pruned)."""
-
-    dates: tuple[str, ...]
-    longs: tuple[str, ...]
-    strs: tuple[str, ...]
-    known: frozenset[str]
-    long_set: frozenset[str]
-    str_set: frozenset[str]
-    date_set: frozenset[str]
-
-    @classmethod
-    def of(
-        cls, dates: tuple[str, ...], longs: tuple[str, ...], strs: tuple[str, ...], nested: tuple[str, ...] = ()
-    ) -> _Spec:
-        known = frozenset(dates + longs + strs + nested)
-        return cls(dates, longs, strs, known, frozenset(longs), frozenset(strs), frozenset(dates))
+# Key kinds of one kind of ThreatQ object: a date, a long, a string id, or a nested object that
+# its section converts (kept as is here, if not empty). Other keys are copied, empties dropped.
+_DATE, _STR, _LONG, _NESTED = 1, 2, 3, 4
+_NUMBERS = frozenset({int, float, bool})
 
 
-_TOP_SPEC = _Spec.of(
+def _kinds(
+    dates: tuple[str, ...], longs: tuple[str, ...], strs: tuple[str, ...], nested: tuple[str, ...] = ()
+) -> dict[str, int]:
+    kinds = dict.fromkeys(nested, _NESTED)
+    kinds.update(dict.fromkeys(strs, _STR))
+    kinds.update(dict.fromkeys(longs, _LONG))
+    kinds.update(dict.fromkeys(dates, _DATE))
+    return kinds
+
+
+_TOP_KINDS = _kinds(
     _TOP_DATES,
     ("indicator_id",) + _SCORES + _COUNTS,
     ("status_id", "type_id"),
     ("status", "type", "sources", "attributes", "adversaries", "comments", "tags", "id", "value", "updated_at"),
 )
-_SOURCE_SPEC = _Spec.of(_SOURCE_DATES, ("source_score",), _SOURCE_IDS)
-_ATTRIBUTE_SPEC = _Spec.of(_ATTRIBUTE_DATES, (), _ATTRIBUTE_IDS)
-_ADVERSARY_SPEC = _Spec.of(_ADVERSARY_DATES, (), ("id",))
+_SOURCE_KINDS = _kinds(_SOURCE_DATES, ("source_score",), _SOURCE_IDS)
+_ATTRIBUTE_KINDS = _kinds(_ATTRIBUTE_DATES, (), _ATTRIBUTE_IDS)
+_ADVERSARY_KINDS = _kinds(_ADVERSARY_DATES, (), ("id",))
 # Comments (``with=comments``) are not in Elastic's pipeline; converted like attributes.
-_COMMENT_SPEC = _Spec.of(("created_at", "updated_at"), (), ("id", "indicator_id", "creator_source_id"))
-_ID_OBJ_SPEC = _Spec.of((), (), ("id",))
+_COMMENT_KINDS = _kinds(("created_at", "updated_at"), (), ("id", "indicator_id", "creator_source_id"))
+_ID_OBJ_KINDS = _kinds((), (), ("id",))
 
 
-_NUMBERS = frozenset({int, float, bool})
-
-
-def _copy(obj: dict[str, Any], spec: _Spec, where: str, errors: list[str], index: int = -1) -> dict[str, Any]:
+def _copy(obj: dict[str, Any], kinds: dict[str, int], where: str, errors: list[str], index: int = -1) -> dict[str, Any]:
     """One ThreatQ object, converted (dates, longs, string ids) and without empty values.
 
-    The hot path of the transform (about 70 keys per indicator): the copy, the emptiness test
-    and the key lookups run in C (``dict(obj)``, ``all()``, set intersections); Python touches
-    only the keys that need converting.
+    The hot loop of the transform (about 70 keys per indicator). One pass, branches ordered by
+    frequency, error text built only on the error path. (Measured faster on CPython 3.11 than
+    copying with ``dict()`` and patching through set intersections: small-dict C calls and
+    3.11's comprehension frames cost more than they save.)
     """
-    out = dict(obj)
-    values = out.values()
-    # all() is one C pass; only a falsy value (which may be a legitimate 0) needs the exact test.
-    if not all(values):
-        # Falsy values are None, "", [], {} (dropped) or a number 0 / False (kept).
-        out = {k: v for k, v in out.items() if v or type(v) in _NUMBERS}
-        values = out.values()
-    value_types = set(map(type, values))
-    if dict in value_types or list in value_types:
-        for key in out.keys() - spec.known:
-            value = out[key]
-            if type(value) is dict or type(value) is list:
-                pruned = _prune(value)
-                if pruned is None:
-                    del out[key]
-                else:
-                    out[key] = pruned
-    # Set intersections run in C and yield only the keys present; errors are sorted back into
-    # table order so a rerun writes identical messages.
-    for key in spec.str_set.intersection(out):
-        value = out[key]
-        if type(value) is int or type(value) is float:
-            out[key] = str(value)
+    out: dict[str, Any] = {}
+    get_kind = kinds.get
     cache_get = _DATE_CACHE.get
-    bad_dates: list[str] = []
-    for key in spec.date_set.intersection(out):
-        value = out[key]
-        converted = cache_get(value) if type(value) is str else None
-        if converted is None:
-            converted = to_ecs_date(value)
-            if converted is None:
-                bad_dates.append(key)
-                continue
-        out[key] = converted
-    for key in sorted(bad_dates, key=spec.dates.index):
-        errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(out.pop(key))}")
-    if spec.long_set:
-        not_int = [key for key in spec.long_set.intersection(out) if type(out[key]) is not int]
-        for key in sorted(not_int, key=spec.longs.index):  # stable error order
-            value = out[key]
-            converted_long = _to_long(value)
-            if converted_long is None:
-                del out[key]
-                errors.append(f"{_where(where, index)}.{key}: not an integer {_short(value)}")
-            else:
-                out[key] = converted_long
+    for key, value in obj.items():
+        kind = get_kind(key)
+        if kind == _DATE:
+            if type(value) is str:
+                converted = cache_get(value)
+                if converted is None:
+                    if not value:
+                        continue
+                    converted = to_ecs_date(value)
+                    if converted is None:
+                        errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(value)}")
+                        continue
+                out[key] = converted
+            elif value is not None:
+                errors.append(f"{_where(where, index)}.{key}: unparsable date {_short(value)}")
+        elif kind == _STR:
+            kind_of_value = type(value)
+            if kind_of_value is int or kind_of_value is float:
+                out[key] = str(value)
+            elif value or kind_of_value is bool:
+                out[key] = value
+        elif kind is None:
+            if value:
+                kind_of_value = type(value)
+                if kind_of_value is dict or kind_of_value is list:
+                    value = _prune(value)
+                    if value is None:
+                        continue
+                out[key] = value
+            elif type(value) in _NUMBERS:
+                out[key] = value
+        elif kind == _LONG:
+            if type(value) is int:
+                out[key] = value
+            elif value is not None and value != "":
+                converted_long = _to_long(value)
+                if converted_long is None:
+                    errors.append(f"{_where(where, index)}.{key}: not an integer {_short(value)}")
+                else:
+                    out[key] = converted_long
+        elif value or type(value) in _NUMBERS:
+            out[key] = value  # _NESTED: converted by its section
     return out
 
 
@@ -200,13 +192,13 @@ def _where(where: str, index: int) -> str:
     return where if index < 0 else f"{where}.{index}"
 
 
-def _copy_list(items: object, spec: _Spec, where: str, errors: list[str]) -> list[Any] | None:
+def _copy_list(items: object, kinds: dict[str, int], where: str, errors: list[str]) -> list[Any] | None:
     if type(items) is not list:
         return None
     out: list[Any] = []
     for i, item in enumerate(items):
         if type(item) is dict:
-            converted = _copy(item, spec, where, errors, i)
+            converted = _copy(item, kinds, where, errors, i)
             if converted:
                 out.append(converted)
         elif item is not None and item != "":
@@ -256,14 +248,14 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
             if type(obj_id) is int and all(obj.values()):
                 tq[key] = {**obj, "id": str(obj_id)}  # the usual {id, name, ...}: no empties, no nesting
             else:
-                tq[key] = _copy(obj, _ID_OBJ_SPEC, f"threatq.{key}", errors)
+                tq[key] = _copy(obj, _ID_OBJ_KINDS, f"threatq.{key}", errors)
         elif type(obj) is str:
             # Older API shapes give a bare name; the index maps status/type as objects, and a
             # string there would make Elasticsearch reject the document.
             tq[key] = {"name": obj}
-    for key, spec in (("attributes", _ATTRIBUTE_SPEC), ("adversaries", _ADVERSARY_SPEC), ("comments", _COMMENT_SPEC)):
+    for key, kinds in (("attributes", _ATTRIBUTE_KINDS), ("adversaries", _ADVERSARY_KINDS), ("comments", _COMMENT_KINDS)):
         if key in tq:
-            converted = _copy_list(tq[key], spec, f"threatq.{key}", errors)
+            converted = _copy_list(tq[key], kinds, f"threatq.{key}", errors)
             if converted is None:
                 del tq[key]
             else:
@@ -317,7 +309,7 @@ _TLP_CACHE: dict[str, str] = {}
 
 def _sources(tq: dict[str, Any], indicator: dict[str, Any], tables: Tables, errors: list[str], keep: bool) -> None:
     """Source ids, dates, provider (from ``name``, Elastic ≥1.33) and TLP (pipeline steps 14-15)."""
-    sources = _copy_list(tq.get("sources"), _SOURCE_SPEC, "threatq.sources", errors)
+    sources = _copy_list(tq.get("sources"), _SOURCE_KINDS, "threatq.sources", errors)
     if sources is None:
         tq.pop("sources", None)
         return
@@ -565,7 +557,7 @@ def indicator_to_ecs(
         if raw_updated is not None and raw_updated != "":
             errors.append(f"threatq.updated_at: unparsable date {_short(raw_updated)}")
         errors.append("@timestamp: threatq.updated_at missing or unparsable; set to the run's time")
-    tq = _copy(raw, _TOP_SPEC, "threatq", errors)
+    tq = _copy(raw, _TOP_KINDS, "threatq", errors)
     tq["id"] = indicator_id
     if updated is not None:
         tq["updated_at"] = updated
