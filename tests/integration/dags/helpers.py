@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
-THREATQ_INDEX_PATTERN = "*ti_threatq*"
+THREATQ_INDEX_PATTERN = "logs-ti_threatq*"
 
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -83,12 +83,10 @@ def es_active_docs(es: Any) -> dict[str, dict[str, Any]]:
 
 
 def wipe_threatq_indices(es: Any) -> None:
-    """Delete every ti_threatq data stream and index (templates stay; the loader reinstalls them)."""
-    try:
-        es.indices.delete_data_stream(name=THREATQ_INDEX_PATTERN, expand_wildcards="all")
-    except Exception as exc:  # noqa: BLE001 - no data streams is fine, anything else is not
-        if getattr(exc, "status_code", getattr(exc, "meta", None) and exc.meta.status) not in (404,):
-            raise
+    """Delete the DAGs' indices (active and history; templates stay, the loader reinstalls them).
+
+    Only names starting with ``logs-ti_threatq``: other tests' indices carry a unique prefix.
+    """
     es.indices.delete(index=THREATQ_INDEX_PATTERN, expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
 
 
