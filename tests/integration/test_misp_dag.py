@@ -142,3 +142,14 @@ def test_updated_since_and_until_replace_the_window(airflow_db, misp_dag, sim, m
     assert run.state == "success"
     everything = expected_events(sim.corpus, pendulum.parse(START), pendulum.parse(END))
     assert len(everything) == 24 and misp_view(misp_conn) == everything
+
+
+def test_the_dag_is_hourly_windowed_non_overlapping_and_bounded(misp_dag):
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    assert isinstance(misp_dag.timetable, CronDataIntervalTimetable)
+    assert (misp_dag.max_active_runs, misp_dag.catchup) == (1, False)
+    share = misp_dag.get_task("share_event")
+    assert share.max_active_tis_per_dagrun == 4
+    assert {"event_ids", "event_types", "tags", "sources", "publish", "distribution"} <= set(misp_dag.params)
+    assert "misp_default" in misp_dag.doc_md and "threatq_default" in misp_dag.doc_md
