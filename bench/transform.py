@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
 from threatq_provider.ecs.options import EcsOptions
-from threatq_provider.ecs.transform import indicator_to_ecs, transform_stream
+from threatq_provider.ecs.transform import _codec, indicator_to_ecs, transform_stream
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100_000, help="indicators in the corpus")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", choices=("map", "stream"), default=None)
+    parser.add_argument("--only", choices=("map", "stream", "codec"), default=None)
     args = parser.parse_args(argv)
 
     raws, source = corpus(args.n, args.seed)
@@ -206,6 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     # from rescanning it on every collection, as it would not exist in the operator's process.
     gc.collect()
     gc.freeze()
+    def run_codec() -> None:
+        # Same-process baseline: only decode and re-encode each line (no mapping). The stream
+        # figure divided by this one is the mapping's cost relative to touching the JSON at all.
+        decode, encode = _codec()
+        sink = _Sink()
+        for line in lines:
+            sink.write(encode(decode(line)))
+
     warm = raws[: min(len(raws), 5000)]
     for raw in warm:  # warm-up: table load, date cache, code paths
         indicator_to_ecs(raw, now=NOW, options=options)
@@ -214,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         _report("indicator_to_ecs", len(raws), _median_seconds(run_map, args.repeats), source, args.repeats, extra)
     if args.only in (None, "stream"):
         _report("transform_stream", len(raws), _median_seconds(run_stream, args.repeats), source, args.repeats, extra)
+    if args.only in (None, "codec"):
+        _report("codec_baseline", len(raws), _median_seconds(run_codec, args.repeats), source, args.repeats, extra)
 
 
 if __name__ == "__main__":
