@@ -7,12 +7,14 @@ MISP lacks left out), its attachments' names and its event type.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pendulum
 import pytest
 
+from tests.fixtures.misp import MISP_CANARY_KEY
 from tests.fixtures.threatq import threatq_conn_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
@@ -80,7 +82,7 @@ def misp_view(double: Any) -> dict[str, Any]:
     return out
 
 
-def test_the_dag_shares_the_events_of_its_data_interval(airflow_db, misp_dag, sim, misp_conn):
+def test_the_dag_shares_the_events_of_its_data_interval(airflow_db, misp_dag, sim, misp_conn, caplog):
     run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 2, tz="UTC"))
 
     assert run.state == "success"
@@ -90,6 +92,9 @@ def test_the_dag_shares_the_events_of_its_data_interval(airflow_db, misp_dag, si
     assert expected, "the window should hold some events"
     assert misp_view(misp_conn) == expected
     assert all(e["published"] for e in misp_conn.events())
+    xcoms = [ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in run.get_task_instances()]
+    assert MISP_CANARY_KEY not in json.dumps(xcoms, default=str)
+    assert MISP_CANARY_KEY not in caplog.text
 
 
 def test_a_rerun_of_the_same_interval_changes_nothing(airflow_db, misp_dag, sim, misp_conn):
