@@ -158,3 +158,14 @@ def test_the_dag_is_hourly_windowed_non_overlapping_and_bounded(misp_dag):
     assert share.max_active_tis_per_dagrun == 4
     assert {"event_ids", "event_types", "tags", "sources", "publish", "distribution"} <= set(misp_dag.params)
     assert "misp_default" in misp_dag.doc_md and "threatq_default" in misp_dag.doc_md
+
+
+def test_the_dag_file_parses_without_heavy_imports():
+    import subprocess
+    import sys
+
+    code = ("import runpy, sys; runpy.run_path(sys.argv[1]);"
+            "print(','.join(m for m in ('pymisp', 'requests', 'elasticsearch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / f"{DAG_ID}.py")],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == ""

@@ -13,8 +13,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import requests
-
 
 class MispError(Exception):
     """Base class of every MISP failure raised by this provider.
@@ -124,6 +122,7 @@ def call(action: str, fn: Callable[..., Any], *args: Any, secret: str | None = N
     :param secret: the API key, masked from messages.
     :return: the call's (non-error) result.
     """
+    import requests  # here, not at module level: DAG files import the options (and so this module)
     from pymisp.exceptions import MISPServerError as _PyMispServerError
     from pymisp.exceptions import PyMISPError, PyMISPUnexpectedResponse
 
