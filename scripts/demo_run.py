@@ -51,13 +51,30 @@ def fail(message: str) -> None:
 
 
 def xcoms(dag_run: Any) -> dict[str, Any]:
-    """Every task's return value of one DAG run, by task id."""
+    """Every task's return value of one DAG run, by task id; a mapped task gives a list."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
+    out: dict[str, Any] = {}
     with create_session() as session:
         rows = session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, key="return_value")).all()
-        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
+        for row in rows:
+            value = XComModel.deserialize_value(row)
+            if row.map_index >= 0:
+                out.setdefault(row.task_id, []).append(value)
+            else:
+                out[row.task_id] = value
+    return out
+
+
+def totals(values: list[dict[str, Any]]) -> dict[str, int]:
+    """Sum the integer counters of a mapped task's results."""
+    summed: Counter = Counter()
+    for value in values:
+        for key, n in (value or {}).items():
+            if isinstance(n, int) and not isinstance(n, bool):
+                summed[key] += n
+    return dict(summed)
 
 
 def run(dagbag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
@@ -71,6 +88,11 @@ def run(dagbag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[d
     if str(dag_run.state) != "success" or any(s not in ("success", "skipped") for s in states.values()):
         fail(f"{dag_id} ended {dag_run.state}: {states} (task logs above)")
     return xcoms(dag_run), took
+
+
+def wipe_demo_indices(es: Any) -> None:
+    """The demo starts from empty ThreatQ indices on its local node, so its counts are its own."""
+    es.indices.delete(index="logs-ti_threatq*", expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
 
 
 def es_client() -> Any:
@@ -107,14 +129,18 @@ def main() -> None:
     if dagbag.import_errors:
         fail(f"DAG import errors: {dagbag.import_errors}")
     timings: dict[str, float] = {}
+    wipe_demo_indices(es_client())
 
     ind, timings[INDICATORS] = run(dagbag, INDICATORS, {"mode": "full_resync"})
-    sweep, timings[SWEEP] = run(dagbag, SWEEP)
-    es = es_client()
-    by_type = active_by_type(es)
+    # A fresh parse per run: dag.test() leaves a run's conf in the DAG object's params.
+    sweep, timings[SWEEP] = run(DagBag(dag_folder=str(REPO / "dags")), SWEEP)
+    by_type = active_by_type(es_client())
     misp: dict[str, Any] = {}
     if MISP in dagbag.dags:
-        misp, timings[MISP] = run(dagbag, MISP)
+        window = {"updated_since": os.environ["TQ_DEMO_SINCE"], "updated_until": os.environ["TQ_DEMO_UNTIL"]}
+        misp_runs, timings[MISP] = run(DagBag(dag_folder=str(REPO / "dags")), MISP, window)
+        shares = misp_runs.get("share_event", [])
+        misp = totals(shares if isinstance(shares, list) else [shares])
     elif os.environ.get("TQ_DEMO_REQUIRE_MISP", "1") == "1":
         fail(f"DAG {MISP} is missing from dags/ (set TQ_DEMO_REQUIRE_MISP=0 to run without it)")
 
@@ -128,24 +154,28 @@ def main() -> None:
     print("=" * 72)
     print(f"polled from ThreatQ simulator : {poll.get('indicators')} indicators in {poll.get('pages')} pages")
     print(f"transformed to ECS            : {transform.get('written')} written, {transform.get('rejected')} rejected")
-    print(f"loaded into Elasticsearch     : {json.dumps(load)}")
-    print(f"swept from the active index   : {json.dumps(swept)}")
+    print(f"loaded into Elasticsearch     : {load.get('read')} read, {load.get('indexed')} new, "
+          f"{load.get('updated')} updated, {load.get('skipped_stale')} unchanged, {load.get('rejected_total')} rejected; "
+          f"{load.get('history_written')} history documents")
+    print(f"swept from the active index   : {swept.get('deleted')} expired IOCs deleted, by reason:")
     for reason, n in sorted(reasons(swept).items(), key=lambda kv: -kv[1]):
         print(f"    {n:7d}  {reason}")
     print(f"active IOCs now in {ACTIVE_ALIAS}: {sum(by_type.values())}")
     for name, n in by_type.most_common():
         print(f"    {n:7d}  {name}")
     if misp:
-        print("shared to MISP                :")
-        for task_id, value in sorted(misp.items()):
-            print(f"    {task_id}: {json.dumps(value)}")
+        print(f"shared to MISP                : {misp.get('events', 0)} events ({misp.get('created', 0)} created, "
+              f"{misp.get('updated', 0)} updated, {misp.get('unchanged', 0)} unchanged, "
+              f"{misp.get('published', 0)} published), {misp.get('added', 0)} attributes added, "
+              f"{misp.get('rejected', 0)} rejected")
     print("timings                       : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    print(json.dumps({"demo": "summary", "poll": poll, "transform": transform, "load": load, "sweep": swept,
-                      "active_by_type": dict(by_type), "misp": misp, "timings_s": timings}, default=str))
     for line in lines:
         say(line)
     if args.summary:
         args.summary.write_text("\n".join(lines) + "\n")
+        record = {"demo": "summary", "poll": poll, "transform": transform, "load": load, "sweep": swept,
+                  "active_by_type": dict(by_type), "misp": misp, "timings_s": timings}
+        args.summary.with_suffix(".json").write_text(json.dumps(record, default=str, indent=2) + "\n")
 
 
 if __name__ == "__main__":
