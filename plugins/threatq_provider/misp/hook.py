@@ -19,6 +19,22 @@ from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispErr
 
 CONNECT_TIMEOUT_S = 10.0
 TOOL_NAME = "airflow-provider-threatq"
+RETRY_STATUSES = (429, 502, 503, 504)
+
+
+def retrying_adapter() -> Any:
+    """An HTTP adapter that retries reads (GET/HEAD) on 429/502/503/504 and failed connects, with backoff.
+
+    Writes are not retried here: a POST the server applied before failing would come back as
+    "UUID not unique"; the task retry re-runs the whole upsert instead, which is idempotent.
+    """
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=4, connect=3, read=2, status=3, backoff_factor=0.5, backoff_jitter=0.25,
+                  status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
+                  respect_retry_after_header=True, raise_on_status=False)
+    return HTTPAdapter(max_retries=retry)
 
 
 class _RedactKey(logging.Filter):
@@ -102,6 +118,7 @@ class MispHook(BaseHook):
             "proxies": {"http": proxy, "https": proxy} if proxy else None,
             "timeout": (CONNECT_TIMEOUT_S, read_timeout),
             "tool": TOOL_NAME,
+            "https_adapter": retrying_adapter(),
         }
 
     @property
@@ -119,7 +136,7 @@ class MispHook(BaseHook):
         mask_secret(kwargs["key"])  # Airflow's task-log masker
         _guard_pymisp_logs(kwargs["key"])  # PyMISP's own DEBUG lines print the headers
         try:
-            return PyMISP(**kwargs)
+            client = PyMISP(**kwargs)
         except PyMISPError as exc:
             text = str(exc).replace(kwargs["key"], "***")
             if "(403" in text or "Authentication failed" in text:
@@ -127,6 +144,11 @@ class MispHook(BaseHook):
                                     "(403); check the key and that its user may use the API", status=403) from None
             raise MispServerError(f"connection {self.misp_conn_id!r}: cannot reach MISP at {self.url} "
                                   f"({text.split(':', 1)[0]})") from None
+        # PyMISP only takes an adapter for https://; give plain-http URLs (labs, the double) the same.
+        session = getattr(client, "_PyMISP__session", None)
+        if session is not None:
+            session.mount("http://", retrying_adapter())
+        return client
 
     def get_conn(self) -> Any:
         """The cached PyMISP client (Airflow's generic accessor)."""

@@ -49,3 +49,29 @@ def test_call_raises_typed_errors_instead_of_returning_dicts(misp_conn, caplog):
     with pytest.raises(MispNotFound, match="Invalid event"):
         hook.call("get event 99", "get_event", 99)
     assert MISP_CANARY_KEY not in caplog.text
+
+
+def test_reads_are_retried_on_503_and_429(misp_conn):
+    hook = MispHook()
+    client = hook.get_client()
+    misp_conn.add_fault({"method": "GET", "path": "^sharingGroups/index", "status": 503, "times": 1})
+    misp_conn.add_fault({"method": "GET", "path": "^sharingGroups/index", "status": 429, "times": 1,
+                         "headers": {"Retry-After": "0"}})
+    groups = hook.call("list sharing groups", "sharing_groups")
+    assert [g["SharingGroup"]["name"] for g in groups][:1] == ["ThreatQ partners"]
+    assert [r.status for r in misp_conn.requests() if r.path == "sharingGroups/index"] == [503, 429, 200]
+    assert client is hook.get_client()
+
+
+def test_writes_are_not_retried_by_the_client(misp_conn):
+    hook = MispHook()
+    misp_conn.add_fault({"method": "POST", "path": "^events/add", "status": 503, "times": 1})
+    from pymisp import MISPEvent
+
+    from threatq_provider.misp.errors import MispServerError
+
+    event = MISPEvent()
+    event.info = "x"
+    with pytest.raises(MispServerError):
+        hook.call("add event", "add_event", event)
+    assert len([r for r in misp_conn.requests() if r.path.startswith("events/add")]) == 1
