@@ -32,27 +32,35 @@ from threatq_provider.operators.transform import EcsTransformOperator
 
 THREATQ_CONN_ID = "threatq_default"
 ELASTICSEARCH_CONN_ID = "elasticsearch_default"
-# The poll interval; THREATQ_INDICATORS_CRON (environment of the scheduler and dag-processor) changes it.
+# Poll interval; THREATQ_INDICATORS_CRON in the scheduler's and dag-processor's environment changes it.
 CRON = os.environ.get("THREATQ_INDICATORS_CRON", "*/10 * * * *")
-STAGE = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}/{{ dag.dag_id }}/{{ run_id }}"
+STAGE_ROOT = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}"
+STAGE = STAGE_ROOT + "/{{ dag.dag_id }}/{{ run_id }}"
 ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
-# `format: date-time` gives the UI its date picker; the pattern makes the check independent of
-# whether jsonschema's optional date-time checker (rfc3339-validator) is installed.
+# `format: date-time` gives the UI its date picker; the pattern checks the value even where
+# jsonschema's optional date-time checker (rfc3339-validator) is not installed.
 ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
-INDICATOR_TYPES = [t["name"] for t in json.loads(include_path("threatq", "enumerations.json").read_text())["indicator_types"]]
+ENUMERATIONS = json.loads(include_path("threatq", "enumerations.json").read_text())
+INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
 
 # [START threatq_indicator_params]
 PARAMS = {
-    "mode": Param("window", type="string", enum=["window", "collection", "full_resync"],
-                  description="window: the run's data interval; collection: a data collection by cursorMark; full_resync: everything."),
+    "mode": Param(
+        "window", type="string", enum=["window", "collection", "full_resync"],
+        description="window: the run's data interval; collection: a data collection by cursorMark; "
+        "full_resync: every indicator.",
+    ),
     "collection": Param(None, type=["null", "string"], description="Data collection hash (collection mode)."),
-    "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME, description="Override the window start (UTC, included)."),
-    "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME, description="Override the window end (UTC, excluded)."),
-    "indicator_types": Param([], type="array", items={"type": "string", "enum": INDICATOR_TYPES}, uniqueItems=True,
-                             description="Only these ThreatQ indicator types; empty = all."),
+    "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+                   description="Override the window start (UTC, included)."),
+    "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+                   description="Override the window end (UTC, excluded)."),
+    "indicator_types": Param([], type="array", items={"type": "string", "enum": INDICATOR_TYPES},
+                             uniqueItems=True, description="Only these ThreatQ indicator types; empty = all."),
     "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
-                                     description="Default IOC lifetime after last update, e.g. 90d, 12h, 30m."),
-    "dry_run": Param(False, type="boolean", description="Poll and transform, but write nothing to Elasticsearch."),
+                                     description="IOC lifetime after its last update, e.g. 90d, 12h, 30m."),
+    "dry_run": Param(False, type="boolean",
+                     description="Poll and transform, write nothing to Elasticsearch."),
 }
 # [END threatq_indicator_params]
 

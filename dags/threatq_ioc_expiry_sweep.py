@@ -34,7 +34,9 @@ with DAG(
     dag_id="threatq_ioc_expiry_sweep",
     description="Remove expired IOCs from the active index; trim the history",
     doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[ACTIVE_INDEX]),
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 * * * *", timezone="UTC"), assets=[ACTIVE_INDEX]
+    ),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -153,7 +153,9 @@ def main() -> None:
     print("ThreatQ → Elasticsearch / MISP demo summary")
     print("=" * 72)
     print(f"polled from ThreatQ simulator : {poll.get('indicators')} indicators in {poll.get('pages')} pages")
-    print(f"transformed to ECS            : {transform.get('written')} written, {transform.get('rejected')} rejected")
+    rejected = transform.get("rejected")
+    n_rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
+    print(f"transformed to ECS            : {transform.get('written')} written, {n_rejected} rejected")
     print(f"loaded into Elasticsearch     : {load.get('read')} read, {load.get('indexed')} new, "
           f"{load.get('updated')} updated, {load.get('skipped_stale')} unchanged, {load.get('rejected_total')} rejected; "
           f"{load.get('history_written')} history documents")

@@ -36,7 +36,10 @@ MODES = ("window", "collection", "full_resync")
 RAW_FILE_NAME = "raw.ndjson"
 CURSOR_START = "*"
 # full_resync reads every indicator: a window wider than any ThreatQ timestamp.
-FULL_RESYNC_WINDOW = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
+FULL_RESYNC_WINDOW = (
+    datetime(1970, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+)
 
 
 def collection_cursor_variable(collection: str) -> str:
@@ -152,7 +155,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                     plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"]
                 ),
             )
-        self.log.info("Staged %d indicators from %d pages (%s mode) to %s", written, pages, plan["mode"], raw_path)
+        self.log.info("Staged %d indicators from %d pages (%s mode) to %s",
+                      written, pages, plan["mode"], raw_path)
         return self._xcom(plan, raw_path, stage_dir, written, pages)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -168,7 +172,9 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             if start is None or end is None:
                 raise AirflowException("window mode needs window_start and window_end")
             if start >= end:
-                raise AirflowException(f"window_start {start.isoformat()} is not before window_end {end.isoformat()}")
+                raise AirflowException(
+                    f"window_start {start.isoformat()} is not before window_end {end.isoformat()}"
+                )
         if mode == "full_resync":
             start, end = FULL_RESYNC_WINDOW
         collection = str(self.collection) if self.collection not in (None, "", "None") else None
@@ -216,7 +222,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         wanted = set(plan["types"] or ())
 
         def pages() -> Any:
-            for page in client.iter_collection_pages(plan["collection"], cursor=cursor, page_size=plan["page_size"]):
+            feed = client.iter_collection_pages(plan["collection"], cursor=cursor, page_size=plan["page_size"])
+            for page in feed:
                 if page.next_cursor:
                     reached["cursor"] = page.next_cursor
                 # A data collection is a saved search: its criteria choose the types; the run's
@@ -227,7 +234,12 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         return written, n_pages, reached["cursor"]
 
     def _xcom(
-        self, plan: dict[str, Any], raw_path: ObjectStoragePath, stage_dir: ObjectStoragePath, written: int, pages: int
+        self,
+        plan: dict[str, Any],
+        raw_path: ObjectStoragePath,
+        stage_dir: ObjectStoragePath,
+        written: int,
+        pages: int,
     ) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
             return value.isoformat() if value is not None else None

@@ -62,7 +62,8 @@ class ThreatQRunReportOperator(BaseOperator):
         load = _as_dict(self.load_result)
         loaded = bool(load)
         cursor_saved = False
-        if loaded and poll.get("mode") == "collection" and poll.get("cursor_variable") and poll.get("next_cursor"):
+        collection = poll.get("mode") == "collection" and poll.get("cursor_variable")
+        if loaded and collection and poll.get("next_cursor"):
             from airflow.providers.common.compat.sdk import Variable
 
             Variable.set(poll["cursor_variable"], poll["next_cursor"])
