@@ -188,6 +188,7 @@ def main() -> int:
         "ours_peak_rss_mb": round(max(r["ours"]["peak_rss_mb"] for r in rounds), 1),
         "ours_with_history_peak_rss_mb": _rounded(median("ours+history", "peak_rss_mb"), 1),
         "plain_peak_rss_mb": round(max(r["plain"]["peak_rss_mb"] for r in rounds), 1),
+        "rounds": [{m: round(r[m]["docs_per_s"]) for m in r} for r in rounds],
         "chunk_docs": args.chunk_docs, "chunk_bytes": args.chunk_bytes, "cores": os.cpu_count(),
     }
     print(f"load: {n} ECS docs, median of {args.repeats}: plain helpers.bulk {result['plain_docs_per_s']}/s, "
