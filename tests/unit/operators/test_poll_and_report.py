@@ -1,0 +1,140 @@
+"""Unit tests of the poll and report operators with a fake ThreatQ client (no HTTP, no Airflow run).
+
+The end-to-end behaviour against the simulator and a real Airflow is in tests/integration/dags/.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from threatq_provider.operators import poll as poll_mod
+from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator, collection_cursor_variable
+from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+END = datetime(2026, 1, 2, tzinfo=timezone.utc)
+
+
+class FakeClient:
+    """Records the calls; serves fixed pages."""
+
+    def __init__(self, pages=None, collection_pages=None):
+        self.pages = pages or []
+        self.collection_pages = collection_pages or []
+        self.calls = []
+
+    def iter_indicator_pages(self, since, until, *, types=None, page_size=None):
+        self.calls.append(("window", since, until, types, page_size))
+        yield from self.pages
+
+    def iter_collection_pages(self, collection, *, cursor, page_size=None):
+        self.calls.append(("collection", collection, cursor, page_size))
+        for rows, nxt in self.collection_pages:
+            yield SimpleNamespace(indicators=rows, next_cursor=nxt)
+
+
+@pytest.fixture
+def fake_client(monkeypatch):
+    client = FakeClient()
+
+    class FakeHook:
+        def __init__(self, threatq_conn_id):
+            self.conn_id = threatq_conn_id
+
+        def get_client(self):
+            return client
+
+    import threatq_provider.threatq.hook as hook_mod
+
+    monkeypatch.setattr(hook_mod, "ThreatQHook", FakeHook)
+    return client
+
+
+@pytest.fixture
+def variables(monkeypatch):
+    store: dict[str, str] = {}
+
+    class FakeVariable:
+        @staticmethod
+        def get(key, default=None):
+            return store.get(key, default)
+
+        @staticmethod
+        def set(key, value):
+            store[key] = value
+
+    import airflow.providers.common.compat.sdk as compat
+
+    monkeypatch.setattr(compat, "Variable", FakeVariable, raising=False)
+    return store
+
+
+def _op(tmp_path, **kw):
+    return ThreatQPollIndicatorsOperator(task_id="poll", stage_uri=f"file://{tmp_path}/run", **kw)
+
+
+def test_window_mode_streams_every_page_to_raw_ndjson_and_returns_paths_and_counts(tmp_path, fake_client):
+    fake_client.pages = [[{"id": 1}, {"id": 2}], [{"id": 3}]]
+    out = _op(tmp_path, window_start=START, window_end=END.isoformat(), types='["IP Address"]').execute({})
+    lines = (tmp_path / "run" / "raw.ndjson").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [1, 2, 3]
+    assert out["indicators"] == 3 and out["pages"] == 2 and out["path"].endswith("/run/raw.ndjson")
+    assert fake_client.calls == [("window", START, END, ["IP Address"], None)]
+    assert len(json.dumps(out)) < 1000  # paths and counts only
+
+
+def test_full_resync_reads_from_1970_to_9999(tmp_path, fake_client):
+    _op(tmp_path, mode="full_resync").execute({})
+    assert fake_client.calls[0][1:3] == poll_mod.FULL_RESYNC_WINDOW
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "everything"}, "mode must be one of"),
+        ({"mode": "window"}, "needs window_start and window_end"),
+        ({"window_start": END, "window_end": START}, "is not before"),
+        ({"window_start": "yesterday", "window_end": END}, "not an ISO-8601"),
+        ({"mode": "collection"}, "needs a data collection hash"),
+    ],
+)
+def test_bad_arguments_fail_before_any_call_naming_the_argument(tmp_path, fake_client, kwargs, message):
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    with pytest.raises(AirflowException, match=message):
+        _op(tmp_path, **kwargs).execute({})
+    assert fake_client.calls == []
+
+
+def test_collection_mode_starts_from_the_saved_cursor_and_reports_without_saving(tmp_path, fake_client, variables):
+    variables[collection_cursor_variable("abc")] = "CUR1"
+    fake_client.collection_pages = [([{"id": 1, "type": {"name": "FQDN"}}, {"id": 2, "type": "URL"}], "CUR2"),
+                                    ([{"id": 3, "type": {"name": "FQDN"}}], "CUR3")]
+    out = _op(tmp_path, mode="collection", collection="abc", types=["FQDN"]).execute({})
+    assert fake_client.calls == [("collection", "abc", "CUR1", None)]
+    assert out["cursor_start"] == "CUR1" and out["next_cursor"] == "CUR3"
+    assert out["indicators"] == 2  # the run's type filter narrows the collection
+    assert variables[collection_cursor_variable("abc")] == "CUR1", "the poll task must not move the cursor"
+
+
+def test_report_saves_the_cursor_only_after_a_load(variables):
+    poll = {"mode": "collection", "cursor_variable": "v", "next_cursor": "N", "indicators": 5}
+    skipped = ThreatQRunReportOperator(task_id="r", poll_result=poll, transform_result={"written": 5},
+                                       load_result=None).execute({})
+    assert skipped["cursor_saved"] is False and "v" not in variables
+    done = ThreatQRunReportOperator(task_id="r", poll_result=poll, transform_result={"written": 5},
+                                    load_result={"indexed": 4, "updated": 1, "skipped_stale": 0}).execute({})
+    assert done["cursor_saved"] is True and variables["v"] == "N"
+    assert done["loaded"] == 5
+
+
+def test_dry_run_skips_write_tasks():
+    from airflow.providers.common.compat.sdk import AirflowSkipException
+
+    skip_when_dry_run({"params": {"dry_run": False}})
+    with pytest.raises(AirflowSkipException):
+        skip_when_dry_run({"params": {"dry_run": True}})
