@@ -99,10 +99,15 @@ def sweep_expired(client: Elasticsearch, *, now: datetime, index: str = ACTIVE_A
     :param batch_size: documents per scroll page and per delete bulk.
     :return: ``{"matched", "deleted", "by_reason", "conflicts", "remaining", "passes", "dry_run", "now"}``.
     """
-    client.indices.refresh(index=index)  # count what the last load wrote, not the last refresh
+    result: dict[str, Any] = {"now": _iso(now), "matched": 0, "deleted": 0, "by_reason": {},
+                              "conflicts": 0, "remaining": 0, "passes": 0, "dry_run": dry_run}
+    try:
+        client.indices.refresh(index=index)  # count what the last load wrote, not the last refresh
+    except NotFoundError:
+        log.warning("sweep: index %s does not exist yet (nothing loaded); nothing to sweep", index)
+        return result
     matched, by_reason = count_by_reason(client, index, now)
-    result: dict[str, Any] = {"now": _iso(now), "matched": matched, "deleted": 0, "by_reason": by_reason,
-                              "conflicts": 0, "remaining": matched, "passes": 0, "dry_run": dry_run}
+    result.update(matched=matched, by_reason=by_reason, remaining=matched)
     if dry_run or matched == 0:
         return result
     for _ in range(max_passes):

@@ -100,3 +100,19 @@ def test_sweep_operators_use_the_data_interval_end_as_now(es_conn, es_client, es
 
 def test_asset_uri_names_the_active_alias():
     assert ACTIVE_INDEX_ASSET_URI.endswith("/logs-ti_threatq_latest.threat")
+
+
+def test_credentials_never_reach_logs_or_xcom(monkeypatch, es_url, es_index_prefix, tmp_path, caplog):
+    # The test node runs without security, so it ignores the credentials; the client still sends them.
+    monkeypatch.setenv("AIRFLOW_CONN_ES_CANARY", json.dumps({
+        "conn_type": "elasticsearch_ecs", "host": es_url, "login": "elastic", "password": CANARY}))
+    source = tmp_path / "ecs.ndjson"
+    source.write_text((DATA / "documents.ndjson").read_text())
+    caplog.set_level("DEBUG")
+
+    xcom = ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id="es_canary",
+                                     index_prefix=es_index_prefix).execute({})
+    ok, message = ElasticsearchEcsHook(elasticsearch_conn_id="es_canary").test_connection()
+
+    assert ok is True and xcom["indexed"] == 8
+    assert CANARY not in json.dumps(xcom) and CANARY not in message and CANARY not in caplog.text

@@ -170,3 +170,9 @@ def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es
     left = sorted(es_client.indices.get_alias(index=names.history_pattern))
     assert left == sorted(set(names.history_prefix + d.strftime("%Y.%m.%d") for d in days) - set(expected_deleted))
     assert len(expected_deleted) == 3 and len(left) == 6
+
+
+def test_sweep_before_any_load_finds_nothing_and_does_not_fail(es_client, es_index_prefix):
+    result = sweep_expired(es_client, now=NOW, index=IndexNames(es_index_prefix).active_alias)
+
+    assert (result["matched"], result["deleted"], result["remaining"]) == (0, 0, 0)
