@@ -115,3 +115,18 @@ def test_rollover_moves_the_alias_and_keeps_every_document_with_its_version(es_c
     # The external version survived the copy: replaying the same version is still stale.
     again = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None)
     assert again.skipped_stale == len(lines)
+
+
+def test_ip_fields_answer_cidr_queries_and_cidr_blocks_answer_ip_queries(es_client, es_index_prefix):
+    names = IndexNames(es_index_prefix)
+    install_templates(es_client, prefix=es_index_prefix)
+    load_ndjson(es_client, (DATA / "documents.ndjson").read_text().splitlines(), active_index=names.active_alias,
+                history_prefix=None)
+    es_client.indices.refresh(index=names.active_alias)
+
+    def ids(query):
+        return sorted(h["_id"] for h in es_client.search(index=names.active_alias, query=query)["hits"]["hits"])
+
+    assert ids({"term": {"threat.indicator.ip": "89.160.0.0/16"}}) == ["1001"]
+    assert ids({"term": {"related.ip": "2a02:cf40::/32"}}) == ["1002"]
+    assert ids({"term": {"threatq.cidr_block": "10.20.5.5"}}) == ["1003"]
