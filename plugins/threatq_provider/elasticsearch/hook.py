@@ -8,7 +8,8 @@ Two connection types are accepted, so users can reuse the one they already have:
 field          extra key             meaning
 =============  ====================  =======================================================
 Host           –                     comma-separated URLs, e.g. ``https://es1:9200,https://es2:9200``
-                                     (``https://`` is assumed when a URL has no scheme)
+                                     (``https://`` is assumed when a URL has no scheme; a URL
+                                     without a port gets Port, else 443/80 by scheme)
 Login          –                     basic-auth user (ignored when an API key is set)
 Password       –                     basic-auth password (secret)
 –              ``api_key``           API key, base64 ``id:key`` form or ``id:key`` (secret)
@@ -87,8 +88,11 @@ def _hosts(conn: Any, conn_id: str) -> list[str]:
         url = part if "://" in part else f"{default_scheme}://{part}"
         netloc = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
         has_port = ":" in netloc.rsplit("]", 1)[-1]
-        if not has_port and (conn.port or airflow_type):
-            url = url.replace(netloc, f"{netloc}:{conn.port or 9200}", 1)
+        if not has_port:
+            # The client needs an explicit port: the connection's Port, 9200 for Airflow's own type
+            # (as its provider does), else the URL scheme's default (Elastic Cloud endpoints: 443).
+            default_port = 9200 if airflow_type else (443 if url.startswith("https://") else 80)
+            url = url.replace(netloc, f"{netloc}:{conn.port or default_port}", 1)
         hosts.append(url.rstrip("/"))
     return hosts
 

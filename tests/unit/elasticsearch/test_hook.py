@@ -111,3 +111,19 @@ def test_test_connection_failure_message_has_no_secret(monkeypatch, caplog):
     assert ok is False
     assert CANARY not in message
     assert CANARY not in caplog.text
+
+
+def test_urls_without_a_port_get_the_schemes_default_or_the_connection_port():
+    assert client_kwargs_from_connection(conn(host="https://abc.es.example.io,http://es2"))["hosts"] == [
+        "https://abc.es.example.io:443", "http://es2:80"]
+    assert client_kwargs_from_connection(conn(host="es1", port=9243))["hosts"] == ["https://es1:9243"]
+
+
+def test_client_accepts_the_kwargs_of_every_form():
+    from elasticsearch import Elasticsearch
+
+    for c in (conn(login="u", password="p"), conn(host="a:9200,b", api_key="id:key", verify_certs=False),
+              conn(conn_type="elasticsearch", host="localhost"), conn(host="", cloud_id="x:" + "ZXhhbXBsZS5jb20kYWJjJGRlZg==")):
+        client = Elasticsearch(**client_kwargs_from_connection(c))  # builds, connects lazily
+        assert client.transport.node_pool.all()
+        client.close()
