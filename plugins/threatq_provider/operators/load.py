@@ -3,7 +3,8 @@
 A short recipe over :mod:`threatq_provider.elasticsearch`: install the index templates
 (idempotent, skipped when current), stream the stage file through
 :func:`~threatq_provider.elasticsearch.loader.load_ndjson` with the dead letter beside it, then
-fail the task when rejects exceed the threshold. The check comes after the dead letter is
+fail the task (no retry: ``AirflowFailException`` chained to ``RejectThresholdExceeded``) when
+rejects exceed the threshold. The check comes after the dead letter is
 written and closed, so nothing accepted is lost and every reject can be inspected.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.elasticsearch.loader import DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
 from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS
@@ -116,5 +117,6 @@ class ElasticsearchLoadOperator(BaseOperator):
                                    max_reject_ratio=_optional_number(self.max_reject_ratio, float),
                                    dead_letter_path=dead_uri)
         except RejectThresholdExceeded as exc:
-            raise AirflowException(str(exc)) from exc
+            # Rejects are data problems a retry cannot fix; the cause stays chained for callers.
+            raise AirflowFailException(str(exc)) from exc
         return {"path": str(source), "dead_letter_path": dead_uri, "templates": templates, **counts.as_dict()}

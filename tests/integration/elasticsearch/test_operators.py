@@ -64,10 +64,14 @@ def test_load_operator_fails_over_the_threshold_after_keeping_accepted_documents
     op = ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id=es_conn,
                                    index_prefix=es_index_prefix, max_rejects=0)
 
-    from airflow.providers.common.compat.sdk import AirflowException
+    from airflow.providers.common.compat.sdk import AirflowFailException
 
-    with pytest.raises(AirflowException, match="1 of 9 documents rejected"):
+    from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
+
+    with pytest.raises(AirflowFailException, match="1 of 9 documents rejected") as info:
         op.execute({})
+
+    assert isinstance(info.value.__cause__, RejectThresholdExceeded)
 
     dead = [json.loads(x) for x in (tmp_path / "ecs.dead-letter.ndjson").read_text().splitlines()]
     assert {d["id"] for d in dead} == {"1999", "1999-1795431600000"}
