@@ -32,12 +32,15 @@ from typing import Any, TextIO
 from elasticsearch import Elasticsearch, helpers
 
 from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
-from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS, HISTORY_PREFIX
+from threatq_provider.elasticsearch.names import (
+    ACTIVE_ALIAS,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_CHUNK_DOCS,
+    HISTORY_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_BYTES = 5 * 1024 * 1024
-DEFAULT_CHUNK_DOCS = 2000
 _REASON_CHARS = 500
 _ACTIVE_OP = "index"
 _HISTORY_OP = "create"

@@ -20,7 +20,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError, helpers
 
-from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS, HISTORY_PREFIX
+from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, HISTORY_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,13 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from threatq_provider._include import include_path
 from threatq_provider.elasticsearch.errors import TemplateInstallError
+from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, HISTORY_PATTERN, HISTORY_PREFIX
+
+__all__ = ["ACTIVE_ALIAS", "HISTORY_PATTERN", "HISTORY_PREFIX", "IndexNames", "install_templates",
+           "mapped_types", "rollover_to_new_index", "template_body"]
 
 log = logging.getLogger(__name__)
 
-ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
-HISTORY_PREFIX = "logs-ti_threatq.threat_history-"
-HISTORY_PATTERN = HISTORY_PREFIX + "*"
 _NO_HANDLER = re.compile(r"(?:No handler for type|The mapper type) \[([a-z_]+)\]")
 
 

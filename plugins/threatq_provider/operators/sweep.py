@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from threatq_provider.elasticsearch.templates import ACTIVE_ALIAS
+# Light constants only: parsing a DAG must not import the Elasticsearch client.
+from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

@@ -31,3 +31,14 @@ def test_sweep_operators_default_to_elastics_alias_and_five_days():
     assert sweep.index == "logs-ti_threatq_latest.threat" and sweep.dry_run is False and sweep.now is None
     assert history.retention == "5d"
     assert IocExpirySweepOperator(task_id="s2", index_prefix="t-").index == "t-logs-ti_threatq_latest.threat"
+
+
+def test_importing_the_operators_does_not_import_the_elasticsearch_client():
+    import subprocess
+    import sys
+
+    code = ("import sys, threatq_provider.operators.load, threatq_provider.operators.sweep;"
+            "print('elasticsearch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -1,0 +1,17 @@
+"""Index names and loader defaults, importable without the Elasticsearch client.
+
+Operators and DAG files import these at parse time; keeping them here (no imports) means parsing
+a DAG does not load the ``elasticsearch`` library. :mod:`.templates` and :mod:`.loader`
+re-export them.
+"""
+
+from __future__ import annotations
+
+#: Alias of the active-IOC index (Elastic's ``ti_threatq`` latest-transform name).
+ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
+#: Prefix of the daily history indices ``<prefix>YYYY.MM.DD``.
+HISTORY_PREFIX = "logs-ti_threatq.threat_history-"
+HISTORY_PATTERN = HISTORY_PREFIX + "*"
+#: Largest bulk request body, and most documents per bulk request.
+DEFAULT_CHUNK_BYTES = 5 * 1024 * 1024
+DEFAULT_CHUNK_DOCS = 2000
