@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from threatq_provider.ecs.dates import CACHE as _DATE_CACHE
-from threatq_provider.ecs.dates import to_ecs_date
+from threatq_provider.ecs.dates import convert_uncached, to_ecs_date
 
 __all__ = ["DATE", "LONG", "NESTED", "STR", "ObjectKinds", "copy_generic", "prune", "short", "to_long"]
 
@@ -151,7 +151,7 @@ def _date_slow(out: dict[str, Any], key: str, value: object, errors: list[str], 
     if type(value) is str:
         if not value:
             return
-        converted = to_ecs_date(value)
+        converted = convert_uncached(value)  # also for a cached None: same answer, rare
         if converted is None:
             errors.append(f"{_where(where, index)}.{key}: unparsable date {short(value)}")
             return

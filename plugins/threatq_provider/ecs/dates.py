@@ -2,7 +2,7 @@
 
 ThreatQ writes ``YYYY-MM-DD HH:MM:SS`` in UTC without a zone; Elastic's pipeline reads that form
 as UTC and writes ISO-8601 with milliseconds (``2020-11-15T00:00:02.000Z``). The common form is
-checked with ``datetime.fromisoformat`` (C code) and rewritten by slicing; ISO-8601 with a ``T``
+checked with ``datetime.fromisoformat`` (C code) and rewritten as text; ISO-8601 with a ``T``
 or a zone is accepted too (converted to UTC), which Elastic's pipeline would reject. No dateutil.
 """
 
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CACHE", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
+__all__ = ["CACHE", "convert_uncached", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
 
 _UTC = UTC
 #: Converted dates by raw text (a run sees the same few timestamps many times); bounded.
 CACHE: dict[str, str | None] = {}
 CACHE_MAX = 1 << 16
 _MISS = object()
+_fromisoformat = datetime.fromisoformat  # bound once: the miss path runs ~5 times per indicator
 
 
 def parse_threatq_date(value: object) -> datetime | None:
@@ -64,6 +65,18 @@ def to_ecs_date(value: object) -> str | None:
     cached = CACHE.get(value, _MISS)
     if cached is not _MISS:
         return cached  # type: ignore[return-value]
+    return convert_uncached(value)
+
+
+def convert_uncached(value: str) -> str | None:
+    """:func:`to_ecs_date` for a string the cache does not hold; stores the result.
+
+    The transform calls this directly after its own cache look-up missed (about a third of the
+    dates of a run are seen for the first time, so this path is hot too).
+
+    :param value: the raw date text.
+    :return: ISO-8601 UTC text with milliseconds, or ``None``.
+    """
     result: str | None
     if (
         len(value) == 19
@@ -74,11 +87,13 @@ def to_ecs_date(value: object) -> str | None:
         and value[17:19].isdigit()
     ):
         try:
-            datetime.fromisoformat(value)
+            _fromisoformat(value)
         except ValueError:
             result = None
         else:
-            result = f"{value[:10]}T{value[11:]}.000Z"
+            # Same text as value[:10] + "T" + value[11:] (3x cheaper than slicing): the date part
+            # fromisoformat accepted holds only digits, "-" and "W", so the first space is at 10.
+            result = value.replace(" ", "T", 1) + ".000Z"
     else:
         parsed = parse_threatq_date(value)
         result = format_ecs_date(parsed) if parsed is not None else None
