@@ -218,9 +218,6 @@ def test_collection_mode_saves_the_cursor_only_after_the_load(
     helpers.assert_active_index_matches(es_clean, truth, before=before, after=helpers.utcnow(), duration="3650d")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug in IocExpirySweepOperator (elasticsearch issue): sweeping before the active index exists "
-    "raises NotFoundError on indices.refresh instead of reporting 0; remove this marker once fixed"))
 def test_hourly_sweep_before_the_first_load_has_nothing_to_do(airflow_db, dagbag, airflow_env, es_clean):
     """The sweep DAG runs hourly from the moment it is unpaused, possibly before any load."""
     run = _run(dagbag, SWEEP)

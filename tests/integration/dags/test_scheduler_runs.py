@@ -102,10 +102,16 @@ def services(tmp_path_factory, es_url, es_client):
     home = tmp_path_factory.mktemp("airflow-services")
     sim = start_simulator(seed=21, indicators=3_000, events=5, start=DAY0, end=DAY3)
     port = _free_port()
+    # SQLite's default 5 s busy timeout is too short when the scheduler, the api-server, the
+    # dag-processor, four workers and the backfill CLI write at once on a 2-core box.
+    (home / "sqlite_settings.py").write_text('CONNECT_ARGS = {"timeout": 60}\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "sqlite_settings.CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "sqlite_settings.CONNECT_ARGS",
+        "PYTHONPATH": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -150,7 +156,18 @@ def _sweep_now(services) -> tuple[datetime, datetime]:
     return before, helpers.utcnow()
 
 
+def _wait_idle(services, dag_id: str, timeout: float = 180) -> None:
+    """Wait until no run of the DAG is queued or running (e.g. the one unpausing created)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(r["state"] in ("success", "failed") for r in services.api.runs(dag_id)):
+            return
+        time.sleep(2)
+    raise AssertionError(f"{dag_id} still busy after {timeout}s: {services.api.runs(dag_id)}")
+
+
 def test_backfill_over_three_days_gives_three_runs_whose_union_is_the_ground_truth(services, es_client):
+    _wait_idle(services, INDICATORS)
     done = _backfill(services, "--from-date", DAY0.date().isoformat(), "--to-date", (DAY3 - timedelta(days=1)).date().isoformat(),
                      "--max-active-runs", "3")
     assert done.returncode == 0, done.stderr[-3000:]
