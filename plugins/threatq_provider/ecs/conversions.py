@@ -252,6 +252,28 @@ class ObjectKinds:
                 return copy_generic(obj, self.kinds, where, errors, index)
         return plan(obj, where, errors, index)
 
+    def copy_list(self, items: object, where: str, errors: list[str]) -> list[Any] | None:
+        """A list of these objects, each copied; empty entries dropped.
+
+        :param items: the raw list (anything else gives ``None``).
+        :param where: dotted location of the list for error messages (items add ``.<index>``).
+        :param errors: receives one message per value removed.
+        :return: the converted list, or ``None`` when nothing is left.
+        """
+        if type(items) is not list or not items:
+            return None
+        out: list[Any] = []
+        plans_get = self._plans.get  # the shape look-up of copy(), inlined: ~2 objects per list
+        for i, item in enumerate(items):
+            if type(item) is dict:
+                plan = plans_get(tuple(item))
+                converted = plan(item, where, errors, i) if plan is not None else self.copy(item, where, errors, i)
+                if converted:
+                    out.append(converted)
+            elif item is not None and item != "":
+                out.append(item)
+        return out or None
+
     def _compile(self, shape: tuple[Any, ...]) -> CopyFunction | None:
         if len(self._plans) >= MAX_SHAPES or not all(type(key) is str for key in shape):
             return None

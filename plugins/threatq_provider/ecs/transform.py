@@ -113,21 +113,6 @@ _COMMENT_KINDS = _kinds("comment", ("created_at", "updated_at"), (), ("id", "ind
 _ID_OBJ_KINDS = _kinds("id_object", (), (), ("id",))
 
 
-def _copy_list(items: object, kinds: ObjectKinds, where: str, errors: list[str]) -> list[Any] | None:
-    if type(items) is not list:
-        return None
-    out: list[Any] = []
-    copy = kinds.copy
-    for i, item in enumerate(items):
-        if type(item) is dict:
-            converted = copy(item, where, errors, i)
-            if converted:
-                out.append(converted)
-        elif item is not None and item != "":
-            out.append(item)
-    return out or None
-
-
 # --------------------------------------------------------------------------------------------
 # Sections
 # --------------------------------------------------------------------------------------------
@@ -177,7 +162,7 @@ def _normalise_threatq(tq: dict[str, Any], errors: list[str]) -> None:
             tq[key] = {"name": obj}
     for key, kinds in (("attributes", _ATTRIBUTE_KINDS), ("adversaries", _ADVERSARY_KINDS), ("comments", _COMMENT_KINDS)):
         if key in tq:
-            converted = _copy_list(tq[key], kinds, f"threatq.{key}", errors)
+            converted = kinds.copy_list(tq[key], f"threatq.{key}", errors)
             if converted is None:
                 del tq[key]
             else:
@@ -231,7 +216,7 @@ _TLP_CACHE: dict[str, str] = {}
 
 def _sources(tq: dict[str, Any], indicator: dict[str, Any], tables: Tables, errors: list[str], keep: bool) -> None:
     """Source ids, dates, provider (from ``name``, Elastic ≥1.33) and TLP (pipeline steps 14-15)."""
-    sources = _copy_list(tq.get("sources"), _SOURCE_KINDS, "threatq.sources", errors)
+    sources = _SOURCE_KINDS.copy_list(tq.get("sources"), "threatq.sources", errors)
     if sources is None:
         tq.pop("sources", None)
         return

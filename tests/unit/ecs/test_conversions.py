@@ -80,3 +80,22 @@ def test_generated_source_is_readable_straight_line_code() -> None:
     assert source.startswith("def copy(obj, where, errors, index):\n    # source: 3 keys\n")
     assert "for " not in source  # one block per key, no loop
     assert source.index("obj['id']") < source.index("obj['created_at']") < source.index("obj['name']")
+
+
+def test_copy_list_matches_copying_each_item() -> None:
+    kinds = ObjectKinds("test", KINDS)
+    items: list[Any] = [{"when": v, "ref": 1} for v in VALUES] + [None, "", "text", 0, {}, {"rel": None}, {2: "x"}]
+    errors: list[str] = []
+    got = kinds.copy_list(items, "threatq.things", errors)
+    expected_errors: list[str] = []
+    expected = [
+        c
+        for i, item in enumerate(items)
+        for c in [copy_generic(item, KINDS, "threatq.things", expected_errors, i) if type(item) is dict else item]
+        if (c if type(item) is dict else item is not None and item != "")
+    ]
+    assert json.dumps(got) == json.dumps(expected)
+    assert errors == expected_errors
+    assert kinds.copy_list([], "x", errors) is None
+    assert kinds.copy_list([None, {"rel": ""}], "x", errors) is None
+    assert kinds.copy_list("not a list", "x", errors) is None
