@@ -171,7 +171,8 @@ def _long_slow(out: dict[str, Any], key: str, value: object, errors: list[str], 
 
 
 # The body of each key's step in a compiled copy, by kind; ``KEY`` is the key (a literal). Each is
-# the matching branch of copy_generic, with the common case first and the rare ones in a helper.
+# the matching branch of copy_generic, with the common case first (strings, for copied keys) and
+# the rare ones in a helper.
 _SNIPPETS: dict[int | None, str] = {
     DATE: """\
     v = obj[KEY]
@@ -197,13 +198,16 @@ _SNIPPETS: dict[int | None, str] = {
 """,
     None: """\
     v = obj[KEY]
-    if v:
-        t = type(v)
+    t = type(v)
+    if t is str:
+        if v:
+            out[KEY] = v
+    elif v:
         if t is dict or t is list:
             v = prune(v)
         if v is not None:
             out[KEY] = v
-    elif type(v) in NUMBERS:
+    elif t in NUMBERS:
         out[KEY] = v
 """,
     NESTED: """\
