@@ -100,11 +100,6 @@ def test_dag_test_refuses_a_wrong_param_before_any_task_runs(airflow_db, dagbag)
         dagbag.dags[INDICATORS].test(run_conf={"mode": "everything"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known: threatq_provider.elasticsearch.templates imports the elasticsearch client at module level and "
-    "operators/load.py + sweep.py import constants from it (and from loader.py), so parsing either DAG imports "
-    "elasticsearch + requests (~0.5-1 s); fix in the elasticsearch package (light constants module or lazy "
-    "client import), then remove this marker"))
 def test_dag_files_parse_without_network_or_heavy_imports():
     """Parse each DAG file in a fresh interpreter; the provider modules it pulls in stay light."""
     import subprocess
