@@ -136,6 +136,7 @@ PROVIDER_INFO: dict = {
                 "threatq_provider.operators.actions",
                 "threatq_provider.operators.poll",
                 "threatq_provider.operators.transform",
+                "threatq_provider.operators.report",
             ],
         },
         {
