@@ -34,44 +34,21 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from threatq_provider._conn_extras import as_bool, as_positive_number, extra_value
 from threatq_provider.elasticsearch.errors import ConnectionConfigError, ElasticsearchEcsError
 
 DEFAULT_REQUEST_TIMEOUT = 60.0
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n"}
 _USERINFO = re.compile(r"//[^/@\s]+@")
 
 
-def _extra(extras: dict[str, Any], conn_type: str, key: str) -> Any:
-    value = extras.get(key)
-    if value is None or value == "":
-        value = extras.get(f"extra__{conn_type}__{key}")
-    return None if value == "" else value
-
-
 def _as_bool(conn_id: str, key: str, value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConnectionConfigError(conn_id, key, "true or false is required")
+    return as_bool(value, default, lambda reason: ConnectionConfigError(conn_id, key, reason))
 
 
 def _as_timeout(conn_id: str, value: Any) -> float:
-    if value is None:
-        return DEFAULT_REQUEST_TIMEOUT
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConnectionConfigError(conn_id, "request_timeout", "a number of seconds is required") from None
-    if number <= 0:
-        raise ConnectionConfigError(conn_id, "request_timeout", "a positive number is required")
-    return number
+    return as_positive_number(value, DEFAULT_REQUEST_TIMEOUT,
+                              lambda reason: ConnectionConfigError(conn_id, "request_timeout", reason),
+                              not_a_number="a number of seconds is required")
 
 
 def _hosts(conn: Any, conn_id: str) -> list[str]:
@@ -114,23 +91,24 @@ def client_kwargs_from_connection(conn: Any, conn_id: str | None = None) -> dict
     conn_type = conn.conn_type or "elasticsearch_ecs"
     extras = conn.extra_dejson or {}
     kwargs: dict[str, Any] = {}
-    cloud_id = _extra(extras, conn_type, "cloud_id")
+    cloud_id = extra_value(extras, conn_type, "cloud_id")
     if cloud_id:
         kwargs["cloud_id"] = str(cloud_id).strip()
     else:
         kwargs["hosts"] = _hosts(conn, conn_id)
-    api_key = _extra(extras, conn_type, "api_key")
+    api_key = extra_value(extras, conn_type, "api_key")
     if api_key:
         api_key = str(api_key).strip()
         # Base64 never contains ':', so "id:key" is the unencoded pair.
         kwargs["api_key"] = tuple(api_key.split(":", 1)) if ":" in api_key else api_key
     elif conn.login:
         kwargs["basic_auth"] = (conn.login, conn.password or "")
-    kwargs["verify_certs"] = _as_bool(conn_id, "verify_certs", _extra(extras, conn_type, "verify_certs"), True)
-    ca_certs = _extra(extras, conn_type, "ca_certs")
+    verify_certs = extra_value(extras, conn_type, "verify_certs")
+    kwargs["verify_certs"] = _as_bool(conn_id, "verify_certs", verify_certs, True)
+    ca_certs = extra_value(extras, conn_type, "ca_certs")
     if ca_certs:
         kwargs["ca_certs"] = str(ca_certs)
-    kwargs["request_timeout"] = _as_timeout(conn_id, _extra(extras, conn_type, "request_timeout"))
+    kwargs["request_timeout"] = _as_timeout(conn_id, extra_value(extras, conn_type, "request_timeout"))
     return kwargs
 
 

@@ -23,42 +23,29 @@ Legacy ``extra__threatq__<key>`` extras are read when the plain key is absent.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from threatq_provider._conn_extras import as_bool, as_positive_number, extra_value
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
 from threatq_provider.threatq.client import RetryPolicy, ThreatQClient
 from threatq_provider.threatq.errors import ThreatQError, ThreatQValidationError, mask_body
 
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
 CONNECT_TIMEOUT_S = 10.0
 
 
+def _invalid(key: str, value: Any) -> Callable[[str], ThreatQValidationError]:
+    return lambda reason: ThreatQValidationError(key, value, reason=reason)
+
+
 def _as_bool(key: str, value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ThreatQValidationError(key, value, reason="true or false is required")
+    # A blank value (e.g. " ") means false here, as it always has for this connection type.
+    return as_bool(value, default, _invalid(key, value), blank_is_false=True)
 
 
 def _as_number(key: str, value: Any, default: float, cast: type = float) -> Any:
-    if value is None or value == "":
-        return cast(default)
-    try:
-        number = cast(value)
-    except (TypeError, ValueError):
-        raise ThreatQValidationError(key, value, reason="a positive number is required") from None
-    if number <= 0:
-        raise ThreatQValidationError(key, value, reason="a positive number is required")
-    return number
+    return as_positive_number(value, default, _invalid(key, value), cast=cast)
 
 
 class ThreatQHook(BaseHook):
@@ -80,10 +67,7 @@ class ThreatQHook(BaseHook):
         self.threatq_conn_id = threatq_conn_id
 
     def _extra(self, extras: dict[str, Any], key: str) -> Any:
-        value = extras.get(key)
-        if value is None or value == "":
-            value = extras.get(f"extra__{self.conn_type}__{key}")
-        return None if value == "" else value
+        return extra_value(extras, self.conn_type, key)
 
     def client_kwargs(self) -> dict[str, Any]:
         """Arguments of :class:`ThreatQClient` read from the connection (reads it once per call).
