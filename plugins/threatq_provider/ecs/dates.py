@@ -13,9 +13,12 @@ from datetime import UTC, datetime, timedelta
 __all__ = ["CACHE", "convert_uncached", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
 
 _UTC = UTC
-#: Converted dates by raw text (a run sees the same few timestamps many times); bounded.
+#: Converted dates by raw text; bounded, emptied when full. The repeats it catches are mostly
+#: local (an indicator's attributes and sources carry its own created/updated times; adversaries
+#: recur), so it is small on purpose: 1,024 entries stay in the CPU cache, and the transform ran
+#: ~9% faster than with 65,536 (22.8 vs 25.1 µs per indicator, simulator corpus).
 CACHE: dict[str, str | None] = {}
-CACHE_MAX = 1 << 16
+CACHE_MAX = 1 << 10
 _MISS = object()
 _fromisoformat = datetime.fromisoformat  # bound once: the miss path runs ~5 times per indicator
 
