@@ -11,18 +11,16 @@ written and closed, so nothing accepted is lost and every reject can be inspecte
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
+from threatq_provider.operators._common import ElasticsearchHookMixin, optional, sibling_ndjson_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
 #: URI of the Asset that a load updates; the DAG declares ``outlets=[Asset(ACTIVE_INDEX_ASSET_URI)]``.
 ACTIVE_INDEX_ASSET_URI = f"elasticsearch://elasticsearch_default/{ACTIVE_ALIAS}"
@@ -30,15 +28,10 @@ ACTIVE_INDEX_ASSET_URI = f"elasticsearch://elasticsearch_default/{ACTIVE_ALIAS}"
 
 def default_dead_letter_path(source_path: str) -> str:
     """``…/ecs.ndjson`` → ``…/ecs.dead-letter.ndjson`` (beside the stage file)."""
-    base = source_path[: -len(".ndjson")] if source_path.endswith(".ndjson") else source_path
-    return f"{base}.dead-letter.ndjson"
+    return sibling_ndjson_path(source_path, "dead-letter")
 
 
-def _optional_number(value: Any, cast: type) -> Any:
-    return None if value in (None, "", "None") else cast(value)
-
-
-class ElasticsearchLoadOperator(BaseOperator):
+class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
 
     :param source_path: ECS NDJSON written by the transform task (ObjectStoragePath URI). (templated)
@@ -86,12 +79,6 @@ class ElasticsearchLoadOperator(BaseOperator):
         self.chunk_docs = chunk_docs
         self.index_prefix = index_prefix
 
-    @cached_property
-    def hook(self) -> ElasticsearchEcsHook:
-        from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
-
-        return ElasticsearchEcsHook(elasticsearch_conn_id=self.elasticsearch_conn_id)
-
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -113,8 +100,8 @@ class ElasticsearchLoadOperator(BaseOperator):
                                  chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
         self.log.info("Loaded %s: %s", source, counts.as_dict())
         try:
-            check_reject_threshold(counts, max_rejects=_optional_number(self.max_rejects, int),
-                                   max_reject_ratio=_optional_number(self.max_reject_ratio, float),
+            check_reject_threshold(counts, max_rejects=optional(self.max_rejects, int),
+                                   max_reject_ratio=optional(self.max_reject_ratio, float),
                                    dead_letter_path=dead_uri)
         except RejectThresholdExceeded as exc:
             # Rejects are data problems a retry cannot fix; the cause stays chained for callers.

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 
+from threatq_provider.operators._common import optional
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
@@ -177,10 +179,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                 )
         if mode == "full_resync":
             start, end = FULL_RESYNC_WINDOW
-        collection = str(self.collection) if self.collection not in (None, "", "None") else None
+        collection = optional(self.collection, str)
         if mode == "collection" and not collection:
             raise AirflowException("collection mode needs a data collection hash (param 'collection')")
-        page_size = int(self.page_size) if self.page_size not in (None, "", "None") else None
+        page_size = optional(self.page_size, int)
         return {
             "mode": mode,
             "window_start": start,

@@ -7,45 +7,19 @@ run's time, and a dry run reports the same counts the real run would delete.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
+from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def resolve_now(value: Any, context: Context) -> datetime:
-    """The sweep clock: the given ISO-8601 value, else ``data_interval_end``, ``logical_date``, now."""
-    if value in (None, "", "None"):
-        value = context.get("data_interval_end") or context.get("logical_date")
-    if value is None:
-        return datetime.now(timezone.utc)
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise AirflowFailException(f"now is not an ISO-8601 date-time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-
-
-class _SweepBase(BaseOperator):
+class _SweepBase(ElasticsearchHookMixin, BaseOperator):
     def __init__(self, *, elasticsearch_conn_id: str = "elasticsearch_default", dry_run: bool = False,
                  now: str | None = None, index_prefix: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -53,12 +27,6 @@ class _SweepBase(BaseOperator):
         self.elasticsearch_conn_id = elasticsearch_conn_id
         self.dry_run = dry_run
         self.now = now
-
-    @cached_property
-    def hook(self) -> ElasticsearchEcsHook:
-        from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
-
-        return ElasticsearchEcsHook(elasticsearch_conn_id=self.elasticsearch_conn_id)
 
 
 class IocExpirySweepOperator(_SweepBase):
@@ -84,7 +52,7 @@ class IocExpirySweepOperator(_SweepBase):
         from threatq_provider.elasticsearch.sweeper import sweep_expired
 
         result = sweep_expired(self.hook.get_client(), now=resolve_now(self.now, context),
-                               index=str(self.index), dry_run=_as_bool(self.dry_run))
+                               index=str(self.index), dry_run=as_bool(self.dry_run))
         self.log.info("Expiry sweep: matched %d, deleted %d, by reason %s%s", result["matched"],
                       result["deleted"], result["by_reason"], " (dry run)" if result["dry_run"] else "")
         return result
@@ -117,7 +85,7 @@ class HistoryRetentionSweepOperator(_SweepBase):
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
-                               retention=str(self.retention), dry_run=_as_bool(self.dry_run),
+                               retention=str(self.retention), dry_run=as_bool(self.dry_run),
                                prefix=IndexNames(self.index_prefix).history_prefix)
         self.log.info("History sweep: deleted %d indices, kept %d", len(result["deleted_indices"]),
                       result["kept_indices"])

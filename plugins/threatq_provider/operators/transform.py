@@ -13,13 +13,13 @@ on some timetables) it falls back to ``logical_date``, then to the current time.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import EcsOptions
+from threatq_provider.operators._common import as_bool, optional, resolve_now, sibling_ndjson_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -31,30 +31,7 @@ def _is_template(value: Any) -> bool:
 
 def default_rejects_path(target_path: str) -> str:
     """``…/ecs.ndjson`` → ``…/ecs.rejects.ndjson`` (where rejects go when no path is given)."""
-    base = target_path.removesuffix(".ndjson")
-    return f"{base}.rejects.ndjson"
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _as_now(value: Any, context: Context) -> datetime:
-    if value in (None, "", "None"):
-        value = context.get("data_interval_end") or context.get("logical_date")
-    if value is None:
-        return datetime.now(UTC)
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise AirflowFailException(f"now is not an ISO-8601 date-time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return sibling_ndjson_path(target_path, "rejects")
 
 
 class EcsTransformOperator(BaseOperator):
@@ -116,8 +93,8 @@ class EcsTransformOperator(BaseOperator):
         try:
             return EcsOptions(
                 ioc_expiration_duration=str(self.ioc_expiration_duration).strip(),
-                preserve_original_event=_as_bool(self.preserve_original_event),
-                threatq_url=(str(self.threatq_url) if self.threatq_url not in (None, "", "None") else None),
+                preserve_original_event=as_bool(self.preserve_original_event),
+                threatq_url=optional(self.threatq_url, str),
             )
         except EcsConfigError as exc:
             # A configuration error will not heal on retry.
@@ -129,7 +106,7 @@ class EcsTransformOperator(BaseOperator):
         from threatq_provider.ecs.transform import transform_stream
 
         options = self._options()
-        now = _as_now(self.now, context)
+        now = resolve_now(self.now, context)
         source = ObjectStoragePath(str(self.source_path))
         target = ObjectStoragePath(str(self.target_path))
         rejects_uri = str(self.rejects_path) if self.rejects_path else default_rejects_path(str(self.target_path))
