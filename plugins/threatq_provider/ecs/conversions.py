@@ -146,18 +146,8 @@ def copy_generic(obj: dict[str, Any], kinds: dict[Any, int], where: str, errors:
     return out
 
 
-def _date_slow(out: dict[str, Any], key: str, value: object, errors: list[str], where: str, index: int) -> None:
-    """A date the cache did not answer (first sight, empty, unparsable or not a string)."""
-    if type(value) is str:
-        if not value:
-            return
-        converted = convert_uncached(value)  # also for a cached None: same answer, rare
-        if converted is None:
-            errors.append(f"{_where(where, index)}.{key}: unparsable date {short(value)}")
-            return
-        out[key] = converted
-    elif value is not None:
-        errors.append(f"{_where(where, index)}.{key}: unparsable date {short(value)}")
+def _date_error(errors: list[str], where: str, index: int, key: str, value: object) -> None:
+    errors.append(f"{_where(where, index)}.{key}: unparsable date {short(value)}")
 
 
 def _long_slow(out: dict[str, Any], key: str, value: object, errors: list[str], where: str, index: int) -> None:
@@ -176,10 +166,13 @@ def _long_slow(out: dict[str, Any], key: str, value: object, errors: list[str], 
 _SNIPPETS: dict[int | None, str] = {
     DATE: """\
     v = obj[KEY]
-    if type(v) is str and (c := cache_get(v)) is not None:
-        out[KEY] = c
+    if type(v) is str:
+        if (c := cache_get(v) or convert_uncached(v)) is not None:
+            out[KEY] = c
+        elif v:
+            date_error(errors, where, index, KEY, v)
     elif v is not None:
-        date_slow(out, KEY, v, errors, where, index)
+        date_error(errors, where, index, KEY, v)
 """,
     STR: """\
     v = obj[KEY]
@@ -218,7 +211,8 @@ _SNIPPETS: dict[int | None, str] = {
 }
 _GLOBALS = {
     "cache_get": _DATE_CACHE.get,
-    "date_slow": _date_slow,
+    "convert_uncached": convert_uncached,  # a converted date is never "", so `or` means "missed"
+    "date_error": _date_error,
     "long_slow": _long_slow,
     "prune": prune,
     "NUMBERS": _NUMBERS,

@@ -8,6 +8,7 @@ or a zone is accepted too (converted to UTC), which Elastic's pipeline would rej
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["CACHE", "convert_uncached", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
@@ -20,6 +21,10 @@ _UTC = UTC
 CACHE: dict[str, str | None] = {}
 CACHE_MAX = 1 << 10
 _MISS = object()
+#: ThreatQ's own form, "YYYY-MM-DD HH:MM:SS" by shape: 19 characters with "-" at 4, " " at 10, ":" at
+#: 13 and 16 and two digits at the end (one C call, ~60 ns less than the same tests in Python; a
+#: non-ASCII digit there, which str.isdigit() would take, fails fromisoformat either way).
+_FIXED_FORM = re.compile(r"....-..... ..:..:[0-9][0-9]", re.DOTALL).fullmatch
 _fromisoformat = datetime.fromisoformat  # bound once: the miss path runs ~5 times per indicator
 
 
@@ -81,14 +86,7 @@ def convert_uncached(value: str) -> str | None:
     :return: ISO-8601 UTC text with milliseconds, or ``None``.
     """
     result: str | None
-    if (
-        len(value) == 19
-        and value[10] == " "
-        and value[4] == "-"
-        and value[13] == ":"
-        and value[16] == ":"
-        and value[17:19].isdigit()
-    ):
+    if _FIXED_FORM(value):
         try:
             _fromisoformat(value)
         except ValueError:
