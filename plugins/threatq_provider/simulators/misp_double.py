@@ -47,6 +47,8 @@ from typing import Any
 from pymisp.abstract import describe_types as _DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
+from threatq_provider.simulators._http import BackgroundServer
+
 log = logging.getLogger(__name__)
 
 DEFAULT_API_KEY = "misp-double-0123456789abcdefghijklmnopqrstuv"
@@ -230,7 +232,7 @@ class _State:
         return next((e for e in self.events.values() if e["uuid"] == ref.lower()), None)
 
 
-class MispDouble:
+class MispDouble(BackgroundServer):
     """A MISP server double on loopback, for the real PyMISP client.
 
     :param host: interface to bind.
@@ -258,11 +260,7 @@ class MispDouble:
         """Start serving in a background thread. :return: the base URL, e.g. ``http://127.0.0.1:8481``."""
         if self._server is None:
             handler = type("Handler", (_Handler,), {"double": self})
-            self._server = ThreadingHTTPServer((self.host, self.port), handler)
-            self._server.daemon_threads = True
-            self.port = self._server.server_address[1]
-            self._thread = threading.Thread(target=self._server.serve_forever, name="misp-double", daemon=True)
-            self._thread.start()
+            self._serve(ThreadingHTTPServer((self.host, self.port), handler), "misp-double")
         return self.url
 
     def stop(self) -> None:
@@ -271,18 +269,6 @@ class MispDouble:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> MispDouble:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server."""
-        return f"http://{self.host}:{self.port}"
 
     # ------------------------------------------------------------------ ground truth
     def events(self) -> list[dict[str, Any]]:

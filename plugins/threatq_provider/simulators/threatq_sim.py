@@ -87,6 +87,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
+from threatq_provider.simulators._http import BackgroundServer
 from threatq_provider.simulators.corpus import Corpus, ValidationError
 from threatq_provider.simulators.faults import FaultPlan, FaultRule
 from threatq_provider.simulators.query import QueryError, compile_expr
@@ -209,7 +210,7 @@ def _decode_cursor(mark: str) -> tuple[int, int, bool]:
 
 
 # ---------------------------------------------------------------------------- simulator
-class ThreatQSimulator:
+class ThreatQSimulator(BackgroundServer):
     """A local ThreatQ API over real HTTP.
 
     :param corpus: the data to serve; default ``Corpus()`` (seed 42, 2,000 indicators, 100 events).
@@ -279,13 +280,7 @@ class ThreatQSimulator:
         if self._server is not None:
             return self.url
         handler = type("BoundThreatQHandler", (_Handler,), {"sim": self})
-        server = _QuietServer((self.host, self.port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"threatq-sim:{self.port}", daemon=True)
-        self._thread.start()
+        self._serve(_QuietServer((self.host, self.port), handler), "threatq-sim:{port}", poll_interval=0.1)
         log.info("ThreatQ simulator listening on %s (mode=%s, indicators=%d)", self.url, self.mode,
                  self.corpus.indicator_count)
         return self.url
@@ -309,18 +304,6 @@ class ThreatQSimulator:
             self._thread.join(timeout=5)
         self._server = None
         self._thread = None
-
-    def __enter__(self) -> ThreatQSimulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:8480`` (clients append ``/api/...``)."""
-        return f"http://{self.host}:{self.port}"
 
     def served(self, updated_since: object = None, updated_until: object = None,
                types: Any = None) -> Iterator[dict[str, Any]]:
