@@ -99,3 +99,25 @@ def test_copy_list_matches_copying_each_item() -> None:
     assert kinds.copy_list([], "x", errors) is None
     assert kinds.copy_list([None, {"rel": ""}], "x", errors) is None
     assert kinds.copy_list("not a list", "x", errors) is None
+
+
+def test_compiled_copies_match_the_generic_loop_on_the_simulator_corpus() -> None:
+    from threatq_provider.ecs import transform
+    from threatq_provider.simulators.corpus import Corpus
+
+    tables = {
+        "sources": transform._SOURCE_KINDS,
+        "attributes": transform._ATTRIBUTE_KINDS,
+        "adversaries": transform._ADVERSARY_KINDS,
+        "comments": transform._COMMENT_KINDS,
+    }
+    checked = 0
+    for raw in Corpus(42, indicators=300).iter_indicators():
+        pairs = [(transform._TOP_KINDS, raw)]
+        pairs += [(tables[key], item) for key in tables for item in raw.get(key) or []]
+        pairs += [(transform._ID_OBJ_KINDS, raw[key]) for key in ("type", "status") if isinstance(raw.get(key), dict)]
+        for kinds, obj in pairs:
+            expected, got = _both(kinds, obj)
+            assert got == expected
+            checked += 1
+    assert checked > 300 * 4
