@@ -222,7 +222,7 @@ _GLOBALS = {
 class ObjectKinds:
     """The key → kind table of one kind of ThreatQ object, and its compiled copies by shape.
 
-    :param name: for the generated functions' names (``source`` → ``copy_source_0``).
+    :param name: shown in the generated code's filename and first comment (``<ecs copy source>``).
     :param kinds: key → :data:`DATE` / :data:`STR` / :data:`LONG` / :data:`NESTED`.
     """
 
