@@ -48,7 +48,12 @@ def parse_threatq_date(value: object) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=_UTC)
-    return parsed.astimezone(_UTC)
+    try:
+        return parsed.astimezone(_UTC)
+    except OverflowError:
+        # "0001-01-01 00:00+03" lies before datetime.min in UTC: not a usable date, and it must
+        # be flagged like any other unparsable date instead of sinking the batch.
+        return None
 
 
 def format_ecs_date(value: datetime) -> str:

@@ -136,6 +136,17 @@ def test_unparsable_date_drops_field_and_records_error() -> None:
     assert "preserve_original_event" in doc["tags"] and "original" in doc["event"]
 
 
+def test_date_before_datetime_min_in_utc_is_flagged_not_fatal() -> None:
+    # "0001-01-01 00:00+03" overflows when converted to UTC; it is an unparsable date like any other.
+    out, rejects = io.StringIO(), io.StringIO()
+    lines = [json.dumps(_raw(id=1, created_at="0001-01-01 00:00+03")), json.dumps(_raw(id=2))]
+    counts = transform_stream(lines, out, rejects, now=NOW, options=EcsOptions())
+    assert (counts.read, counts.written) == (2, 2)
+    first = json.loads(out.getvalue().splitlines()[0])
+    assert "created_at" not in first["threatq"]
+    assert any("threatq.created_at" in m for m in first["error"]["message"])
+
+
 def test_missing_updated_at_sets_timestamp_to_now_and_flags() -> None:
     raw = _raw()
     del raw["updated_at"]
