@@ -45,10 +45,11 @@ class TokenRequest:
     :ivar headers: extra headers (client authentication).
     """
 
-    params: dict[str, str]
-    json: dict[str, str] | None = None
-    data: dict[str, str] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    # Every field may hold a credential (password, Basic header, refresh token): none in repr.
+    params: dict[str, str] = field(repr=False)
+    json: dict[str, str] | None = field(default=None, repr=False)
+    data: dict[str, str] | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def _basic(client_id: str, client_secret: str) -> str:

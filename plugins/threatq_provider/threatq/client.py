@@ -248,6 +248,9 @@ class ThreatQClient:
     :param retry: retry policy.
     :param page_size: rows per page when paging (1–1000 on ThreatQ; Elastic uses 1000).
     :param user_agent: ``User-Agent`` header.
+    :param on_secret: called with every access and refresh token received, so a log masker
+        (Airflow's ``mask_secret``) can hide them: the refresh grant sends its token in the query
+        string, which urllib3 logs at DEBUG.
     """
 
     def __init__(
@@ -261,6 +264,7 @@ class ThreatQClient:
         retry: RetryPolicy = RetryPolicy(),
         page_size: int = 1000,
         user_agent: str = f"airflow-provider-threatq/{__version__}",
+        on_secret: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ThreatQValidationError("base_url", base_url, reason="an http:// or https:// URL is required")
@@ -284,6 +288,7 @@ class ThreatQClient:
         self._session.verify = verify
         if self.proxies:
             self._session.proxies.update(self.proxies)
+        self._on_secret = on_secret
         self._token: Token | None = None
         self._token_lock = threading.Lock()
         self._names: dict[str, dict[str, tuple[str, int]]] = {}
@@ -347,6 +352,10 @@ class ThreatQClient:
         if token is None:
             raise ThreatQAuthError(resp.status_code, "POST", _TOKEN_PATH, self._excerpt(resp.text),
                                    detail="token response has no access_token")
+        if self._on_secret is not None:
+            for secret in (token.access_token, token.refresh_token):
+                if secret:
+                    self._on_secret(secret)
         return token
 
     def invalidate_token(self) -> None:

@@ -116,7 +116,8 @@ class ThreatQHook(BaseHook):
 
     @cached_property
     def _client(self) -> ThreatQClient:
-        return ThreatQClient(**self.client_kwargs(), retry=RetryPolicy())
+        # Tokens are registered with Airflow's masker as they arrive (see ThreatQClient on_secret).
+        return ThreatQClient(**self.client_kwargs(), retry=RetryPolicy(), on_secret=mask_secret)
 
     def get_client(self) -> ThreatQClient:
         """The cached client of this hook.
@@ -142,7 +143,8 @@ class ThreatQHook(BaseHook):
             the reason never contains a password, secret or token.
         """
         try:
-            client = ThreatQClient(**self.client_kwargs(), retry=RetryPolicy(total=1, backoff_factor=0.2))
+            client = ThreatQClient(**self.client_kwargs(), retry=RetryPolicy(total=1, backoff_factor=0.2),
+                                   on_secret=mask_secret)
         except ThreatQError as exc:
             return False, f"ThreatQ connection {self.threatq_conn_id!r} is misconfigured: {exc}"
         except Exception as exc:  # connection lookup failed (missing id, bad JSON)

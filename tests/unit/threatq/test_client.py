@@ -348,3 +348,29 @@ def test_canary_never_logged_during_retries_and_failures(tq, caplog):
         make_client().get_indicator(7)
     assert CANARY not in caplog.text and CANARY not in str(err.value)
     assert "acc-1" not in caplog.text
+
+
+def test_token_request_repr_hides_every_credential():
+    # TokenRequest carries the password, the Basic header and the refresh token: repr shows none.
+    for req in (PasswordGrant("cid", "analyst@example.com", CANARY).token_request(),
+                ClientCredentials("cid", CANARY).token_request(),
+                ClientCredentials("cid", CANARY).refresh_request(CANARY + "-rt", CANARY + "-at"),
+                PasswordGrant("cid", "a@example.com", CANARY).refresh_request(CANARY + "-rt", CANARY + "-at")):
+        text = repr(req)
+        assert CANARY not in text
+        assert base64.b64encode(f"cid:{CANARY}".encode()).decode() not in text
+
+
+def test_received_tokens_are_reported_to_on_secret(tq):
+    # The refresh grant puts the refresh token in the query string (urllib3 logs it at DEBUG):
+    # every token must reach the log masker as soon as it arrives.
+    tq.post(f"{BASE}/api/token", [
+        {"json": {**TOKEN, "expires_in": 0}},
+        {"json": {**TOKEN, "access_token": "acc-2", "refresh_token": "ref-2"}},
+    ])
+    tq.get(f"{BASE}/api/indicators/7", json={"data": {"id": 7}})
+    seen: list[str] = []
+    client = make_client(on_secret=seen.append)
+    client.get_indicator(7)
+    client.get_indicator(7)
+    assert seen == ["acc-1", "ref-1", "acc-2", "ref-2"]

@@ -114,3 +114,15 @@ def test_test_connection_misconfigured_without_client_id(monkeypatch):
     set_conn(monkeypatch, extra={})
     ok, message = ThreatQHook().test_connection()
     assert ok is False and "client_id" in message and CANARY not in message
+
+
+def test_hook_client_registers_received_tokens_with_the_log_masker(monkeypatch, requests_mock):
+    masked: list[str] = []
+    monkeypatch.setattr("threatq_provider.threatq.hook.mask_secret", masked.append)
+    set_conn(monkeypatch)
+    requests_mock.post("https://tq.example.test/api/token", json=TOKEN)
+    requests_mock.get("https://tq.example.test/api/indicators/7", json={"data": {"id": 7}})
+    hook = ThreatQHook()
+    hook.get_client().get_indicator(7)
+    hook.close()
+    assert "acc-h" in masked and "ref-h" in masked
