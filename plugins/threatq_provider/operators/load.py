@@ -87,17 +87,21 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         from threatq_provider.elasticsearch.templates import IndexNames, install_templates
 
         names = IndexNames(self.index_prefix)
-        client = self.hook.get_client()
-        templates = install_templates(client, prefix=self.index_prefix) if self.install_templates else {}
         source = ObjectStoragePath(str(self.source_path))
         dead_uri = str(self.dead_letter_path or default_dead_letter_path(str(self.source_path)))
         dead = ObjectStoragePath(dead_uri)
-        dead.parent.mkdir(parents=True, exist_ok=True)
-        with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
-            counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
-                                 history_date=context.get("data_interval_end"),
-                                 history_prefix=names.history_prefix if self.write_history else None,
-                                 chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
+        try:
+            client = self.hook.get_client()
+            templates = install_templates(client, prefix=self.index_prefix) if self.install_templates else {}
+            dead.parent.mkdir(parents=True, exist_ok=True)
+            with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
+                counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
+                                     history_date=context.get("data_interval_end"),
+                                     history_prefix=names.history_prefix if self.write_history else None,
+                                     chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
+        finally:
+            # Release the client's connection pool whether the load succeeded or not.
+            self.hook.close()
         self.log.info("Loaded %s: %s", source, counts.as_dict())
         try:
             check_reject_threshold(counts, max_rejects=optional(self.max_rejects, int),

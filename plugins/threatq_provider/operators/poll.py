@@ -144,19 +144,24 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         from threatq_provider.threatq.hook import ThreatQHook
 
         plan = self._plan()
-        client = ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
-        stage_dir = self._stage_dir()
-        raw_path = stage_dir / RAW_FILE_NAME
-        if plan["mode"] == "collection":
-            written, pages, next_cursor = self._stage_collection(client, raw_path, plan)
-            plan["next_cursor"] = next_cursor
-        else:
-            written, pages = self._stage_pages(
-                raw_path,
-                client.iter_indicator_pages(
-                    plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"]
-                ),
-            )
+        hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
+        try:
+            client = hook.get_client()
+            stage_dir = self._stage_dir()
+            raw_path = stage_dir / RAW_FILE_NAME
+            if plan["mode"] == "collection":
+                written, pages, next_cursor = self._stage_collection(client, raw_path, plan)
+                plan["next_cursor"] = next_cursor
+            else:
+                written, pages = self._stage_pages(
+                    raw_path,
+                    client.iter_indicator_pages(
+                        plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"]
+                    ),
+                )
+        finally:
+            # The HTTP session's pooled connections are released even when paging failed.
+            hook.close()
         self.log.info("Staged %d indicators from %d pages (%s mode) to %s",
                       written, pages, plan["mode"], raw_path)
         return self._xcom(plan, raw_path, stage_dir, written, pages)

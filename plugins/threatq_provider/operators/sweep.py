@@ -51,8 +51,11 @@ class IocExpirySweepOperator(_SweepBase):
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.sweeper import sweep_expired
 
-        result = sweep_expired(self.hook.get_client(), now=resolve_now(self.now, context),
-                               index=str(self.index), dry_run=as_bool(self.dry_run))
+        try:
+            result = sweep_expired(self.hook.get_client(), now=resolve_now(self.now, context),
+                                   index=str(self.index), dry_run=as_bool(self.dry_run))
+        finally:
+            self.hook.close()
         self.log.info("Expiry sweep: matched %d, deleted %d, by reason %s%s", result["matched"],
                       result["deleted"], result["by_reason"], " (dry run)" if result["dry_run"] else "")
         return result
@@ -84,9 +87,12 @@ class HistoryRetentionSweepOperator(_SweepBase):
             parse_duration(str(self.retention))
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
-        result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
-                               retention=str(self.retention), dry_run=as_bool(self.dry_run),
-                               prefix=IndexNames(self.index_prefix).history_prefix)
+        try:
+            result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
+                                   retention=str(self.retention), dry_run=as_bool(self.dry_run),
+                                   prefix=IndexNames(self.index_prefix).history_prefix)
+        finally:
+            self.hook.close()
         self.log.info("History sweep: deleted %d indices, kept %d", len(result["deleted_indices"]),
                       result["kept_indices"])
         return result

@@ -42,3 +42,45 @@ def test_importing_the_operators_does_not_import_the_elasticsearch_client():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
 
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+class _ClosingHook:
+    """Stands in for ElasticsearchEcsHook: hands out a dummy client and counts close()."""
+
+    def __init__(self):
+        self.closed = 0
+
+    def get_client(self):
+        return object()
+
+    def close(self):
+        self.closed += 1
+
+
+def test_load_operator_closes_the_client_even_when_the_load_fails(monkeypatch, tmp_path):
+    import threatq_provider.elasticsearch.loader as loader
+
+    def failing_load(*args, **kwargs):
+        raise ConnectionError("cluster went away")
+
+    monkeypatch.setattr(loader, "load_ndjson", failing_load)
+    source = tmp_path / "ecs.ndjson"
+    source.write_text('{"threatq":{"id":1}}\n')
+    op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{source}", install_templates=False)
+    hook = op.__dict__["hook"] = _ClosingHook()
+    with pytest.raises(ConnectionError):
+        op.execute({})
+    assert hook.closed == 1
+
+
+def test_sweep_operators_close_the_client(monkeypatch):
+    import threatq_provider.elasticsearch.sweeper as sweeper
+
+    monkeypatch.setattr(sweeper, "sweep_expired", lambda client, **kw: {"matched": 0, "deleted": 0, "by_reason": {},
+                                                                      "dry_run": True})
+    monkeypatch.setattr(sweeper, "sweep_history", lambda client, **kw: {"deleted_indices": [], "kept_indices": 0})
+    for op in (IocExpirySweepOperator(task_id="sweep", now="2026-01-01T00:00:00Z"),
+               HistoryRetentionSweepOperator(task_id="history", now="2026-01-01T00:00:00Z")):
+        hook = op.__dict__["hook"] = _ClosingHook()
+        op.execute({})
+        assert hook.closed == 1

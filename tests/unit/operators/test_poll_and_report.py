@@ -26,6 +26,7 @@ class FakeClient:
         self.pages = pages or []
         self.collection_pages = collection_pages or []
         self.calls = []
+        self.closed = 0
 
     def iter_indicator_pages(self, since, until, *, types=None, page_size=None):
         self.calls.append(("window", since, until, types, page_size))
@@ -47,6 +48,9 @@ def fake_client(monkeypatch):
 
         def get_client(self):
             return client
+
+        def close(self):
+            client.closed += 1
 
     import threatq_provider.threatq.hook as hook_mod
 
@@ -138,3 +142,18 @@ def test_dry_run_skips_write_tasks():
     skip_when_dry_run({"params": {"dry_run": False}})
     with pytest.raises(AirflowSkipException):
         skip_when_dry_run({"params": {"dry_run": True}})
+
+
+def test_poll_closes_the_hook_after_success_and_after_a_failed_page(tmp_path, fake_client):
+    fake_client.pages = [[{"id": 1}]]
+    _op(tmp_path, window_start=START, window_end=END).execute({})
+    assert fake_client.closed == 1
+
+    def broken(*args, **kwargs):
+        yield [{"id": 2}]
+        raise RuntimeError("page 2 malformed")
+
+    fake_client.iter_indicator_pages = broken
+    with pytest.raises(RuntimeError, match="page 2 malformed"):
+        _op(tmp_path, window_start=START, window_end=END).execute({})
+    assert fake_client.closed == 2
