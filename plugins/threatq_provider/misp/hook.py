@@ -150,6 +150,13 @@ class MispHook(BaseHook):
             session.mount("http://", retrying_adapter())
         return client
 
+    def close(self) -> None:
+        """Close the PyMISP client's HTTP session, if the client was built (the next use builds a new one)."""
+        client = self.__dict__.pop("client", None)
+        session = getattr(client, "_PyMISP__session", None)
+        if session is not None:
+            session.close()
+
     def get_conn(self) -> Any:
         """The cached PyMISP client (Airflow's generic accessor)."""
         return self.client

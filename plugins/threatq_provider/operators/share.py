@@ -150,10 +150,13 @@ class ThreatQSelectEventsOperator(BaseOperator):
             return self.batches(given)
         filters = {"event_types": parse_names(self.event_types), "tags": parse_names(self.tags),
                    "sources": parse_names(self.sources)}
-        client = ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
+        hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
         start, end = str(self.window_start), str(self.window_end)
-        ids = [int(e["id"]) for e in client.iter_events(start, end, with_=("type", "tags", "sources"))
-               if event_matches(e, **filters)]
+        try:
+            events = hook.get_client().iter_events(start, end, with_=("type", "tags", "sources"))
+            ids = [int(e["id"]) for e in events if event_matches(e, **filters)]
+        finally:
+            hook.close()
         self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start, end, filters)
         return self.batches(ids)
 
@@ -199,6 +202,15 @@ class _MispShareBase(BaseOperator):
         from threatq_provider.misp.hook import MispHook
 
         return MispHook(misp_conn_id=self.misp_conn_id)
+
+    def close_clients(self) -> None:
+        """Close the ThreatQ and MISP HTTP sessions this task opened (called at the end of execute)."""
+        threatq = self.__dict__.pop("threatq", None)
+        if threatq is not None:
+            threatq.close()
+        misp_hook = self.__dict__.pop("misp_hook", None)
+        if misp_hook is not None:
+            misp_hook.close()
 
     def attachments(self, attachments: Iterable[Mapping[str, Any]],
                     options: ShareOptions) -> Iterator[tuple[Mapping[str, Any], bytes]]:
@@ -265,19 +277,22 @@ class MispShareEventOperator(_MispShareBase):
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import event_to_misp
 
-        options = self.share_options()
-        exporter = MispExporter(self.misp_hook.get_client(), options=options)
-        results = []
-        for event_id in parse_ids(self.event_ids):
-            event = self.threatq.get_event(event_id, with_=EVENT_WITH)["data"]
-            mapping = event_to_misp(
-                event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
-                threatq_host=self.threatq.base_url, options=options,
-                attachments=self.attachments(event.get("attachments") or [], options),
-                describe_types=self.misp_hook.get_client().describe_types)
-            results.append(exporter.share(mapping))
-            self.log.info("ThreatQ event %s → MISP event %s: %s", event_id, results[-1].event_uuid,
-                          {k: v for k, v in results[-1].summary().items() if k != "rejected_reasons"})
+        try:
+            options = self.share_options()
+            exporter = MispExporter(self.misp_hook.get_client(), options=options)
+            results = []
+            for event_id in parse_ids(self.event_ids):
+                event = self.threatq.get_event(event_id, with_=EVENT_WITH)["data"]
+                mapping = event_to_misp(
+                    event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
+                    threatq_host=self.threatq.base_url, options=options,
+                    attachments=self.attachments(event.get("attachments") or [], options),
+                    describe_types=self.misp_hook.get_client().describe_types)
+                results.append(exporter.share(mapping))
+                self.log.info("ThreatQ event %s → MISP event %s: %s", event_id, results[-1].event_uuid,
+                              {k: v for k, v in results[-1].summary().items() if k != "rejected_reasons"})
+        finally:
+            self.close_clients()
         return self.summary(results)
 
 
@@ -312,22 +327,25 @@ class MispSendInvestigationOperator(_MispShareBase):
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import investigation_to_misp
 
-        options = self.share_options()
-        tq = self.threatq
-        inv = tq.get_investigation(self.investigation, with_=("events", "indicators", "attachments"))
-        events = [tq.get_event(eid, with_=EVENT_WITH)["data"] for eid in self._ids(inv, "events")]
-        indicators: dict[int, Any] = {}
-        for event in events:
-            for row in tq.iter_event_indicators(int(event["id"]), with_=INDICATOR_WITH):
-                indicators.setdefault(int(row["id"]), row)
-        for iid in self._ids(inv, "indicators"):
-            if iid not in indicators:
-                indicators[iid] = tq.get_indicator(iid, with_=INDICATOR_WITH)["data"]
-        attachments = [a for e in events for a in e.get("attachments") or []]
-        attachments += [{"id": aid} for aid in self._ids(inv, "attachments")
-                        if aid not in {int(a["id"]) for a in attachments}]
-        mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=tq.base_url, options=options,
-                                        attachments=self.attachments(attachments, options),
-                                        describe_types=self.misp_hook.get_client().describe_types)
-        result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)
+        try:
+            options = self.share_options()
+            tq = self.threatq
+            inv = tq.get_investigation(self.investigation, with_=("events", "indicators", "attachments"))
+            events = [tq.get_event(eid, with_=EVENT_WITH)["data"] for eid in self._ids(inv, "events")]
+            indicators: dict[int, Any] = {}
+            for event in events:
+                for row in tq.iter_event_indicators(int(event["id"]), with_=INDICATOR_WITH):
+                    indicators.setdefault(int(row["id"]), row)
+            for iid in self._ids(inv, "indicators"):
+                if iid not in indicators:
+                    indicators[iid] = tq.get_indicator(iid, with_=INDICATOR_WITH)["data"]
+            attachments = [a for e in events for a in e.get("attachments") or []]
+            attachments += [{"id": aid} for aid in self._ids(inv, "attachments")
+                            if aid not in {int(a["id"]) for a in attachments}]
+            mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=tq.base_url,
+                                            options=options, attachments=self.attachments(attachments, options),
+                                            describe_types=self.misp_hook.get_client().describe_types)
+            result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)
+        finally:
+            self.close_clients()
         return {**self.summary([result]), "investigation_id": inv.get("id")}
