@@ -10,6 +10,7 @@ subclasses with the API key never in their text.
 from __future__ import annotations
 
 import logging
+import re
 from functools import cached_property
 from typing import Any
 
@@ -55,6 +56,24 @@ def _guard_pymisp_logs(key: str) -> None:
     pymisp_logger = logging.getLogger("pymisp")
     if not any(isinstance(f, _RedactKey) and f.key == key for f in pymisp_logger.filters):
         pymisp_logger.addFilter(_RedactKey(key))
+
+
+# The network cause inside a requests/urllib3 error text: "[Errno 111] Connection refused", a
+# timeout, a TLS failure or a DNS failure.
+_CAUSE = re.compile(r"(\[Errno -?\d+\][^'\")\]]*|[Rr]ead timed out|timed out|certificate verify failed[^'\")\]]*|"
+                    r"Name or service not known|nodename nor servname provided[^'\")]*)")
+
+
+def _connect_failure(exc: BaseException, key: str) -> str:
+    """Why PyMISP's constructor failed: the underlying error's type and network cause, no URL or key.
+
+    PyMISP wraps every failure as ``Unable to connect to MISP (<url>)…: <error>``; the error it
+    wraps is the exception's context.
+    """
+    cause = exc.__context__ or exc
+    text = str(cause).replace(key, "***") if key else str(cause)
+    found = _CAUSE.search(text)
+    return f"{type(cause).__name__}: {found.group(1).strip()}" if found else type(cause).__name__
 
 
 def _flag(value: Any, default: bool = True) -> bool:
@@ -143,7 +162,7 @@ class MispHook(BaseHook):
                 raise MispAuthError(f"connection {self.misp_conn_id!r}: MISP at {self.url} refused the API key "
                                     "(403); check the key and that its user may use the API", status=403) from None
             raise MispServerError(f"connection {self.misp_conn_id!r}: cannot reach MISP at {self.url} "
-                                  f"({text.split(':', 1)[0]})") from None
+                                  f"({_connect_failure(exc, kwargs['key'])})") from None
         # PyMISP only takes an adapter for https://; give plain-http URLs (labs, the double) the same.
         session = getattr(client, "_PyMISP__session", None)
         if session is not None:

@@ -49,3 +49,16 @@ def test_a_connection_without_url_or_key_is_a_configuration_error(monkeypatch, f
     with pytest.raises(MispConfigError, match=text) as info:
         _ = MispHook().client_kwargs
     assert KEY not in str(info.value)
+
+
+def test_an_unreachable_misp_names_the_network_cause_without_the_key(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: bound, then released
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    set_conn(monkeypatch, host=f"http://127.0.0.1:{port}")
+    ok, message = MispHook().test_connection()
+    assert not ok
+    assert "Connection refused" in message and f"127.0.0.1:{port}" in message
+    assert KEY not in message
