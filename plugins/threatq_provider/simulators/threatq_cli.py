@@ -4,7 +4,8 @@ Example::
 
     threatq-sim --port 8480 --indicators 100000 --faults plan.json
 
-It prints the base URL, the credentials for both grants and the data-collection hashes.
+It prints the base URL, the credentials for both grants (a password or client secret given on the
+command line is named, not shown) and the data-collection hashes.
 """
 
 from __future__ import annotations
@@ -81,8 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     print(f"ThreatQ simulator on {url}  (mode {args.mode}, {args.indicators} indicators, {args.events} events, "
           f"seed {args.seed})")
-    print(f"  password grant:           client_id={args.client_id} email={args.username} password={args.password}")
-    print(f"  client_credentials grant: client_id={args.client_id} client_secret={args.client_secret}")
+    # The built-in credentials are public (see --help) and shown; a password or secret the user
+    # chose is not echoed into a log file (scripts/demo redirects this output to one).
+    password = args.password if args.password == DEFAULT_PASSWORD else "<from --password>"
+    secret = args.client_secret if args.client_secret == DEFAULT_CLIENT_SECRET else "<from --client-secret>"
+    print(f"  password grant:           client_id={args.client_id} email={args.username} password={password}")
+    print(f"  client_credentials grant: client_id={args.client_id} client_secret={secret}")
     print(f"  token URL:                {url}/api/token")
     for coll in corpus.collections:
         print(f"  data collection {coll['name']!r}: {url}/api/indicators/query/hash/{coll['hash']}")

@@ -73,3 +73,29 @@ def test_runs_serves_and_stops_on_sigterm(tmp_path) -> None:
         proc.stdout.close()
         proc.stderr.close()
     assert rc == 0
+
+
+def test_a_chosen_password_and_client_secret_are_not_printed() -> None:
+    canary_pw, canary_secret = "canary-PW-cli-5c1d", "canary-SECRET-cli-8e2f"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--indicators", "5",
+         "--events", "1", "--password", canary_pw, "--client-secret", canary_secret],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        for _ in range(40):
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("{"):
+                break
+        text = "".join(lines)
+        assert text.rstrip().endswith("}"), textwrap.shorten(text, 500)
+        assert "<from --password>" in text and "<from --client-secret>" in text
+        assert canary_pw not in text and canary_secret not in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert rc == 0
