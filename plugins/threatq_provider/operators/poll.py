@@ -77,7 +77,10 @@ def _as_type_list(value: Any) -> list[str] | None:
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            value = json.loads(text)
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise AirflowException(f"types is not a JSON list of type names: {text[:200]!r}") from None
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
     types = [str(v) for v in value]
@@ -187,7 +190,11 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         collection = optional(self.collection, str)
         if mode == "collection" and not collection:
             raise AirflowException("collection mode needs a data collection hash (param 'collection')")
-        page_size = optional(self.page_size, int)
+        try:
+            page_size = optional(self.page_size, int)
+        except (TypeError, ValueError):
+            # e.g. the Variable threatq_page_size holds "1k": name the argument, not int()'s text.
+            raise AirflowException(f"page_size must be a whole number of rows; got {self.page_size!r}") from None
         return {
             "mode": mode,
             "window_start": start,

@@ -104,6 +104,8 @@ def test_full_resync_reads_from_1970_to_9999(tmp_path, fake_client):
         ({"window_start": END, "window_end": START}, "is not before"),
         ({"window_start": "yesterday", "window_end": END}, "not an ISO-8601"),
         ({"mode": "collection"}, "needs a data collection hash"),
+        ({"window_start": START, "window_end": END, "page_size": "1k"}, "page_size must be a whole number"),
+        ({"window_start": START, "window_end": END, "types": '["IP Address"'}, "types is not a JSON list"),
     ],
 )
 def test_bad_arguments_fail_before_any_call_naming_the_argument(tmp_path, fake_client, kwargs, message):
