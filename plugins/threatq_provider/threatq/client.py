@@ -106,6 +106,7 @@ EVENT_FIELDS: tuple[str, ...] = (
 _SEARCH_RESULT_FIELDS = ("id", "object", "value")
 
 _TOKEN_PATH = "/api/token"
+_MISSING = object()
 _SORT = "updated_at,id"
 
 
@@ -503,6 +504,22 @@ class ThreatQClient:
                                        detail="response has no data object")
         return data
 
+    def _page_rows(self, method: str, path: str, payload: Any) -> list[dict[str, Any]]:
+        """Rows of one page of a paged listing.
+
+        An empty ``data`` (``[]``, ThreatQ's ``{}``, or ``null``) ends the paging. A 2xx body without
+        a ``data`` member, or with rows that are not objects, is an error: treating it as the end
+        would silently drop the rest of the window.
+        """
+        data = payload.get("data", _MISSING) if isinstance(payload, dict) else _MISSING
+        if data is None or (isinstance(data, dict) and not data):
+            return []
+        if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+            return data
+        excerpt = self._excerpt(jsonlib.dumps(payload, default=str)[:400])
+        detail = "page rows are not all objects" if isinstance(data, list) else "page has no data list"
+        raise ThreatQResponseError(200, method, path, excerpt, detail=detail)
+
     # -- connectivity ------------------------------------------------------------------------
 
     def check(self) -> str:
@@ -626,9 +643,12 @@ class ThreatQClient:
             else:
                 params["sort"] = _SORT
             payload = self.request_json("POST", path, params=params, json=body)
-            rows = rows_of(payload)
-            fresh = [r for r in rows if isinstance(r, dict) and (last is None or sort_key(r) > last)]
-            keys = [sort_key(r) for r in fresh]
+            rows = self._page_rows("POST", path, payload)
+            try:
+                fresh = [r for r in rows if last is None or sort_key(r) > last]
+                keys = [sort_key(r) for r in fresh]
+            except (TypeError, ValueError):
+                raise ThreatQResponseError(200, "POST", path, "", detail="a row has no integer id") from None
             if keys != sorted(keys):
                 raise ThreatQResponseError(200, "POST", path, "", detail=f"rows not sorted by {_SORT}")
             if rows and not fresh and len(rows) >= size:
@@ -727,7 +747,7 @@ class ThreatQClient:
         field_list = _join(DEFAULT_COLLECTION_FIELDS if fields is None else fields)
         while True:
             payload = self._get(path, sort="updated_at", limit=size, cursorMark=cursor, fields=field_list)
-            rows = [r for r in rows_of(payload) if isinstance(r, dict)]
+            rows = self._page_rows("GET", path, payload)
             nxt = payload.get("nextCursorMark") if isinstance(payload, dict) else None
             nxt = nxt if isinstance(nxt, str) and nxt else None
             if not rows:
@@ -743,7 +763,7 @@ class ThreatQClient:
         offset = 0
         while True:
             payload = self._get(path, **params, limit=size, offset=offset)
-            rows = [r for r in rows_of(payload) if isinstance(r, dict)]
+            rows = self._page_rows("GET", path, payload)
             yield from rows
             offset += len(rows)
             total = payload.get("total") if isinstance(payload, dict) else None

@@ -374,3 +374,32 @@ def test_received_tokens_are_reported_to_on_secret(tq):
     client.get_indicator(7)
     client.get_indicator(7)
     assert seen == ["acc-1", "ref-1", "acc-2", "ref-2"]
+
+
+@pytest.mark.parametrize(("bad_page", "detail"), [
+    ({"total": 4, "message": "Query timed out"}, "page has no data list"),
+    ({"total": 4, "data": "oops"}, "page has no data list"),
+    ({"total": 4, "data": [{"id": 3}, "not-a-row"]}, "rows are not all objects"),
+    ({"total": 4, "data": [{"id": "x3", "updated_at": "2026-01-01 00:00:00"}]}, "no integer id"),
+])
+def test_malformed_middle_page_is_an_error_not_the_end_of_the_window(tq, bad_page, detail):
+    # Treating a malformed 200 page as "no more rows" would drop the rest of the window silently.
+    tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 4, "data": _rows(2, 1)}}, {"json": bad_page}])
+    with pytest.raises(ThreatQResponseError, match=detail):
+        list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+
+
+def test_malformed_collection_and_related_pages_are_errors(tq):
+    tq.get(f"{BASE}/api/indicators/query/hash/abc", json={"error": "collection is rebuilding"})
+    tq.get(f"{BASE}/api/events/5/indicators", json={"total": 3, "rows": []})
+    client = make_client()
+    with pytest.raises(ThreatQResponseError, match="no data list") as err:
+        list(client.iter_collection_pages("abc"))
+    assert err.value.path == "/api/indicators/query/hash/abc"
+    with pytest.raises(ThreatQResponseError, match="no data list"):
+        list(client.iter_event_indicators(5))
+
+
+def test_explicit_null_data_ends_paging(tq):
+    tq.get(f"{BASE}/api/indicators/query/hash/abc", json={"total": 0, "data": None})
+    assert list(make_client().iter_collection_pages("abc")) == []
