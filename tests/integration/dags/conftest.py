@@ -1,31 +1,29 @@
 """Fixtures of the DAG tests: simulators built from a seeded corpus, connections as env vars.
 
-These build the ThreatQ simulator directly (``ThreatQSimulator(Corpus(...))``) so the DAG tests
-control corpus dates and fault plans; credentials carry a canary secret that must never reach
-logs, XCom or exception text.
+The simulators come from the shared ``threatq_sim_factory`` (tests/fixtures/threatq.py) so the
+DAG tests control corpus dates and fault plans; here they get a canary client secret that must
+never reach logs, XCom or exception text, and the client-credentials grant.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import pytest
+
+from tests.fixtures.threatq import threatq_conn_json
 
 CANARY_SECRET = "canary-client-secret-7d41b2"
 
 
-def connection_json(sim: Any) -> str:
-    """``AIRFLOW_CONN_THREATQ_DEFAULT`` for a running simulator (client-credentials grant)."""
-    return json.dumps({
-        "conn_type": "threatq",
-        "host": sim.url,
-        "extra": {"client_id": sim.client_id, "client_secret": sim.client_secret, "verify_tls": False},
-    })
-
-
 def start_simulator(*, seed: int, indicators: int, events: int, start: Any, end: Any, faults: Any = None) -> Any:
+    """Start a simulator with the canary secret; the caller stops it.
+
+    For module-scoped fixtures (the scheduler test), which cannot use the function-scoped
+    ``threatq_sim_factory``.
+    """
     from threatq_provider.simulators.corpus import Corpus
     from threatq_provider.simulators.threatq_sim import ThreatQSimulator
 
@@ -36,25 +34,17 @@ def start_simulator(*, seed: int, indicators: int, events: int, start: Any, end:
 
 
 @pytest.fixture
-def tq_sim_factory() -> Iterator[Callable[..., Any]]:
-    """Start simulators on free ports; all are stopped at teardown."""
-    started: list[Any] = []
-
-    def factory(**kwargs: Any) -> Any:
-        sim = start_simulator(**kwargs)
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
+def tq_sim_factory(threatq_sim_factory: Callable[..., Any]) -> Callable[..., Any]:
+    """``threatq_sim_factory`` with the canary client secret (corpus sizes, dates, ``faults=``)."""
+    return partial(threatq_sim_factory, client_secret=CANARY_SECRET)
 
 
 @pytest.fixture
 def tq_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
-    """Point ``threatq_default`` at a simulator through ``AIRFLOW_CONN_THREATQ_DEFAULT``."""
+    """Point ``threatq_default`` at a simulator (client-credentials grant) through
+    ``AIRFLOW_CONN_THREATQ_DEFAULT``."""
 
     def use(sim: Any) -> None:
-        monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", connection_json(sim))
+        monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", threatq_conn_json(sim, grant="client_credentials"))
 
     return use

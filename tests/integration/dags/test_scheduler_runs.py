@@ -96,7 +96,8 @@ class Api:
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, es_url, es_client):
-    from tests.integration.dags.conftest import connection_json, start_simulator
+    from tests.fixtures.threatq import threatq_conn_json
+    from tests.integration.dags.conftest import start_simulator
 
     helpers.wipe_threatq_indices(es_client)
     home = tmp_path_factory.mktemp("airflow-services")
@@ -120,7 +121,7 @@ def services(tmp_path_factory, es_url, es_client):
         "TQ_AIRFLOW_PORT": str(port),
         # Daily intervals, so "three days" is three runs (the default is every 10 minutes).
         "THREATQ_INDICATORS_CRON": "0 0 * * *",
-        "AIRFLOW_CONN_THREATQ_DEFAULT": connection_json(sim),
+        "AIRFLOW_CONN_THREATQ_DEFAULT": threatq_conn_json(sim, grant="client_credentials"),
         "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url}),
         "AIRFLOW_VAR_THREATQ_STAGE_ROOT": f"file://{home}/stage",
     })
