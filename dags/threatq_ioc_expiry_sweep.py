@@ -12,8 +12,13 @@ Connection: `elasticsearch_default`.
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, Param
+from airflow.sdk import DAG, Asset, Param
 from airflow.timetables.trigger import CronTriggerTimetable
+
+try:  # Airflow 3.2+ exports it from the Task SDK
+    from airflow.sdk import AssetOrTimeSchedule
+except ImportError:  # Airflow 3.1 (the declared floor) has only the core timetable
+    from airflow.timetables.assets import AssetOrTimeSchedule
 
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI
 from threatq_provider.operators.report import skip_when_dry_run

@@ -53,20 +53,65 @@ def test_airflow_cli_lists_provider_and_threatq_hook():
     assert by_type["threatq"]["hook_name"] == "ThreatQ"
 
 
+_THREATQ_EXTRAS = ("client_id", "client_secret", "verify_tls", "ca_bundle", "proxy", "timeout", "page_size")
+
+
 def test_providers_manager_exposes_connection_form():
+    from airflow import __version__ as airflow_version
     from airflow.providers_manager import ProvidersManager
+    from packaging.version import Version
 
     manager = ProvidersManager()
     widgets = manager.connection_form_widgets
-    for key in ("client_id", "client_secret", "verify_tls", "ca_bundle", "proxy", "timeout", "page_size"):
-        assert f"extra__threatq__{key}" in widgets
-    assert manager.field_behaviours["threatq"]["relabeling"]["host"] == "ThreatQ URL"
+    if Version(airflow_version) >= Version("3.2"):
+        # 3.2+ reads conn-fields / ui-field-behaviour from provider info, no wtforms needed.
+        for key in _THREATQ_EXTRAS:
+            assert f"extra__threatq__{key}" in widgets
+        assert manager.field_behaviours["threatq"]["relabeling"]["host"] == "ThreatQ URL"
+    else:
+        # 3.1 ignores conn-fields and builds forms only from the hook classmethods, which import
+        # wtforms/Flask-AppBuilder; outside the UI API (which mocks them, see the next test) and
+        # without the FAB provider installed, it registers no form for our hooks.
+        assert not any(key.startswith("extra__threatq__") for key in widgets)
+        assert "threatq" not in manager.field_behaviours
+
+
+_FORM_PROBE = """
+import json
+from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+meta = {h.connection_type: h for h in HookMetaService.hook_meta_data()}
+print(json.dumps({t: {"extra": {k: v["schema"] for k, v in (m.extra_fields or {}).items()},
+                      "host": m.standard_fields.host.title if m.standard_fields.host else None,
+                      "login_hidden": m.standard_fields.login.hidden if m.standard_fields.login else None}
+                  for t, m in meta.items() if t in ("threatq", "misp", "elasticsearch_ecs")}))
+"""
+
+
+def test_ui_api_serves_the_connection_forms_of_provider_info():
+    # The form the UI's hook_meta endpoint serves: from provider info on 3.2+, from the hooks'
+    # get_connection_form_widgets/get_ui_field_behaviour (threatq_provider._connection_form) on 3.1.
+    probe = _run([sys.executable, "-c", _FORM_PROBE])
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    forms = _json_out(probe.stdout)
+    info = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
+    assert set(forms) == set(info)
+    for conn_type, form in forms.items():
+        assert set(form["extra"]) == set(info[conn_type]["conn-fields"]), conn_type
+        assert form["host"] == info[conn_type]["ui-field-behaviour"]["relabeling"]["host"]
+        for key, field in info[conn_type]["conn-fields"].items():
+            assert form["extra"][key]["title"] == field["label"]
+            assert form["extra"][key].get("format") == field["schema"].get("format")
+    assert forms["misp"]["login_hidden"] is True and forms["threatq"]["login_hidden"] is False
 
 
 _PLUGIN_PROBE = """
 import json, sys
 from airflow import plugins_manager, settings
-errors = plugins_manager.get_import_errors()
+if hasattr(plugins_manager, "get_import_errors"):  # Airflow 3.2+
+    errors = plugins_manager.get_import_errors()
+else:  # Airflow 3.1: load, then read the module-level dict the loader fills
+    plugins_manager.ensure_plugins_loaded()
+    errors = plugins_manager.import_errors
 import elasticsearch, pymisp
 print(json.dumps({
     "folder": settings.PLUGINS_FOLDER,

@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
 CONNECT_TIMEOUT_S = 10.0
@@ -100,13 +101,14 @@ class MispHook(BaseHook):
         self.misp_conn_id = misp_conn_id
 
     @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Form fields for Airflow 3.1; 3.2+ reads ``conn-fields`` from provider info and skips this."""
+        return form_widgets(cls.conn_type)
+
+    @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Form hints for Airflow < 3.2 (3.2+ reads them from provider info)."""
-        return {
-            "hidden_fields": ["schema", "port", "login", "extra"],
-            "relabeling": {"host": "MISP URL", "password": "API key"},
-            "placeholders": {"host": "https://misp.example.com"},
-        }
+        """Form hints for Airflow 3.1; 3.2+ reads ``ui-field-behaviour`` from provider info."""
+        return field_behaviour(cls.conn_type)
 
     @cached_property
     def client_kwargs(self) -> dict[str, Any]:

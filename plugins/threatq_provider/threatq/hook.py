@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider._conn_extras import as_bool, as_positive_number, extra_value
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
 from threatq_provider.threatq.client import RetryPolicy, ThreatQClient
@@ -61,6 +62,16 @@ class ThreatQHook(BaseHook):
     default_conn_name = "threatq_default"
     conn_type = "threatq"
     hook_name = "ThreatQ"
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Form fields for Airflow 3.1; 3.2+ reads ``conn-fields`` from provider info and skips this."""
+        return form_widgets(cls.conn_type)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Form hints for Airflow 3.1; 3.2+ reads ``ui-field-behaviour`` from provider info."""
+        return field_behaviour(cls.conn_type)
 
     def __init__(self, threatq_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
