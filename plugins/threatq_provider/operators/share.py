@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from threatq_provider.misp.exporter import ShareResult
 
 EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "tags")
+#: Largest attachment shared (MISP's recommended PHP upload_max_filesize). A bigger file is
+#: abandoned while downloading, logged and counted in the XCom, never held whole in memory.
+MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 INDICATOR_WITH = ("type", "status")
 
 
@@ -186,6 +189,7 @@ class _MispShareBase(BaseOperator):
         self.include_unmapped_attribution = include_unmapped_attribution
         self.send_attachments = send_attachments
         self.chunk_size = chunk_size
+        self.attachments_too_large: list[Any] = []
 
     def share_options(self) -> ShareOptions:
         """The rendered option fields, validated. :raise MispConfigError: naming the field and its choices."""
@@ -215,6 +219,8 @@ class _MispShareBase(BaseOperator):
     def attachments(self, attachments: Iterable[Mapping[str, Any]],
                     options: ShareOptions) -> Iterator[tuple[Mapping[str, Any], bytes]]:
         """Download each attachment once, lazily (none when attachments are not sent)."""
+        from threatq_provider.threatq.errors import ThreatQTooLarge
+
         if not options.send_attachments:
             return
         seen: set[Any] = set()
@@ -222,7 +228,14 @@ class _MispShareBase(BaseOperator):
             if attachment.get("id") in seen:
                 continue
             seen.add(attachment.get("id"))
-            yield attachment, self.threatq.download_attachment(int(attachment["id"]))
+            try:
+                content = self.threatq.download_attachment(int(attachment["id"]), max_bytes=MAX_ATTACHMENT_BYTES)
+            except ThreatQTooLarge as exc:
+                self.attachments_too_large.append(attachment.get("id"))
+                self.log.warning("ThreatQ attachment %s (%r) not shared: %s", attachment.get("id"),
+                                 attachment.get("name"), exc)
+                continue
+            yield attachment, content
 
     @staticmethod
     def summary(results: list[ShareResult]) -> dict[str, Any]:
@@ -244,6 +257,11 @@ class _MispShareBase(BaseOperator):
             "event_uuids": [r.event_uuid for r in results][:100],
         }
 
+    def totals(self, results: list[ShareResult]) -> dict[str, Any]:
+        """:meth:`summary` plus the attachments left out for their size (ids, at most 100)."""
+        return {**self.summary(results), "attachments_too_large": len(self.attachments_too_large),
+                "attachments_too_large_ids": self.attachments_too_large[:100]}
+
 
 class MispShareEventOperator(_MispShareBase):
     """Share one or many ThreatQ events to MISP ("Share Event"), creating or updating each by UUID.
@@ -264,7 +282,7 @@ class MispShareEventOperator(_MispShareBase):
     :param send_attachments: upload the events' attachments. (templated)
     :param chunk_size: attributes per MISP request. (templated)
     :return: totals: events, created, added, updated, unchanged, rejected (+ reasons), skipped_unmapped,
-        published, event_uuids.
+        published, event_uuids, attachments_too_large (+ their ids, over MAX_ATTACHMENT_BYTES).
     """
 
     template_fields: Sequence[str] = ("event_ids", *_MispShareBase.template_fields)
@@ -293,7 +311,7 @@ class MispShareEventOperator(_MispShareBase):
                               {k: v for k, v in results[-1].summary().items() if k != "rejected_reasons"})
         finally:
             self.close_clients()
-        return self.summary(results)
+        return self.totals(results)
 
 
 class MispSendInvestigationOperator(_MispShareBase):
@@ -348,4 +366,4 @@ class MispSendInvestigationOperator(_MispShareBase):
             result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)
         finally:
             self.close_clients()
-        return {**self.summary([result]), "investigation_id": inv.get("id")}
+        return {**self.totals([result]), "investigation_id": inv.get("id")}

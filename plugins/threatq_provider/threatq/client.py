@@ -57,6 +57,7 @@ from threatq_provider.threatq.errors import (
     ThreatQRateLimited,
     ThreatQResponseError,
     ThreatQServerError,
+    ThreatQTooLarge,
     ThreatQValidationError,
     mask_body,
 )
@@ -378,6 +379,7 @@ class ThreatQClient:
         headers: Mapping[str, str] | None = None,
         idempotent: bool,
         authenticated: bool = True,
+        stream: bool = False,
     ) -> requests.Response:
         """Send one logical request with retries and one re-authentication; return a 2xx response."""
         url = self.base_url + path
@@ -390,7 +392,7 @@ class ThreatQClient:
             try:
                 resp = self._session.request(
                     method, url, params=params, json=json, data=data, headers=hdrs,
-                    timeout=self.timeout, verify=self.verify,
+                    timeout=self.timeout, verify=self.verify, stream=stream,
                 )
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
@@ -828,16 +830,32 @@ class ThreatQClient:
                 return row
         raise ThreatQNotFound(404, "GET", path, "", detail=f"no investigation named {name_or_id.strip()!r}")
 
-    def download_attachment(self, attachment_id: int) -> bytes:
+    def download_attachment(self, attachment_id: int, *, max_bytes: int | None = None) -> bytes:
         """Content of an attachment (``GET /api/attachments/{id}/download``).
 
         :param attachment_id: ThreatQ attachment id.
+        :param max_bytes: largest content accepted; a bigger file is abandoned while streaming
+            (never held whole in memory). ``None``: no limit.
         :return: the file's bytes.
+        :raises ThreatQTooLarge: the content is over ``max_bytes``.
         """
         ident = _int_id("attachment_id", attachment_id)
         path = f"/api/attachments/{ident}/download"
-        resp = self._send("GET", path, headers={"Accept": "*/*"}, idempotent=True)
-        return resp.content
+        if max_bytes is None:
+            return self._send("GET", path, headers={"Accept": "*/*"}, idempotent=True).content
+        with self._send("GET", path, headers={"Accept": "*/*"}, idempotent=True, stream=True) as resp:
+            declared = resp.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise ThreatQTooLarge(path, max_bytes, int(declared))
+            content = bytearray()
+            try:
+                for block in resp.iter_content(1 << 16):
+                    content += block
+                    if len(content) > max_bytes:
+                        raise ThreatQTooLarge(path, max_bytes, len(content))
+            except requests.exceptions.RequestException as exc:
+                raise ThreatQConnectionError("GET", path, self._excerpt(_network_reason(exc))) from None
+            return bytes(content)
 
     # -- the seven actions of the InsightConnect ThreatQ plugin ------------------------------
 

@@ -9,6 +9,7 @@ Family::
     ThreatQError
     ├── ThreatQConnectionError      network failure (refused, reset, timeout), after retries
     ├── ThreatQValidationError      a bad input value, found before any request (also a ValueError)
+    ├── ThreatQTooLarge             a download is larger than the caller's limit (memory guard)
     └── ThreatQAPIError             the server answered with an error (status, method, path, excerpt)
         ├── ThreatQAuthError        token endpoint refused the credentials, or 401/403 after re-auth
         ├── ThreatQBadRequest       400/422: the server rejected the input (field errors parsed)
@@ -99,6 +100,21 @@ class ThreatQValidationError(ThreatQError, ValueError):
             reason = "valid values: " + ", ".join(self.valid) if self.valid else "invalid value"
         self.reason = reason
         super().__init__(f"invalid {field} {value!r}: {reason}")
+
+
+class ThreatQTooLarge(ThreatQError):
+    """A download is larger than the limit the caller set; it was abandoned, not held in memory.
+
+    :param path: API path.
+    :param limit: the limit in bytes.
+    :param size: the size announced or reached, in bytes.
+    """
+
+    def __init__(self, path: str, limit: int, size: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = size
+        super().__init__(f"ThreatQ GET {path}: content over the limit of {limit} bytes (at least {size} bytes)")
 
 
 class ThreatQAPIError(ThreatQError):

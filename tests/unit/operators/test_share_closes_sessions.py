@@ -83,3 +83,31 @@ def test_misp_hook_close_closes_the_pymisp_session():
     hook.close()
     hook.close()  # a second close is a no-op
     assert session.closed == 1 and "client" not in hook.__dict__
+
+
+def test_an_attachment_over_the_limit_is_skipped_logged_and_counted(monkeypatch):
+    from threatq_provider.misp.options import ShareOptions
+    from threatq_provider.operators import share as share_mod
+    from threatq_provider.threatq.errors import ThreatQTooLarge
+
+    class TQ(_Closable):
+        def download_attachment(self, ident, *, max_bytes):
+            assert max_bytes == share_mod.MAX_ATTACHMENT_BYTES
+            if ident == 2:
+                raise ThreatQTooLarge(f"/api/attachments/{ident}/download", max_bytes, max_bytes + 1)
+            return b"small"
+
+    op = MispShareEventOperator(task_id="share", event_ids=[1])
+    op.__dict__["threatq"] = TQ()
+    options = ShareOptions(**{name: getattr(op, name) for name in share_mod.OPTION_FIELDS})
+    warnings = []
+
+    class Log:  # the task logger is structlog; record its warnings directly
+        def warning(self, msg, *args):
+            warnings.append(msg % args)
+
+    monkeypatch.setattr(MispShareEventOperator, "log", property(lambda self: Log()))
+    got = list(op.attachments([{"id": 1, "name": "a.txt"}, {"id": 2, "name": "big.pcap"}], options))
+    assert [(a["id"], raw) for a, raw in got] == [(1, b"small")]
+    assert op.totals([])["attachments_too_large"] == 1 and op.totals([])["attachments_too_large_ids"] == [2]
+    assert len(warnings) == 1 and "big.pcap" in warnings[0] and "over the limit" in warnings[0]

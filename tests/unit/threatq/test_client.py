@@ -403,3 +403,24 @@ def test_malformed_collection_and_related_pages_are_errors(tq):
 def test_explicit_null_data_ends_paging(tq):
     tq.get(f"{BASE}/api/indicators/query/hash/abc", json={"total": 0, "data": None})
     assert list(make_client().iter_collection_pages("abc")) == []
+
+
+def test_download_over_max_bytes_is_abandoned_with_a_typed_error(tq):
+    from threatq_provider.threatq.errors import ThreatQTooLarge
+
+    tq.get(f"{BASE}/api/attachments/4/download", content=b"x" * 5000)
+    client = make_client()
+    assert client.download_attachment(4, max_bytes=5000) == b"x" * 5000
+    with pytest.raises(ThreatQTooLarge, match="over the limit of 4999 bytes") as err:
+        client.download_attachment(4, max_bytes=4999)
+    assert err.value.path == "/api/attachments/4/download" and err.value.size >= 5000
+    assert client.download_attachment(4) == b"x" * 5000  # no limit: unchanged behaviour
+
+
+def test_download_with_a_declared_length_over_the_limit_stops_before_reading(tq):
+    from threatq_provider.threatq.errors import ThreatQTooLarge
+
+    tq.get(f"{BASE}/api/attachments/5/download", content=b"y" * 10, headers={"Content-Length": "999999999"})
+    with pytest.raises(ThreatQTooLarge) as err:
+        make_client().download_attachment(5, max_bytes=1024)
+    assert err.value.size == 999999999
