@@ -13,6 +13,7 @@ import logging
 import re
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
@@ -128,6 +129,9 @@ class MispHook(BaseHook):
         verify = _flag(extra.get("verify_tls"), True)
         ca_bundle = extra.get("ca_bundle") or None
         proxy = extra.get("proxy") or None
+        proxy_password = urlsplit(str(proxy)).password if proxy else None
+        if proxy_password:
+            mask_secret(proxy_password)  # http://user:password@proxy:3128 is a credential too
         try:
             read_timeout = float(extra.get("timeout") or 60)
         except (TypeError, ValueError):

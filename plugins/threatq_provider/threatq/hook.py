@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
@@ -101,6 +102,9 @@ class ThreatQHook(BaseHook):
         if verify and ca_bundle:
             verify = str(ca_bundle)
         proxy = self._extra(extras, "proxy")
+        proxy_password = urlsplit(str(proxy)).password if proxy else None
+        if proxy_password:
+            mask_secret(proxy_password)  # http://user:password@proxy:3128 is a credential too
         read_timeout = _as_number("timeout", self._extra(extras, "timeout"), 60.0)
         page_size = _as_number("page_size", self._extra(extras, "page_size"), 1000, int)
         return {

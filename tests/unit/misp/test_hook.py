@@ -62,3 +62,11 @@ def test_an_unreachable_misp_names_the_network_cause_without_the_key(monkeypatch
     assert not ok
     assert "Connection refused" in message and f"127.0.0.1:{port}" in message
     assert KEY not in message
+
+
+def test_a_proxy_password_is_registered_with_the_log_masker(monkeypatch):
+    masked: list[str] = []
+    monkeypatch.setattr("threatq_provider.misp.hook.mask_secret", masked.append)
+    set_conn(monkeypatch, extra=json.dumps({"proxy": "http://svc:proxy-canary-77@proxy.example:3128"}))
+    MispHook().client_kwargs
+    assert masked == ["proxy-canary-77"]

@@ -126,3 +126,11 @@ def test_hook_client_registers_received_tokens_with_the_log_masker(monkeypatch, 
     hook.get_client().get_indicator(7)
     hook.close()
     assert "acc-h" in masked and "ref-h" in masked
+
+
+def test_a_proxy_password_is_registered_with_the_log_masker(monkeypatch):
+    masked: list[str] = []
+    monkeypatch.setattr("threatq_provider.threatq.hook.mask_secret", masked.append)
+    set_conn(monkeypatch, extra={"client_id": "cid", "proxy": f"http://svc:{CANARY}@proxy.example:3128"})
+    ThreatQHook().client_kwargs()
+    assert masked == [CANARY]
