@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
@@ -168,6 +169,11 @@ class ElasticsearchEcsHook(BaseHook):
                 mask_secret(part)
         if kwargs.get("basic_auth") and kwargs["basic_auth"][1]:
             mask_secret(kwargs["basic_auth"][1])
+        for host in kwargs.get("hosts") or ():
+            # https://user:password@es:9200 in Host: the client sends it as basic auth.
+            password = urlsplit(host).password
+            if password:
+                mask_secret(password)
         return kwargs
 
     @cached_property

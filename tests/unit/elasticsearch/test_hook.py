@@ -127,3 +127,12 @@ def test_client_accepts_the_kwargs_of_every_form():
         client = Elasticsearch(**client_kwargs_from_connection(c))  # builds, connects lazily
         assert client.transport.node_pool.all()
         client.close()
+
+
+def test_a_password_inside_the_host_url_is_registered_with_the_log_masker(monkeypatch):
+    masked: list[str] = []
+    monkeypatch.setattr("threatq_provider.elasticsearch.hook.mask_secret", masked.append)
+    monkeypatch.setenv("AIRFLOW_CONN_ES_USERINFO", json.dumps({
+        "conn_type": "elasticsearch_ecs", "host": f"https://es0:9200,https://elastic:{CANARY}@es1:9200"}))
+    ElasticsearchEcsHook(elasticsearch_conn_id="es_userinfo").client_kwargs()
+    assert masked == [CANARY]
