@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -104,9 +104,21 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     if isinstance(value, str) and value.strip().startswith("{"):
+        import ast
         import json
 
-        return json.loads(value)
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+        # Without render_template_as_native_obj the XCom renders as a Python repr ('…', None, True).
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+        raise AirflowException(f"run report: cannot read a task result from {value[:200]!r}")
     return {}
 
 

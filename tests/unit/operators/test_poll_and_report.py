@@ -159,3 +159,16 @@ def test_poll_closes_the_hook_after_success_and_after_a_failed_page(tmp_path, fa
     with pytest.raises(RuntimeError, match="page 2 malformed"):
         _op(tmp_path, window_start=START, window_end=END).execute({})
     assert fake_client.closed == 2
+
+
+def test_report_reads_results_rendered_as_python_reprs_and_names_unreadable_ones(variables):
+    # A DAG without render_template_as_native_obj renders each XCom as str(dict): single quotes, None.
+    poll = {"mode": "collection", "cursor_variable": "v", "next_cursor": "N", "indicators": 5, "types": None}
+    out = ThreatQRunReportOperator(task_id="r", poll_result=str(poll), transform_result=str({"written": 5}),
+                                   load_result=str({"indexed": 5, "updated": 0})).execute({})
+    assert out["cursor_saved"] is True and variables["v"] == "N" and out["loaded"] == 5
+
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    with pytest.raises(AirflowException, match="cannot read a task result"):
+        ThreatQRunReportOperator(task_id="r", poll_result="{not a result", load_result=None).execute({})
