@@ -23,6 +23,7 @@ run writes the same path, replacing its own file. The XCom is a small dict of pa
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -212,6 +213,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
 
         stage_dir = ObjectStoragePath(str(self.stage_uri))
         stage_dir.mkdir(parents=True, exist_ok=True)
+        if stage_dir.protocol in ("file", "local"):
+            # Staged intel may be TLP:AMBER/RED and the default root is under /tmp: the run folder
+            # (raw, ECS, rejects and dead-letter files all live in it) is for the worker's user only.
+            os.chmod(stage_dir.path, 0o700)
         return stage_dir
 
     def _stage_pages(self, raw_path: ObjectStoragePath, pages: Any) -> tuple[int, int]:

@@ -172,3 +172,14 @@ def test_report_reads_results_rendered_as_python_reprs_and_names_unreadable_ones
 
     with pytest.raises(AirflowException, match="cannot read a task result"):
         ThreatQRunReportOperator(task_id="r", poll_result="{not a result", load_result=None).execute({})
+
+
+def test_a_local_stage_folder_is_private_to_the_worker_user(tmp_path, fake_client):
+    import os
+    import stat
+
+    fake_client.pages = [[{"id": 1, "value": "203.0.113.9"}]]
+    out = _op(tmp_path, window_start=START, window_end=END).execute({})
+    mode = stat.S_IMODE(os.stat(tmp_path / "run").st_mode)
+    assert mode == 0o700, oct(mode)
+    assert out["stage_dir"].endswith("/run")
