@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from threatq_provider._conn_extras import as_bool
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
@@ -78,14 +79,6 @@ def _connect_failure(exc: BaseException, key: str) -> str:
     return f"{type(cause).__name__}: {found.group(1).strip()}" if found else type(cause).__name__
 
 
-def _flag(value: Any, default: bool = True) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
 class MispHook(BaseHook):
     """Interact with MISP through PyMISP.
 
@@ -126,7 +119,9 @@ class MispHook(BaseHook):
         if not key:
             raise MispConfigError(f"connection {self.misp_conn_id!r}: password (MISP API key) is empty")
         extra = conn.extra_dejson or {}
-        verify = _flag(extra.get("verify_tls"), True)
+        # A typo ("flase") must not switch TLS verification off: unknown words are an error.
+        verify = as_bool(extra.get("verify_tls") if extra.get("verify_tls") != "" else None, True,
+                         lambda reason: MispConfigError(f"connection {self.misp_conn_id!r}: extra verify_tls: {reason}"))
         ca_bundle = extra.get("ca_bundle") or None
         proxy = extra.get("proxy") or None
         proxy_password = urlsplit(str(proxy)).password if proxy else None

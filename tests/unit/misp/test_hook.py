@@ -70,3 +70,13 @@ def test_a_proxy_password_is_registered_with_the_log_masker(monkeypatch):
     set_conn(monkeypatch, extra=json.dumps({"proxy": "http://svc:proxy-canary-77@proxy.example:3128"}))
     MispHook().client_kwargs
     assert masked == ["proxy-canary-77"]
+
+
+def test_a_misspelt_verify_tls_is_an_error_not_tls_off(monkeypatch):
+    set_conn(monkeypatch, extra={"verify_tls": "flase"})
+    with pytest.raises(MispConfigError, match="verify_tls"):
+        _ = MispHook().client_kwargs
+    set_conn(monkeypatch, extra={"verify_tls": "no"})
+    assert MispHook().client_kwargs["ssl"] is False
+    set_conn(monkeypatch, extra={"verify_tls": ""})
+    assert MispHook().client_kwargs["ssl"] is True
