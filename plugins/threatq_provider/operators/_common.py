@@ -22,14 +22,30 @@ if TYPE_CHECKING:
 UNSET = (None, "", "None")
 
 
-def as_bool(value: Any) -> bool:
-    """A flag from a bool or a rendered template (``"true"``, ``"1"``, ``"yes"``, ``"on"``; any case).
+_TRUE_WORDS = ("1", "true", "yes", "on")
+_FALSE_WORDS = ("0", "false", "no", "off", "", "none")
+
+
+def as_bool(value: Any, name: str = "flag") -> bool:
+    """A flag from a bool or a rendered template (``"true"``/``"false"``, ``"1"``/``"0"``, ``"yes"``/``"no"``,
+    ``"on"``/``"off"``; any case; empty or ``None`` is false).
+
+    A misspelt word is an error, not "false": ``dry_run="ture"`` must not sweep for real.
 
     :param value: the raw value.
-    :return: the flag; any other string is false.
+    :param name: the argument's name, for the error message.
+    :return: the flag.
+    :raises AirflowFailException: the text is not one of the words above (a retry cannot fix it).
     """
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+        raise AirflowFailException(
+            f"{name}={value!r} is not a boolean; use true/false (also 1/0, yes/no, on/off)"
+        )
     return bool(value)
 
 

@@ -53,7 +53,7 @@ class IocExpirySweepOperator(_SweepBase):
 
         try:
             result = sweep_expired(self.hook.get_client(), now=resolve_now(self.now, context),
-                                   index=str(self.index), dry_run=as_bool(self.dry_run))
+                                   index=str(self.index), dry_run=as_bool(self.dry_run, "dry_run"))
         finally:
             self.hook.close()
         self.log.info("Expiry sweep: matched %d, deleted %d, by reason %s%s", result["matched"],
@@ -89,7 +89,7 @@ class HistoryRetentionSweepOperator(_SweepBase):
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         try:
             result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
-                                   retention=str(self.retention), dry_run=as_bool(self.dry_run),
+                                   retention=str(self.retention), dry_run=as_bool(self.dry_run, "dry_run"),
                                    prefix=IndexNames(self.index_prefix).history_prefix)
         finally:
             self.hook.close()

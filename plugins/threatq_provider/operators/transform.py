@@ -93,7 +93,7 @@ class EcsTransformOperator(BaseOperator):
         try:
             return EcsOptions(
                 ioc_expiration_duration=str(self.ioc_expiration_duration).strip(),
-                preserve_original_event=as_bool(self.preserve_original_event),
+                preserve_original_event=as_bool(self.preserve_original_event, "preserve_original_event"),
                 threatq_url=optional(self.threatq_url, str),
             )
         except EcsConfigError as exc:
