@@ -5,6 +5,9 @@ skips the hook methods when those keys exist. Airflow 3.1 only knows the hook cl
 ``get_connection_form_widgets`` / ``get_ui_field_behaviour`` (its UI API reads them with wtforms
 and Flask-AppBuilder mocked). The hooks delegate to this module so both versions show the same
 form from one definition. wtforms/FAB are imported inside the functions: never at module import.
+
+Each hook defines the two classmethods itself instead of inheriting them from a mixin: Airflow
+3.1's providers manager only calls them when they are in the hook class's own ``__dict__``.
 """
 
 from __future__ import annotations
