@@ -27,6 +27,7 @@ from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKind
 from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
 from threatq_provider.ecs.errors import IndicatorRejected
 from threatq_provider.ecs.expiry import expiration_of, status_name
+from threatq_provider.ecs.native import line_mapper, resolve_engine
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables, TypeRule, load_tables
 
@@ -608,8 +609,13 @@ def transform_stream(
     *,
     now: datetime,
     options: EcsOptions,
+    engine: str = "auto",
 ) -> TransformCounts:
     """NDJSON of raw ThreatQ indicators → NDJSON of ECS documents, streaming.
+
+    With the compiled module installed (``engine="auto"``), each line goes to the native mapper
+    first, and only the lines it hands back (rejects, flagged documents, unusual shapes) take
+    :func:`indicator_to_ecs`; the output is the same bytes either way (see ``ecs/native.py``).
 
     :param lines: one raw indicator JSON per line (as the poll stage writes them); blank lines are
         skipped.
@@ -618,13 +624,24 @@ def transform_stream(
         is the parsed object, or the original text when it did not parse.
     :param now: the run's clock.
     :param options: transform options.
+    :param engine: ``auto`` (native when installed), ``native`` (required) or ``python``.
     :return: counts read / written / rejected by reason / flagged.
+    :raises EcsConfigError: an unknown engine, or ``native`` required but not installed.
     """
     tables = _tables()
     counts = TransformCounts()
     decode, encode = _codec()
     write = out.write
+    native = line_mapper(options, tables) if resolve_engine(engine) == "native" else None
     for line_no, line in enumerate(lines, start=1):
+        if native is not None:
+            document = native(line)
+            if document is not None:
+                counts.read += 1
+                counts.written += 1
+                write(document)
+                write("\n")
+                continue
         if type(line) is bytes:
             try:
                 text = line.decode("utf-8")
