@@ -5,29 +5,434 @@
 //! the same line. The Python module is the specification; this is an accelerator for the common,
 //! clean record. Anything else -- a record the reference rejects, flags with `error.message`, or
 //! that needs a rule this file does not carry (ISO dates with a zone, IPv6 CIDR blocks, non-ASCII
-//! attribute names, floats...) -- makes `map_line` return `None`, and the caller runs the Python
-//! reference on that line. So the native path never decides a reject or an error message, and a
-//! gap here costs speed, never correctness. `tests/unit/ecs/test_native.py` checks the two paths
-//! are identical on the simulator corpus, Elastic's fixtures and a list of awkward values.
+//! attribute names, floats, duplicate keys...) -- makes `map_line` return `None`, and the caller
+//! runs the Python reference on that line. So the native path never decides a reject or an error
+//! message, and a gap here costs speed, never correctness. `tests/unit/ecs/test_native.py` checks
+//! the two paths are identical on the simulator corpus, Elastic's fixtures and awkward values.
+//!
+//! Why a parser of its own: a general JSON DOM (serde_json's `Value` with ordered maps) spent
+//! most of its time allocating and hashing (~34 µs a line, slower than the Python path with
+//! msgspec). Here strings borrow from the input line, objects are small ordered vectors, and the
+//! document is written straight into one buffer.
 //!
 //! The mapping tables are not repeated here: Python hands over the loaded tables
 //! (`include/mappings/threatq_to_ecs.json`, after its own validation) as JSON.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use serde_json::ser::Formatter;
-use serde_json::{Map, Number, Value};
-
-type Obj = Map<String, Value>;
+use serde_json::Value as Json;
 
 /// "Hand this line to the Python reference."
 struct Fallback;
 type R<T> = Result<T, Fallback>;
+
+// ------------------------------------------------------------------------------------------
+// A JSON value borrowing from the input line
+// ------------------------------------------------------------------------------------------
+
+type Text<'a> = Cow<'a, str>;
+
+#[derive(Clone)]
+enum V<'a> {
+    Null,
+    Bool(bool),
+    /// An integer as written (canonical: no leading zeros, no "-0"; msgspec writes it back alike).
+    Int(&'a str),
+    /// An integer this code computed (a converted id, an AS number, a port).
+    Num(i64),
+    Str(Text<'a>),
+    Arr(Vec<V<'a>>),
+    Obj(Obj<'a>),
+}
+
+/// An object: keys in input order, as a Python dict keeps them (objects here have < 40 keys, so
+/// a vector beats a hash map).
+#[derive(Clone, Default)]
+struct Obj<'a>(Vec<(Text<'a>, V<'a>)>);
+
+impl<'a> Obj<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Obj(Vec::with_capacity(n))
+    }
+    fn get(&self, key: &str) -> Option<&V<'a>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn get_mut(&mut self, key: &str) -> Option<&mut V<'a>> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn contains(&self, key: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == key)
+    }
+    /// `dict[key] = value`: an existing key keeps its place.
+    fn insert(&mut self, key: impl Into<Text<'a>>, value: V<'a>) {
+        let key = key.into();
+        match self.get_mut(&key) {
+            Some(slot) => *slot = value,
+            None => self.0.push((key, value)),
+        }
+    }
+    /// Append a key known to be absent (fresh objects).
+    fn push(&mut self, key: impl Into<Text<'a>>, value: V<'a>) {
+        self.0.push((key.into(), value));
+    }
+    /// `dict.pop(key, None)`: the others keep their order.
+    fn remove(&mut self, key: &str) -> Option<V<'a>> {
+        let i = self.0.iter().position(|(k, _)| k == key)?;
+        Some(self.0.remove(i).1)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn s<'a>(text: impl Into<Text<'a>>) -> V<'a> {
+    V::Str(text.into())
+}
+
+impl<'a> V<'a> {
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            V::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    /// Python truthiness.
+    fn truthy(&self) -> bool {
+        match self {
+            V::Null => false,
+            V::Bool(b) => *b,
+            V::Int(raw) => *raw != "0",
+            V::Num(n) => *n != 0,
+            V::Str(s) => !s.is_empty(),
+            V::Arr(a) => !a.is_empty(),
+            V::Obj(o) => !o.is_empty(),
+        }
+    }
+    fn is_number_or_bool(&self) -> bool {
+        matches!(self, V::Int(_) | V::Num(_) | V::Bool(_))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Parser: RFC 8259 JSON, strict; floats, "-0", lone surrogates and duplicate keys fall back
+// ------------------------------------------------------------------------------------------
+
+const MAX_DEPTH: u32 = 64;
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn parse(text: &'a str) -> R<V<'a>> {
+        let mut p = Parser { text, bytes: text.as_bytes(), pos: 0 };
+        let value = p.value(0)?;
+        p.ws();
+        if p.pos != p.bytes.len() {
+            return Err(Fallback);
+        }
+        Ok(value)
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> R<u8> {
+        self.bytes.get(self.pos).copied().ok_or(Fallback)
+    }
+
+    fn expect(&mut self, word: &str) -> R<()> {
+        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+            self.pos += word.len();
+            Ok(())
+        } else {
+            Err(Fallback)
+        }
+    }
+
+    fn value(&mut self, depth: u32) -> R<V<'a>> {
+        self.ws();
+        match self.peek()? {
+            b'{' => self.object(depth + 1),
+            b'[' => self.array(depth + 1),
+            b'"' => Ok(V::Str(self.string()?)),
+            b't' => self.expect("true").map(|()| V::Bool(true)),
+            b'f' => self.expect("false").map(|()| V::Bool(false)),
+            b'n' => self.expect("null").map(|()| V::Null),
+            b'-' | b'0'..=b'9' => self.integer(),
+            _ => Err(Fallback),
+        }
+    }
+
+    fn integer(&mut self) -> R<V<'a>> {
+        let start = self.pos;
+        if self.bytes[self.pos] == b'-' {
+            self.pos += 1;
+        }
+        let digits = self.pos;
+        while let Some(b'0'..=b'9') = self.bytes.get(self.pos) {
+            self.pos += 1;
+        }
+        let n = self.pos - digits;
+        if n == 0 || (n > 1 && self.bytes[digits] == b'0') {
+            return Err(Fallback);
+        }
+        if let Some(b'.' | b'e' | b'E') = self.bytes.get(self.pos) {
+            return Err(Fallback); // a float: Python's float text differs from ours in places
+        }
+        let raw = &self.text[start..self.pos];
+        if raw == "-0" {
+            return Err(Fallback);
+        }
+        Ok(V::Int(raw))
+    }
+
+    fn string(&mut self) -> R<Text<'a>> {
+        self.pos += 1; // opening quote
+        let start = self.pos;
+        self.pos += clean_prefix(&self.bytes[self.pos..]);
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    let text = &self.text[start..self.pos];
+                    self.pos += 1;
+                    return Ok(Cow::Borrowed(text));
+                }
+                b'\\' => break,
+                b if b < 0x20 => return Err(Fallback),
+                _ => self.pos += 1,
+            }
+        }
+        let mut out = String::with_capacity(self.pos - start + 16);
+        out.push_str(&self.text[start..self.pos]);
+        loop {
+            let b = self.peek()?;
+            match b {
+                b'"' => {
+                    self.pos += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                b'\\' => {
+                    let escape = *self.bytes.get(self.pos + 1).ok_or(Fallback)?;
+                    self.pos += 2;
+                    match escape {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => {
+                            let high = self.hex4()?;
+                            let code = if (0xD800..0xDC00).contains(&high) {
+                                self.expect("\\u")?;
+                                let low = self.hex4()?;
+                                if !(0xDC00..0xE000).contains(&low) {
+                                    return Err(Fallback);
+                                }
+                                0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                            } else {
+                                high
+                            };
+                            out.push(char::from_u32(code).ok_or(Fallback)?); // lone low surrogate: None
+                        }
+                        _ => return Err(Fallback),
+                    }
+                }
+                b if b < 0x20 => return Err(Fallback),
+                _ => {
+                    // copy a run of plain characters (whole UTF-8 sequences: stops only at ASCII)
+                    let run = self.pos;
+                    while let Some(&c) = self.bytes.get(self.pos) {
+                        if c == b'"' || c == b'\\' || c < 0x20 {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                    out.push_str(&self.text[run..self.pos]);
+                }
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> R<u32> {
+        let digits = self.text.get(self.pos..self.pos + 4).ok_or(Fallback)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Fallback);
+        }
+        self.pos += 4;
+        u32::from_str_radix(digits, 16).map_err(|_| Fallback)
+    }
+
+    fn array(&mut self, depth: u32) -> R<V<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(Fallback);
+        }
+        self.pos += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Ok(V::Arr(items));
+        }
+        loop {
+            items.push(self.value(depth)?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Ok(V::Arr(items));
+                }
+                _ => return Err(Fallback),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: u32) -> R<V<'a>> {
+        if depth > MAX_DEPTH {
+            return Err(Fallback);
+        }
+        self.pos += 1;
+        let mut obj = Obj::with_capacity(16);
+        // Duplicate keys (Python keeps the first place and the last value) fall back; a 256-bit
+        // filter on (length, first, last byte) keeps the check off the common path.
+        let mut seen = [0u64; 4];
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Ok(V::Obj(obj));
+        }
+        loop {
+            self.ws();
+            if self.peek()? != b'"' {
+                return Err(Fallback);
+            }
+            let key = self.string()?;
+            let kb = key.as_bytes();
+            let h = (kb.len().wrapping_mul(31) + usize::from(*kb.first().unwrap_or(&0)) * 7
+                + usize::from(*kb.last().unwrap_or(&0)))
+                & 255;
+            if seen[h >> 6] & (1 << (h & 63)) != 0 && obj.contains(&key) {
+                return Err(Fallback);
+            }
+            seen[h >> 6] |= 1 << (h & 63);
+            self.ws();
+            if self.peek()? != b':' {
+                return Err(Fallback);
+            }
+            self.pos += 1;
+            let value = self.value(depth)?;
+            obj.push(key, value);
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Ok(V::Obj(obj));
+                }
+                _ => return Err(Fallback),
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Writer: compact JSON escaped as msgspec (and serde_json) escape it
+// ------------------------------------------------------------------------------------------
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Index of the first byte of `bytes` that JSON must escape (`"`, `\\`, below 0x20), or its
+/// length: eight bytes per step (bit tricks on a u64; a hit only sends that word to the byte loop).
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+        let quote = (w ^ (ONES * b'"' as u64)).wrapping_sub(ONES) & !(w ^ (ONES * b'"' as u64));
+        let backslash = (w ^ (ONES * b'\\' as u64)).wrapping_sub(ONES) & !(w ^ (ONES * b'\\' as u64));
+        if (below_space | quote | backslash) & HIGH != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !matches!(bytes[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let mut bytes = text.as_bytes();
+    loop {
+        let clean = clean_prefix(bytes);
+        out.extend_from_slice(&bytes[..clean]);
+        let Some(&b) = bytes.get(clean) else { break };
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
+        }
+        bytes = &bytes[clean + 1..];
+    }
+    out.push(b'"');
+}
+
+fn write_value(out: &mut Vec<u8>, value: &V) {
+    match value {
+        V::Null => out.extend_from_slice(b"null"),
+        V::Bool(true) => out.extend_from_slice(b"true"),
+        V::Bool(false) => out.extend_from_slice(b"false"),
+        V::Int(raw) => out.extend_from_slice(raw.as_bytes()),
+        V::Num(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        V::Str(text) => write_str(out, text),
+        V::Arr(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        V::Obj(obj) => write_obj(out, obj),
+    }
+}
+
+fn write_obj(out: &mut Vec<u8>, obj: &Obj) {
+    out.push(b'{');
+    for (i, (k, v)) in obj.0.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, k);
+        out.push(b':');
+        write_value(out, v);
+    }
+    out.push(b'}');
+}
 
 // ------------------------------------------------------------------------------------------
 // Key kinds of each ThreatQ object (transform.py's _TOP_KINDS, _SOURCE_KINDS, ...)
@@ -112,26 +517,6 @@ fn id_object_kind(key: &str) -> Kind {
 // Python value semantics
 // ------------------------------------------------------------------------------------------
 
-/// Python truthiness of a decoded JSON value.
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => i != 0,
-            (_, Some(u)) => u != 0,
-            _ => n.as_f64().is_some_and(|f| f != 0.0),
-        },
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-    }
-}
-
-fn is_int(n: &Number) -> bool {
-    n.is_i64() || n.is_u64()
-}
-
 /// `str.strip()` for ASCII text (Python also strips \x0b and \x1c-\x1f).
 fn py_strip(s: &str) -> &str {
     s.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1f'))
@@ -150,32 +535,27 @@ fn to_long_str(s: &str) -> R<i64> {
     text.parse::<i64>().map_err(|_| Fallback)
 }
 
-/// `conversions.prune`: drop None, "", {} and [] recursively; `None` when nothing is left.
-fn prune(v: &Value) -> Option<Value> {
+/// `conversions.prune` in place: drop None, "", {} and [] recursively; `false` when nothing is left.
+fn prune(v: &mut V) -> bool {
     match v {
-        Value::Object(o) => {
-            let mut out = Obj::with_capacity(o.len());
-            for (k, item) in o {
-                if let Some(kept) = prune_item(item) {
-                    out.insert(k.clone(), kept);
-                }
-            }
-            (!out.is_empty()).then_some(Value::Object(out))
+        V::Obj(o) => {
+            o.0.retain_mut(|(_, item)| prune_item(item));
+            !o.is_empty()
         }
-        Value::Array(a) => {
-            let out: Vec<Value> = a.iter().filter_map(prune_item).collect();
-            (!out.is_empty()).then_some(Value::Array(out))
+        V::Arr(a) => {
+            a.retain_mut(prune_item);
+            !a.is_empty()
         }
-        other => Some(other.clone()),
+        _ => true,
     }
 }
 
-fn prune_item(v: &Value) -> Option<Value> {
+fn prune_item(v: &mut V) -> bool {
     match v {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::Object(_) | Value::Array(_) => prune(v),
-        other => Some(other.clone()),
+        V::Null => false,
+        V::Str(t) => !t.is_empty(),
+        V::Obj(_) | V::Arr(_) => prune(v),
+        _ => true,
     }
 }
 
@@ -280,89 +660,90 @@ fn add_seconds(ecs_date: &str, seconds: i64) -> Option<String> {
 }
 
 // ------------------------------------------------------------------------------------------
-// Object copies with conversions (conversions.copy_generic)
+// Object copies with conversions (conversions.copy_generic), consuming the parsed input
 // ------------------------------------------------------------------------------------------
 
-fn copy_obj(obj: &Obj, kind_of: fn(&str) -> Kind) -> R<Obj> {
-    let mut out = Obj::with_capacity(obj.len());
-    for (k, v) in obj {
-        match kind_of(k) {
-            Kind::Date => match v {
-                Value::String(s) if s.is_empty() => {}
-                Value::String(s) => {
-                    out.insert(k.clone(), Value::String(convert_date(s)?));
-                }
-                Value::Null => {}
-                _ => return Err(Fallback), // reported as an unparsable date
-            },
-            Kind::Str => match v {
-                Value::Number(n) if is_int(n) => {
-                    out.insert(k.clone(), Value::String(n.to_string()));
-                }
-                Value::Number(_) => return Err(Fallback), // str(float): Python's repr
-                Value::Bool(_) => {
-                    out.insert(k.clone(), v.clone());
-                }
-                _ if truthy(v) => {
-                    out.insert(k.clone(), v.clone());
-                }
-                _ => {}
-            },
-            Kind::Long => match v {
-                Value::Number(n) if is_int(n) => {
-                    out.insert(k.clone(), v.clone());
-                }
-                Value::Null => {}
-                Value::String(s) if s.is_empty() => {}
-                Value::String(s) => {
-                    out.insert(k.clone(), Value::Number(to_long_str(s)?.into()));
-                }
-                _ => return Err(Fallback), // reported as not an integer
-            },
-            Kind::Nested => {
-                if truthy(v) || matches!(v, Value::Number(_) | Value::Bool(_)) {
-                    out.insert(k.clone(), v.clone());
-                }
-            }
-            Kind::Other => match v {
-                Value::Object(_) | Value::Array(_) => {
-                    if let Some(pruned) = prune(v) {
-                        out.insert(k.clone(), pruned);
-                    }
-                }
-                Value::Null => {}
-                Value::String(s) if s.is_empty() => {}
-                _ => {
-                    out.insert(k.clone(), v.clone());
-                }
-            },
+fn copy_obj<'a>(mut obj: Obj<'a>, kind_of: fn(&str) -> Kind) -> R<Obj<'a>> {
+    let mut failed = false;
+    obj.0.retain_mut(|(k, v)| match convert(kind_of(k), v) {
+        Ok(keep) => keep,
+        Err(Fallback) => {
+            failed = true;
+            false
         }
+    });
+    if failed {
+        return Err(Fallback);
     }
-    Ok(out)
+    Ok(obj)
+}
+
+/// One value of a copied object, converted in place; `false` when the copy drops it.
+fn convert(kind: Kind, v: &mut V) -> R<bool> {
+    Ok(match kind {
+        Kind::Date => match v {
+            V::Str(t) if t.is_empty() => false,
+            V::Str(t) => {
+                *t = Cow::Owned(convert_date(t)?);
+                true
+            }
+            V::Null => false,
+            _ => return Err(Fallback), // reported as an unparsable date
+        },
+        Kind::Str => match v {
+            V::Int(raw) => {
+                *v = s(*raw); // str(int): the same canonical digits
+                true
+            }
+            V::Num(n) => {
+                *v = s(n.to_string());
+                true
+            }
+            V::Bool(_) => true,
+            _ => v.truthy(),
+        },
+        Kind::Long => match v {
+            V::Int(_) | V::Num(_) => true,
+            V::Null => false,
+            V::Str(t) if t.is_empty() => false,
+            V::Str(t) => {
+                *v = V::Num(to_long_str(t)?);
+                true
+            }
+            _ => return Err(Fallback), // reported as not an integer
+        },
+        Kind::Nested => v.truthy() || v.is_number_or_bool(),
+        Kind::Other => match v {
+            V::Obj(_) | V::Arr(_) => prune(v),
+            V::Null => false,
+            V::Str(t) => !t.is_empty(),
+            _ => true,
+        },
+    })
 }
 
 /// `ObjectKinds.copy_list`: `None` when the value is not a non-empty list or nothing is left.
-fn copy_list(items: Option<&Value>, kind_of: fn(&str) -> Kind) -> R<Option<Vec<Value>>> {
-    let Some(Value::Array(items)) = items else { return Ok(None) };
+fn copy_list<'a>(items: Option<V<'a>>, kind_of: fn(&str) -> Kind) -> R<Option<Vec<V<'a>>>> {
+    let Some(V::Arr(items)) = items else { return Ok(None) };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match item {
-            Value::Object(o) => {
+            V::Obj(o) => {
                 let copied = copy_obj(o, kind_of)?;
                 if !copied.is_empty() {
-                    out.push(Value::Object(copied));
+                    out.push(V::Obj(copied));
                 }
             }
-            Value::Null => {}
-            Value::String(s) if s.is_empty() => {}
-            other => out.push(other.clone()),
+            V::Null => {}
+            V::Str(ref t) if t.is_empty() => {}
+            other => out.push(other),
         }
     }
     Ok((!out.is_empty()).then_some(out))
 }
 
 // ------------------------------------------------------------------------------------------
-// Tables and options
+// Tables
 // ------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq)]
@@ -385,27 +766,27 @@ struct Rule {
 
 /// The document under construction: `threat.indicator.*` and `threatq.*` live in their own maps
 /// until `finish`, as in transform.py.
-struct Parts {
-    doc: Obj,
-    indicator: Obj,
-    tq: Obj,
-    related: Obj,
+struct Parts<'a> {
+    doc: Obj<'a>,
+    indicator: Obj<'a>,
+    tq: Obj<'a>,
+    related: Obj<'a>,
 }
 
-fn put(root: &mut Obj, path: &[String], value: Value) {
+fn put<'a>(root: &mut Obj<'a>, path: &'a [String], value: V<'a>) {
     let (last, parents) = path.split_last().expect("paths are never empty");
     let mut node = root;
     for key in parents {
-        let child = node.entry(key.clone()).or_insert_with(|| Value::Object(Obj::new()));
-        if !child.is_object() {
-            *child = Value::Object(Obj::new());
+        if !matches!(node.get(key), Some(V::Obj(_))) {
+            node.insert(key.as_str(), V::Obj(Obj::default()));
         }
-        node = child.as_object_mut().expect("just made an object");
+        let Some(V::Obj(child)) = node.get_mut(key) else { unreachable!("just made an object") };
+        node = child;
     }
-    node.insert(last.clone(), value);
+    node.insert(last.as_str(), value);
 }
 
-fn put_field(parts: &mut Parts, path: &[String], value: Value) {
+fn put_field<'a>(parts: &mut Parts<'a>, path: &'a [String], value: V<'a>) {
     if path[0] == "threatq" {
         put(&mut parts.tq, &path[1..], value);
     } else if path.len() > 2 && path[0] == "threat" && path[1] == "indicator" {
@@ -415,21 +796,23 @@ fn put_field(parts: &mut Parts, path: &[String], value: Value) {
     }
 }
 
-fn append_unique(related: &mut Obj, key: &str, value: &str) {
+fn append_unique<'a>(related: &mut Obj<'a>, key: &'a str, value: Text<'a>) {
     match related.get_mut(key) {
-        Some(Value::Array(values)) => {
-            if !values.iter().any(|v| v.as_str() == Some(value)) {
-                values.push(Value::String(value.to_owned()));
+        Some(V::Arr(values)) => {
+            if !values.iter().any(|v| v.as_str() == Some(&value)) {
+                values.push(V::Str(value));
             }
         }
-        _ => {
-            related.insert(key.to_owned(), Value::Array(vec![Value::String(value.to_owned())]));
-        }
+        _ => related.insert(key, V::Arr(vec![V::Str(value)])),
     }
 }
 
-fn strs(v: &[&str]) -> Value {
-    Value::Array(v.iter().map(|s| Value::String((*s).to_owned())).collect())
+fn strs<'a>(items: &[&'static str]) -> V<'a> {
+    V::Arr(items.iter().map(|t| s(*t)).collect())
+}
+
+fn obj1<'a>(key: &'static str, value: V<'a>) -> V<'a> {
+    V::Obj(Obj(vec![(Cow::Borrowed(key), value)]))
 }
 
 const REASON_EXPIRES_AT: &str = "Expiration set by ThreatQ from expires_at field";
@@ -437,19 +820,6 @@ const REASON_EXPIRED_AT: &str = "Expiration set by ThreatQ from expired_at field
 const REASON_STATUS: &str = "Expiration set by Elastic when threatq.status is 'Expired'";
 const REASON_DURATION: &str =
     "Expiration set by Elastic from the integration's parameter `IOC Expiration Duration`";
-
-/// Compact JSON, as msgspec writes it; a float makes the line fall back (Python's float text
-/// and Rust's differ in places, e.g. `1e16`).
-struct NoFloats;
-
-impl Formatter for NoFloats {
-    fn write_f32<W: ?Sized + io::Write>(&mut self, _: &mut W, _: f32) -> io::Result<()> {
-        Err(io::Error::other("float"))
-    }
-    fn write_f64<W: ?Sized + io::Write>(&mut self, _: &mut W, _: f64) -> io::Result<()> {
-        Err(io::Error::other("float"))
-    }
-}
 
 /// ThreatQ NDJSON line → ECS JSON text, or `None` for the Python reference to handle.
 #[pyclass(frozen, module = "threatq_ecs_native")]
@@ -470,7 +840,7 @@ fn table_error(what: &str) -> PyErr {
     PyValueError::new_err(format!("threatq_ecs_native: malformed tables ({what})"))
 }
 
-fn path_of(v: &Value, what: &str) -> PyResult<Vec<String>> {
+fn path_of(v: &Json, what: &str) -> PyResult<Vec<String>> {
     let path: Vec<String> = v
         .as_array()
         .ok_or_else(|| table_error(what))?
@@ -484,7 +854,7 @@ fn path_of(v: &Value, what: &str) -> PyResult<Vec<String>> {
 }
 
 impl Engine {
-    fn load_types(tables: &Value) -> PyResult<HashMap<String, Rule>> {
+    fn load_types(tables: &Json) -> PyResult<HashMap<String, Rule>> {
         let rows = tables["types"].as_object().ok_or_else(|| table_error("types"))?;
         let mut types = HashMap::with_capacity(rows.len());
         for (name, row) in rows {
@@ -514,107 +884,120 @@ impl Engine {
         Ok(types)
     }
 
-    fn map(&self, line: &[u8]) -> R<String> {
-        let raw: Value = serde_json::from_slice(line).map_err(|_| Fallback)?;
-        let Value::Object(raw) = raw else { return Err(Fallback) };
+    fn map<'a>(&'a self, text: &'a str) -> R<Vec<u8>> {
+        let V::Obj(raw) = Parser::parse(text)? else { return Err(Fallback) };
 
-        // Identity: type name, value, id (a reject in Python).
-        let type_name = match raw.get("type") {
-            Some(Value::Object(o)) => o.get("name").and_then(Value::as_str),
-            Some(Value::String(s)) => Some(s.as_str()),
-            _ => None,
-        }
-        .ok_or(Fallback)?;
+        // Identity: type name, value, id (a reject in Python when missing).
+        let type_name: Text<'a> = match raw.get("type") {
+            Some(V::Obj(o)) => match o.get("name") {
+                Some(V::Str(t)) => t.clone(),
+                _ => return Err(Fallback),
+            },
+            Some(V::Str(t)) => t.clone(),
+            _ => return Err(Fallback),
+        };
         if !type_name.bytes().any(|b| b.is_ascii_alphanumeric()) {
             return Err(Fallback);
         }
-        let value = match raw.get("value") {
-            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+        let value: Text<'a> = match raw.get("value") {
+            Some(V::Str(t)) if !t.is_empty() => t.clone(),
             _ => return Err(Fallback),
         };
-        let indicator_id: Value = match raw.get("id") {
-            Some(Value::Number(n)) if is_int(n) => Value::Number(n.clone()),
-            Some(Value::String(s)) => Value::Number(to_long_str(s)?.into()),
+        let indicator_id: V<'a> = match raw.get("id") {
+            Some(V::Int(raw_id)) => V::Int(raw_id),
+            Some(V::Str(t)) => V::Num(to_long_str(t)?),
             _ => return Err(Fallback),
         };
-        let rule = self.types.get(type_name);
         let updated = match raw.get("updated_at") {
-            Some(Value::String(s)) if !s.is_empty() => convert_date(s)?,
+            Some(V::Str(t)) if !t.is_empty() => convert_date(t)?,
             _ => return Err(Fallback), // flagged in Python: @timestamp from the run's clock
         };
+        let status: Option<Text<'a>> = match raw.get("status") {
+            Some(V::Obj(o)) => o.get("name").and_then(|n| n.as_str().map(|_| n)).and_then(|n| match n {
+                V::Str(t) => Some(t.clone()),
+                _ => None,
+            }),
+            Some(V::Str(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let rule = self.types.get(&*type_name);
 
         // Dates, ids, numbers; nested objects.
-        let mut tq = copy_obj(&raw, top_kind)?;
-        tq.insert("id".into(), indicator_id.clone());
-        tq.insert("updated_at".into(), Value::String(updated.clone()));
-        tq.shift_remove("value");
-        tq.insert("indicator_value".into(), Value::String(value.to_owned()));
+        let mut tq = copy_obj(raw, top_kind)?;
+        tq.insert("id", indicator_id.clone());
+        tq.insert("updated_at", s(updated.clone()));
+        tq.remove("value");
+        tq.insert("indicator_value", V::Str(value.clone()));
         normalise_threatq(&mut tq)?;
 
-        let mut parts = Parts { doc: Obj::new(), indicator: Obj::new(), tq, related: Obj::new() };
-        if let Some(Value::String(hash)) = parts.tq.get("hash") {
-            parts.related.insert("hash".into(), Value::Array(vec![Value::String(hash.clone())]));
+        let mut parts = Parts { doc: Obj::default(), indicator: Obj::with_capacity(8), tq, related: Obj::default() };
+        if let Some(V::Str(hash)) = parts.tq.get("hash") {
+            let hash = hash.clone();
+            parts.related.push("hash", V::Arr(vec![V::Str(hash)]));
         }
-        if let Some(Value::String(description)) = parts.tq.get("description") {
+        if let Some(V::Str(description)) = parts.tq.get("description") {
             if description.len() > self.keyword_max_chars {
                 return Err(Fallback); // flagged in Python (kept only in threatq.description)
             }
-            parts.indicator.insert("description".into(), Value::String(description.clone()));
+            let description = description.clone();
+            parts.indicator.push("description", V::Str(description));
         }
-        if let Some(score) = parts.tq.get("score").and_then(Value::as_i64) {
-            if let Some(Some(label)) = usize::try_from(score).ok().and_then(|s| self.confidence.get(s)) {
-                parts.indicator.insert("confidence".into(), Value::String(label.clone()));
-            }
+        let score = match parts.tq.get("score") {
+            Some(V::Int(raw_score)) => raw_score.parse::<i64>().ok(),
+            Some(V::Num(n)) => Some(*n),
+            _ => None,
+        };
+        if let Some(Some(label)) = score.and_then(|n| usize::try_from(n).ok()).and_then(|n| self.confidence.get(n)) {
+            parts.indicator.insert("confidence", s(label.as_str()));
         }
         if let Some(rule) = rule {
             self.place_value(rule, value, &mut parts)?;
         }
         if let Some(base) = &self.threatq_url {
-            parts.indicator.insert("reference".into(), Value::String(format!("{base}/indicators/{indicator_id}/details")));
+            let id = match &indicator_id {
+                V::Int(raw_id) => (*raw_id).to_owned(),
+                V::Num(n) => n.to_string(),
+                _ => unreachable!("ids are integers"),
+            };
+            parts.indicator.insert("reference", s(format!("{base}/indicators/{id}/details")));
         }
         self.sources(&mut parts)?;
 
         // Expiry (expiry.expiration_of); status.name read from the raw indicator.
-        let status = match raw.get("status") {
-            Some(Value::Object(o)) => o.get("name").and_then(Value::as_str),
-            Some(Value::String(s)) => Some(s.as_str()),
-            _ => None,
-        };
         let date_of = |key: &str| match parts.tq.get(key) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(V::Str(t)) if !t.is_empty() => Some(t.clone()),
             _ => None,
         };
-        let expiry = if let Some(at) = date_of("expired_at") {
+        let expiry: Option<(Text<'a>, &'static str)> = if let Some(at) = date_of("expired_at") {
             Some((at, REASON_EXPIRED_AT))
         } else if let Some(at) = date_of("expires_at") {
             Some((at, REASON_EXPIRES_AT))
-        } else if status == Some("Expired") {
-            Some((updated.clone(), REASON_STATUS))
+        } else if status.as_deref() == Some("Expired") {
+            Some((Cow::Owned(updated.clone()), REASON_STATUS))
         } else {
-            add_seconds(&updated, self.expiration_seconds).map(|at| (at, REASON_DURATION))
+            add_seconds(&updated, self.expiration_seconds).map(|at| (Cow::Owned(at), REASON_DURATION))
         };
         if let Some((at, reason)) = expiry {
-            parts.tq.insert("ioc_expired_at".into(), Value::String(at));
-            parts.tq.insert("ioc_expiration_reason".into(), Value::String(reason.into()));
+            parts.tq.insert("ioc_expired_at", V::Str(at));
+            parts.tq.insert("ioc_expiration_reason", s(reason));
         }
         if !self.keep {
             for key in ["description", "score", "updated_at"] {
-                parts.tq.shift_remove(key);
+                parts.tq.remove(key);
             }
         }
-        self.finish(updated, parts, line)
+        Ok(self.finish(updated, parts, text))
     }
 
-    fn place_value(&self, rule: &Rule, value: &str, parts: &mut Parts) -> R<()> {
+    fn place_value<'a>(&'a self, rule: &'a Rule, value: Text<'a>, parts: &mut Parts<'a>) -> R<()> {
         if let Some(ecs_type) = &rule.ecs_type {
-            parts.indicator.insert("type".into(), Value::String(ecs_type.clone()));
+            parts.indicator.insert("type", s(ecs_type.as_str()));
         }
         if value.len() > self.keyword_max_chars {
             return Err(Fallback); // flagged in Python (bytes >= characters, so this is conservative)
         }
-        let mut typed = Value::String(value.to_owned());
-        match rule.kind {
-            RuleKind::Keyword => {}
+        let typed: V<'a> = match rule.kind {
+            RuleKind::Keyword => V::Str(value.clone()),
             RuleKind::Ip => {
                 let valid = if value.contains(':') {
                     value.parse::<Ipv6Addr>().is_ok()
@@ -622,46 +1005,55 @@ impl Engine {
                     value.parse::<Ipv4Addr>().is_ok()
                 };
                 if !valid {
-                    return Err(Fallback);
+                    return Err(Fallback); // flagged in Python
                 }
+                V::Str(value.clone())
             }
-            RuleKind::Cidr => typed = Value::String(ipv4_network(value)?),
-            RuleKind::Asn => typed = Value::Number(asn_number(value)?.into()),
+            RuleKind::Cidr => s(ipv4_network(&value)?),
+            RuleKind::Asn => V::Num(asn_number(&value)?),
             RuleKind::Url => {
-                let url = parse_url(value)?;
-                let domain = url["domain"].as_str().unwrap_or_default().to_owned();
-                parts.indicator.insert("url".into(), Value::Object(url));
-                append_unique(&mut parts.related, "hosts", &domain);
-                parts.tq.shift_remove("indicator_value"); // remove_if_successful, as Elastic
+                let (url, domain) = parse_url(value)?;
+                parts.indicator.insert("url", V::Obj(url));
+                append_unique(&mut parts.related, "hosts", domain);
+                parts.tq.remove("indicator_value"); // remove_if_successful, as Elastic
                 return Ok(());
             }
             RuleKind::Registry => {
-                let (hive, rest) = value.split_once('\\').unwrap_or((value, ""));
+                let (hive, rest) = match value.split_once('\\') {
+                    Some((hive, rest)) => (hive, Some(rest)),
+                    None => (&*value, None),
+                };
                 if !hive.is_ascii() {
                     return Err(Fallback); // str.upper() of non-ASCII text
                 }
-                let registry = |key: &str| vec!["registry".to_owned(), key.to_owned()];
-                match (hive_abbreviation(&hive.to_ascii_uppercase()), value.contains('\\')) {
-                    (Some(abbreviation), true) => {
-                        put(&mut parts.indicator, &registry("hive"), Value::String(abbreviation.into()));
+                let registry = parts.indicator.get_mut("registry");
+                let mut node = match registry {
+                    Some(V::Obj(o)) => std::mem::take(o),
+                    _ => Obj::default(),
+                };
+                match (hive_abbreviation(&hive.to_ascii_uppercase()), rest) {
+                    (Some(abbreviation), Some(rest)) => {
+                        node.insert("hive", s(abbreviation));
                         if !rest.is_empty() {
-                            put(&mut parts.indicator, &registry("key"), Value::String(rest.into()));
+                            node.insert("key", s(rest.to_owned()));
                         }
                     }
-                    _ => put(&mut parts.indicator, &registry("key"), Value::String(value.into())),
+                    _ => node.insert("key", V::Str(value.clone())),
                 }
+                parts.indicator.insert("registry", V::Obj(node));
+                V::Str(value.clone())
             }
-        }
-        let related_text = match &typed {
-            Value::String(s) => s.clone(),
-            _ => value.to_owned(),
+        };
+        let related_text: Text<'a> = match &typed {
+            V::Str(t) => t.clone(),
+            _ => value.clone(),
         };
         put_field(parts, &rule.path, typed);
         for (path, constant) in &rule.extra {
-            put_field(parts, path, Value::String(constant.clone()));
+            put_field(parts, path, s(constant.as_str()));
         }
         if let Some(list) = &rule.related {
-            append_unique(&mut parts.related, list, &related_text);
+            append_unique(&mut parts.related, list, related_text);
         }
         Ok(())
     }
@@ -677,159 +1069,152 @@ impl Engine {
         Ok(self.tlp_spellings.get(&text).map(String::as_str))
     }
 
-    fn sources(&self, parts: &mut Parts) -> R<()> {
-        let Some(mut sources) = copy_list(parts.tq.get("sources"), source_kind)? else {
-            parts.tq.shift_remove("sources");
+    fn sources<'a>(&'a self, parts: &mut Parts<'a>) -> R<()> {
+        let raw_sources = parts.tq.get_mut("sources").map(|v| std::mem::replace(v, V::Null));
+        let Some(mut sources) = copy_list(raw_sources, source_kind)? else {
+            parts.tq.remove("sources");
             return Ok(());
         };
-        let mut providers: Vec<Value> = Vec::new();
-        let mut marking: Vec<Value> = Vec::new();
+        let mut providers: Vec<V<'a>> = Vec::new();
+        let mut marking: Vec<V<'a>> = Vec::new();
         for src in &mut sources {
-            let Value::Object(src) = src else { continue };
-            if let Some(Value::String(name)) = src.get("name") {
+            let V::Obj(src) = src else { continue };
+            if let Some(V::Str(name)) = src.get("name") {
                 if !providers.iter().any(|p| p.as_str() == Some(name)) {
-                    providers.push(Value::String(name.clone()));
+                    providers.push(V::Str(name.clone()));
                 }
             }
-            if let Some(Value::String(tlp_name)) = src.get("tlp_name") {
+            if let Some(V::Str(tlp_name)) = src.get("tlp_name") {
                 if let Some(tlp) = self.tlp(tlp_name)? {
                     if !marking.iter().any(|m| m.as_str() == Some(tlp)) {
-                        marking.push(Value::String(tlp.to_owned()));
+                        marking.push(s(tlp));
                     }
                 }
             }
             if !self.keep {
-                src.shift_remove("provider");
-                src.shift_remove("tlp_name");
+                src.remove("provider");
+                src.remove("tlp_name");
             }
         }
-        parts.tq.insert("sources".into(), Value::Array(sources));
+        parts.tq.insert("sources", V::Arr(sources));
         if !providers.is_empty() {
-            parts.indicator.insert("provider".into(), Value::Array(providers));
+            parts.indicator.insert("provider", V::Arr(providers));
         }
         if !marking.is_empty() {
-            let mut tlp = Obj::new();
-            tlp.insert("tlp".into(), Value::Array(marking));
-            parts.indicator.insert("marking".into(), Value::Object(tlp));
+            parts.indicator.insert("marking", obj1("tlp", V::Arr(marking)));
         }
         Ok(())
     }
 
-    fn finish(&self, timestamp: String, parts: Parts, line: &[u8]) -> R<String> {
+    fn finish<'a>(&'a self, timestamp: String, parts: Parts<'a>, text: &'a str) -> Vec<u8> {
         let mut event = Obj::with_capacity(4);
-        event.insert("kind".into(), Value::String("enrichment".into()));
-        event.insert("category".into(), strs(&["threat"]));
-        event.insert("type".into(), strs(&["indicator"]));
+        event.push("kind", s("enrichment"));
+        event.push("category", strs(&["threat"]));
+        event.push("type", strs(&["indicator"]));
         if self.preserve_original {
-            let text = std::str::from_utf8(line).map_err(|_| Fallback)?;
-            event.insert("original".into(), Value::String(text.to_owned()));
+            event.push("original", s(text));
         }
-        let mut ecs = Obj::with_capacity(1);
-        ecs.insert("version".into(), Value::String(self.ecs_version.clone()));
         let mut out = Obj::with_capacity(8);
-        out.insert("@timestamp".into(), Value::String(timestamp));
-        out.insert("ecs".into(), Value::Object(ecs));
-        out.insert("event".into(), Value::Object(event));
-        for (k, v) in parts.doc {
-            out.insert(k, v);
+        out.push("@timestamp", s(timestamp));
+        out.push("ecs", obj1("version", s(self.ecs_version.as_str())));
+        out.push("event", V::Obj(event));
+        for (k, v) in parts.doc.0 {
+            out.insert(k, v); // other top-level fields a type row may name (none today)
         }
         if !parts.indicator.is_empty() {
-            let mut threat = Obj::with_capacity(1);
-            threat.insert("indicator".into(), Value::Object(parts.indicator));
-            out.insert("threat".into(), Value::Object(threat));
+            out.insert("threat", obj1("indicator", V::Obj(parts.indicator)));
         }
-        out.insert("threatq".into(), Value::Object(parts.tq));
+        out.insert("threatq", V::Obj(parts.tq));
         if !parts.related.is_empty() {
-            out.insert("related".into(), Value::Object(parts.related));
+            out.insert("related", V::Obj(parts.related));
         }
         match (self.preserve_original, self.keep) {
-            (true, true) => out.insert("tags".into(), strs(&["preserve_original_event", "preserve_duplicate_custom_fields"])),
-            (true, false) => out.insert("tags".into(), strs(&["preserve_original_event"])),
-            (false, true) => out.insert("tags".into(), strs(&["preserve_duplicate_custom_fields"])),
-            (false, false) => None,
-        };
-        let mut buf = Vec::with_capacity(line.len() + line.len() / 2);
-        let mut ser = serde_json::Serializer::with_formatter(&mut buf, NoFloats);
-        serde::Serialize::serialize(&Value::Object(out), &mut ser).map_err(|_| Fallback)?;
-        String::from_utf8(buf).map_err(|_| Fallback)
+            (true, true) => out.insert("tags", strs(&["preserve_original_event", "preserve_duplicate_custom_fields"])),
+            (true, false) => out.insert("tags", strs(&["preserve_original_event"])),
+            (false, true) => out.insert("tags", strs(&["preserve_duplicate_custom_fields"])),
+            (false, false) => {}
+        }
+        let mut buf = Vec::with_capacity(text.len() + text.len() / 2 + 256);
+        write_obj(&mut buf, &out);
+        buf
     }
 }
 
 /// transform._normalise_threatq: status, type, attributes, adversaries, comments, tags.
 fn normalise_threatq(tq: &mut Obj) -> R<()> {
     for key in ["status", "type"] {
-        let replacement = match tq.get(key) {
-            Some(Value::Object(o)) => {
-                let plain = matches!(o.get("id"), Some(Value::Number(n)) if is_int(n)) && o.values().all(truthy);
+        let Some(slot) = tq.get_mut(key) else { continue };
+        match slot {
+            V::Obj(o) => {
+                let plain = matches!(o.get("id"), Some(V::Int(_))) && o.0.iter().all(|(_, v)| v.truthy());
                 if plain {
-                    let mut copy = o.clone();
-                    let id = copy["id"].to_string();
-                    copy.insert("id".into(), Value::String(id));
-                    Value::Object(copy)
+                    if let Some(V::Int(raw_id)) = o.get("id") {
+                        let id = s(*raw_id);
+                        o.insert("id", id);
+                    }
                 } else {
-                    Value::Object(copy_obj(o, id_object_kind)?)
+                    *o = copy_obj(std::mem::take(o), id_object_kind)?;
                 }
             }
-            Some(Value::String(s)) => {
-                let mut named = Obj::with_capacity(1);
-                named.insert("name".into(), Value::String(s.clone()));
-                Value::Object(named)
+            V::Str(t) => {
+                let name = std::mem::take(t);
+                *slot = obj1("name", V::Str(name));
             }
-            _ => continue,
-        };
-        tq.insert(key.into(), replacement);
+            _ => {}
+        }
     }
     let lists: [(&str, fn(&str) -> Kind); 3] =
         [("attributes", attribute_kind), ("adversaries", adversary_kind), ("comments", comment_kind)];
     for (key, kind_of) in lists {
-        if tq.contains_key(key) {
-            match copy_list(tq.get(key), kind_of)? {
-                Some(items) => {
-                    tq.insert(key.into(), Value::Array(items));
-                }
+        if let Some(slot) = tq.get_mut(key) {
+            match copy_list(Some(std::mem::replace(slot, V::Null)), kind_of)? {
+                Some(items) => *slot = V::Arr(items),
                 None => {
-                    tq.shift_remove(key);
+                    tq.remove(key);
                 }
             }
         }
     }
-    if let Some(Value::Array(attributes)) = tq.get_mut("attributes") {
+    if let Some(V::Arr(attributes)) = tq.get_mut("attributes") {
         for attr in attributes {
-            if let Value::Object(attr) = attr {
-                if let Some(Value::String(name)) = attr.get_mut("name") {
+            if let V::Obj(attr) = attr {
+                if let Some(V::Str(name)) = attr.get_mut("name") {
                     if !name.is_ascii() {
                         return Err(Fallback); // str.lower() of non-ASCII text
                     }
-                    *name = name.to_ascii_lowercase().replace(' ', "_");
+                    if name.bytes().any(|b| b.is_ascii_uppercase() || b == b' ') {
+                        *name = Cow::Owned(name.to_ascii_lowercase().replace(' ', "_"));
+                    }
                 }
             }
         }
     }
-    if let Some(tags) = tq.get("tags") {
-        let plain = matches!(tags, Value::Array(a) if a.iter().all(|t| matches!(t, Value::String(s) if !s.is_empty())));
+    if let Some(tags) = tq.get_mut("tags") {
+        let plain = matches!(tags, V::Arr(a) if a.iter().all(|t| matches!(t, V::Str(x) if !x.is_empty())));
         if !plain {
-            let items: Vec<&Value> = match tags {
-                Value::Array(a) => a.iter().collect(),
+            let items: Vec<V> = match std::mem::replace(tags, V::Null) {
+                V::Arr(a) => a,
                 other => vec![other],
             };
             let mut kept = Vec::with_capacity(items.len());
             for item in items {
                 let name = match item {
-                    Value::Object(o) => o.get("name").unwrap_or(&Value::Null),
+                    V::Obj(mut o) => o.remove("name").unwrap_or(V::Null),
                     other => other,
                 };
                 match name {
-                    Value::Null => {}
-                    Value::String(s) if s.is_empty() => {}
-                    Value::String(s) => kept.push(Value::String(s.clone())),
-                    Value::Number(n) if is_int(n) => kept.push(Value::String(n.to_string())),
-                    _ => return Err(Fallback), // str() of a float, bool or container
+                    V::Null => {}
+                    V::Str(ref t) if t.is_empty() => {}
+                    V::Str(t) => kept.push(V::Str(t)),
+                    V::Int(raw) => kept.push(s(raw)),
+                    V::Num(n) => kept.push(s(n.to_string())),
+                    _ => return Err(Fallback), // str() of a bool or a container
                 }
             }
             if kept.is_empty() {
-                tq.shift_remove("tags");
+                tq.remove("tags");
             } else {
-                tq.insert("tags".into(), Value::Array(kept));
+                *tags = V::Arr(kept);
             }
         }
     }
@@ -863,16 +1248,16 @@ fn ipv4_network(value: &str) -> R<String> {
 }
 
 /// The AS number of `AS13335`, `as 13335` or `13335` (transform._ASN_RE on ASCII text).
-fn asn_number(value: &str) -> R<u64> {
+fn asn_number(value: &str) -> R<i64> {
     if !value.is_ascii() || py_strip(value).len() != value.len() {
         return Err(Fallback);
     }
     let rest = if value.len() >= 2 && value[..2].eq_ignore_ascii_case("AS") { &value[2..] } else { value };
     let number = rest.trim_start_matches([' ', '\t']);
-    if number.is_empty() || number.len() > 19 || !number.bytes().all(|b| b.is_ascii_digit()) {
+    if number.is_empty() || number.len() > 18 || !number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Fallback);
     }
-    let n: u64 = number.parse().map_err(|_| Fallback)?;
+    let n: i64 = number.parse().map_err(|_| Fallback)?;
     if n > 4_294_967_295 {
         return Err(Fallback);
     }
@@ -880,11 +1265,22 @@ fn asn_number(value: &str) -> R<u64> {
 }
 
 /// transform._parse_url (urllib.parse.urlsplit) for plain ASCII URLs; anything unusual (spaces,
-/// controls, brackets, backslashes, non-ASCII, no host, a bad port) falls back.
-fn parse_url(value: &str) -> R<Obj> {
+/// controls, brackets, backslashes, non-ASCII, no host, a bad port) falls back. Returns the
+/// `url` object and the host.
+fn parse_url(value: Text<'_>) -> R<(Obj<'_>, Text<'_>)> {
     if !value.bytes().all(|b| b > b' ' && b < 0x7f && !matches!(b, b'[' | b']' | b'\\')) {
         return Err(Fallback);
     }
+    // Slices of the value; copied out when the value itself was unescaped into an owned string.
+    let sub = |part: &str| -> Text<'_> {
+        match &value {
+            Cow::Borrowed(whole) => {
+                let start = part.as_ptr() as usize - whole.as_ptr() as usize;
+                Cow::Borrowed(&whole[start..start + part.len()])
+            }
+            Cow::Owned(_) => Cow::Owned(part.to_owned()),
+        }
+    };
     let (scheme, after) = value.split_once(':').ok_or(Fallback)?;
     let mut chars = scheme.bytes();
     let scheme_ok = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
@@ -904,48 +1300,49 @@ fn parse_url(value: &str) -> R<Obj> {
         return Err(Fallback);
     }
     let mut url = Obj::with_capacity(11);
-    url.insert("original".into(), Value::String(value.into()));
-    url.insert("full".into(), Value::String(value.into()));
-    url.insert("scheme".into(), Value::String(scheme.to_ascii_lowercase()));
-    url.insert("domain".into(), Value::String(host.into()));
+    url.push("original", V::Str(value.clone()));
+    url.push("full", V::Str(value.clone()));
+    url.push(
+        "scheme",
+        if scheme.bytes().any(|b| b.is_ascii_uppercase()) { s(scheme.to_ascii_lowercase()) } else { V::Str(sub(scheme)) },
+    );
+    url.push("domain", V::Str(sub(host)));
     if !port_text.is_empty() {
         if port_text.len() > 5 || !port_text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Fallback);
         }
-        let port: u32 = port_text.parse().map_err(|_| Fallback)?;
+        let port: i64 = port_text.parse().map_err(|_| Fallback)?;
         if port > 65_535 {
             return Err(Fallback);
         }
-        url.insert("port".into(), Value::Number(port.into()));
+        url.push("port", V::Num(port));
     }
     if !path.is_empty() {
-        url.insert("path".into(), Value::String(path.into()));
+        url.push("path", V::Str(sub(path)));
         let last = path.rsplit('/').next().unwrap_or_default();
         if let Some((_, extension)) = last.rsplit_once('.') {
             if !extension.is_empty() {
-                url.insert("extension".into(), Value::String(extension.into()));
+                url.push("extension", V::Str(sub(extension)));
             }
         }
     }
     if !query.is_empty() {
-        url.insert("query".into(), Value::String(query.into()));
+        url.push("query", V::Str(sub(query)));
     }
     if !fragment.is_empty() {
-        url.insert("fragment".into(), Value::String(fragment.into()));
+        url.push("fragment", V::Str(sub(fragment)));
     }
     if !userinfo.is_empty() {
-        let (username, password) = match userinfo.split_once(':') {
-            Some((u, p)) => (u, p),
-            None => (userinfo, ""),
-        };
+        let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
         if !username.is_empty() {
-            url.insert("username".into(), Value::String(username.into()));
+            url.push("username", V::Str(sub(username)));
         }
         if !password.is_empty() {
-            url.insert("password".into(), Value::String(password.into()));
+            url.push("password", V::Str(sub(password)));
         }
     }
-    Ok(url)
+    let domain = sub(host);
+    Ok((url, domain))
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
@@ -967,7 +1364,7 @@ impl Engine {
         threatq_url: Option<String>,
         expiration_seconds: i64,
     ) -> PyResult<Self> {
-        let tables: Value = serde_json::from_str(tables_json).map_err(|e| table_error(&e.to_string()))?;
+        let tables: Json = serde_json::from_str(tables_json).map_err(|e| table_error(&e.to_string()))?;
         let confidence = tables["confidence"]
             .as_array()
             .filter(|c| c.len() == 11)
@@ -987,12 +1384,13 @@ impl Engine {
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or_else(|| table_error("tlp_spellings"))?.to_owned())))
             .collect::<PyResult<_>>()?;
+        let keyword_max_chars = tables["keyword_max_chars"].as_u64().ok_or_else(|| table_error("keyword_max_chars"))?;
         Ok(Engine {
             types: Engine::load_types(&tables)?,
             confidence,
             tlp_prefixes,
             tlp_spellings,
-            keyword_max_chars: tables["keyword_max_chars"].as_u64().ok_or_else(|| table_error("keyword_max_chars"))? as usize,
+            keyword_max_chars: usize::try_from(keyword_max_chars).map_err(|_| table_error("keyword_max_chars"))?,
             ecs_version: tables["ecs_version"].as_str().ok_or_else(|| table_error("ecs_version"))?.to_owned(),
             keep: keep_duplicates,
             preserve_original,
@@ -1003,20 +1401,23 @@ impl Engine {
 
     /// One NDJSON line (bytes or str) → the ECS document's JSON text, or `None` when the Python
     /// reference must handle the line (blank lines included).
-    fn map_line(&self, py: Python<'_>, line: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    fn map_line<'py>(&self, py: Python<'py>, line: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
         let bytes: &[u8] = if let Ok(b) = line.cast::<PyBytes>() {
             b.as_bytes()
-        } else if let Ok(s) = line.cast::<PyString>() {
-            s.to_str()?.as_bytes()
+        } else if let Ok(text) = line.cast::<PyString>() {
+            text.to_str()?.as_bytes()
         } else {
             return Ok(None);
         };
-        let text = trim_line(bytes);
+        let Ok(text) = std::str::from_utf8(trim_line(bytes)) else { return Ok(None) };
         if text.is_empty() {
             return Ok(None);
         }
-        let _ = py;
-        Ok(self.map(text).ok())
+        Ok(self.map(text).ok().map(|doc| {
+            // SAFETY-free: the writer only emits UTF-8 (input text and ASCII escapes)
+            let doc = String::from_utf8(doc).expect("the writer emits UTF-8");
+            PyString::new(py, &doc)
+        }))
     }
 }
 
