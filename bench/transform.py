@@ -5,8 +5,10 @@ sources (the simulator's corpus when ``threatq_provider.simulators.corpus`` exis
 generator below), then times, after a warm-up, the median of ``--repeats`` runs of:
 
 * ``indicator_to_ecs``: the mapping alone, on parsed dicts;
-* ``transform_stream``: NDJSON in → NDJSON out (JSON decode + mapping + encode), as the
-  operator runs it.
+* ``transform_stream``: NDJSON bytes in → NDJSON out, as the operator runs it, once on the native
+  engine (``native/``, Rust; lines it hands back take the Python path) and once on the Python
+  engine alone (JSON decode + mapping + encode);
+* ``codec_baseline``: msgspec decode + encode of each line and nothing else.
 
 Prints one human line and one JSON line per figure, plus peak RSS. No assertions.
 
@@ -32,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
+from threatq_provider.ecs import native
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import _codec, indicator_to_ecs, transform_stream
 
@@ -186,11 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=100_000, help="indicators in the corpus")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--only", choices=("map", "stream", "codec"), default=None)
+    parser.add_argument("--only", choices=("map", "stream", "native", "codec"), default=None)
     args = parser.parse_args(argv)
 
     raws, source = corpus(args.n, args.seed)
-    lines = [json.dumps(r, separators=(",", ":")) for r in raws]
+    # Bytes, as the operator reads the poll stage's file ("rb").
+    lines = [json.dumps(r, separators=(",", ":")).encode() for r in raws]
     options = EcsOptions()
     mean_bytes = sum(map(len, lines)) / len(lines)
     extra = {"mean_input_bytes": round(mean_bytes)}
@@ -199,8 +203,11 @@ def main(argv: list[str] | None = None) -> None:
         for raw in raws:
             indicator_to_ecs(raw, now=NOW, options=options)
 
-    def run_stream() -> None:
-        transform_stream(lines, _Sink(), _Sink(), now=NOW, options=options)
+    native_share: dict[str, Any] = {}
+
+    def run_stream(engine: str) -> None:
+        counts = transform_stream(lines, _Sink(), _Sink(), now=NOW, options=options, engine=engine)
+        native_share.update(engine=counts.engine, native_lines=counts.native_lines)
 
     # The corpus itself (millions of objects) is input, not part of the work: keep the cyclic GC
     # from rescanning it on every collection, as it would not exist in the operator's process.
@@ -217,11 +224,17 @@ def main(argv: list[str] | None = None) -> None:
     warm = raws[: min(len(raws), 5000)]
     for raw in warm:  # warm-up: table load, date cache, code paths
         indicator_to_ecs(raw, now=NOW, options=options)
-    transform_stream(lines[:5000], io.StringIO(), io.StringIO(), now=NOW, options=options)
+    transform_stream(lines[:5000], io.StringIO(), io.StringIO(), now=NOW, options=options, engine="python")
     if args.only in (None, "map"):
         _report("indicator_to_ecs", len(raws), _median_seconds(run_map, args.repeats), source, args.repeats, extra)
+    if args.only in (None, "native") and native.available():
+        seconds = _median_seconds(lambda: run_stream("native"), args.repeats)
+        _report("transform_stream[native]", len(raws), seconds, source, args.repeats, {**extra, **native_share})
+    elif args.only == "native":
+        print("transform_stream[native]: threatq_ecs_native is not installed (scripts/bootstrap builds it)")
     if args.only in (None, "stream"):
-        _report("transform_stream", len(raws), _median_seconds(run_stream, args.repeats), source, args.repeats, extra)
+        seconds = _median_seconds(lambda: run_stream("python"), args.repeats)
+        _report("transform_stream[python]", len(raws), seconds, source, args.repeats, {**extra, **native_share})
     if args.only in (None, "codec"):
         _report("codec_baseline", len(raws), _median_seconds(run_codec, args.repeats), source, args.repeats, extra)
 

@@ -566,16 +566,28 @@ class TransformCounts:
     :param written: ECS documents written.
     :param rejected: reason → number of rejected lines.
     :param flagged: documents written with an ``error.message`` (kept, marked ``pipeline_error``).
+    :param engine: ``native`` or ``python`` (see ``ecs/native.py``).
+    :param native_lines: documents the native mapper wrote; the rest of ``read`` went through
+        :func:`indicator_to_ecs` (rejects, flagged documents, unusual shapes).
     """
 
     read: int = 0
     written: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     flagged: int = 0
+    engine: str = "python"
+    native_lines: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able summary (for XCom and logs)."""
-        return {"read": self.read, "written": self.written, "rejected": dict(self.rejected), "flagged": self.flagged}
+        return {
+            "read": self.read,
+            "written": self.written,
+            "rejected": dict(self.rejected),
+            "flagged": self.flagged,
+            "engine": self.engine,
+            "native_lines": self.native_lines,
+        }
 
 
 def _codec() -> tuple[Callable[[str], Any], Callable[[Any], str]]:
@@ -633,12 +645,12 @@ def transform_stream(
     decode, encode = _codec()
     write = out.write
     native = line_mapper(options, tables) if resolve_engine(engine) == "native" else None
+    counts.engine = "python" if native is None else "native"
     for line_no, line in enumerate(lines, start=1):
         if native is not None:
             document = native(line)
             if document is not None:
-                counts.read += 1
-                counts.written += 1
+                counts.native_lines += 1
                 write(document)
                 write("\n")
                 continue
@@ -671,4 +683,7 @@ def transform_stream(
         write(encode(doc))
         write("\n")
         counts.written += 1
+    # Lines the native mapper wrote were read and written; counted once here, off the hot loop.
+    counts.read += counts.native_lines
+    counts.written += counts.native_lines
     return counts

@@ -222,7 +222,8 @@ def test_stream_writes_docs_and_rejects_with_counts() -> None:
     counts = transform_stream(lines, out, rejects, now=NOW, options=EcsOptions())
     assert isinstance(counts, TransformCounts)
     assert counts.as_dict() == {
-        "read": 7, "written": 3, "rejected": {"invalid_json": 2, "missing_value": 1, "not_an_object": 1}, "flagged": 1}
+        "read": 7, "written": 3, "rejected": {"invalid_json": 2, "missing_value": 1, "not_an_object": 1}, "flagged": 1,
+        "engine": counts.engine, "native_lines": counts.native_lines}
     docs = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [d["threatq"]["id"] for d in docs] == [77, 77, 77]
     rejected = [json.loads(line) for line in rejects.getvalue().splitlines()]

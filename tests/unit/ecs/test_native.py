@@ -1,0 +1,297 @@
+"""The native line mapper (``native/``, Rust) against the Python transform, byte for byte.
+
+The Python transform is the specification (Elastic conformance and the type table are proven on
+it in test_conformance.py and test_types.py). The native mapper must write exactly the same
+NDJSON for every line it accepts and hand back (``None``) every line it cannot map the same way;
+``transform_stream`` then gives those lines to the Python path. So every test here runs a set of
+lines through both engines and compares the output files, the reject files and the counts, and
+checks that the native side really did the work where it should (no vacuous pass by falling back
+on everything).
+
+Without the compiled module these tests fail when ``TQ_REQUIRE_NATIVE=1`` (scripts/test and CI set
+it) and are skipped otherwise (a machine without a Rust toolchain, opted out explicitly).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from threatq_provider.ecs import native
+from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.ecs.options import EcsOptions
+from threatq_provider.ecs.tables import load_tables
+from threatq_provider.ecs.transform import TransformCounts, transform_stream
+from threatq_provider.simulators.corpus import Corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONFORMANCE = REPO_ROOT / "tests" / "data" / "conformance" / "elastic-ti_threatq"
+SAMPLES = json.loads((REPO_ROOT / "tests" / "data" / "ecs" / "type_samples.json").read_text(encoding="utf-8"))
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+
+OPTION_SETS = {
+    "defaults": EcsOptions(),
+    "original+url+12h": EcsOptions(
+        preserve_original_event=True, threatq_url="https://threatq.example.com/", ioc_expiration_duration="12h"
+    ),
+    "no-duplicates+30m": EcsOptions(preserve_duplicate_custom_fields=False, ioc_expiration_duration="30m"),
+    "elastic-pipeline-tests": EcsOptions(preserve_original_event=True, preserve_duplicate_custom_fields=True),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _native_module() -> None:
+    if native.available():
+        return
+    if os.environ.get(native.REQUIRE_ENV) == "1":
+        pytest.fail(f"threatq_ecs_native is not installed and {native.REQUIRE_ENV}=1: run scripts/bootstrap (needs cargo)")
+    pytest.skip(f"threatq_ecs_native not installed and {native.REQUIRE_ENV} is not 1 (pure-Python install)")
+
+
+def _run(lines: list[str | bytes], options: EcsOptions, engine: str) -> tuple[str, str, TransformCounts]:
+    out, rejects = io.StringIO(), io.StringIO()
+    counts = transform_stream(lines, out, rejects, now=NOW, options=options, engine=engine)
+    return out.getvalue(), rejects.getvalue(), counts
+
+
+def assert_same(lines: list[str | bytes], options: EcsOptions) -> TransformCounts:
+    """Both engines write the same documents, rejects and counts; returns the native counts."""
+    py_out, py_rejects, py_counts = _run(lines, options, "python")
+    nat_out, nat_rejects, nat_counts = _run(lines, options, "native")
+    assert py_counts.engine == "python" and py_counts.native_lines == 0
+    assert nat_counts.engine == "native"
+    py_docs, nat_docs = py_out.splitlines(), nat_out.splitlines()
+    assert len(nat_docs) == len(py_docs)
+    for i, (want, got) in enumerate(zip(py_docs, nat_docs, strict=True)):
+        assert got == want, f"document {i} differs:\n native: {got}\n python: {want}"
+    assert nat_rejects == py_rejects
+    assert {k: v for k, v in nat_counts.as_dict().items() if k not in ("engine", "native_lines")} == {
+        k: v for k, v in py_counts.as_dict().items() if k not in ("engine", "native_lines")
+    }
+    return nat_counts
+
+
+def _corpus_lines(n: int, seed: int = 7) -> list[bytes]:
+    return [json.dumps(r, separators=(",", ":")).encode() for r in Corpus(seed, indicators=n).iter_indicators()]
+
+
+# ---- The corpus the DAG sees ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_SETS))
+def test_simulator_corpus_is_identical_and_mapped_natively(name: str) -> None:
+    lines = _corpus_lines(1500)
+    counts = assert_same(lines, OPTION_SETS[name])
+    assert counts.written == 1500
+    # The corpus is clean ThreatQ output: the native path must carry it, not hand it all back.
+    assert counts.native_lines >= 0.99 * len(lines), counts.as_dict()
+
+
+def test_str_lines_and_surrounding_whitespace_are_identical() -> None:
+    lines: list[str | bytes] = [f"  {line.decode()}\r\n" for line in _corpus_lines(50)]
+    counts = assert_same(lines, EcsOptions(preserve_original_event=True))
+    assert counts.native_lines == 50
+
+
+def test_elastic_conformance_inputs_are_identical() -> None:
+    for log in sorted(CONFORMANCE.rglob("*.log")):
+        lines = log.read_bytes().splitlines()
+        for options in OPTION_SETS.values():
+            counts = assert_same(list(lines), options)
+            assert counts.written == len([line for line in lines if line.strip()])
+
+
+def _indicator(type_name: str, value: Any, changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "id": 4242,
+        "type": {"id": 7, "name": type_name, "class": "network"},
+        "type_id": 7,
+        "value": value,
+        "status": {"id": 1, "name": "Active", "description": "Poses a threat"},
+        "status_id": 1,
+        "class": "network",
+        "hash": "0123456789abcdef0123456789abcdef",
+        "score": 6,
+        "description": "seen in phishing",
+        "created_at": "2025-01-02 03:04:05",
+        "updated_at": "2025-02-03 04:05:06",
+        "touched_at": "2025-02-03 04:05:06",
+        "expires_at": None,
+        "sources": [
+            {"id": 1, "source_id": 3, "name": "Internal SOC", "tlp_name": "TLP:AMBER", "source_score": 2,
+             "created_at": "2025-01-02 03:04:05", "published_at": "2025-01-02 03:04:05"},
+        ],
+        "attributes": [{"id": 9, "attribute_id": 2, "name": "Malware Family", "value": "Emotet",
+                        "created_at": "2025-01-02 03:04:05"}],
+        "tags": ["phishing"],
+    }
+    for key, new in (changes or {}).items():
+        if new is _DROP:
+            raw.pop(key, None)
+        else:
+            raw[key] = new
+    return raw
+
+
+_DROP = object()
+
+
+def test_every_type_sample_is_identical_and_mapped_natively() -> None:
+    names = [name for name in SAMPLES if not name.startswith("_")]
+    lines = [json.dumps(_indicator(name, SAMPLES[name]["value"])) for name in names]
+    counts = assert_same(lines, EcsOptions())
+    assert counts.native_lines == len(names)
+
+
+# ---- Awkward values: each must be identical whichever path takes it -------------------------
+
+AWKWARD_VALUES = {
+    "IP Address": ["1.2.3.4", "01.2.3.4", "1.2.3.4 ", "256.1.1.1", "1.2.3", "::ffff:1.2.3.4", "fe80::1%eth0",
+                   "1::2::3", "1:2:3:4:5:6:7:8:9", "2001:DB8::1", "::", "1.2.3.04", "١.٢.٣.٤"],
+    "IPv6 Address": ["2001:db8::1", "2001:db8::g", "::1.2.3.4", "00000::1", "1:2:3:4:5:6:1.2.3.4"],
+    "CIDR Block": ["10.1.2.3/8", "10.0.0.0/024", "10.0.0.0/33", "10.0.0.0", "2001:db8::1/32", " 10.0.0.0/8",
+                   "10.0.0.0/0", "10.0.0.0/", "010.0.0.0/8", "192.168.1.255/32"],
+    "ASN": ["AS13335", "as 13335", "AS\t1", "AS 4294967296", "13335", "AS", "ASx1", "ＡＳ1", " AS1", "AS0",
+            "0004294967295", "AS99999999999999999999"],
+    "URL": ["https://evil.example/a/b.exe?x=1#frag", "HTTP://Example.COM/A.B", "http://h:99999/", "http://[::1]/x",
+            "ftp://u:p@h:21/x.tar.gz", "https://h/a.b/c", "https://h/c.", "89.160.20.156:8080/maf.html",
+            "http:///nohost", "https://user@host/", "https://:pw@host/", "https://h:/p", "https://h/ü",
+            "https://h/has space", "https://a@b@c/", "https://h?q=1", "https://h#f?x", "mailto:x@y",
+            "https://h:0080/p", "https://h/p\\q"],
+    "Registry Key": ["HKLM\\Software\\Run", "hklm\\x", "HKEY_LOCAL_MACHINE\\", "NotAHive\\x", "HKLM",
+                     "HKEY_CURRENT_USER\\Software", "hkcı\\x", "\\leading"],
+    "FQDN": ["evil.example", "ÉVIL.example", "x" * 9000],
+    "Filename": ["a.exe", "quote\"d.exe", "back\\slash.dll", "tab\tname", "nul\u0000x", "\u2028sep", "emoji😀.png"],
+    "Unknown Type": ["whatever"],
+    "Email Attachment": ["invoice.pdf"],
+    "Eamil Attachment": ["invoice.pdf"],
+}
+
+AWKWARD_FIELDS: dict[str, list[Any]] = {
+    "updated_at": ["2025-02-03T04:05:06Z", "2025-02-03 04:05:06+02:00", "2020-13-01 00:00:00", "2020-02-29 00:00:00",
+                   "2019-02-29 00:00:00", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "", None, 20250203, _DROP],
+    "created_at": ["garbage", "", None, "2025-02-03 24:00:00", "2025-02-03 23:59:60", 5, ["x"]],
+    "expires_at": ["2026-01-01 00:00:00", "", "nope"],
+    "expired_at": ["2026-01-01 00:00:00", None],
+    "score": [7, "7", " 8 ", "+3", "-1", 11, 7.5, True, None, "", "x", 2**70],
+    "id": [1, "42", " 42 ", "4x", 2**70, -5, None, 0, "0", True, 1.0],
+    "status": ["Expired", {"id": 2, "name": "Expired"}, {"id": "2", "name": "Active"},
+               {"id": 2, "name": "Active", "description": ""}, {}, 5, {"id": True, "name": "Review"}],
+    "type": ["FQDN", {"name": "FQDN"}, {"id": 1}, {"name": ""}, {"name": "  "}, None, {"name": 5}],
+    "value": ["", None, 5, 5.5, True, ["x"], {"a": 1}],
+    "tags": [[], ["a", "b"], [{"id": 1, "name": "x"}, {"id": 2}], "tag", [1, True], [{"name": 5}], [""], [None, "a"],
+             [1.5]],
+    "attributes": [[], [{"name": "Ünïcode Name", "value": "v"}], [{"name": "A B  C", "value": ""}], "notalist",
+                   [None, "", "loose"], [{"id": 1.5, "name": "x"}], [{"created_at": "bad", "name": "x"}]],
+    "sources": [[], [{"name": "S", "tlp_name": " tlp:amber "}], [{"name": "S", "tlp_name": "TLP-RED"}],
+                [{"name": "S", "tlp_name": "amber strict"}], [{"name": "S", "tlp_name": "TLP:CLEAR"}],
+                [{"name": "S", "tlp_name": "tlp:é"}], [{"name": "S", "tlp_name": 3}], [{"name": "S"}, {"name": "S"}],
+                [{"name": "S", "source_score": "x"}], [{"name": "S", "provider": "P", "tlp_name": "WHITE"}], "x"],
+    "adversaries": [[{"id": 3, "name": "APT", "created_at": "2024-01-01 00:00:00"}], [{}], [{"id": "3"}]],
+    "comments": [[{"id": 1, "value": "c", "created_at": "2024-01-01 00:00:00"}]],
+    "description": ["", "x" * 9000, "é" * 5000, "line\nbreak", None],
+    "hash": ["", None, "abc"],
+    "extra": [{"a": None, "b": [""], "c": {"d": {}}}, {"deep": [[[[1]]]]}, [0, False, ""], 0, False, -0.0, 1e16],
+    "related_event_count": [3, "3", "x", None],
+    "indicator_value": ["pre-existing"],
+    "status_id": [1, 1.5, "", True, [1]],
+}
+
+
+def _awkward_lines() -> list[str | bytes]:
+    lines: list[str | bytes] = []
+    for type_name, values in AWKWARD_VALUES.items():
+        lines += [json.dumps(_indicator(type_name, value), ensure_ascii=False) for value in values]
+    for key, values in AWKWARD_FIELDS.items():
+        lines += [json.dumps(_indicator("FQDN", "evil.example", {key: value}), ensure_ascii=False) for value in values]
+    base = json.dumps(_indicator("FQDN", "evil.example"))
+    lines += [
+        "", "   ", "{not json", "[1, 2]", "null", "42", '"text"', b"\xff\xfe", base.encode("utf-16"),
+        base[:-1] + ',"id":5}',  # duplicate key: Python keeps the first place, the last value
+        base.replace('"evil.example"', '"\\u0065vil\\/example"'),  # escapes the writer must re-encode
+        base.replace('"evil.example"', '"\\ud83d\\ude00"'),  # surrogate pair
+        base.replace('"evil.example"', '"\\ud800"'),  # lone surrogate
+        base.replace('"score": 6', '"score": -0'),
+        base.replace('"score": 6', '"score": 06'),
+        base.replace('"score": 6', '"score": 6e0'),
+        base + " trailing",
+        base + "\x1c",
+        "\u00a0" + base,
+        "[" * 100 + "]" * 100,
+        json.dumps({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+    ]
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(OPTION_SETS))
+def test_awkward_lines_are_identical(name: str) -> None:
+    lines = _awkward_lines()
+    counts = assert_same(lines, OPTION_SETS[name])
+    # Many of them are clean enough for the native path; the rest went to Python.
+    assert 0 < counts.native_lines < counts.read
+
+
+def test_random_mutations_of_the_corpus_are_identical() -> None:
+    """Corpus records with fields swapped for awkward values, seeded: nothing may differ."""
+    rng = random.Random(20261125)
+    raws = [json.loads(line) for line in _corpus_lines(400, seed=11)]
+    pools = list(AWKWARD_FIELDS.items())
+    lines: list[str | bytes] = []
+    for raw in raws:
+        mutated = copy.deepcopy(raw)
+        for _ in range(rng.randrange(0, 3)):
+            key, values = rng.choice(pools)
+            value = rng.choice(values)
+            if value is _DROP:
+                mutated.pop(key, None)
+            else:
+                mutated[key] = copy.deepcopy(value)
+        if rng.random() < 0.2:
+            type_name = rng.choice(list(AWKWARD_VALUES))
+            mutated["type"] = {"id": 1, "name": type_name}
+            mutated["value"] = rng.choice(AWKWARD_VALUES[type_name])
+        lines.append(json.dumps(mutated, ensure_ascii=rng.random() < 0.5))
+    for options in OPTION_SETS.values():
+        counts = assert_same(lines, options)
+        assert counts.native_lines > 0.3 * len(lines)
+
+
+# ---- Engine choice -------------------------------------------------------------------------
+
+
+def test_engine_names_are_checked() -> None:
+    with pytest.raises(EcsConfigError, match="invalid transform engine 'fast'"):
+        transform_stream([], io.StringIO(), io.StringIO(), now=NOW, options=EcsOptions(), engine="fast")
+
+
+def test_missing_module_falls_back_or_fails_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "_module", lambda: None)
+    monkeypatch.delenv(native.REQUIRE_ENV, raising=False)
+    assert native.resolve_engine("auto") == "python"
+    with pytest.raises(EcsConfigError, match="engine='native' requires it"):
+        native.resolve_engine("native")
+    monkeypatch.setenv(native.REQUIRE_ENV, "1")
+    with pytest.raises(EcsConfigError, match="TQ_REQUIRE_NATIVE=1 requires it"):
+        native.resolve_engine("auto")
+    assert native.resolve_engine("python") == "python"
+    counts = transform_stream(_corpus_lines(3), io.StringIO(), io.StringIO(), now=NOW, options=EcsOptions(),
+                              engine="python")
+    assert counts.as_dict()["engine"] == "python" and counts.written == 3
+
+
+def test_malformed_tables_are_refused_by_the_engine() -> None:
+    module = native._module()
+    with pytest.raises(ValueError, match="malformed tables"):
+        module.Engine("{}", keep_duplicates=True, preserve_original=False, threatq_url=None, expiration_seconds=60)
+    good = json.loads(native.tables_json(load_tables()))
+    good["types"]["FQDN"]["kind"] = "telepathy"
+    with pytest.raises(ValueError, match="malformed tables \\(kind\\)"):
+        module.Engine(json.dumps(good), keep_duplicates=True, preserve_original=False, threatq_url=None,
+                      expiration_seconds=60)
