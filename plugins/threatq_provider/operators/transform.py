@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.ecs.native import ENGINES
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.operators._common import as_bool, optional, resolve_now, sibling_ndjson_path
 
@@ -49,8 +50,10 @@ class EcsTransformOperator(BaseOperator):
     :param threatq_url: ThreatQ UI base URL for ``threat.indicator.reference``. (templated)
     :param now: ISO-8601 clock of the transform; default the run's ``data_interval_end``
         (deterministic reruns). (templated)
+    :param engine: ``auto`` (the compiled ``threatq_ecs_native`` mapper when installed, ~4x
+        faster, same output), ``native`` (fail when it is not installed) or ``python``.
     :return: XCom ``{"path", "rejects_path", "read", "written", "rejected": {reason: n},
-        "flagged", "now"}``.
+        "flagged", "engine", "native_lines", "now"}``.
     """
 
     template_fields: Sequence[str] = (
@@ -74,6 +77,7 @@ class EcsTransformOperator(BaseOperator):
         preserve_original_event: bool = False,
         threatq_url: str | None = None,
         now: str | None = None,
+        engine: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,6 +88,9 @@ class EcsTransformOperator(BaseOperator):
         self.preserve_original_event = preserve_original_event
         self.threatq_url = threatq_url
         self.now = now
+        if engine not in ENGINES:
+            raise EcsConfigError(f"task {self.task_id}: invalid transform engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        self.engine = engine
         # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
         # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
         if not _is_template(ioc_expiration_duration) and not _is_template(threatq_url):
@@ -116,9 +123,12 @@ class EcsTransformOperator(BaseOperator):
         with source.open("rb") as src, target.open("w", encoding="utf-8") as out, rejects.open(
             "w", encoding="utf-8"
         ) as rej:
-            counts = transform_stream(src, out, rej, now=now, options=options)
+            try:
+                counts = transform_stream(src, out, rej, now=now, options=options, engine=self.engine)
+            except EcsConfigError as exc:  # engine="native" without the module: no retry heals that
+                raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         self.log.info(
-            "Transformed %d indicators into %d ECS documents (%d flagged); rejected %s",
-            counts.read, counts.written, counts.flagged, counts.rejected or "none",
+            "Transformed %d indicators into %d ECS documents (%d flagged); rejected %s; engine %s (%d lines native)",
+            counts.read, counts.written, counts.flagged, counts.rejected or "none", counts.engine, counts.native_lines,
         )
         return {"path": str(target), "rejects_path": str(rejects), **counts.as_dict(), "now": now.isoformat()}

@@ -90,3 +90,39 @@ def test_template_fields_are_the_constructor_arguments() -> None:
 def test_default_rejects_path() -> None:
     assert default_rejects_path("s3://b/run/ecs.ndjson") == "s3://b/run/ecs.rejects.ndjson"
     assert default_rejects_path("file:///x/out") == "file:///x/out.rejects.ndjson"
+
+
+def test_invalid_engine_fails_when_the_dag_is_parsed() -> None:
+    with pytest.raises(EcsConfigError, match="invalid transform engine 'turbo'"):
+        EcsTransformOperator(task_id="t", source_path="file:///a", target_path="file:///b", engine="turbo")
+
+
+def test_engines_write_the_same_file_and_say_which_ran(stage: Path) -> None:
+    from threatq_provider.ecs import native
+    from threatq_provider.simulators.corpus import Corpus
+
+    corpus = [json.dumps(r) for r in Corpus(5, indicators=300).iter_indicators()]
+    (stage / "corpus.ndjson").write_text("\n".join(corpus) + "\n{oops\n", encoding="utf-8")
+    results, outputs = {}, {}
+    engines = ["python", "native"] if native.available() else ["python"]
+    for engine in engines:
+        op = EcsTransformOperator(task_id="t", source_path=f"file://{stage}/corpus.ndjson",
+                                  target_path=f"file://{stage}/{engine}/ecs.ndjson", engine=engine)
+        results[engine] = op.execute({"data_interval_end": END})
+        outputs[engine] = (stage / engine / "ecs.ndjson").read_bytes()
+    assert results["python"]["engine"] == "python" and results["python"]["native_lines"] == 0
+    assert results["python"]["written"] == 300 and results["python"]["rejected"] == {"invalid_json": 1}
+    if "native" in results:
+        assert outputs["native"] == outputs["python"]
+        assert results["native"]["engine"] == "native" and results["native"]["native_lines"] == 300
+        assert results["native"]["rejected"] == {"invalid_json": 1}
+
+
+def test_native_engine_required_but_missing_fails_without_retry(stage: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from threatq_provider.ecs import native
+
+    monkeypatch.setattr(native, "_module", lambda: None)
+    op = EcsTransformOperator(task_id="t", source_path=f"file://{stage}/raw.ndjson", target_path=f"file://{stage}/ecs.ndjson",
+                              engine="native")
+    with pytest.raises(AirflowFailException, match="threatq_ecs_native"):
+        op.execute({"data_interval_end": END})
