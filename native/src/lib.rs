@@ -1017,10 +1017,16 @@ impl Engine {
             RuleKind::Cidr => s(ipv4_network(&value)?),
             RuleKind::Asn => V::Num(asn_number(&value)?),
             RuleKind::Url => {
-                let (url, domain) = parse_url(value)?;
-                parts.indicator.insert("url", V::Obj(url));
-                append_unique(&mut parts.related, "hosts", domain);
-                parts.tq.remove("indicator_value"); // remove_if_successful, as Elastic
+                match parse_url(value.clone())? {
+                    Some((url, domain)) => {
+                        parts.indicator.insert("url", V::Obj(url));
+                        append_unique(&mut parts.related, "hosts", domain);
+                        parts.tq.remove("indicator_value"); // remove_if_successful, as Elastic
+                    }
+                    // Not an absolute URL (Elastic's uri_parts on_failure): the raw value goes to
+                    // url.full and threatq.indicator_value stays.
+                    None => parts.indicator.insert("url", obj1("full", V::Str(value))),
+                }
                 return Ok(());
             }
             RuleKind::Registry => {
@@ -1269,10 +1275,18 @@ fn asn_number(value: &str) -> R<i64> {
     Ok(n)
 }
 
-/// transform._parse_url (urllib.parse.urlsplit) for plain ASCII URLs; anything unusual (spaces,
-/// controls, brackets, backslashes, non-ASCII, no host, a bad port) falls back. Returns the
-/// `url` object and the host.
-fn parse_url(value: Text<'_>) -> R<(Obj<'_>, Text<'_>)> {
+/// transform._parse_url (urllib.parse.urlsplit): `None` for a value that is not an absolute URL
+/// (no `scheme://`, e.g. `89.160.20.156:8080/maf.html`), decided exactly as Python decides it;
+/// otherwise the `url` object and the host, for plain ASCII URLs. Anything unusual (spaces,
+/// controls, brackets, backslashes, non-ASCII, no host, a bad port) falls back.
+fn parse_url(value: Text<'_>) -> R<Option<(Obj<'_>, Text<'_>)>> {
+    let Some((scheme, after)) = value.split_once(':') else { return Ok(None) };
+    let mut chars = scheme.bytes();
+    let scheme_ok = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'));
+    if !scheme_ok || !after.starts_with("//") {
+        return Ok(None);
+    }
     if !value.bytes().all(|b| b > b' ' && b < 0x7f && !matches!(b, b'[' | b']' | b'\\')) {
         return Err(Fallback);
     }
@@ -1286,11 +1300,7 @@ fn parse_url(value: Text<'_>) -> R<(Obj<'_>, Text<'_>)> {
             Cow::Owned(_) => Cow::Owned(part.to_owned()),
         }
     };
-    let (scheme, after) = value.split_once(':').ok_or(Fallback)?;
-    let mut chars = scheme.bytes();
-    let scheme_ok = chars.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && chars.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-'));
-    let Some(rest) = after.strip_prefix("//").filter(|_| scheme_ok) else { return Err(Fallback) };
+    let rest = &after[2..];
     let netloc_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (netloc, mut rest) = rest.split_at(netloc_end);
     let mut fragment = "";
@@ -1347,7 +1357,7 @@ fn parse_url(value: Text<'_>) -> R<(Obj<'_>, Text<'_>)> {
         }
     }
     let domain = sub(host);
-    Ok((url, domain))
+    Ok(Some((url, domain)))
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {

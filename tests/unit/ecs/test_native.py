@@ -108,6 +108,36 @@ def test_elastic_conformance_inputs_are_identical() -> None:
             assert counts.written == len([line for line in lines if line.strip()])
 
 
+def _recorded_indicators() -> list[dict[str, Any]]:
+    """Every indicator-like object in the recorded ThreatQ responses (tests/data/threatq/samples)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "value" in node and ("type" in node or "type_id" in node):
+                found.append(node)
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    for path in sorted((REPO_ROOT / "tests" / "data" / "threatq" / "samples").rglob("*.json")):
+        walk(json.loads(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_recorded_threatq_responses_are_identical() -> None:
+    """Real shapes from public clients (Elastic, XSOAR, stix-shifter): scheme-less URLs, records
+    without type or dates, nested relation objects."""
+    raws = _recorded_indicators()
+    assert len(raws) >= 8
+    lines = [json.dumps(raw) for raw in raws]
+    for options in OPTION_SETS.values():
+        counts = assert_same(lines, options)
+        assert counts.native_lines >= 3, counts.as_dict()
+
+
 def _indicator(type_name: str, value: Any, changes: dict[str, Any] | None = None) -> dict[str, Any]:
     raw: dict[str, Any] = {
         "id": 4242,
@@ -164,7 +194,8 @@ AWKWARD_VALUES = {
             "ftp://u:p@h:21/x.tar.gz", "https://h/a.b/c", "https://h/c.", "89.160.20.156:8080/maf.html",
             "http:///nohost", "https://user@host/", "https://:pw@host/", "https://h:/p", "https://h/ü",
             "https://h/has space", "https://a@b@c/", "https://h?q=1", "https://h#f?x", "mailto:x@y",
-            "https://h:0080/p", "https://h/p\\q"],
+            "https://h:0080/p", "https://h/p\\q", "linkprotect.cudasvc.com/url?a=https://x", "www.example.com",
+            "ünï.example/x", "host:8080/path", "1http://x", "http:/x", "http:x", "ht tp://x", "-x://y", "x+y.z-w://h/p"],
     "Registry Key": ["HKLM\\Software\\Run", "hklm\\x", "HKEY_LOCAL_MACHINE\\", "NotAHive\\x", "HKLM",
                      "HKEY_CURRENT_USER\\Software", "hkcı\\x", "\\leading"],
     "FQDN": ["evil.example", "ÉVIL.example", "x" * 9000],
