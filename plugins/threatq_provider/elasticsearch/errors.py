@@ -42,23 +42,39 @@ class TemplateInstallError(ElasticsearchEcsError):
 class RejectThresholdExceeded(ElasticsearchEcsError):
     """More documents were rejected than the load allows; accepted ones stay indexed.
 
-    :param rejected: number of rejected documents.
+    The message names the active-index and the history rejects apart, e.g. ``3 of 100 documents
+    rejected (active index 1: document_parsing_exception=1; history 3:
+    cluster_block_exception=3), over the limit max_rejects=0; see …dead-letter.ndjson``.
+
+    :param rejected: number of rejected documents (refused by the active index, the history, or both).
     :param total: number of documents read.
     :param limit: the threshold that was exceeded, as text.
-    :param by_reason: rejected count per error type.
+    :param by_reason: active-index rejects per error type.
     :param dead_letter: where the rejected documents were written, if anywhere.
+    :param history_rejected: writes the history index refused.
+    :param history_by_reason: history rejects per error type.
     """
 
     def __init__(self, rejected: int, total: int, limit: str, by_reason: Mapping[str, int],
-                 dead_letter: str | None = None) -> None:
+                 dead_letter: str | None = None, *, history_rejected: int = 0,
+                 history_by_reason: Mapping[str, int] | None = None) -> None:
         self.rejected = rejected
         self.total = total
         self.by_reason = dict(by_reason)
+        self.active_rejected = sum(self.by_reason.values())
+        self.history_rejected = history_rejected
+        self.history_by_reason = dict(history_by_reason or {})
         self.dead_letter = dead_letter
         where = f"; see {dead_letter}" if dead_letter else ""
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.by_reason.items()))
-        super().__init__(f"{rejected} of {total} documents rejected ({reasons}), over the limit "
+        parts = [_part(f"active index {self.active_rejected}", self.by_reason),
+                 _part(f"history {history_rejected}", self.history_by_reason)]
+        super().__init__(f"{rejected} of {total} documents rejected ({'; '.join(parts)}), over the limit "
                          f"{limit}{where}")
+
+
+def _part(head: str, by_reason: Mapping[str, int]) -> str:
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(by_reason.items()))
+    return f"{head}: {reasons}" if reasons else head
 
 
 class SweepIncomplete(ElasticsearchEcsError):

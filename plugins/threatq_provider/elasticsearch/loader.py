@@ -16,7 +16,12 @@ exponential backoff:
 
 The raw line is sent as the document body (no re-serialisation): the loader parses each line
 only to read the id and the timestamp. Any other per-document failure goes to the dead-letter
-NDJSON (``{"index", "id", "status", "reason", "document"}``) and is counted by error type.
+NDJSON (``{"index", "id", "status", "reason", "document"}``, ``index`` naming the active or the
+history index that refused it) and is counted by error type: ``rejected`` for the active index,
+``history_rejected`` for the history. The reject threshold counts *documents*
+(``rejected_documents``): a line refused by either index, or by both, counts once, so a history
+index that refuses writes (a closed or write-blocked index, a mapping conflict) fails the load
+like an active-index reject does instead of losing the history silently.
 """
 
 from __future__ import annotations
@@ -48,7 +53,13 @@ _HISTORY_OP = "create"
 
 @dataclass
 class LoadCounts:
-    """What one load did. ``rejected`` is per document of the active index, by error type."""
+    """What one load did.
+
+    ``rejected`` counts the active index's rejects by error type (lines that never reached
+    Elasticsearch, such as invalid JSON, included); ``history_rejected`` and
+    ``history_rejected_by_type`` the history index's. ``rejected_documents`` counts each line
+    refused anywhere once: it is what the reject threshold compares.
+    """
 
     read: int = 0
     indexed: int = 0
@@ -58,6 +69,8 @@ class LoadCounts:
     history_written: int = 0
     history_existing: int = 0
     history_rejected: int = 0
+    history_rejected_by_type: Counter[str] = field(default_factory=Counter)
+    rejected_documents: int = 0
     dead_lettered: int = 0
 
     @property
@@ -67,7 +80,8 @@ class LoadCounts:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able counts (the operator's XCom).
 
-        :return: every counter; ``rejected`` as a plain dict reason → count.
+        :return: every counter; ``rejected`` and ``history_rejected_by_type`` as plain dicts
+            error type → count.
         """
         return {
             "read": self.read,
@@ -79,6 +93,8 @@ class LoadCounts:
             "history_written": self.history_written,
             "history_existing": self.history_existing,
             "history_rejected": self.history_rejected,
+            "history_rejected_by_type": dict(sorted(self.history_rejected_by_type.items())),
+            "rejected_documents": self.rejected_documents,
             "dead_lettered": self.dead_lettered,
         }
 
@@ -127,10 +143,23 @@ class _DeadLetter:
         self.sink.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One line in flight, shared by its active and history actions until both results are back."""
+
+    line: str
+    refused: bool = False
+
+
 def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: str | None,
-             pending: dict[tuple[str, str], list[str]], counts: LoadCounts,
+             pending: dict[tuple[str, str], list[_Pending]], counts: LoadCounts,
              dead: _DeadLetter) -> Iterator[dict[str, Any]]:
-    """Turn NDJSON lines into bulk actions; remember each line until its result comes back."""
+    """Turn NDJSON lines into bulk actions; remember each line until its results come back.
+
+    Both actions of a line share one :class:`_Pending`, so a line refused by the active index and
+    by the history counts as one rejected document; it is dropped with its last result (memory
+    stays flat whatever the number of rejects).
+    """
     for raw in lines:
         line = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
         if not line:
@@ -141,10 +170,12 @@ def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: 
             doc_id = str(doc["threatq"]["id"])
         except ValueError:
             counts.rejected["invalid_json"] += 1
+            counts.rejected_documents += 1
             dead.write(active_index, None, None, "invalid_json: line is not a JSON object", line)
             continue
         except (KeyError, TypeError):
             counts.rejected["missing_threatq_id"] += 1
+            counts.rejected_documents += 1
             dead.write(active_index, None, None, "missing_threatq_id: no threatq.id to derive _id from", line)
             continue
         try:
@@ -152,15 +183,17 @@ def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: 
             version = version_ms(timestamp)
         except (KeyError, TypeError, ValueError):
             counts.rejected["invalid_timestamp"] += 1
+            counts.rejected_documents += 1
             dead.write(active_index, doc_id, None, "invalid_timestamp: @timestamp is the version; "
                        "it must be an RFC 3339 time after 1970", line)
             continue
-        pending.setdefault((_ACTIVE_OP, doc_id), []).append(line)
+        entry = _Pending(line)
+        pending.setdefault((_ACTIVE_OP, doc_id), []).append(entry)
         yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
                "version_type": "external", "_source": line}
         if history_index is not None:
             hist_id = f"{doc_id}-{version}"
-            pending.setdefault((_HISTORY_OP, hist_id), []).append(line)
+            pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
             yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id, "_source": line}
 
 
@@ -207,7 +240,7 @@ def load_ndjson(
     """
     counts = LoadCounts()
     dead = _DeadLetter(dead_letter, counts)
-    pending: dict[tuple[str, str], list[str]] = {}
+    pending: dict[tuple[str, str], list[_Pending]] = {}
     per_doc = 1 if history_prefix is None else 2
     history_index = None if history_prefix is None else history_prefix + history_suffix(history_date)
     actions = _actions(lines, active_index=active_index, history_index=history_index,
@@ -221,10 +254,14 @@ def load_ndjson(
         op_type, item = next(iter(result.items()))
         key = (op_type, str(item.get("_id")))
         queue = pending.get(key)
-        line = queue.pop(0) if queue else ""
+        entry = queue.pop(0) if queue else _Pending("")
         if queue is not None and not queue:
             del pending[key]
+        line = entry.line
         status = item.get("status")
+        if not ok and status != 409 and not entry.refused:
+            entry.refused = True
+            counts.rejected_documents += 1
         if op_type == _ACTIVE_OP:
             if ok:
                 if item.get("result") == "created":
@@ -244,6 +281,7 @@ def load_ndjson(
         else:
             kind, text = _reason(item)
             counts.history_rejected += 1
+            counts.history_rejected_by_type[kind] += 1
             dead.write(item.get("_index"), item.get("_id"), status, text, line)
     log.info("load: %s", counts.as_dict())
     return counts
@@ -254,6 +292,9 @@ def check_reject_threshold(counts: LoadCounts, *, max_rejects: int | None = None
                            dead_letter_path: str | None = None) -> None:
     """Raise when the load rejected too many documents (after the dead letter is written).
 
+    A document counts as rejected when the active index, the history, or both refused it
+    (``rejected_documents``); the error names the active and the history numbers apart.
+
     :param counts: the load's counts.
     :param max_rejects: most rejected documents allowed; ``None`` for no absolute limit.
     :param max_reject_ratio: most rejected documents allowed as a share of those read;
@@ -261,10 +302,15 @@ def check_reject_threshold(counts: LoadCounts, *, max_rejects: int | None = None
     :param dead_letter_path: named in the error message.
     :raises RejectThresholdExceeded: a limit was exceeded.
     """
-    rejected = counts.rejected_total
+    # Each per-index count is a lower bound of the distinct documents refused, so counts built by
+    # hand (rejected_documents left at 0) are still judged by what they say.
+    rejected = max(counts.rejected_documents, counts.rejected_total, counts.history_rejected)
+    limit = None
     if max_rejects is not None and rejected > max_rejects:
-        raise RejectThresholdExceeded(rejected, counts.read, f"max_rejects={max_rejects}",
-                                      counts.rejected, dead_letter_path)
-    if max_reject_ratio is not None and counts.read and rejected / counts.read > max_reject_ratio:
-        raise RejectThresholdExceeded(rejected, counts.read, f"max_reject_ratio={max_reject_ratio}",
-                                      counts.rejected, dead_letter_path)
+        limit = f"max_rejects={max_rejects}"
+    elif max_reject_ratio is not None and counts.read and rejected / counts.read > max_reject_ratio:
+        limit = f"max_reject_ratio={max_reject_ratio}"
+    if limit is not None:
+        raise RejectThresholdExceeded(rejected, counts.read, limit, counts.rejected, dead_letter_path,
+                                      history_rejected=counts.history_rejected,
+                                      history_by_reason=counts.history_rejected_by_type)

@@ -4,8 +4,10 @@ A short recipe over :mod:`threatq_provider.elasticsearch`: install the index tem
 (idempotent, skipped when current), stream the stage file through
 :func:`~threatq_provider.elasticsearch.loader.load_ndjson` with the dead letter beside it, then
 fail the task (no retry: ``AirflowFailException`` chained to ``RejectThresholdExceeded``) when
-rejects exceed the threshold. The check comes after the dead letter is
-written and closed, so nothing accepted is lost and every reject can be inspected.
+rejects exceed the threshold. A document refused by the active index or by the history counts
+(once if both refused it), and the message names the two numbers apart. The check comes after
+the dead letter is written and closed, so nothing accepted is lost and every reject can be
+inspected.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
     :param dead_letter_path: where rejected documents go; default beside the source,
         ``<source without .ndjson>.dead-letter.ndjson``. (templated)
-    :param max_rejects: most rejected documents allowed; ``None`` for no absolute limit. (templated)
+    :param max_rejects: most rejected documents allowed (refused by the active index, the
+        history, or both); ``None`` for no absolute limit. (templated)
     :param max_reject_ratio: most rejected documents allowed as a share of those read
         (default 0.01); ``None`` for no ratio limit. (templated)
     :param install_templates: install/refresh the index templates first (skipped when current).

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from threatq_provider.elasticsearch.loader import load_ndjson
+from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
+from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
 from threatq_provider.elasticsearch.templates import IndexNames, install_templates
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
@@ -42,7 +44,8 @@ def test_first_load_indexes_every_document_once_in_active_and_history(es_client,
 
     assert counts.as_dict() | {"rejected": {}} == {
         "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "rejected": {}, "rejected_total": 0,
-        "history_written": 8, "history_existing": 0, "history_rejected": 0, "dead_lettered": 0,
+        "history_written": 8, "history_existing": 0, "history_rejected": 0, "history_rejected_by_type": {},
+        "rejected_documents": 0, "dead_lettered": 0,
     }
     assert _ids(es_client, names.active_alias) == sorted(str(json.loads(x)["threatq"]["id"]) for x in _lines())
 
@@ -106,6 +109,7 @@ def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_inde
     assert counts.indexed == 8 and counts.rejected_total == 1
     assert sum(counts.rejected.values()) == 1 and counts.history_rejected == 1
     assert counts.dead_lettered == 2  # the active and the history copy, each with its index
+    assert counts.rejected_documents == 1  # one document, refused by both indices
     assert "1999" not in _ids(es_client, names.active_alias)
     assert len(_ids(es_client, names.active_alias)) == 8
 
@@ -129,3 +133,52 @@ def test_elastic_conformance_documents_load(es_client, names):
     counts = _load(es_client, names, lines)
 
     assert counts.rejected_total == 0 and counts.indexed == len(expected)
+
+
+LOAD_DAY = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
+
+
+def _block_history_writes(client, names: IndexNames) -> str:
+    """Create the load day's history index from its template and refuse writes to it."""
+    index = names.history_prefix + "2026.11.21"
+    client.indices.create(index=index)
+    client.indices.put_settings(index=index, settings={"index.blocks.write": True})
+    return index
+
+
+def test_a_history_index_that_refuses_writes_is_counted_dead_lettered_and_trips_the_threshold(es_client, names):
+    history_index = _block_history_writes(es_client, names)
+    dead = io.StringIO()
+
+    counts = load_ndjson(es_client, _lines(), active_index=names.active_alias, history_prefix=names.history_prefix,
+                         history_date=LOAD_DAY, dead_letter=dead, chunk_docs=3)
+
+    # The active index took every document; the history took none, and says so.
+    assert (counts.indexed, counts.rejected_total) == (8, 0)
+    assert (counts.history_written, counts.history_rejected, counts.rejected_documents) == (0, 8, 8)
+    assert dict(counts.history_rejected_by_type) == {"cluster_block_exception": 8}
+    records = [json.loads(x) for x in dead.getvalue().splitlines()]
+    assert len(records) == 8 and {r["index"] for r in records} == {history_index}
+    assert {r["status"] for r in records} == {403}
+    assert all(r["reason"].startswith("cluster_block_exception") for r in records)
+    assert sorted(r["document"]["threatq"]["id"] for r in records) == sorted(
+        json.loads(x)["threatq"]["id"] for x in _lines())
+    with pytest.raises(RejectThresholdExceeded) as info:
+        check_reject_threshold(counts, dead_letter_path="file:///stage/ecs.dead-letter.ndjson")
+    assert str(info.value) == ("8 of 8 documents rejected (active index 0; history 8: cluster_block_exception=8), "
+                               "over the limit max_reject_ratio=0.01; see file:///stage/ecs.dead-letter.ndjson")
+
+
+def test_active_and_history_rejects_are_named_apart_and_each_document_counts_once(es_client, names):
+    _block_history_writes(es_client, names)
+    lines = _lines()
+    lines.insert(2, json.dumps(json.loads((DATA / "bad_ip.json").read_text())))
+
+    counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+                         history_date=LOAD_DAY, chunk_docs=4)
+
+    assert (counts.read, counts.rejected_total, counts.history_rejected, counts.rejected_documents) == (9, 1, 9, 9)
+    with pytest.raises(RejectThresholdExceeded, match=r"^9 of 9 documents rejected \(active index 1: "
+                       r"document_parsing_exception=1; history 9: cluster_block_exception=9\), "
+                       r"over the limit max_rejects=5$"):
+        check_reject_threshold(counts, max_rejects=5, max_reject_ratio=None)

@@ -79,6 +79,37 @@ def test_load_operator_fails_over_the_threshold_after_keeping_accepted_documents
     assert es_client.count(index=IndexNames(es_index_prefix).active_alias)["count"] == 8
 
 
+def test_load_operator_fails_when_the_history_refuses_writes_and_names_both_numbers(
+        es_conn, es_client, es_index_prefix, tmp_path):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from threatq_provider.elasticsearch.templates import install_templates
+
+    names = IndexNames(es_index_prefix)
+    install_templates(es_client, prefix=es_index_prefix)
+    history_index = names.history_prefix + "2026.11.21"
+    es_client.indices.create(index=history_index)
+    es_client.indices.put_settings(index=history_index, settings={"index.blocks.write": True})
+    source = tmp_path / "ecs.ndjson"
+    source.write_text((DATA / "documents.ndjson").read_text())
+    context = {"data_interval_end": datetime(2026, 11, 21, 10, tzinfo=timezone.utc)}
+    op = ElasticsearchLoadOperator(task_id="load", source_path=str(source), elasticsearch_conn_id=es_conn,
+                                   index_prefix=es_index_prefix)
+
+    with pytest.raises(AirflowFailException, match=r"8 of 8 documents rejected \(active index 0; history 8: "
+                       r"cluster_block_exception=8\), over the limit max_reject_ratio=0.01"):
+        op.execute(context)
+
+    dead = [json.loads(x) for x in (tmp_path / "ecs.dead-letter.ndjson").read_text().splitlines()]
+    assert len(dead) == 8 and {d["index"] for d in dead} == {history_index}
+    # Without limits the same load succeeds and its XCom shows the history rejects apart.
+    unlimited = ElasticsearchLoadOperator(task_id="load2", source_path=str(source), elasticsearch_conn_id=es_conn,
+                                          index_prefix=es_index_prefix, max_rejects=None, max_reject_ratio=None)
+    xcom = unlimited.execute(context)
+    assert (xcom["rejected_total"], xcom["history_rejected"], xcom["rejected_documents"]) == (0, 8, 8)
+    assert xcom["history_rejected_by_type"] == {"cluster_block_exception": 8} and xcom["skipped_stale"] == 8
+
+
 def test_sweep_operators_use_the_data_interval_end_as_now(es_conn, es_client, es_index_prefix, tmp_path):
     source = tmp_path / "ecs.ndjson"
     source.write_text((DATA / "documents.ndjson").read_text())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,7 @@ from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
 from threatq_provider.elasticsearch.loader import LoadCounts, check_reject_threshold, load_ndjson, version_ms
 
 
-def fake_client(*, reject_ids=(), throttle_once=()):
+def fake_client(*, reject_ids=(), throttle_once=(), block_history=False):
     state = {"versions": {}, "created": set(), "throttled": set(), "requests": 0}
 
     class FakeBulk(Elasticsearch):
@@ -31,6 +32,10 @@ def fake_client(*, reject_ids=(), throttle_once=()):
                 if doc_id in throttle_once and doc_id not in state["throttled"]:
                     state["throttled"].add(doc_id)
                     items.append({op: {**base, "status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+                elif block_history and op == "create":
+                    items.append({op: {**base, "status": 403, "error": {
+                        "type": "cluster_block_exception",
+                        "reason": f"index [{meta['_index']}] blocked by: [FORBIDDEN/8/index write (api)];"}}})
                 elif doc_id.split("-")[0] in reject_ids:
                     items.append({op: {**base, "status": 400, "error": {
                         "type": "document_parsing_exception", "reason": "failed to parse field [threat.indicator.ip]"}}})
@@ -125,3 +130,57 @@ def test_reject_threshold(rejected, read, kwargs, raises):
         assert "x.dead-letter.ndjson" in str(info.value)
     else:
         check_reject_threshold(counts, **kwargs)
+
+
+def test_history_rejects_are_counted_apart_and_dead_lettered_with_the_history_index():
+    client, _ = fake_client(block_history=True)
+    dead = io.StringIO()
+
+    counts = load_ndjson(client, [doc(1), doc(2), doc(3)], dead_letter=dead, history_prefix="h-",
+                         history_date=datetime(2026, 11, 21, tzinfo=timezone.utc))
+
+    assert (counts.indexed, counts.rejected_total) == (3, 0)
+    assert counts.history_rejected == 3 and dict(counts.history_rejected_by_type) == {"cluster_block_exception": 3}
+    assert counts.rejected_documents == 3 and counts.dead_lettered == 3
+    records = [json.loads(x) for x in dead.getvalue().splitlines()]
+    assert {r["index"] for r in records} == {"h-2026.11.21"}
+    assert sorted(r["id"] for r in records) == [f"{i}-1795168800000" for i in (1, 2, 3)]  # 2026-11-20T10:00Z
+    assert all(r["status"] == 403 and r["reason"].startswith("cluster_block_exception") for r in records)
+    xcom = counts.as_dict()
+    assert xcom["history_rejected"] == 3 and xcom["rejected_documents"] == 3
+    assert xcom["history_rejected_by_type"] == {"cluster_block_exception": 3}
+
+
+def test_history_rejects_alone_trip_the_threshold_and_the_message_names_both_numbers():
+    client, _ = fake_client(block_history=True)
+    counts = load_ndjson(client, [doc(i) for i in range(1, 11)])
+
+    with pytest.raises(RejectThresholdExceeded) as info:
+        check_reject_threshold(counts, max_rejects=0, dead_letter_path="file:///stage/x.dead-letter.ndjson")
+
+    assert str(info.value) == (
+        "10 of 10 documents rejected (active index 0; history 10: cluster_block_exception=10), "
+        "over the limit max_rejects=0; see file:///stage/x.dead-letter.ndjson")
+    assert (info.value.rejected, info.value.active_rejected, info.value.history_rejected) == (10, 0, 10)
+
+
+def test_a_document_refused_by_both_indices_counts_once():
+    client, _ = fake_client(reject_ids={"2"})
+    dead = io.StringIO()
+
+    counts = load_ndjson(client, [doc(1), doc(2), doc(3)], dead_letter=dead)
+
+    assert (counts.rejected_total, counts.history_rejected, counts.rejected_documents) == (1, 1, 1)
+    assert counts.dead_lettered == 2  # one record per refusing index
+    with pytest.raises(RejectThresholdExceeded, match=r"^1 of 3 documents rejected \(active index 1: "
+                       r"document_parsing_exception=1; history 1: document_parsing_exception=1\)"):
+        check_reject_threshold(counts, max_rejects=0)
+    check_reject_threshold(counts, max_rejects=1, max_reject_ratio=None)  # one document, not two
+
+
+def test_ratio_counts_history_only_rejects():
+    counts = LoadCounts(read=100, history_rejected=2, rejected_documents=2)
+    counts.history_rejected_by_type["mapper_parsing_exception"] = 2
+
+    with pytest.raises(RejectThresholdExceeded, match="over the limit max_reject_ratio=0.01"):
+        check_reject_threshold(counts)
