@@ -155,7 +155,8 @@ def main() -> None:
     print(f"polled from ThreatQ simulator : {poll.get('indicators')} indicators in {poll.get('pages')} pages")
     rejected = transform.get("rejected")
     n_rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
-    print(f"transformed to ECS            : {transform.get('written')} written, {n_rejected} rejected")
+    print(f"transformed to ECS            : {transform.get('written')} written, {n_rejected} rejected "
+          f"(engine {transform.get('engine')}, {transform.get('native_lines')} lines native)")
     print(f"loaded into Elasticsearch     : {load.get('read')} read, {load.get('indexed')} new, "
           f"{load.get('updated')} updated, {load.get('skipped_stale')} unchanged, {load.get('rejected_total')} rejected; "
           f"{load.get('history_written')} history documents")
