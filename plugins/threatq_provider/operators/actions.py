@@ -19,7 +19,8 @@ ThreatQGetEvent…           ``event_id``, ``with_``                 ``{"data"}`
 
 Names departing from the plugin: its ``id`` input is ``indicator_id``/``event_id`` here and
 ``with`` is ``with_`` (a Python keyword). ``limit`` on the two list actions is an addition
-(the plugin returned the server's default page).
+(the plugin returned the server's default page). Create Event looks the event up before
+creating it on a task retry, so a lost answer never leaves a duplicate event (see the class).
 """
 
 from __future__ import annotations
@@ -161,7 +162,16 @@ class ThreatQCreateIndicatorOperator(_ThreatQActionOperator):
 
 
 class ThreatQCreateEventOperator(_ThreatQActionOperator):
-    """Create Event.
+    """Create Event, safe to retry.
+
+    ThreatQ has no idempotency key for ``POST /api/events``: when a POST took effect but its
+    answer was lost (connection reset, proxy timeout), the try fails and a plain retry would
+    create a second event. So on a retry (the task instance's ``try_number`` > 1) the operator
+    first looks the event up (:meth:`~threatq_provider.threatq.client.ThreatQClient.find_event`:
+    same title, type and ``happened_at``, and the source among its sources) and, when ThreatQ has
+    it, returns that event's id instead of creating another, logging that it did. The first try
+    never pays for the lookup. An identical event made by someone else before the retry is
+    reused too: title, type, date and source are all ThreatQ lets us compare.
 
     :param title: event title. (templated)
     :param type: event type name, e.g. ``"Malware"``. (templated)
@@ -184,10 +194,34 @@ class ThreatQCreateEventOperator(_ThreatQActionOperator):
         self.description = description
 
     def execute(self, context: Any) -> dict[str, Any]:
-        result = self._run("create_event", title=self.title, type=self.type, date=self.date,
-                           source=self.source, description=self.description)
+        try_number = _try_number(context)
+        try:
+            client = self.hook.get_client()
+            if try_number > 1:
+                found = client.find_event(title=self.title, type=self.type, date=self.date,
+                                          source=self.source)
+                if found is not None:
+                    self.log.info("ThreatQ event of type %s already exists with id %s (try %d): an earlier "
+                                  "try likely created it and lost the answer; reusing it instead of "
+                                  "creating a duplicate", self.type, found["id"], try_number)
+                    return {"id": found["id"]}
+                self.log.info("ThreatQ event of type %s not found on try %d; creating it",
+                              self.type, try_number)
+            result = client.create_event(title=self.title, type=self.type, date=self.date,
+                                         source=self.source, description=self.description)
+        finally:
+            self.hook.close()
         self.log.info("ThreatQ event of type %s created with id %s", self.type, result["id"])
         return result
+
+
+def _try_number(context: Any) -> int:
+    """The running try (1 on the first), from the context's task instance; 1 when there is none."""
+    ti = (context.get("ti") or context.get("task_instance")) if hasattr(context, "get") else None
+    try:
+        return int(getattr(ti, "try_number", None) or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 class ThreatQGetIndicatorOperator(_ThreatQActionOperator):

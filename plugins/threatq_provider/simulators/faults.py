@@ -7,10 +7,13 @@ call) and still has triggers left; that rule decides what goes wrong:
 - ``status`` (+ ``headers``, ``body``): answer with that status instead of the real response,
   e.g. 429 with ``{"Retry-After": "1"}``, or 500/502/503/504;
 - ``delay_s``: sleep first (alone: a slow but correct page);
-- ``action``: ``"reset"`` (close the socket with a TCP RST, no response), ``"truncate"``
-  (announce the full Content-Length, send half the body, close), ``"malformed"`` (200 with a
-  broken JSON body), ``"expire_token"`` (expire every issued token, then handle the request
-  normally, which therefore gets a 401 if it carries a bearer token).
+- ``action``: ``"reset"`` (close the socket with a TCP RST, no response; the request is *not*
+  handled), ``"commit_then_reset"`` (handle the request, so a create takes effect, then close
+  with a TCP RST instead of answering: the answer of a committed write is lost, as when a proxy
+  or the network drops it), ``"truncate"`` (announce the full Content-Length, send half the body,
+  close), ``"malformed"`` (200 with a broken JSON body), ``"expire_token"`` (expire every issued
+  token, then handle the request normally, which therefore gets a 401 if it carries a bearer
+  token).
 
 Plans load from JSON (a list of rules, or ``{"rules": [...]}``), e.g.::
 
@@ -31,7 +34,7 @@ from typing import Any
 
 __all__ = ["FaultRule", "FaultPlan", "ACTIONS"]
 
-ACTIONS = frozenset({"reset", "truncate", "malformed", "expire_token"})
+ACTIONS = frozenset({"reset", "commit_then_reset", "truncate", "malformed", "expire_token"})
 
 
 @dataclass
@@ -48,7 +51,8 @@ class FaultRule:
     :param headers: extra response headers (with ``status``), e.g. ``{"Retry-After": "2"}``.
     :param body: response body with ``status``: a str, or any JSON value; default: a JSON error.
     :param delay_s: seconds to sleep before answering.
-    :param action: one of ``reset``, ``truncate``, ``malformed``, ``expire_token``.
+    :param action: one of ``reset``, ``commit_then_reset``, ``truncate``, ``malformed``,
+        ``expire_token``.
     """
 
     method: str | None = None

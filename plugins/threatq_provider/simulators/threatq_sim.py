@@ -1020,6 +1020,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(self._fault_response(rule))
                 return
         resp = sim.handle(req)
+        if rule is not None and rule.action == "commit_then_reset":
+            # The request took effect (e.g. POST /api/events created the event); its answer is lost.
+            self._reset()
+            return
         if rule is not None and rule.action == "truncate":
             self._send_truncated(resp)
             return

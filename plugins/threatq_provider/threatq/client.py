@@ -14,7 +14,9 @@ Retry rules (:class:`RetryPolicy`)
   read-only ``POST …/query`` calls, ``/api/token``, and ``POST /api/indicators`` (ThreatQ
   de-duplicates indicators by type and value, answering ``existing: "Y"``). ``POST /api/events``
   is not idempotent (ThreatQ creates a second event with the same title), so it is never re-sent
-  once it may have reached the server: the caller gets the typed error instead of a duplicate.
+  once it may have reached the server: the caller gets the typed error instead of a duplicate,
+  and can ask :meth:`ThreatQClient.find_event` whether the event was made before trying again
+  (the Create Event operator does so on a task retry).
 * 500 is not retried by default: on ThreatQ it is usually deterministic (e.g. an unsupported
   ``with=`` relation) and retrying only delays the error. Add 500 to ``RetryPolicy.statuses`` to
   retry it; it then follows the idempotency rule of 502/504.
@@ -105,6 +107,8 @@ EVENT_FIELDS: tuple[str, ...] = (
     "id", "title", "type_id", "description", "hash", "happened_at", "created_at", "updated_at",
 )
 _SEARCH_RESULT_FIELDS = ("id", "object", "value")
+#: Rows :meth:`ThreatQClient.find_event` reads (newest first): same title, date and type.
+_FIND_EVENT_LIMIT = 100
 
 _TOKEN_PATH = "/api/token"
 _MISSING = object()
@@ -973,6 +977,61 @@ class ThreatQClient:
         path = "/api/events"
         created = self._data_object("POST", path, self.request_json("POST", path, json=body, idempotent=False))
         return {"id": _int_id("id", created.get("id"))}
+
+    def find_event(self, title: str, type: str, date: datetime | str,  # noqa: A002
+                   source: str | None = None) -> dict[str, Any] | None:
+        """The event :meth:`create_event` would have made with these inputs, if ThreatQ has it.
+
+        ``GET /api/events?title=…&happened_at=…&type_id=…&with=type,sources&sort=-id``, then an
+        exact check of each row: ThreatQ's list filters ignore case and read ``%`` in a title as a
+        wildcard, so the server's answer is only a shortlist. A row matches when its title
+        (trimmed), ``happened_at`` (to the second, UTC) and type are the ones given and, when
+        ``source`` is given and the row lists its sources, one of them has that name. Used to
+        make a retried Create Event safe (ThreatQ has no idempotency key for ``POST /api/events``).
+
+        :param title: event title.
+        :param type: event type name.
+        :param date: when it happened (datetime or ISO string; naive = UTC).
+        :param source: source name the event was created with; ``None`` to ignore sources.
+        :return: the newest matching event (the plugin's event fields), or ``None``.
+        """
+        if not isinstance(title, str) or not title.strip():
+            raise ThreatQValidationError("title", title, reason="a non-empty title is required")
+        wanted_title = title.strip()
+        happened_at = to_threatq_time(date, "date")
+        type_name, type_id = self._resolve("event_types", type)
+        params: dict[str, Any] = {"title": wanted_title, "happened_at": happened_at, "with": "type,sources",
+                                  "sort": "-id", "limit": _FIND_EVENT_LIMIT}
+        if type_id is not None:
+            params["type_id"] = type_id
+        rows = rows_of(self._get("/api/events", **params))
+
+        def same(row: Mapping[str, Any]) -> bool:
+            if not isinstance(row.get("title"), str) or row["title"].strip() != wanted_title:
+                return False
+            try:
+                if to_threatq_time(str(row.get("happened_at") or "").replace(" ", "T", 1)[:19]) != happened_at:
+                    return False
+            except ThreatQValidationError:
+                return False
+            row_type = row.get("type") if isinstance(row.get("type"), Mapping) else {}
+            if type_id is not None and row.get("type_id") is not None:
+                if str(row["type_id"]) != str(type_id):
+                    return False
+            elif str(row_type.get("name", "")).casefold() != type_name.casefold():
+                return False
+            sources = row.get("sources")
+            if source and isinstance(sources, list) and sources:
+                names = {str(s.get("name", "")).strip().casefold() for s in sources if isinstance(s, Mapping)}
+                if source.strip().casefold() not in names:
+                    return False
+            return True
+
+        matches = [r for r in rows if isinstance(r, Mapping) and same(r)]
+        if not matches:
+            return None
+        newest = max(matches, key=lambda r: _int_id("id", r.get("id")))
+        return _project(newest, EVENT_FIELDS)
 
     def get_indicator(self, indicator_id: int, with_: Iterable[str] | str | None = None) -> dict[str, Any]:
         """Get Indicator: ``GET /api/indicators/{id}``.

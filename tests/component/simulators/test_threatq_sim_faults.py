@@ -99,6 +99,20 @@ def test_connection_reset(sim: ThreatQSimulator) -> None:
     assert sim.stats["faults_by_kind"] == {"reset": 1}
 
 
+def test_commit_then_reset_creates_the_event_but_loses_the_answer(sim: ThreatQSimulator) -> None:
+    api = api_session(sim)
+    sim.faults.add({"method": "POST", "path_regex": "^/api/events$", "action": "commit_then_reset"})
+    body = {"title": "Lost answer", "type": "Malware", "happened_at": "2026-02-01 10:00:00"}
+    before = len(sim.corpus.event_ids())
+    with pytest.raises(requests.exceptions.ConnectionError):
+        api.post(f"{sim.url}/api/events", json=body, timeout=10)
+    assert len(sim.corpus.event_ids()) == before + 1  # the write took effect
+    listed = api.get(f"{sim.url}/api/events", params={"title": "Lost answer", "happened_at": "2026-02-01 10:00:00"},
+                     timeout=10).json()
+    assert listed["total"] == 1 and listed["data"][0]["title"] == "Lost answer"
+    assert sim.stats["faults_by_kind"] == {"commit_then_reset": 1}
+
+
 def test_faults_also_apply_to_the_token_endpoint(sim: ThreatQSimulator) -> None:
     sim.faults.add({"path_regex": "^/api/token", "status": 503, "headers": {"Retry-After": "1"}})
     with pytest.raises(requests.HTTPError):
@@ -151,5 +165,6 @@ def test_documented_example_plan_loads() -> None:
     section = readme.split("## ThreatQ API simulator", 1)[1]
     block = section.split("```json", 1)[1].split("```", 1)[0]
     plan = FaultPlan.from_json(block)
-    assert [r.action for r in plan.rules if r.action] == ["expire_token", "truncate", "malformed", "reset"]
+    assert [r.action for r in plan.rules if r.action] == ["expire_token", "truncate", "malformed", "reset",
+                                                          "commit_then_reset"]
     assert plan.match("GET", "/api/indicators/query/hash/h", "cursorMark=*") is not None

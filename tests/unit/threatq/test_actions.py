@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from threatq_provider.operators import actions
@@ -71,3 +73,54 @@ def test_default_connection_and_lazy_hook(monkeypatch):
     op = actions.ThreatQSearchOperator(task_id="t", query="x")  # no connection needed to build it
     assert op.threatq_conn_id == "threatq_default"
     assert op.hook.threatq_conn_id == "threatq_default"
+
+
+class EventClient:
+    """Answers find_event with ``existing`` and create_event with a new id; records the calls."""
+
+    def __init__(self, existing):
+        self.existing = existing
+        self.calls = []
+
+    def find_event(self, **kwargs):
+        self.calls.append(("find_event", kwargs))
+        return self.existing
+
+    def create_event(self, **kwargs):
+        self.calls.append(("create_event", kwargs))
+        return {"id": 99}
+
+
+EVENT = {"title": "t", "type": "Malware", "date": "2026-01-01", "source": "s"}
+
+
+def _event_op(client):
+    op = actions.ThreatQCreateEventOperator(task_id="create_event", retries=2, **EVENT)
+    hook = FakeHook(client)
+    op.__dict__["hook"] = hook
+    return op, hook
+
+
+@pytest.mark.parametrize("context", [{}, {"ti": SimpleNamespace(try_number=1)}], ids=["no-ti", "first-try"])
+def test_create_event_first_try_posts_without_looking_up(context):
+    op, hook = _event_op(EventClient({"id": 5}))
+    assert op.execute(context) == {"id": 99}
+    assert [name for name, _ in hook.client.calls] == ["create_event"]
+    assert hook.closed
+
+
+def test_create_event_retry_reuses_the_event_an_earlier_try_created(caplog, capsys):
+    op, hook = _event_op(EventClient({"id": 5, "title": "t"}))
+    with caplog.at_level("INFO"):
+        assert op.execute({"ti": SimpleNamespace(try_number=2)}) == {"id": 5}
+    assert hook.client.calls == [("find_event", EVENT)]
+    assert hook.closed
+    # Airflow's task logger may print through structlog (stdout) rather than propagate to caplog.
+    logged = caplog.text + capsys.readouterr().out
+    assert "already exists with id 5 (try 2)" in logged and "reusing it" in logged
+
+
+def test_create_event_retry_creates_when_nothing_matches():
+    op, hook = _event_op(EventClient(None))
+    assert op.execute({"task_instance": SimpleNamespace(try_number=3)}) == {"id": 99}
+    assert [name for name, _ in hook.client.calls] == ["find_event", "create_event"]

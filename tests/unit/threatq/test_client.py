@@ -424,3 +424,37 @@ def test_download_with_a_declared_length_over_the_limit_stops_before_reading(tq)
     with pytest.raises(ThreatQTooLarge) as err:
         make_client().download_attachment(5, max_bytes=1024)
     assert err.value.size == 999999999
+
+
+def test_find_event_sends_list_filters_and_checks_each_row_exactly(tq):
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    rows = [
+        # newest first, as asked; only rows 12 and 9 are the same event
+        {"id": 14, "title": "Dropper X", "type_id": 5, "happened_at": "2026-02-01 10:00:00",
+         "sources": [{"name": "src"}]},                                              # case differs
+        {"id": 13, "title": "Dropper", "type_id": 5, "happened_at": "2026-02-01 10:00:00",
+         "sources": [{"name": "src"}]},                                              # '%' matched it
+        {"id": 12, "title": " Dropper x ", "type_id": 5, "happened_at": "2026-02-01 10:00:00.000",
+         "sources": [{"name": "other"}, {"name": "SRC"}]},
+        {"id": 11, "title": "Dropper x", "type_id": 6, "happened_at": "2026-02-01 10:00:00"},  # type
+        {"id": 10, "title": "Dropper x", "type_id": 5, "happened_at": "2026-02-01 10:00:01"},  # second
+        {"id": 9, "title": "Dropper x", "type_id": 5, "happened_at": "2026-02-01 10:00:00"},   # no sources
+    ]
+    tq.get(f"{BASE}/api/events", json={"total": len(rows), "data": rows})
+
+    found = make_client().find_event("Dropper x", "Malware", "2026-02-01T11:00:00+01:00", "src")
+
+    assert found["id"] == 12 and set(found) <= {"id", "title", "type_id", "description", "hash", "happened_at",
+                                                "created_at", "updated_at"}
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(tq.request_history[-1].url).query)  # .qs would lower-case the values
+    assert query["title"] == ["Dropper x"]
+    assert query["happened_at"] == ["2026-02-01 10:00:00"] and query["type_id"] == ["5"]
+    assert query["sort"] == ["-id"] and query["with"] == ["type,sources"]
+
+
+def test_find_event_returns_none_when_nothing_matches(tq):
+    tq.get(f"{BASE}/api/event/types", json={"data": [{"id": 5, "name": "Malware"}], "total": 1})
+    tq.get(f"{BASE}/api/events", json={"total": 0, "data": {}})
+    assert make_client().find_event("t", "Malware", "2026-01-01", "src") is None
