@@ -1420,7 +1420,10 @@ impl Engine {
         let bytes: &[u8] = if let Ok(b) = line.cast::<PyBytes>() {
             b.as_bytes()
         } else if let Ok(text) = line.cast::<PyString>() {
-            text.to_str()?.as_bytes()
+            match text.to_str() {
+                Ok(text) => text.as_bytes(),
+                Err(_) => return Ok(None), // lone surrogates: Python decides what that line is
+            }
         } else {
             return Ok(None);
         };

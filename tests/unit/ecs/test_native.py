@@ -256,6 +256,7 @@ def _awkward_lines() -> list[str | bytes]:
         base + "\x1c",
         "\u00a0" + base,
         "[" * 100 + "]" * 100,
+        base.replace('"evil.example"', '"' + chr(0xD800) + ' lone surrogate in a str line"'),
         json.dumps({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
     ]
     return lines
@@ -326,3 +327,56 @@ def test_malformed_tables_are_refused_by_the_engine() -> None:
     with pytest.raises(ValueError, match="malformed tables \\(kind\\)"):
         module.Engine(json.dumps(good), keep_duplicates=True, preserve_original=False, threatq_url=None,
                       expiration_seconds=60)
+
+
+_ATOMS: list[Any] = [
+    None, True, False, 0, 1, -1, 2**63, 2**64 + 1, -(2**63) - 1, 0.5, "", " ", "x", "é", "\u2028", "\x00", "\x1f",
+    "\x7f", '"', "\\", "/", "\ud83d\ude00", "😀", "2025-01-01 00:00:00", "2025-01-01T00:00:00Z", "2025-1-01 00:00:00",
+    "TLP:AMBER", "amber", "Expired", "AS1", "1.2.3.4", "http://h/p", "HKLM\\x", [], {}, [None], {"a": None},
+    {"name": "n"}, {"id": 1, "name": "Active"}, ["a", ""], [{"name": "t"}], "  7 ", "+7", "-0", "٣",
+]
+_KEYS = ["id", "name", "value", "created_at", "updated_at", "touched_at", "tlp_name", "provider", "source_score",
+         "attribute_id", "indicator_id", "score", "status", "type", "tags", "hash", "description", "x", "Ünï",
+         "related_event_count", "status_id"]
+
+
+def test_random_values_at_every_level_are_identical() -> None:
+    """Seeded random values (atoms, small nested lists/objects, escapes, surrogates, big and
+    negative ints, floats) dropped into random keys of the indicator, its sources, attributes
+    and status; 3,000 lines under every option set. (A one-off run of 180,000 such lines found
+    one crash, now fixed: a str line holding lone surrogates.)"""
+    rng = random.Random(7_2026)
+
+    def value(depth: int = 0) -> Any:
+        r = rng.random()
+        if depth < 3 and r < 0.1:
+            return [value(depth + 1) for _ in range(rng.randrange(0, 4))]
+        if depth < 3 and r < 0.2:
+            return {rng.choice(_KEYS): value(depth + 1) for _ in range(rng.randrange(0, 4))}
+        return copy.deepcopy(rng.choice(_ATOMS))
+
+    raws = [json.loads(line) for line in _corpus_lines(500, seed=3)]
+    lines: list[str | bytes] = []
+    for _ in range(3000):
+        raw = copy.deepcopy(rng.choice(raws))
+        for _ in range(rng.randrange(0, 4)):
+            target = raw
+            where = rng.random()
+            for key, share in (("sources", 0.3), ("attributes", 0.5)):
+                items = raw.get(key)
+                if where < share and isinstance(items, list) and items and isinstance(items[0], dict):
+                    target = rng.choice(items)
+                    break
+            else:
+                if where < 0.6 and isinstance(raw.get("status"), dict):
+                    target = raw["status"]
+            target[rng.choice(_KEYS)] = value()
+        if rng.random() < 0.3:
+            type_name = rng.choice(list(AWKWARD_VALUES))
+            raw["type"] = {"id": 1, "name": type_name}
+            raw["value"] = rng.choice(AWKWARD_VALUES[type_name])
+        text = json.dumps(raw, ensure_ascii=rng.random() < 0.5)
+        lines.append(text.encode("utf-8", "surrogatepass") if rng.random() < 0.5 else text)
+    for options in OPTION_SETS.values():
+        counts = assert_same(lines, options)
+        assert counts.native_lines > 0.5 * len(lines)
