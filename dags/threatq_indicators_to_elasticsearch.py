@@ -11,6 +11,11 @@ one folder per run (`<root>/<dag_id>/<run_id>/`), and passes only paths and coun
   Variable `threatq_collection_cursor__<hash>`, saved only after the load succeeded.
 * **full_resync**: every indicator.
 
+**stage_retention** runs last, whatever happened before (a teardown: it never hides a failed
+load, the run still fails): it deletes the run folders under `<root>/<dag_id>/` whose newest file
+is older than the Variable `threatq_stage_retention` (default `7d`; `<n>d`, `<n>h` or `<n>m`),
+never this run's folder. The Variable `threatq_stage_retention_dry_run` = `true` only counts and logs.
+
 Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch).
 The load task updates the asset `threatq_active_indicators`, which triggers the expiry sweep DAG.
 """
@@ -28,6 +33,7 @@ from threatq_provider._include import include_path
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
 from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator
 from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
+from threatq_provider.operators.retention import StageRetentionOperator
 from threatq_provider.operators.transform import EcsTransformOperator
 
 THREATQ_CONN_ID = "threatq_default"
@@ -36,6 +42,8 @@ ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 CRON = os.environ.get("THREATQ_INDICATORS_CRON", "*/10 * * * *")
 STAGE_ROOT = "{{ var.value.get('threatq_stage_root', 'file:///tmp/threatq-stage') }}"
 STAGE = STAGE_ROOT + "/{{ dag.dag_id }}/{{ run_id }}"
+RETENTION = "{{ var.value.get('threatq_stage_retention', '7d') }}"
+RETENTION_DRY_RUN = "{{ var.value.get('threatq_stage_retention_dry_run', 'false') }}"
 ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
 # `format: date-time` gives the UI its date picker; the pattern checks the value even where
 # jsonschema's optional date-time checker (rfc3339-validator) is not installed.
@@ -110,4 +118,12 @@ with DAG(
         load_result="{{ ti.xcom_pull(task_ids='load') }}",
         trigger_rule="none_failed",
     )
-    poll >> transform >> load >> report
+    # all_done as a teardown: it runs after a failed load, and the run still ends failed.
+    stage_retention = StageRetentionOperator(
+        task_id="stage_retention",
+        stage_root=STAGE_ROOT + "/{{ dag.dag_id }}",
+        retention=RETENTION,
+        keep="{{ run_id }}",
+        dry_run=RETENTION_DRY_RUN,
+    ).as_teardown()
+    poll >> transform >> load >> report >> stage_retention

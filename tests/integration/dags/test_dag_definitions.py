@@ -35,9 +35,21 @@ def test_indicator_dag_polls_every_ten_minutes_over_real_data_intervals(dagbag):
     assert dag.timetable.summary == "*/10 * * * *"
     assert dag.max_active_runs == 1
     assert dag.catchup is False
-    assert [t.task_id for t in dag.topological_sort()] == ["poll", "transform", "load", "report"]
+    assert [t.task_id for t in dag.topological_sort()] == ["poll", "transform", "load", "report", "stage_retention"]
     # The load task updates the active-index asset the sweep DAG listens to.
     assert [a.name for a in dag.get_task("load").outlets] == ["threatq_active_indicators"]
+
+
+def test_stage_retention_runs_last_whatever_happened_without_hiding_a_failure(dagbag):
+    dag = dagbag.dags[INDICATORS]
+    task = dag.get_task("stage_retention")
+    assert task.upstream_task_ids == {"report"}
+    # A teardown without setups: all_done, and Airflow leaves it out of the run's state, so a
+    # failed load still fails the run (a plain all_done leaf would turn it into a success).
+    assert task.is_teardown and not task.on_failure_fail_dagrun
+    assert task.trigger_rule == "all_done_setup_success" and not any(t.is_setup for t in dag.tasks)
+    assert task.stage_root.endswith("/{{ dag.dag_id }}") and task.keep == "{{ run_id }}"
+    assert "threatq_stage_retention" in task.retention
 
 
 def test_sweep_dag_runs_hourly_or_after_each_load(dagbag):

@@ -91,6 +91,19 @@ def _run(dagbag, dag_id: str, *, logical_date: datetime | None = None, conf: dic
     return {"run": dag_run, "states": states, "xcom": _xcoms(dag_run)}
 
 
+def _stale_stage_folder(stage_tmp: Path, dag_id: str, *, age_before: datetime) -> Path:
+    """A run folder under the stage root whose files were last written 30 days before ``age_before``."""
+    import os
+
+    folder = stage_tmp / "stage" / dag_id / "scheduled__stale"
+    folder.mkdir(parents=True)
+    stamp = (age_before - timedelta(days=30)).timestamp()
+    for name in ("raw.ndjson", "ecs.ndjson"):
+        (folder / name).write_text("{}\n")
+        os.utime(folder / name, (stamp, stamp))
+    return folder
+
+
 def _window_conf(start: datetime, end: datetime, **extra) -> dict:
     return {"since": start.isoformat(), "until": end.isoformat(), **extra}
 
@@ -137,11 +150,16 @@ def test_type_filter_and_dry_run_params_are_honoured(
     wanted = ["IP Address", "FQDN"]
     truth = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END, types=wanted))
     logical = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+    stale = _stale_stage_folder(airflow_env, INDICATORS, age_before=logical)
 
     dry = _run(dagbag, INDICATORS, logical_date=logical, conf=_window_conf(CORPUS_START, CORPUS_END, dry_run=True))
     assert dry["states"]["load"] == "skipped"
     assert dry["xcom"]["report"]["dry_run"] is True
     assert helpers.es_active_docs(es_clean) == {}, "a dry run wrote to Elasticsearch"
+    # Stage retention ran after the skipped load: the stale run folder went, this run's stayed.
+    assert dry["states"]["stage_retention"] == "success"
+    assert (dry["xcom"]["stage_retention"]["deleted"], dry["xcom"]["stage_retention"]["kept"]) == (1, 1)
+    assert not stale.exists() and Path(dry["xcom"]["poll"]["path"].removeprefix("file://")).parent.is_dir()
 
     run = _run(dagbag, INDICATORS, logical_date=logical,
                conf=_window_conf(CORPUS_START, CORPUS_END, indicator_types=wanted, ioc_expiration_duration="3650d"))
@@ -150,6 +168,21 @@ def test_type_filter_and_dry_run_params_are_honoured(
     _run(dagbag, SWEEP)
     docs = helpers.assert_active_index_matches(es_clean, truth, before=before, after=helpers.utcnow(), duration="3650d")
     assert {d["_source"]["threatq"]["type"]["name"] for d in docs.values()} <= set(wanted)
+
+
+def test_stage_retention_runs_after_a_failed_poll_and_the_run_still_fails(airflow_db, dagbag, airflow_env):
+    """No ThreatQ connection: poll fails, the rest is upstream_failed, stage retention still runs,
+    and the run ends failed (a plain all_done leaf would have turned it into a success)."""
+    logical = datetime(2026, 3, 7, 12, 0, tzinfo=timezone.utc)
+    stale = _stale_stage_folder(airflow_env, INDICATORS, age_before=logical)
+    dag = dagbag.dags[INDICATORS]
+    dag.get_task("poll").retries = 0  # fail now rather than after two 30 s retries
+    dag_run = dag.test(logical_date=logical)
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert states == {"poll": "failed", "transform": "upstream_failed", "load": "upstream_failed",
+                      "report": "upstream_failed", "stage_retention": "success"}
+    assert str(dag_run.state) == "failed"
+    assert not stale.exists()
 
 
 def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
