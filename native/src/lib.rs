@@ -25,6 +25,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
+use rustc_hash::FxHashMap;
 use serde_json::Value as Json;
 
 // Rust's own allocations only (Python's objects keep Python's allocator): the parse allocates a
@@ -440,7 +441,8 @@ fn write_obj(out: &mut Vec<u8>, obj: &Obj) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Key kinds of each ThreatQ object (transform.py's _TOP_KINDS, _SOURCE_KINDS, ...)
+// Key kinds of each ThreatQ object: transform.py's _TOP_KINDS, _SOURCE_KINDS... handed over
+// with the tables, so the key lists live in one place
 // ------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq)]
@@ -452,70 +454,39 @@ enum Kind {
     Other,
 }
 
-fn top_kind(key: &str) -> Kind {
-    match key {
-        "created_at" | "expired_at" | "expires_at" | "expires_calculated_at" | "published_at"
-        | "touched_at" | "last_detected_at" => Kind::Date,
-        "status" | "type" | "sources" | "attributes" | "adversaries" | "comments" | "tags" | "id"
-        | "value" | "updated_at" => Kind::Nested,
-        "status_id" | "type_id" => Kind::Str,
-        "indicator_id" | "score" | "generated_score" | "manual_score" => Kind::Long,
-        _ if key.starts_with("related_") && key.ends_with("_count") && is_related_count(key) => Kind::Long,
-        _ => Kind::Other,
+/// Key → kind of one kind of object; keys not listed are copied (`Other`).
+struct Kinds(FxHashMap<String, Kind>);
+
+impl Kinds {
+    fn of(&self, key: &str) -> Kind {
+        self.0.get(key).copied().unwrap_or(Kind::Other)
+    }
+
+    fn load(tables: &Json, name: &str) -> PyResult<Kinds> {
+        let what = || table_error(&format!("kinds.{name}"));
+        let mut map = FxHashMap::default();
+        for (key, kind) in tables["kinds"][name].as_object().ok_or_else(what)? {
+            let kind = match kind.as_str() {
+                Some("date") => Kind::Date,
+                Some("str") => Kind::Str,
+                Some("long") => Kind::Long,
+                Some("nested") => Kind::Nested,
+                _ => return Err(what()),
+            };
+            map.insert(key.clone(), kind);
+        }
+        Ok(Kinds(map))
     }
 }
 
-const RELATED_OBJECTS: [&str; 22] = [
-    "adversary", "asset", "attachment", "attack_pattern", "campaign", "course_of_action", "event",
-    "exploit_target", "identity", "incident", "indicator", "infrastructure", "intrusion_set",
-    "investigation", "malware", "note", "report", "signature", "task", "tool", "ttp", "vulnerability",
-];
-
-fn is_related_count(key: &str) -> bool {
-    let name = &key["related_".len()..key.len() - "_count".len()];
-    RELATED_OBJECTS.contains(&name)
-}
-
-fn source_kind(key: &str) -> Kind {
-    match key {
-        "created_at" | "published_at" | "updated_at" => Kind::Date,
-        "source_score" => Kind::Long,
-        "indicator_type_id" | "indicator_status_id" | "reference_id" | "creator_source_id" | "id"
-        | "indicator_id" | "source_id" | "tlp_id" => Kind::Str,
-        _ => Kind::Other,
-    }
-}
-
-fn attribute_kind(key: &str) -> Kind {
-    match key {
-        "created_at" | "updated_at" | "touched_at" => Kind::Date,
-        "attribute_id" | "id" | "indicator_id" => Kind::Str,
-        _ => Kind::Other,
-    }
-}
-
-fn adversary_kind(key: &str) -> Kind {
-    match key {
-        "created_at" | "updated_at" | "touched_at" => Kind::Date,
-        "id" => Kind::Str,
-        _ => Kind::Other,
-    }
-}
-
-fn comment_kind(key: &str) -> Kind {
-    match key {
-        "created_at" | "updated_at" => Kind::Date,
-        "id" | "indicator_id" | "creator_source_id" => Kind::Str,
-        _ => Kind::Other,
-    }
-}
-
-fn id_object_kind(key: &str) -> Kind {
-    if key == "id" {
-        Kind::Str
-    } else {
-        Kind::Other
-    }
+/// The key kinds of the indicator and of each nested object.
+struct ObjectKinds {
+    indicator: Kinds,
+    source: Kinds,
+    attribute: Kinds,
+    adversary: Kinds,
+    comment: Kinds,
+    id_object: Kinds,
 }
 
 // ------------------------------------------------------------------------------------------
@@ -668,9 +639,9 @@ fn add_seconds(ecs_date: &str, seconds: i64) -> Option<String> {
 // Object copies with conversions (conversions.copy_generic), consuming the parsed input
 // ------------------------------------------------------------------------------------------
 
-fn copy_obj<'a>(mut obj: Obj<'a>, kind_of: fn(&str) -> Kind) -> R<Obj<'a>> {
+fn copy_obj<'a>(mut obj: Obj<'a>, kinds: &Kinds) -> R<Obj<'a>> {
     let mut failed = false;
-    obj.0.retain_mut(|(k, v)| match convert(kind_of(k), v) {
+    obj.0.retain_mut(|(k, v)| match convert(kinds.of(k), v) {
         Ok(keep) => keep,
         Err(Fallback) => {
             failed = true;
@@ -728,13 +699,13 @@ fn convert(kind: Kind, v: &mut V) -> R<bool> {
 }
 
 /// `ObjectKinds.copy_list`: `None` when the value is not a non-empty list or nothing is left.
-fn copy_list<'a>(items: Option<V<'a>>, kind_of: fn(&str) -> Kind) -> R<Option<Vec<V<'a>>>> {
+fn copy_list<'a>(items: Option<V<'a>>, kinds: &Kinds) -> R<Option<Vec<V<'a>>>> {
     let Some(V::Arr(items)) = items else { return Ok(None) };
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         match item {
             V::Obj(o) => {
-                let copied = copy_obj(o, kind_of)?;
+                let copied = copy_obj(o, kinds)?;
                 if !copied.is_empty() {
                     out.push(V::Obj(copied));
                 }
@@ -830,6 +801,7 @@ const REASON_DURATION: &str =
 #[pyclass(frozen, module = "threatq_ecs_native")]
 struct Engine {
     types: HashMap<String, Rule>,
+    kinds: ObjectKinds,
     confidence: Vec<Option<String>>,
     tlp_prefixes: Vec<String>,
     tlp_spellings: HashMap<String, String>,
@@ -928,12 +900,12 @@ impl Engine {
         let rule = self.types.get(&*type_name);
 
         // Dates, ids, numbers; nested objects.
-        let mut tq = copy_obj(raw, top_kind)?;
+        let mut tq = copy_obj(raw, &self.kinds.indicator)?;
         tq.insert("id", indicator_id.clone());
         tq.insert("updated_at", s(updated.clone()));
         tq.remove("value");
         tq.insert("indicator_value", V::Str(value.clone()));
-        normalise_threatq(&mut tq)?;
+        normalise_threatq(&mut tq, &self.kinds)?;
 
         let mut parts = Parts { doc: Obj::default(), indicator: Obj::with_capacity(8), tq, related: Obj::default() };
         if let Some(V::Str(hash)) = parts.tq.get("hash") {
@@ -1082,7 +1054,7 @@ impl Engine {
 
     fn sources<'a>(&'a self, parts: &mut Parts<'a>) -> R<()> {
         let raw_sources = parts.tq.get_mut("sources").map(|v| std::mem::replace(v, V::Null));
-        let Some(mut sources) = copy_list(raw_sources, source_kind)? else {
+        let Some(mut sources) = copy_list(raw_sources, &self.kinds.source)? else {
             parts.tq.remove("sources");
             return Ok(());
         };
@@ -1152,7 +1124,7 @@ impl Engine {
 }
 
 /// transform._normalise_threatq: status, type, attributes, adversaries, comments, tags.
-fn normalise_threatq(tq: &mut Obj) -> R<()> {
+fn normalise_threatq(tq: &mut Obj, kinds: &ObjectKinds) -> R<()> {
     for key in ["status", "type"] {
         let Some(slot) = tq.get_mut(key) else { continue };
         match slot {
@@ -1164,7 +1136,7 @@ fn normalise_threatq(tq: &mut Obj) -> R<()> {
                         o.insert("id", id);
                     }
                 } else {
-                    *o = copy_obj(std::mem::take(o), id_object_kind)?;
+                    *o = copy_obj(std::mem::take(o), &kinds.id_object)?;
                 }
             }
             V::Str(t) => {
@@ -1174,11 +1146,10 @@ fn normalise_threatq(tq: &mut Obj) -> R<()> {
             _ => {}
         }
     }
-    let lists: [(&str, fn(&str) -> Kind); 3] =
-        [("attributes", attribute_kind), ("adversaries", adversary_kind), ("comments", comment_kind)];
-    for (key, kind_of) in lists {
+    let lists = [("attributes", &kinds.attribute), ("adversaries", &kinds.adversary), ("comments", &kinds.comment)];
+    for (key, list_kinds) in lists {
         if let Some(slot) = tq.get_mut(key) {
-            match copy_list(Some(std::mem::replace(slot, V::Null)), kind_of)? {
+            match copy_list(Some(std::mem::replace(slot, V::Null)), list_kinds)? {
                 Some(items) => *slot = V::Arr(items),
                 None => {
                     tq.remove(key);
@@ -1400,8 +1371,17 @@ impl Engine {
             .map(|(k, v)| Ok((k.clone(), v.as_str().ok_or_else(|| table_error("tlp_spellings"))?.to_owned())))
             .collect::<PyResult<_>>()?;
         let keyword_max_chars = tables["keyword_max_chars"].as_u64().ok_or_else(|| table_error("keyword_max_chars"))?;
+        let kinds = ObjectKinds {
+            indicator: Kinds::load(&tables, "indicator")?,
+            source: Kinds::load(&tables, "source")?,
+            attribute: Kinds::load(&tables, "attribute")?,
+            adversary: Kinds::load(&tables, "adversary")?,
+            comment: Kinds::load(&tables, "comment")?,
+            id_object: Kinds::load(&tables, "id_object")?,
+        };
         Ok(Engine {
             types: Engine::load_types(&tables)?,
+            kinds,
             confidence,
             tlp_prefixes,
             tlp_spellings,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
+from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables
@@ -70,8 +71,13 @@ def resolve_engine(engine: str) -> Literal["native", "python"]:
     return "python"
 
 
-def tables_json(tables: Tables) -> str:
-    """The loaded (already validated) tables in the form the native engine reads."""
+_KIND_NAMES = {DATE: "date", STR: "str", LONG: "long", NESTED: "nested"}
+
+
+def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> str:
+    """The loaded (already validated) tables and the transform's key → kind table of each object
+    (``indicator``, ``source``, ``attribute``, ``adversary``, ``comment``, ``id_object``) in the
+    form the native engine reads: one definition of each, in Python."""
     types = {
         name: {
             "ecs_type": rule.ecs_type,
@@ -90,12 +96,16 @@ def tables_json(tables: Tables) -> str:
             "confidence": list(tables.confidence),
             "tlp_prefixes": list(tables.tlp_prefixes),
             "tlp_spellings": dict(tables.tlp_spellings),
+            "kinds": {
+                name: {key: _KIND_NAMES[kind] for key, kind in kinds.kinds.items()}
+                for name, kinds in object_kinds.items()
+            },
         }
     )
 
 
-def line_mapper(options: EcsOptions, tables: Tables) -> LineMapper:
-    """A native line mapper for these options and tables.
+def line_mapper(options: EcsOptions, tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> LineMapper:
+    """A native line mapper for these options, tables and key kinds.
 
     :raises EcsConfigError: when the native module is not installed.
     """
@@ -103,7 +113,7 @@ def line_mapper(options: EcsOptions, tables: Tables) -> LineMapper:
     if module is None:
         raise EcsConfigError("the native ECS transform (threatq_ecs_native) is not installed")
     engine = module.Engine(
-        tables_json(tables),
+        tables_json(tables, object_kinds),
         keep_duplicates=options.preserve_duplicate_custom_fields,
         preserve_original=options.preserve_original_event,
         threatq_url=options.threatq_url,

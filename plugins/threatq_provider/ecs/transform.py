@@ -113,6 +113,11 @@ _ADVERSARY_KINDS = _kinds("adversary", _ADVERSARY_DATES, (), ("id",))
 # Comments (``with=comments``) are not in Elastic's pipeline; converted like attributes.
 _COMMENT_KINDS = _kinds("comment", ("created_at", "updated_at"), (), ("id", "indicator_id", "creator_source_id"))
 _ID_OBJ_KINDS = _kinds("id_object", (), (), ("id",))
+#: Every object kind by name, as the native engine receives them (native.tables_json).
+OBJECT_KINDS: dict[str, ObjectKinds] = {
+    kinds.name: kinds
+    for kinds in (_TOP_KINDS, _SOURCE_KINDS, _ATTRIBUTE_KINDS, _ADVERSARY_KINDS, _COMMENT_KINDS, _ID_OBJ_KINDS)
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -644,7 +649,7 @@ def transform_stream(
     counts = TransformCounts()
     decode, encode = _codec()
     write = out.write
-    native = line_mapper(options, tables) if resolve_engine(engine) == "native" else None
+    native = line_mapper(options, tables, OBJECT_KINDS) if resolve_engine(engine) == "native" else None
     counts.engine = "python" if native is None else "native"
     for line_no, line in enumerate(lines, start=1):
         if native is not None:
