@@ -791,17 +791,22 @@ fn obj1<'a>(key: &'static str, value: V<'a>) -> V<'a> {
     V::Obj(Obj(vec![(Cow::Borrowed(key), value)]))
 }
 
-const REASON_EXPIRES_AT: &str = "Expiration set by ThreatQ from expires_at field";
-const REASON_EXPIRED_AT: &str = "Expiration set by ThreatQ from expired_at field";
-const REASON_STATUS: &str = "Expiration set by Elastic when threatq.status is 'Expired'";
-const REASON_DURATION: &str =
-    "Expiration set by Elastic from the integration's parameter `IOC Expiration Duration`";
+/// `threatq.ioc_expiration_reason` texts (expiry.py's REASON_* constants, handed over).
+struct Reasons {
+    expired_at: String,
+    expires_at: String,
+    status: String,
+    duration: String,
+}
 
 /// ThreatQ NDJSON line → ECS JSON text, or `None` for the Python reference to handle.
 #[pyclass(frozen, module = "threatq_ecs_native")]
 struct Engine {
     types: HashMap<String, Rule>,
     kinds: ObjectKinds,
+    /// Registry hive spellings → abbreviation (transform._HIVES).
+    hives: FxHashMap<String, String>,
+    reasons: Reasons,
     confidence: Vec<Option<String>>,
     tlp_prefixes: Vec<String>,
     tlp_spellings: HashMap<String, String>,
@@ -945,14 +950,14 @@ impl Engine {
             Some(V::Str(t)) if !t.is_empty() => Some(t.clone()),
             _ => None,
         };
-        let expiry: Option<(Text<'a>, &'static str)> = if let Some(at) = date_of("expired_at") {
-            Some((at, REASON_EXPIRED_AT))
+        let expiry: Option<(Text<'a>, &'a str)> = if let Some(at) = date_of("expired_at") {
+            Some((at, self.reasons.expired_at.as_str()))
         } else if let Some(at) = date_of("expires_at") {
-            Some((at, REASON_EXPIRES_AT))
+            Some((at, self.reasons.expires_at.as_str()))
         } else if status.as_deref() == Some("Expired") {
-            Some((Cow::Owned(updated.clone()), REASON_STATUS))
+            Some((Cow::Owned(updated.clone()), self.reasons.status.as_str()))
         } else {
-            add_seconds(&updated, self.expiration_seconds).map(|at| (Cow::Owned(at), REASON_DURATION))
+            add_seconds(&updated, self.expiration_seconds).map(|at| (Cow::Owned(at), self.reasons.duration.as_str()))
         };
         if let Some((at, reason)) = expiry {
             parts.tq.insert("ioc_expired_at", V::Str(at));
@@ -1014,9 +1019,9 @@ impl Engine {
                     Some(V::Obj(o)) => std::mem::take(o),
                     _ => Obj::default(),
                 };
-                match (hive_abbreviation(&hive.to_ascii_uppercase()), rest) {
+                match (self.hives.get(hive.to_ascii_uppercase().as_str()), rest) {
                     (Some(abbreviation), Some(rest)) => {
-                        node.insert("hive", s(abbreviation));
+                        node.insert("hive", s(abbreviation.as_str()));
                         if !rest.is_empty() {
                             node.insert("key", s(rest.to_owned()));
                         }
@@ -1203,17 +1208,6 @@ fn normalise_threatq(tq: &mut Obj, kinds: &ObjectKinds) -> R<()> {
     Ok(())
 }
 
-fn hive_abbreviation(hive: &str) -> Option<&'static str> {
-    Some(match hive {
-        "HKEY_LOCAL_MACHINE" | "HKLM" => "HKLM",
-        "HKEY_CURRENT_USER" | "HKCU" => "HKCU",
-        "HKEY_USERS" | "HKU" => "HKU",
-        "HKEY_CLASSES_ROOT" | "HKCR" => "HKCR",
-        "HKEY_CURRENT_CONFIG" | "HKCC" => "HKCC",
-        _ => return None,
-    })
-}
-
 /// `str(ipaddress.ip_network(value, strict=False))` for the plain `a.b.c.d/n` form.
 fn ipv4_network(value: &str) -> R<String> {
     let (address, prefix) = value.split_once('/').ok_or(Fallback)?;
@@ -1379,9 +1373,25 @@ impl Engine {
             comment: Kinds::load(&tables, "comment")?,
             id_object: Kinds::load(&tables, "id_object")?,
         };
+        let text_of = |v: &Json, what: &str| v.as_str().map(str::to_owned).ok_or_else(|| table_error(what));
+        let hives = tables["hives"]
+            .as_object()
+            .ok_or_else(|| table_error("hives"))?
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), text_of(v, "hives")?)))
+            .collect::<PyResult<_>>()?;
+        let reason = &tables["expiration_reasons"];
+        let reasons = Reasons {
+            expired_at: text_of(&reason["expired_at"], "expiration_reasons")?,
+            expires_at: text_of(&reason["expires_at"], "expiration_reasons")?,
+            status: text_of(&reason["status"], "expiration_reasons")?,
+            duration: text_of(&reason["duration"], "expiration_reasons")?,
+        };
         Ok(Engine {
             types: Engine::load_types(&tables)?,
             kinds,
+            hives,
+            reasons,
             confidence,
             tlp_prefixes,
             tlp_spellings,

@@ -20,6 +20,7 @@ from typing import Literal
 
 from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds
 from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.ecs.expiry import REASON_DURATION, REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables
 
@@ -74,10 +75,11 @@ def resolve_engine(engine: str) -> Literal["native", "python"]:
 _KIND_NAMES = {DATE: "date", STR: "str", LONG: "long", NESTED: "nested"}
 
 
-def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> str:
-    """The loaded (already validated) tables and the transform's key → kind table of each object
-    (``indicator``, ``source``, ``attribute``, ``adversary``, ``comment``, ``id_object``) in the
-    form the native engine reads: one definition of each, in Python."""
+def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: Mapping[str, str]) -> str:
+    """Everything the native engine reads, defined once in Python: the loaded (already validated)
+    type tables, the transform's key → kind table of each object (``indicator``, ``source``,
+    ``attribute``, ``adversary``, ``comment``, ``id_object``), the registry hive abbreviations and
+    the expiry reasons."""
     types = {
         name: {
             "ecs_type": rule.ecs_type,
@@ -96,6 +98,13 @@ def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> str:
             "confidence": list(tables.confidence),
             "tlp_prefixes": list(tables.tlp_prefixes),
             "tlp_spellings": dict(tables.tlp_spellings),
+            "hives": dict(hives),
+            "expiration_reasons": {
+                "expired_at": REASON_EXPIRED_AT,
+                "expires_at": REASON_EXPIRES_AT,
+                "status": REASON_STATUS,
+                "duration": REASON_DURATION,
+            },
             "kinds": {
                 name: {key: _KIND_NAMES[kind] for key, kind in kinds.kinds.items()}
                 for name, kinds in object_kinds.items()
@@ -104,8 +113,10 @@ def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> str:
     )
 
 
-def line_mapper(options: EcsOptions, tables: Tables, object_kinds: Mapping[str, ObjectKinds]) -> LineMapper:
-    """A native line mapper for these options, tables and key kinds.
+def line_mapper(
+    options: EcsOptions, tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: Mapping[str, str]
+) -> LineMapper:
+    """A native line mapper for these options, tables, key kinds and hive abbreviations.
 
     :raises EcsConfigError: when the native module is not installed.
     """
@@ -113,7 +124,7 @@ def line_mapper(options: EcsOptions, tables: Tables, object_kinds: Mapping[str, 
     if module is None:
         raise EcsConfigError("the native ECS transform (threatq_ecs_native) is not installed")
     engine = module.Engine(
-        tables_json(tables, object_kinds),
+        tables_json(tables, object_kinds, hives),
         keep_duplicates=options.preserve_duplicate_custom_fields,
         preserve_original=options.preserve_original_event,
         threatq_url=options.threatq_url,

@@ -64,7 +64,7 @@ _RELATED_OBJECTS = (
 _COUNTS = tuple(f"related_{name}_count" for name in _RELATED_OBJECTS)
 _DUPLICATES = ("description", "score", "updated_at")
 _ADVERSARY_DATES = ("created_at", "updated_at", "touched_at")
-_HIVES = {
+HIVES = {
     "HKEY_LOCAL_MACHINE": "HKLM",
     "HKLM": "HKLM",
     "HKEY_CURRENT_USER": "HKCU",
@@ -392,7 +392,7 @@ def _place_value(
         return
     elif kind == "registry":
         hive, sep, rest = value.partition("\\")
-        abbreviation = _HIVES.get(hive.upper())
+        abbreviation = HIVES.get(hive.upper())
         if abbreviation is not None and sep:
             _put(indicator, ("registry", "hive"), abbreviation)
             if rest:
@@ -649,7 +649,7 @@ def transform_stream(
     counts = TransformCounts()
     decode, encode = _codec()
     write = out.write
-    native = line_mapper(options, tables, OBJECT_KINDS) if resolve_engine(engine) == "native" else None
+    native = line_mapper(options, tables, OBJECT_KINDS, HIVES) if resolve_engine(engine) == "native" else None
     counts.engine = "python" if native is None else "native"
     for line_no, line in enumerate(lines, start=1):
         if native is not None:

@@ -28,7 +28,7 @@ from threatq_provider.ecs import native
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import load_tables
-from threatq_provider.ecs.transform import OBJECT_KINDS, TransformCounts, transform_stream
+from threatq_provider.ecs.transform import HIVES, OBJECT_KINDS, TransformCounts, transform_stream
 from threatq_provider.simulators.corpus import Corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -322,12 +322,12 @@ def test_malformed_tables_are_refused_by_the_engine() -> None:
     module = native._module()
     with pytest.raises(ValueError, match="malformed tables"):
         module.Engine("{}", keep_duplicates=True, preserve_original=False, threatq_url=None, expiration_seconds=60)
-    good = json.loads(native.tables_json(load_tables(), OBJECT_KINDS))
+    good = json.loads(native.tables_json(load_tables(), OBJECT_KINDS, HIVES))
     good["types"]["FQDN"]["kind"] = "telepathy"
     with pytest.raises(ValueError, match="malformed tables \\(kind\\)"):
         module.Engine(json.dumps(good), keep_duplicates=True, preserve_original=False, threatq_url=None,
                       expiration_seconds=60)
-    good = json.loads(native.tables_json(load_tables(), OBJECT_KINDS))
+    good = json.loads(native.tables_json(load_tables(), OBJECT_KINDS, HIVES))
     del good["kinds"]["source"]
     with pytest.raises(ValueError, match="malformed tables \\(kinds.source\\)"):
         module.Engine(json.dumps(good), keep_duplicates=True, preserve_original=False, threatq_url=None,
@@ -337,15 +337,15 @@ def test_malformed_tables_are_refused_by_the_engine() -> None:
 def test_key_kinds_reach_the_engine_from_the_python_tables() -> None:
     """The key lists (dates, longs, string ids, nested) are defined once, in transform.py: a key
     moved to another kind there changes what the native engine does."""
-    kinds = json.loads(native.tables_json(load_tables(), OBJECT_KINDS))["kinds"]
+    kinds = json.loads(native.tables_json(load_tables(), OBJECT_KINDS, HIVES))["kinds"]
     assert set(kinds) == {"indicator", "source", "attribute", "adversary", "comment", "id_object"}
     assert kinds["indicator"]["updated_at"] == "nested" and kinds["source"]["source_score"] == "long"
     assert kinds["indicator"]["related_vulnerability_count"] == "long"
     line = json.dumps(_indicator("FQDN", "evil.example", {"custom_date": "2025-01-01 00:00:00"}))
-    doc = json.loads(native.line_mapper(EcsOptions(), load_tables(), OBJECT_KINDS)(line))
+    doc = json.loads(native.line_mapper(EcsOptions(), load_tables(), OBJECT_KINDS, HIVES)(line))
     assert doc["threatq"]["custom_date"] == "2025-01-01 00:00:00"  # not a date key: copied as is
     patched = {**OBJECT_KINDS, "indicator": _with_date(OBJECT_KINDS["indicator"], "custom_date")}
-    doc = json.loads(native.line_mapper(EcsOptions(), load_tables(), patched)(line))
+    doc = json.loads(native.line_mapper(EcsOptions(), load_tables(), patched, HIVES)(line))
     assert doc["threatq"]["custom_date"] == "2025-01-01T00:00:00.000Z"
 
 
