@@ -15,8 +15,10 @@
 //! msgspec). Here strings borrow from the input line, objects are small ordered vectors, and the
 //! document is written straight into one buffer.
 //!
-//! The mapping tables are not repeated here: Python hands over the loaded tables
-//! (`include/mappings/threatq_to_ecs.json`, after its own validation) as JSON.
+//! No mapping data is repeated here: Python hands over, as JSON, the loaded type tables
+//! (`include/mappings/threatq_to_ecs.json`, after its own validation), the key → kind table of
+//! each ThreatQ object, the registry hive abbreviations and the expiry reason texts
+//! (`threatq_provider.ecs.native.tables_json`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
