@@ -552,6 +552,7 @@ fn digits(b: &[u8]) -> Option<u32> {
     Some(n)
 }
 
+#[allow(clippy::manual_is_multiple_of)] // `%` builds on toolchains older than 1.87 too
 fn is_leap(y: u32) -> bool {
     y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
 }
