@@ -9,7 +9,10 @@ The event UUID is deterministic, so each share is an upsert keyed by it:
    chunks; tags this mapping owns (``tlp:``, ``threatq:``, …) and attributes it created (uuid5)
    that ThreatQ no longer yields are removed (soft delete); attributes and tags people added in
    MISP are kept; nothing is sent when nothing changed;
-3. publish when the option is on and the event was changed or is not yet published (every MISP
+3. the description's event report (one, uuid5): added when MISP lacks it, edited when its name,
+   content or distribution differ, hard-deleted when ThreatQ no longer yields it (a soft-deleted
+   report keeps its UUID taken, so the description could never come back);
+4. publish when the option is on and the event was changed or is not yet published (every MISP
    edit unpublishes, so the publish comes last).
 
 MISP refuses some attributes (value format, type/category pair, a similar attribute already in the
@@ -26,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymisp import MISPAttribute, MISPEvent
+from pymisp import MISPAttribute, MISPEvent, MISPEventReport
 
 from threatq_provider.misp.errors import MispAttributeRejected, MispConfigError, MispNotFound, MispRejected, call
 from threatq_provider.misp.mapping import MappingResult
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024  # below PHP's usual post_max_size / memory limits
 REJECTED_IN_SUMMARY = 20
+REPORT_LABEL = "event report"
 
 
 @dataclass
@@ -52,6 +56,10 @@ class ShareResult:
     :param rejected: ``(attribute, reason)`` for each attribute MISP refused.
     :param published: whether the event is published after the share.
     :param tags_removed: managed tags removed because ThreatQ no longer yields them.
+    :param removed: attributes this provider created that ThreatQ no longer yields (soft-deleted).
+    :param reports_added: event reports created (the ThreatQ description).
+    :param reports_updated: event reports edited because the description changed.
+    :param reports_removed: event reports of ours deleted because ThreatQ no longer yields them.
     """
 
     event_uuid: str
@@ -66,16 +74,20 @@ class ShareResult:
     tags_removed: int = 0
     removed: int = 0
     metadata_changed: bool = False
+    reports_added: int = 0
+    reports_updated: int = 0
+    reports_removed: int = 0
 
     @property
     def changed(self) -> bool:
         """True when this share wrote anything to MISP."""
         return bool(self.created or self.added or self.updated or self.removed or self.tags_removed
-                    or self.metadata_changed)
+                    or self.metadata_changed or self.reports_added or self.reports_updated or self.reports_removed)
 
     def errors(self) -> list[MispAttributeRejected]:
-        """One ``MispAttributeRejected`` per refused attribute (message names it and MISP's reason)."""
-        return [MispAttributeRejected(f"MISP rejected attribute {label} of event {self.event_uuid}: {reason}")
+        """One ``MispAttributeRejected`` per refused attribute or report (names it and MISP's reason)."""
+        return [MispAttributeRejected(f"MISP rejected {'' if label.startswith(REPORT_LABEL) else 'attribute '}"
+                                      f"{label} of event {self.event_uuid}: {reason}")
                 for label, reason in self.rejected]
 
     def summary(self) -> dict[str, Any]:
@@ -93,6 +105,9 @@ class ShareResult:
             "published": self.published,
             "removed": self.removed,
             "tags_removed": self.tags_removed,
+            "reports_added": self.reports_added,
+            "reports_updated": self.reports_updated,
+            "reports_removed": self.reports_removed,
         }
 
 
@@ -103,6 +118,12 @@ def attribute_label(attribute: MISPAttribute | dict[str, Any]) -> str:
     if len(value) > 120:
         value = value[:120] + "…"
     return f"{get('type', '?')} {value!r} (uuid {get('uuid', '?')})"
+
+
+def report_label(report: MISPEventReport | dict[str, Any]) -> str:
+    """``event report 'ThreatQ description' (uuid …)``: how messages name a report."""
+    get = report.get if isinstance(report, dict) else lambda k, d=None: getattr(report, k, d)
+    return f"{REPORT_LABEL} {get('name', '?')!r} (uuid {get('uuid', '?')})"
 
 
 def _is_derived(value: str) -> bool:
@@ -228,6 +249,7 @@ class MispExporter:
             self._update(header, event, existing, mapping.managed_tag_prefixes, result)
         else:
             self._add_attributes(event.uuid, list(event.attributes), result)
+        self._sync_reports(event, existing, result)
         self._publish_if_needed(result, published_before)
         for error in result.errors():
             log.warning("%s", error)
@@ -318,6 +340,37 @@ class MispExporter:
             for index, errs in per.items():
                 result.rejected.append((attribute_label(chunk[index]), _reason(errs)))
             result.updated += len(chunk) - len(per)
+
+    def _sync_reports(self, event: MISPEvent, stored: dict[str, Any] | None, result: ShareResult) -> None:
+        """Add, edit or remove our event reports; MISP's copy comes with the event (``EventReport``)."""
+        have = {str(r.get("uuid")): r for r in (stored or {}).get("EventReport") or []
+                if str(r.get("deleted", False)).lower() not in ("true", "1")}
+        wanted = {str(r.uuid): r for r in event.event_reports}
+        for report_id, report in wanted.items():
+            old = have.get(report_id)
+            if old is not None and self._same_report(report, old):
+                continue
+            label = report_label(report)
+            try:
+                if old is None:
+                    self._call(f"add {label} to event {event.uuid}", "add_event_report", event.uuid, report)
+                    result.reports_added += 1
+                else:
+                    self._call(f"update {label} of event {event.uuid}", "update_event_report", report, report_id)
+                    result.reports_updated += 1
+            except MispRejected as exc:  # the attributes are shared; the report is named with MISP's reason
+                result.rejected.append((label, _reason(exc.errors) if exc.errors else str(exc)))
+        for report_id, old in have.items():
+            if report_id not in wanted and _is_derived(report_id):
+                # Hard: a soft-deleted report keeps its UUID, and ours is fixed (uuid5).
+                self._call(f"remove {report_label(old)} from event {event.uuid}", "delete_event_report", report_id,
+                           hard=True)
+                result.reports_removed += 1
+
+    @staticmethod
+    def _same_report(report: MISPEventReport, old: dict[str, Any]) -> bool:
+        return (str(report.name) == str(old.get("name")) and str(report.content) == str(old.get("content"))
+                and str(report.distribution) == str(old.get("distribution")))
 
     @staticmethod
     def _header_differs(header: MISPEvent, stored: dict[str, Any], stored_tags: set[str]) -> bool:

@@ -9,7 +9,8 @@ ThreatQ event twice produces byte-identical payloads and MISP updates instead of
 Composition (one small function per section):
 ``event_to_misp`` → ``_event_header`` (info, date, levels, distribution) → ``_event_tags`` (TLP,
 event type, ThreatQ tags) → ``_adversaries`` (galaxy tags or threat-actor attributes) →
-``_indicator_attribute`` per indicator → ``_event_attributes`` → ``_attachment_attribute``.
+``_indicator_attribute`` per indicator → ``_event_attributes`` → ``_attachment_attribute`` →
+``_description_report`` (the description as one event report, ``misp_event.event_reports``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pymisp.abstract import describe_types as _BUNDLED_DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
 from threatq_provider._include import include_path
+from threatq_provider.misp.description import escape_text, html_to_markdown, truncate
 from threatq_provider.misp.options import ANALYSIS_LEVELS, THREAT_LEVELS, ShareOptions, _canon
 
 # Project namespace for every uuid5 we derive; never change it (it would re-key every event).
@@ -80,6 +82,7 @@ class _Tables:
     threat_level_attribute: str
     analysis_level_attribute: str
     managed_tag_prefixes: tuple[str, ...]
+    description_report: Mapping[str, Any]
 
 
 @lru_cache(maxsize=1)
@@ -106,6 +109,7 @@ def tables() -> _Tables:
         threat_level_attribute=raw["threat_level_attribute"].lower(),
         analysis_level_attribute=raw["analysis_level_attribute"].lower(),
         managed_tag_prefixes=tuple(raw["managed_tag_prefixes"]),
+        description_report=raw["description_report"],
     )
 
 
@@ -343,10 +347,27 @@ def _attachment_attribute(b: _Builder, attachment: Mapping[str, Any], raw: bytes
     b.add(f"attachment:{name}:{digest}", row["type"], name, to_ids=options.attachments_to_ids, data=raw)
 
 
+def report_uuid(misp_event_uuid: str) -> str:
+    """Deterministic UUID of the description's event report (MISP report UUIDs are instance-wide too)."""
+    return attribute_uuid(misp_event_uuid, tables().description_report["uuid_key"])
+
+
+def _description_report(misp: MISPEvent, markdown: str, t: _Tables, kind: str, tq_id: Any) -> None:
+    """The description as one event report; none when it holds no visible text."""
+    if not markdown:
+        return
+    spec = t.description_report
+    limit = int(spec["max_chars"])
+    note = spec["truncated_note"].format(max_chars=limit, length=len(markdown), kind=kind,
+                                         id=escape_text(str(tq_id)))
+    misp.add_event_report(spec["name"], truncate(markdown, limit, note), uuid=report_uuid(misp.uuid),
+                          distribution=int(spec["distribution"]))
+
+
 def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *, misp_uuid: str,
            options: ShareOptions, attachments: Iterable[tuple[Mapping[str, Any], bytes]],
            describe_types: Mapping[str, Any] | None, extra_tags: Iterable[str] = (),
-           kind: str = "event") -> MappingResult:
+           kind: str = "event", description: str = "") -> MappingResult:
     t = tables()
     misp = MISPEvent()
     misp.uuid = misp_uuid
@@ -361,6 +382,8 @@ def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *,
     if options.send_attachments:
         for attachment, raw in attachments:
             _attachment_attribute(b, attachment, raw, options, t)
+    if options.send_description:
+        _description_report(misp, description, t, kind, event.get("id"))
     return MappingResult(misp_event=misp, skipped_unmapped=dict(b.skipped), duplicates=b.duplicates,
                          managed_tag_prefixes=t.managed_tag_prefixes, threatq_id=event.get("id"))
 
@@ -379,8 +402,9 @@ def event_to_misp(event: Mapping[str, Any], indicators: Iterable[Mapping[str, An
         copy when None.
     :return: the event and what was left out.
     """
+    description = html_to_markdown(event.get("description")) if options.send_description else ""
     return _build(event, indicators, misp_uuid=event_uuid(threatq_host, event.get("id")), options=options,
-                  attachments=attachments, describe_types=describe_types)
+                  attachments=attachments, describe_types=describe_types, description=description)
 
 
 def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Mapping[str, Any]],
@@ -391,7 +415,8 @@ def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Map
 
     The investigation is the event: its name is the info, the TLP is the most restrictive over
     all its events' sources, every event's type becomes tags and every event's adversaries and
-    attributes are merged. The UUID derives from the investigation id (``kind="investigation"``).
+    attributes are merged. The event report holds the investigation's description, then each
+    event's under a heading with the event title. The UUID derives from the investigation id (``kind="investigation"``).
 
     :param investigation: ``{id, name, description?, ...}``.
     :param events: the investigation's events (full, as for ``event_to_misp``).
@@ -420,6 +445,18 @@ def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Map
         if name:
             type_tags.append(t.event_type_machine_tag.format(name=name))
             type_tags.extend(t.event_type_tags.get(name.lower(), ()))
+    description = _investigation_description(investigation, events) if options.send_description else ""
     return _build(merged, indicators, misp_uuid=event_uuid(threatq_host, investigation.get("id"), "investigation"),
                   options=options, attachments=attachments, describe_types=describe_types, extra_tags=type_tags,
-                  kind="investigation")
+                  kind="investigation", description=description)
+
+
+def _investigation_description(investigation: Mapping[str, Any], events: list[Mapping[str, Any]]) -> str:
+    """The investigation's description, then each event's under ``## <event title>``."""
+    parts = [html_to_markdown(investigation.get("description"))]
+    for e in events:
+        text = html_to_markdown(e.get("description"))
+        if text:
+            title = " ".join(str(e.get("title") or f"ThreatQ event {e.get('id')}").split())
+            parts.append(f"## {escape_text(title)}\n\n{text}")
+    return "\n\n".join(p for p in parts if p)

@@ -82,6 +82,7 @@ class ShareOptions:
     :param include_unmapped_attribution: send unmatched adversaries as ``threat-actor`` attributes
         and indicators of types MISP lacks as ``text`` attributes instead of skipping them.
     :param send_attachments: upload the event's ThreatQ attachments.
+    :param send_description: send the ThreatQ description (HTML made Markdown) as a MISP event report.
     :param chunk_size: attributes per MISP request when adding many attributes.
     """
 
@@ -96,11 +97,12 @@ class ShareOptions:
     include_unmapped_attribution: bool = False
     send_attachments: bool = True
     chunk_size: int = 1000
+    send_description: bool = True
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # frozen dataclass: normalise once, here
         for name in ("publish", "to_ids", "attachments_to_ids", "include_unmapped_attribution",
-                     "send_attachments"):
+                     "send_attachments", "send_description"):
             setattr_(self, name, _boolean(name, getattr(self, name)))
         setattr_(self, "distribution", _choice("distribution", self.distribution, DISTRIBUTIONS))
         setattr_(self, "default_analysis", _choice("default_analysis", self.default_analysis, ANALYSIS_LEVELS))

@@ -174,7 +174,7 @@ class _MispShareBase(BaseOperator):
                  default_analysis: Any = "completed", default_threat_level: Any = "medium", to_ids: Any = True,
                  attachments_to_ids: Any = False, default_ip_type: Any = "ip-dst",
                  include_unmapped_attribution: Any = False, send_attachments: Any = True, chunk_size: Any = 1000,
-                 **kwargs: Any) -> None:
+                 send_description: Any = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
         self.misp_conn_id = misp_conn_id
@@ -189,6 +189,7 @@ class _MispShareBase(BaseOperator):
         self.include_unmapped_attribution = include_unmapped_attribution
         self.send_attachments = send_attachments
         self.chunk_size = chunk_size
+        self.send_description = send_description
         self.attachments_too_large: list[Any] = []
 
     def share_options(self) -> ShareOptions:
@@ -254,6 +255,9 @@ class _MispShareBase(BaseOperator):
             "rejected_reasons": [reason for r in results for reason in r.summary()["rejected_reasons"]][:20],
             "skipped_unmapped": dict(skipped),
             "published": sum(r.published for r in results),
+            "reports_added": sum(r.reports_added for r in results),
+            "reports_updated": sum(r.reports_updated for r in results),
+            "reports_removed": sum(r.reports_removed for r in results),
             "event_uuids": [r.event_uuid for r in results][:100],
         }
 
@@ -281,8 +285,10 @@ class MispShareEventOperator(_MispShareBase):
     :param include_unmapped_attribution: send unmatched adversaries / unmapped types as attributes. (templated)
     :param send_attachments: upload the events' attachments. (templated)
     :param chunk_size: attributes per MISP request. (templated)
+    :param send_description: send the ThreatQ description as a MISP event report. (templated)
     :return: totals: events, created, added, updated, unchanged, rejected (+ reasons), skipped_unmapped,
-        published, event_uuids, attachments_too_large (+ their ids, over MAX_ATTACHMENT_BYTES).
+        published, reports_added/updated/removed, event_uuids, attachments_too_large (+ their ids, over
+        MAX_ATTACHMENT_BYTES).
     """
 
     template_fields: Sequence[str] = ("event_ids", *_MispShareBase.template_fields)

@@ -20,6 +20,9 @@ the exporter relies on:
 * tags attach/remove (global attach unpublishes), galaxies (clusters from the misp-galaxy data
   that pymispgalaxies ships; a ``misp-galaxy:`` tag of a known cluster shows under ``Galaxy``),
   sharing groups, event blocklist;
+* event reports (``eventReports/add|edit|view|index|delete``, as EventReportsController answers
+  REST calls): UUID unique instance-wide (deleted reports included), distribution 0–5, add/edit/
+  delete unpublish the event, the full event view lists the live ones under ``EventReport``;
 * faults as data: ``FaultRule`` (match method, path regex, skip/times) → status, headers, body,
   delay, non-JSON 200 or a dropped connection.
 
@@ -207,6 +210,8 @@ class _State:
         self.attr_index: dict[str, tuple[int, dict[str, Any]]] = {}  # uuid → (event id, attribute)
         self.tags: dict[str, dict[str, Any]] = {}
         self.blocklist: set[str] = set()
+        self.reports: dict[int, dict[str, Any]] = {}  # id → event report (deleted ones stay, as in MISP)
+        self.next_report = 1
         self.next_event = 1
         self.next_attr = 1
         self.sharing_groups = [
@@ -348,7 +353,8 @@ class MispDouble(BackgroundServer):
             out["Object"] = []
             out["ShadowAttribute"] = []
             out["RelatedEvent"] = []
-            out["EventReport"] = []
+            out["EventReport"] = [self._render_report(r) for r in self._state.reports.values()
+                                  if r["event_id"] == ev["id"] and not r["deleted"]]
         return out
 
     # ------------------------------------------------------------------ attribute rules
@@ -724,16 +730,21 @@ class MispDouble(BackgroundServer):
                     raise _exception_body(404, "Invalid event.", url)
                 return 200, {"Event": self._render_event(ev, metadata=False)}, {}
             if method != "POST":
-                return self._get_routes(route, arg, url)
+                return self._get_routes(route, arg, url, named)
             return self._post_routes(route, arg, named, body if body is not None else {}, url)
 
-    def _get_routes(self, route: str, arg: str | None, url: str) -> tuple[int, Any, dict[str, str]]:
+    def _get_routes(self, route: str, arg: str | None, url: str,
+                    named: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
         if route == "sharingGroups/index" or route == "sharing_groups/index":
             return 200, {"response": [{"SharingGroup": dict(g), "Organisation": dict(_ORG),
                                        "SharingGroupOrg": [{"id": "1", "sharing_group_id": g["id"], "org_id": "1",
                                                             "extend": True, "Organisation": dict(_ORG)}],
                                        "SharingGroupServer": [], "editable": True, "deletable": True}
                                       for g in self._state.sharing_groups]}, {}
+        if route == "eventReports/view" and arg:
+            return 200, {"EventReport": self._render_report(self._find_report(arg, url))}, {}
+        if route == "eventReports/index":
+            return 200, self.index_reports(named), {}
         if route == "galaxies/index" or route == "galaxies":
             galaxies, _ = _galaxy_catalogue()
             return 200, [{"Galaxy": dict(g)} for g in galaxies], {}
@@ -758,6 +769,8 @@ class MispDouble(BackgroundServer):
                 return 200, _save_success("Event unpublished.", url, ev["id"]), {}
             if route == "events/delete":
                 del st.events[int(ev["id"])]
+                for rid in [rid for rid, r in st.reports.items() if r["event_id"] == ev["id"]]:
+                    del st.reports[rid]
                 for a in ev["_attributes"]:
                     st.attr_index.pop(a["uuid"], None)
                 st.blocklist.add(ev["uuid"])
@@ -783,10 +796,115 @@ class MispDouble(BackgroundServer):
             return 200, self._search_clusters(arg, body), {}
         if route == "galaxies/attachCluster" and arg:
             return 200, self._attach_cluster(arg, body, url), {}
+        if route == "eventReports/add":
+            return 200, self.add_report(arg, body, url), {}
+        if route == "eventReports/edit" and arg:
+            return 200, self.edit_report(arg, body, url), {}
+        if route == "eventReports/delete" and arg:
+            return 200, self.delete_report(arg, body, url), {}
         if route == "eventBlocklists/delete" and arg:
             st.blocklist.discard(arg.lower())
             return 200, _save_success("Blocklist entry removed", url), {}
         raise _exception_body(404, "Not Found", url)
+
+    # ------------------------------------------------------------------ event reports
+    @staticmethod
+    def _render_report(report: dict[str, Any]) -> dict[str, Any]:
+        return dict(report)
+
+    def _find_report(self, ref: str, url: str) -> dict[str, Any]:
+        st = self._state
+        found = st.reports.get(int(ref)) if ref.isdigit() else next(
+            (r for r in st.reports.values() if r["uuid"] == ref.lower()), None)
+        if found is None:
+            raise _exception_body(404, "Invalid Event Report", url)
+        return found
+
+    def _report_fields(self, raw: dict[str, Any], current: dict[str, Any] | None, action: str,
+                       url: str) -> dict[str, Any]:
+        """EventReport validation (name, uuid, distribution, sharing group); a failure is a 403 saveFail."""
+        def pick(key: str, default: Any) -> Any:
+            return raw[key] if raw.get(key) is not None else (current[key] if current else default)
+
+        problems: list[str] = []
+        name = str(pick("name", "") or "").strip()
+        if not name:
+            problems.append("A report needs a name.")
+        distribution = str(pick("distribution", "5"))
+        if distribution not in {"0", "1", "2", "3", "4", "5"}:
+            problems.append("Options: Your organisation only, This community only, Connected communities, "
+                            "All communities, Sharing group, Inherit event")
+        sg = str(pick("sharing_group_id", "0") or "0") if distribution == "4" else "0"
+        if distribution == "4" and sg not in {g["id"] for g in self._state.sharing_groups}:
+            problems.append("Invalid Sharing Group or not authorised.")
+        fields = {"name": name, "content": str(pick("content", "") or ""), "distribution": distribution,
+                  "sharing_group_id": sg}
+        if current is None:
+            report_uuid = str(raw.get("uuid") or uuidlib.uuid4()).lower()
+            try:
+                uuidlib.UUID(report_uuid)
+            except ValueError:
+                problems.append("Please provide a valid RFC 4122 UUID")
+            if any(r["uuid"] == report_uuid for r in self._state.reports.values()):
+                problems.append("The UUID provided is not unique")
+            fields["uuid"] = report_uuid
+        if problems:  # EventReportsController implodes the messages into one string
+            raise _save_fail(f"Could not {action} EventReport", f"/eventReports/{action}", ", ".join(problems))
+        return fields
+
+    def add_report(self, event_ref: str | None, body: Any, url: str) -> dict[str, Any]:
+        st = self._state
+        if not event_ref:
+            raise _exception_body(405, "No event ID set.", url)
+        ev = st.find_event(event_ref)
+        if ev is None:
+            raise _exception_body(404, "Invalid event", url)
+        raw = body.get("EventReport", body) if isinstance(body, dict) else {}
+        fields = self._report_fields(raw, None, "add", url)
+        report = {"id": str(st.next_report), "uuid": fields.pop("uuid"), "event_id": ev["id"], **fields,
+                  "timestamp": str(int(time.time())), "deleted": False}
+        st.next_report += 1
+        st.reports[int(report["id"])] = report
+        ev["published"] = False  # EventReport::addReport → Event::unpublishEvent
+        return {"EventReport": self._render_report(report)}
+
+    def edit_report(self, ref: str, body: Any, url: str) -> dict[str, Any]:
+        report = self._find_report(ref, url)
+        raw = body.get("EventReport", body) if isinstance(body, dict) else {}
+        report.update(self._report_fields(raw, report, "edit", url))
+        report["timestamp"] = str(max(int(time.time()), int(report["timestamp"])))
+        self._state.events[int(report["event_id"])]["published"] = False
+        return {"EventReport": self._render_report(report)}
+
+    def delete_report(self, ref: str, body: Any, url: str) -> dict[str, Any]:
+        st = self._state
+        report = self._find_report(ref, url)
+        hard = isinstance(body, dict) and _bool(body.get("hard", False))
+        st.events[int(report["event_id"])]["published"] = False
+        if hard:
+            del st.reports[int(report["id"])]
+            return _save_success(f"Event Report {ref} hard deleted", url, report["id"])
+        report["deleted"] = True
+        return {"EventReport": self._render_report(report)}
+
+    def index_reports(self, named: dict[str, str]) -> list[dict[str, Any]]:
+        st = self._state
+        context = named.get("context", "default")
+        event_id = named.get("event_id")
+        if event_id and not event_id.isdigit():
+            ev = st.find_event(event_id)
+            event_id = ev["id"] if ev else "-1"
+        out = []
+        for r in st.reports.values():
+            if event_id and r["event_id"] != event_id:
+                continue
+            if (context == "default" and r["deleted"]) or (context == "deleted" and not r["deleted"]):
+                continue
+            ev = st.events.get(int(r["event_id"]))
+            out.append({"EventReport": self._render_report(r),
+                        "Event": {"id": r["event_id"], "info": ev["info"] if ev else "", "org_id": "1",
+                                  "orgc_id": "1", "date": ev["date"] if ev else ""}})
+        return out
 
     def _search_clusters(self, galaxy_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         galaxies, _ = _galaxy_catalogue()

@@ -53,8 +53,25 @@ class FakeMisp:
         self.calls.append(("untag", tag))
         return {"saved": True}
 
+    report_answer: dict[str, Any] | None = None
 
-def mapping(n: int = 3, data: bytes | None = None) -> MappingResult:
+    def add_event_report(self, event_uuid, report):
+        self.calls.append(("add_event_report", report.uuid))
+        return self.report_answer or {"EventReport": {"id": "1", **report.to_dict()}}
+
+    def update_event_report(self, report, report_id):
+        self.calls.append(("update_event_report", report_id))
+        return {"EventReport": {"id": "1", **report.to_dict()}}
+
+    def delete_event_report(self, report_id, hard=False):
+        self.calls.append(("delete_event_report", report_id, hard))
+        return {"saved": True, "success": True}
+
+
+REPORT_UUID = "5c8e4a3e-1f2b-5d6c-9e7f-0a1b2c3d4e5f"  # a uuid5, as the mapping derives
+
+
+def mapping(n: int = 3, data: bytes | None = None, report: str | None = None) -> MappingResult:
     event = MISPEvent()
     event.uuid = "6e574903-a9c4-5785-b552-4c393dd0d129"
     event.info, event.distribution, event.threat_level_id, event.analysis = "x", 0, 2, 2
@@ -64,6 +81,8 @@ def mapping(n: int = 3, data: bytes | None = None) -> MappingResult:
         event.add_attribute("ip-dst", f"10.0.0.{i}", uuid=f"00000000-0000-4000-8000-{i:012d}")
     if data is not None:
         event.add_attribute("attachment", "big.bin", data=BytesIO(data), uuid="00000000-0000-4000-8000-999999999999")
+    if report is not None:
+        event.add_event_report("ThreatQ description", report, uuid=REPORT_UUID, distribution=5)
     return MappingResult(misp_event=event, managed_tag_prefixes=("tlp:",))
 
 
@@ -133,3 +152,61 @@ def test_attachment_bytes_bound_the_chunks():
 def test_attribute_label_names_type_value_and_uuid():
     label = attribute_label({"type": "ip-dst", "value": "1.2.3.4/33", "uuid": "u-1"})
     assert label == "ip-dst '1.2.3.4/33' (uuid u-1)"
+
+
+def stored_report(content: str = "text", **changes: Any) -> dict[str, Any]:
+    return {"id": "1", "uuid": REPORT_UUID, "event_id": "7", "name": "ThreatQ description", "content": content,
+            "distribution": "5", "sharing_group_id": "0", "timestamp": "1700000000", "deleted": False, **changes}
+
+
+def test_a_new_event_gets_its_report_after_the_attributes_and_before_the_publish():
+    fake = FakeMisp()
+    result = MispExporter(fake, options=ShareOptions()).share(mapping(2, report="text"))
+    assert [c[0] for c in fake.calls] == ["add_event", "add_attribute", "add_event_report", "publish"]
+    assert ("add_event_report", REPORT_UUID) in fake.calls
+    assert (result.reports_added, result.summary()["reports_added"]) == (1, 1)
+
+
+def test_an_unchanged_report_is_not_sent():
+    m = mapping(1, report="text")
+    fake = FakeMisp(stored=stored_copy(m, EventReport=[stored_report("text")]))
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c[0] for c in fake.calls] == ["get_event"]
+    assert result.changed is False
+
+
+def test_a_changed_description_edits_the_same_report_then_publishes():
+    m = mapping(1, report="new text")
+    fake = FakeMisp(stored=stored_copy(m, EventReport=[stored_report("old text")]))
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c[0] for c in fake.calls] == ["get_event", "update_event_report", "publish"]
+    assert ("update_event_report", REPORT_UUID) in fake.calls
+    assert (result.reports_added, result.reports_updated, result.published) == (0, 1, True)
+
+
+def test_a_deleted_copy_does_not_count_as_present():
+    m = mapping(1, report="text")
+    fake = FakeMisp(stored=stored_copy(m, EventReport=[stored_report("text", deleted=True)]))
+    MispExporter(fake, options=ShareOptions()).share(m)
+    assert ("add_event_report", REPORT_UUID) in fake.calls
+
+
+def test_our_report_is_hard_deleted_when_threatq_no_longer_yields_it_and_peoples_reports_stay():
+    m = mapping(1)
+    people = stored_report("analyst notes", id="2", uuid="0d3c4b5a-6978-4a1b-8c2d-3e4f5a6b7c8d", name="Notes")
+    fake = FakeMisp(stored=stored_copy(m, EventReport=[stored_report(), people]))
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c for c in fake.calls if c[0] == "delete_event_report"] == [("delete_event_report", REPORT_UUID, True)]
+    assert result.reports_removed == 1 and result.published
+
+
+def test_a_refused_report_is_named_while_the_rest_is_shared():
+    fake = FakeMisp()
+    fake.report_answer = {"errors": (403, {"saved": False, "name": "Could not add EventReport",
+                                           "message": "Could not add EventReport", "url": "/eventReports/add",
+                                           "errors": "The UUID provided is not unique"})}
+    result = MispExporter(fake, options=ShareOptions()).share(mapping(2, report="text"))
+    assert result.added == 2 and result.reports_added == 0
+    assert result.rejected == [(f"event report 'ThreatQ description' (uuid {REPORT_UUID})",
+                                "The UUID provided is not unique")]
+    assert str(result.errors()[0]).startswith("MISP rejected event report 'ThreatQ description'")

@@ -16,6 +16,7 @@ from threatq_provider.misp.mapping import (
     event_uuid,
     galaxy_tag,
     investigation_to_misp,
+    report_uuid,
 )
 from threatq_provider.misp.options import ShareOptions
 
@@ -133,6 +134,45 @@ def test_investigation_merges_its_events_into_one_misp_event(case):
     assert result.misp_event.info == "ThreatQ investigation: Op Winter"
     assert result.misp_event.uuid == event_uuid(HOST, 3, "investigation")
     assert {"tlp:red", 'threatq:event-type="Spearphish"', 'threatq:event-type="Command and Control"'} <= set(tags)
+
+
+def test_the_description_becomes_one_event_report_with_a_derived_uuid(case):
+    case["event"]["description"] = "<p>Seen by <b>APT28</b>.</p><script>alert(1)</script>"
+    reports = build(case).misp_event.event_reports
+    assert len(reports) == 1
+    report = reports[0]
+    assert (report.name, report.content, report.distribution) == ("ThreatQ description", "Seen by **APT28**.", 5)
+    assert report.uuid == report_uuid(event_uuid(HOST, 2019)) == build(copy.deepcopy(case)).misp_event.event_reports[0].uuid
+    assert report_uuid(event_uuid(HOST, 2019)) != report_uuid(event_uuid(HOST, 2020))
+
+
+@pytest.mark.parametrize("description", [None, "", "   ", "<p> </p>", "<script>x</script>"])
+def test_no_visible_description_means_no_report(case, description):
+    case["event"]["description"] = description
+    assert build(case).misp_event.event_reports == []
+
+
+def test_the_description_option_off_sends_no_report(case):
+    assert build(case, send_description=False).misp_event.event_reports == []
+    assert build(case, send_description="false").misp_event.event_reports == []
+
+
+def test_a_long_description_is_cut_with_a_note_naming_the_threatq_event(case):
+    case["event"]["description"] = "<p>" + "word " * 30000 + "</p>"
+    content = build(case).misp_event.event_reports[0].content
+    assert len(content) < 100_000 + 200
+    assert content.endswith("*(Cut at 100000 of 149999 characters: the whole description is on ThreatQ event 2019.)*")
+
+
+def test_investigation_report_holds_its_description_then_each_event_under_its_title(case):
+    other = {"id": 7, "title": "C2 *beacon*", "description": "<p>Beacon every <b>60 s</b></p>"}
+    result = investigation_to_misp({"id": 3, "name": "Op Winter", "description": "<p>Why we look</p>"},
+                                   [case["event"], other, {"id": 8, "title": "quiet"}], [], threatq_host=HOST,
+                                   options=ShareOptions())
+    (report,) = result.misp_event.event_reports
+    assert report.content == ("Why we look\n\n## Spearphish campaign against finance\n\ntest\n\n"
+                              "## C2 \\*beacon\\*\n\nBeacon every **60 s**")
+    assert report.uuid == report_uuid(event_uuid(HOST, 3, "investigation"))
 
 
 def test_the_mapping_imports_no_airflow():
