@@ -8,7 +8,10 @@ The event UUID is deterministic, so each share is an upsert keyed by it:
    changed ones go through ``update_event`` in chunks, new ones through ``add_attribute`` in
    chunks; tags this mapping owns (``tlp:``, ``threatq:``, …) and attributes it created (uuid5)
    that ThreatQ no longer yields are removed (soft delete); attributes and tags people added in
-   MISP are kept; nothing is sent when nothing changed;
+   MISP are kept; on attributes already there, managed attribute tags (an indicator's own
+   ``tlp:*``) are attached or removed one by one (``tags/attachTagToObject`` /
+   ``removeTagFromObject``), since an attribute edit in MISP only ever adds tags; nothing is sent
+   when nothing changed;
 3. the description's event report (one, uuid5): added when MISP lacks it, edited when its name,
    content or distribution differ, hard-deleted when ThreatQ no longer yields it (a soft-deleted
    report keeps its UUID taken, so the description could never come back);
@@ -60,6 +63,8 @@ class ShareResult:
     :param reports_added: event reports created (the ThreatQ description).
     :param reports_updated: event reports edited because the description changed.
     :param reports_removed: event reports of ours deleted because ThreatQ no longer yields them.
+    :param attribute_tags_added: managed tags (``tlp:*``) attached to attributes already in MISP.
+    :param attribute_tags_removed: managed tags removed from attributes because ThreatQ no longer yields them.
     """
 
     event_uuid: str
@@ -77,12 +82,15 @@ class ShareResult:
     reports_added: int = 0
     reports_updated: int = 0
     reports_removed: int = 0
+    attribute_tags_added: int = 0
+    attribute_tags_removed: int = 0
 
     @property
     def changed(self) -> bool:
         """True when this share wrote anything to MISP."""
         return bool(self.created or self.added or self.updated or self.removed or self.tags_removed
-                    or self.metadata_changed or self.reports_added or self.reports_updated or self.reports_removed)
+                    or self.metadata_changed or self.reports_added or self.reports_updated or self.reports_removed
+                    or self.attribute_tags_added or self.attribute_tags_removed)
 
     def errors(self) -> list[MispAttributeRejected]:
         """One ``MispAttributeRejected`` per refused attribute or report (names it and MISP's reason)."""
@@ -108,6 +116,8 @@ class ShareResult:
             "reports_added": self.reports_added,
             "reports_updated": self.reports_updated,
             "reports_removed": self.reports_removed,
+            "attribute_tags_added": self.attribute_tags_added,
+            "attribute_tags_removed": self.attribute_tags_removed,
         }
 
 
@@ -246,7 +256,8 @@ class MispExporter:
         published_before = False
         if existing is not None:
             published_before = bool(existing.get("published"))
-            self._update(header, event, existing, mapping.managed_tag_prefixes, result)
+            self._update(header, event, existing, mapping.managed_tag_prefixes, result,
+                         mapping.managed_attribute_tag_prefixes)
         else:
             self._add_attributes(event.uuid, list(event.attributes), result)
         self._sync_reports(event, existing, result)
@@ -299,7 +310,7 @@ class MispExporter:
             result.added += len(chunk) - len(per)
 
     def _update(self, header: MISPEvent, event: MISPEvent, stored: dict[str, Any], managed: Sequence[str],
-                result: ShareResult) -> None:
+                result: ShareResult, managed_attribute_tags: Sequence[str] = ()) -> None:
         result.misp_event_id = str(stored.get("id")) if stored.get("id") is not None else None
         by_uuid = {str(a.get("uuid")): a for a in stored.get("Attribute") or [] if not a.get("deleted")}
         new: list[MISPAttribute] = []
@@ -329,6 +340,25 @@ class MispExporter:
                            old_uuid)
                 result.removed += 1
         self._add_attributes(header.uuid, new, result)
+        if managed_attribute_tags:
+            self._sync_attribute_tags(event, by_uuid, tuple(managed_attribute_tags), result)
+
+    def _sync_attribute_tags(self, event: MISPEvent, stored: dict[str, dict[str, Any]], prefixes: tuple[str, ...],
+                             result: ShareResult) -> None:
+        """Attach/remove managed tags on attributes MISP already had; people's own tags stay."""
+        for attribute in event.attributes:
+            old = stored.get(str(attribute.uuid))
+            if old is None:
+                continue  # added just now, with its tags in the payload
+            wanted = {t.name for t in attribute.tags if t.name.startswith(prefixes)}
+            have = {str(t.get("name")) for t in old.get("Tag") or [] if str(t.get("name")).startswith(prefixes)}
+            for name in sorted(wanted - have):
+                self._call(f"tag attribute {attribute_label(attribute)} with {name!r}", "tag", attribute.uuid, name)
+                result.attribute_tags_added += 1
+            for name in sorted(have - wanted):
+                self._call(f"remove tag {name!r} from attribute {attribute_label(attribute)}", "untag",
+                           attribute.uuid, name)
+                result.attribute_tags_removed += 1
 
     def _edit(self, header: MISPEvent, changed: list[MISPAttribute], result: ShareResult) -> None:
         for chunk in self._chunks(changed) if changed else iter([[]]):

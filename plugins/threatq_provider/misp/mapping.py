@@ -9,7 +9,8 @@ ThreatQ event twice produces byte-identical payloads and MISP updates instead of
 Composition (one small function per section):
 ``event_to_misp`` → ``_event_header`` (info, date, levels, distribution) → ``_event_tags`` (TLP,
 event type, ThreatQ tags) → ``_adversaries`` (galaxy tags or threat-actor attributes) →
-``_indicator_attribute`` per indicator → ``_event_attributes`` → ``_attachment_attribute`` →
+``_indicator_attribute`` per indicator (with a ``tlp:*`` tag when its sources are more
+restrictive than the event) → ``_event_attributes`` → ``_attachment_attribute`` →
 ``_description_report`` (the description as one event report, ``misp_event.event_reports``).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -26,7 +28,7 @@ from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
-from pymisp import MISPEvent
+from pymisp import MISPAttribute, MISPEvent
 from pymisp.abstract import describe_types as _BUNDLED_DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
@@ -51,6 +53,8 @@ class MappingResult:
         in the event (MISP refuses those: "A similar attribute already exists").
     :param managed_tag_prefixes: tag prefixes this mapping owns; the exporter may remove such tags
         from MISP when ThreatQ no longer yields them.
+    :param managed_attribute_tag_prefixes: the same for attribute tags (``tlp:``): on attributes
+        this mapping made, such tags are kept in step with ThreatQ.
     :param threatq_id: the ThreatQ event (or investigation) id, for messages.
     """
 
@@ -58,7 +62,24 @@ class MappingResult:
     skipped_unmapped: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     managed_tag_prefixes: tuple[str, ...] = ()
+    managed_attribute_tag_prefixes: tuple[str, ...] = ()
     threatq_id: Any = None
+
+
+@dataclass(frozen=True)
+class TlpLevel:
+    """One TLP level as the mapping table lists it.
+
+    :param name: canonical name, e.g. ``AMBER+STRICT``.
+    :param tag: MISP tlp taxonomy tag, e.g. ``tlp:amber+strict``.
+    :param rank: restrictiveness; higher is more restrictive (WHITE and CLEAR share one rank).
+    :param order: position in the table; on equal rank the lower order wins.
+    """
+
+    name: str
+    tag: str
+    rank: int
+    order: int
 
 
 @dataclass(frozen=True)
@@ -77,8 +98,9 @@ class _Tables:
     event_type_machine_tag: str
     id_machine_tag: str
     tlp_by_id: Mapping[str, str]
-    tlp_tags: Mapping[str, str]
-    tlp_order: tuple[str, ...]
+    tlp_aliases: Mapping[str, str]
+    tlp_levels: Mapping[str, TlpLevel]
+    managed_attribute_tag_prefixes: tuple[str, ...]
     threat_level_attribute: str
     analysis_level_attribute: str
     managed_tag_prefixes: tuple[str, ...]
@@ -104,8 +126,10 @@ def tables() -> _Tables:
         event_type_machine_tag=raw["event_type_machine_tag"],
         id_machine_tag=raw["id_machine_tag"],
         tlp_by_id=raw["tlp"]["by_id"],
-        tlp_tags=raw["tlp"]["tags"],
-        tlp_order=tuple(raw["tlp"]["most_restrictive_first"]),
+        tlp_aliases=raw["tlp"]["aliases"],
+        tlp_levels={row["name"]: TlpLevel(row["name"], row["tag"], int(row["rank"]), k)
+                    for k, row in enumerate(raw["tlp"]["levels"])},
+        managed_attribute_tag_prefixes=tuple(raw["managed_attribute_tag_prefixes"]),
         threat_level_attribute=raw["threat_level_attribute"].lower(),
         analysis_level_attribute=raw["analysis_level_attribute"].lower(),
         managed_tag_prefixes=tuple(raw["managed_tag_prefixes"]),
@@ -202,21 +226,42 @@ def _level(event: Mapping[str, Any], attribute_name: str, levels: Mapping[str, i
     return default
 
 
-def _tlp_tag(event: Mapping[str, Any], t: _Tables) -> str | None:
-    """Most restrictive TLP over the event and its sources → ``tlp:*`` tag."""
-    found: set[str] = set()
-    for holder in [event, *_items(event, "sources")]:
-        if not isinstance(holder, Mapping):
-            continue
-        name = _name(holder, "tlp")
-        if name is None and holder.get("tlp_id") is not None:
-            name = t.tlp_by_id.get(str(holder["tlp_id"]))
-        if name:
-            found.add(name.upper().removeprefix("TLP:").strip())
-    for level in t.tlp_order:
-        if level in found:
-            return t.tlp_tags[level]
-    return None
+def tlp_level(holder: Mapping[str, Any]) -> TlpLevel | None:
+    """The TLP one ThreatQ object carries (``tlp_id``, ``tlp: {name}``, ``tlp_name``), or None.
+
+    Spellings such as ``TLP:AMBER``, ``amber``, ``TLP: Amber Strict`` are accepted; unknown
+    names count as no TLP.
+    """
+    t = tables()
+    if not isinstance(holder, Mapping):
+        return None
+    name = _name(holder, "tlp")
+    if name is None and holder.get("tlp_id") is not None:
+        name = t.tlp_by_id.get(str(holder["tlp_id"]))
+    if not name:
+        return None
+    canon = re.sub(r"\s+", " ", name.upper()).strip()
+    canon = re.sub(r"^TLP\s*[:-]?\s*", "", canon)
+    canon = t.tlp_aliases.get(canon, canon)
+    return t.tlp_levels.get(canon)
+
+
+def most_restrictive_tlp(holders: Iterable[Any]) -> TlpLevel | None:
+    """The most restrictive TLP over several ThreatQ objects (an event and its sources, an indicator's sources).
+
+    :param holders: objects that may carry a TLP.
+    :return: the level, or None when none carries one.
+    """
+    found = [level for level in map(tlp_level, holders) if level is not None]
+    return max(found, key=lambda level: (level.rank, -level.order)) if found else None
+
+
+def _attribute_tlp(indicator: Mapping[str, Any], event_tlp: TlpLevel | None) -> TlpLevel | None:
+    """The TLP of an indicator whose own sources are more restrictive than the event, else None."""
+    level = most_restrictive_tlp([indicator, *_items(indicator, "sources")])
+    if level is None or (event_tlp is not None and level.rank <= event_tlp.rank):
+        return None
+    return level
 
 
 def _event_header(misp: MISPEvent, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> None:
@@ -231,12 +276,11 @@ def _event_header(misp: MISPEvent, event: Mapping[str, Any], options: ShareOptio
     misp.published = False  # the exporter publishes explicitly once the content is complete
 
 
-def _event_tags(event: Mapping[str, Any], t: _Tables, kind: str) -> list[str]:
+def _event_tags(event: Mapping[str, Any], t: _Tables, kind: str, tlp: TlpLevel | None) -> list[str]:
     # The ThreatQ id as a machine tag finds the event in MISP even without our uuid (restSearch tags=).
     tags: list[str] = [t.id_machine_tag.format(kind=kind, id=event.get("id"))]
-    tlp = _tlp_tag(event, t)
     if tlp:
-        tags.append(tlp)
+        tags.append(tlp.tag)
     event_type = _name(event, "type")
     if event_type:
         tags.append(t.event_type_machine_tag.format(name=event_type))
@@ -249,17 +293,21 @@ def _event_tags(event: Mapping[str, Any], t: _Tables, kind: str) -> list[str]:
 
 
 class _Builder:
-    """Adds attributes to one MISPEvent, dropping (type, category, value) repeats."""
+    """Adds attributes to one MISPEvent, dropping (type, category, value) repeats.
+
+    A repeat keeps the first attribute but the most restrictive TLP tag of the two.
+    """
 
     def __init__(self, misp: MISPEvent, describe_types: Mapping[str, Any]) -> None:
         self.misp = misp
         self.defaults: Mapping[str, Mapping[str, Any]] = describe_types["sane_defaults"]
-        self.seen: set[tuple[str, str, str]] = set()
+        self.seen: dict[tuple[str, str, str], tuple[MISPAttribute, TlpLevel | None]] = {}
         self.duplicates = 0
         self.skipped: Counter[str] = Counter()
 
     def add(self, key: str, misp_type: str, value: str, *, category: str | None = None,
-            to_ids: bool | None = None, comment: str = "", data: bytes | None = None) -> bool:
+            to_ids: bool | None = None, comment: str = "", data: bytes | None = None,
+            tlp: TlpLevel | None = None) -> bool:
         default = self.defaults.get(misp_type, {"default_category": "Other", "to_ids": 0})
         category = category or default["default_category"]
         if data is None:
@@ -269,8 +317,12 @@ class _Builder:
         seen_key = (misp_type, category, value)
         if seen_key in self.seen:
             self.duplicates += 1
+            first, first_tlp = self.seen[seen_key]
+            if tlp is not None and (first_tlp is None or tlp.rank > first_tlp.rank):
+                first.tags = [tag for tag in first.tags if first_tlp is None or tag.name != first_tlp.tag]
+                first.add_tag(tlp.tag)
+                self.seen[seen_key] = (first, tlp)
             return False
-        self.seen.add(seen_key)
         kwargs: dict[str, Any] = {
             "uuid": attribute_uuid(self.misp.uuid, key),
             "category": category,
@@ -280,7 +332,10 @@ class _Builder:
             kwargs["comment"] = comment
         if data is not None:
             kwargs["data"] = BytesIO(data)  # bytes would be taken as base64 by PyMISP
-        self.misp.add_attribute(misp_type, value, **kwargs)
+        attribute = self.misp.add_attribute(misp_type, value, **kwargs)
+        if tlp is not None:
+            attribute.add_tag(tlp.tag)
+        self.seen[seen_key] = (attribute, tlp)
         return True
 
 
@@ -289,17 +344,19 @@ def _indicator_type(indicator: Mapping[str, Any], t: _Tables) -> str:
     return t.aliases.get(name.lower(), name)
 
 
-def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: ShareOptions, t: _Tables) -> None:
+def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: ShareOptions, t: _Tables,
+                         event_tlp: TlpLevel | None = None) -> None:
     tq_type = _indicator_type(indicator, t)
     value = str(indicator.get("value", "")).strip()
     if not value:
         return
     key = f"indicator:{tq_type}:{value}"
     row = t.types.get(tq_type.lower())
+    tlp = _attribute_tlp(indicator, event_tlp)
     if row is None:
         if options.include_unmapped_attribution:
             b.add(key, t.unmapped_type["type"], value, category=t.unmapped_type.get("category"),
-                  to_ids=False, comment=f"ThreatQ {tq_type}")
+                  to_ids=False, comment=f"ThreatQ {tq_type}", tlp=tlp)
         else:
             b.skipped[tq_type] += 1
         return
@@ -307,7 +364,7 @@ def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: Sha
     status = (_name(indicator, "status") or "").lower()
     ids_default = bool(b.defaults.get(misp_type, {}).get("to_ids", 0))
     to_ids = options.to_ids and ids_default and status not in t.statuses_without_ids
-    b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids)
+    b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids, tlp=tlp)
 
 
 def _adversaries(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> list[str]:
@@ -373,11 +430,12 @@ def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *,
     misp.uuid = misp_uuid
     _event_header(misp, event, options, t)
     b = _Builder(misp, describe_types or _BUNDLED_DESCRIBE_TYPES)
-    tags = [*_event_tags(event, t, kind), *extra_tags, *_adversaries(b, event, options, t)]
+    event_tlp = most_restrictive_tlp([event, *_items(event, "sources")])
+    tags = [*_event_tags(event, t, kind, event_tlp), *extra_tags, *_adversaries(b, event, options, t)]
     for tag in dict.fromkeys(tags):  # ordered, unique
         misp.add_tag(tag)
     for indicator in indicators:
-        _indicator_attribute(b, indicator, options, t)
+        _indicator_attribute(b, indicator, options, t, event_tlp)
     _event_attributes(b, event, t)
     if options.send_attachments:
         for attachment, raw in attachments:
@@ -385,7 +443,8 @@ def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *,
     if options.send_description:
         _description_report(misp, description, t, kind, event.get("id"))
     return MappingResult(misp_event=misp, skipped_unmapped=dict(b.skipped), duplicates=b.duplicates,
-                         managed_tag_prefixes=t.managed_tag_prefixes, threatq_id=event.get("id"))
+                         managed_tag_prefixes=t.managed_tag_prefixes,
+                         managed_attribute_tag_prefixes=t.managed_attribute_tag_prefixes, threatq_id=event.get("id"))
 
 
 def event_to_misp(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *, threatq_host: str,

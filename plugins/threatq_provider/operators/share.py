@@ -32,7 +32,7 @@ EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "ta
 #: Largest attachment shared (MISP's recommended PHP upload_max_filesize). A bigger file is
 #: abandoned while downloading, logged and counted in the XCom, never held whole in memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
-INDICATOR_WITH = ("type", "status")
+INDICATOR_WITH = ("type", "status", "sources")  # sources: the indicator's own TLP
 
 
 def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
@@ -258,6 +258,8 @@ class _MispShareBase(BaseOperator):
             "reports_added": sum(r.reports_added for r in results),
             "reports_updated": sum(r.reports_updated for r in results),
             "reports_removed": sum(r.reports_removed for r in results),
+            "attribute_tags_added": sum(r.attribute_tags_added for r in results),
+            "attribute_tags_removed": sum(r.attribute_tags_removed for r in results),
             "event_uuids": [r.event_uuid for r in results][:100],
         }
 
@@ -287,8 +289,8 @@ class MispShareEventOperator(_MispShareBase):
     :param chunk_size: attributes per MISP request. (templated)
     :param send_description: send the ThreatQ description as a MISP event report. (templated)
     :return: totals: events, created, added, updated, unchanged, rejected (+ reasons), skipped_unmapped,
-        published, reports_added/updated/removed, event_uuids, attachments_too_large (+ their ids, over
-        MAX_ATTACHMENT_BYTES).
+        published, reports_added/updated/removed, attribute_tags_added/removed, event_uuids,
+        attachments_too_large (+ their ids, over MAX_ATTACHMENT_BYTES).
     """
 
     template_fields: Sequence[str] = ("event_ids", *_MispShareBase.template_fields)

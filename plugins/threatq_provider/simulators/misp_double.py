@@ -17,8 +17,10 @@ the exporter relies on:
   validator, per-event (type, category, value) uniqueness, instance-wide UUID uniqueness;
   ``malware-sample`` with ``encrypt`` gets the value ``filename|md5`` (the content is kept as
   sent, not zipped);
-* tags attach/remove (global attach unpublishes), galaxies (clusters from the misp-galaxy data
-  that pymispgalaxies ships; a ``misp-galaxy:`` tag of a known cluster shows under ``Galaxy``),
+* tags attach/remove on events and attributes (global attach unpublishes; an attribute edit
+  attaches the ``Tag`` entries it carries and never removes others), galaxies (clusters from the
+  misp-galaxy data that pymispgalaxies ships; a ``misp-galaxy:`` tag of a known cluster shows
+  under ``Galaxy``),
   sharing groups, event blocklist;
 * event reports (``eventReports/add|edit|view|index|delete``, as EventReportsController answers
   REST calls): UUID unique instance-wide (deleted reports included), distribution 0–5, add/edit/
@@ -452,6 +454,18 @@ class MispDouble(BackgroundServer):
         existing.update(fields)
         existing["deleted"] = _bool(raw.get("deleted", False))
         existing["timestamp"] = str(now)
+        # AttributeTag::handleAttributeTag: a Tag in the edit attaches it, one marked deleted detaches it;
+        # tags missing from the payload stay.
+        for tag in raw.get("Tag") or []:
+            name = tag.get("name") if isinstance(tag, dict) else tag
+            if not name:
+                continue
+            if isinstance(tag, dict) and _bool(tag.get("deleted", False)):
+                if name in existing["_tags"]:
+                    existing["_tags"].remove(name)
+            elif name not in existing["_tags"]:
+                self._state.tag(name)
+                existing["_tags"].append(name)
         return {}
 
     @staticmethod

@@ -210,3 +210,48 @@ def test_a_refused_report_is_named_while_the_rest_is_shared():
     assert result.rejected == [(f"event report 'ThreatQ description' (uuid {REPORT_UUID})",
                                 "The UUID provided is not unique")]
     assert str(result.errors()[0]).startswith("MISP rejected event report 'ThreatQ description'")
+
+
+def tagged_mapping(tags: dict[int, str]) -> MappingResult:
+    """Three ip-dst attributes, ``tags`` = {index: managed tag}, managed attribute tags ``tlp:``."""
+    m = mapping(3)
+    for index, name in tags.items():
+        m.misp_event.attributes[index].add_tag(name)
+    return MappingResult(misp_event=m.misp_event, managed_tag_prefixes=("tlp:",),
+                         managed_attribute_tag_prefixes=("tlp:",))
+
+
+def with_stored_tags(stored: dict[str, Any], tags: dict[int, list[str]]) -> dict[str, Any]:
+    for index, names in tags.items():
+        stored["Attribute"][index]["Tag"] = [{"name": n} for n in names]
+    return stored
+
+
+def test_a_new_attribute_tlp_is_attached_to_the_attribute_already_in_misp_then_published():
+    m = tagged_mapping({1: "tlp:red"})
+    fake = FakeMisp(stored=with_stored_tags(stored_copy(m), {1: []}))
+    fake.tag = lambda uuid, name: fake.calls.append(("tag", uuid, name)) or {"saved": True}
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c for c in fake.calls if c[0] in ("tag", "untag")] == [("tag", m.misp_event.attributes[1].uuid, "tlp:red")]
+    assert (result.attribute_tags_added, result.unchanged, result.published) == (1, 3, True)
+    assert result.summary()["attribute_tags_added"] == 1
+
+
+def test_a_stale_attribute_tlp_is_removed_and_peoples_attribute_tags_stay():
+    m = tagged_mapping({})
+    fake = FakeMisp(stored=with_stored_tags(stored_copy(m), {0: ["tlp:red", "analyst:checked"]}))
+    fake.untag = lambda uuid, name: fake.calls.append(("untag", uuid, name)) or {"saved": True}
+    result = MispExporter(fake, options=ShareOptions()).share(m)
+    assert [c for c in fake.calls if c[0] == "untag"] == [("untag", m.misp_event.attributes[0].uuid, "tlp:red")]
+    assert result.attribute_tags_removed == 1 and result.changed
+
+
+def test_matching_attribute_tags_send_nothing_and_new_attributes_carry_theirs_in_the_add():
+    m = tagged_mapping({0: "tlp:red", 2: "tlp:amber"})
+    fake = FakeMisp(stored=with_stored_tags(stored_copy(m), {0: ["tlp:red"], 2: ["tlp:amber"]}))
+    assert MispExporter(fake, options=ShareOptions()).share(m).changed is False
+    assert [c[0] for c in fake.calls] == ["get_event"]
+
+    created = FakeMisp()
+    MispExporter(created, options=ShareOptions()).share(tagged_mapping({0: "tlp:red"}))
+    assert not [c for c in created.calls if c[0] in ("tag", "untag")]

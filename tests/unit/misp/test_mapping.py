@@ -16,7 +16,10 @@ from threatq_provider.misp.mapping import (
     event_uuid,
     galaxy_tag,
     investigation_to_misp,
+    most_restrictive_tlp,
     report_uuid,
+    tables,
+    tlp_level,
 )
 from threatq_provider.misp.options import ShareOptions
 
@@ -134,6 +137,56 @@ def test_investigation_merges_its_events_into_one_misp_event(case):
     assert result.misp_event.info == "ThreatQ investigation: Op Winter"
     assert result.misp_event.uuid == event_uuid(HOST, 3, "investigation")
     assert {"tlp:red", 'threatq:event-type="Spearphish"', 'threatq:event-type="Command and Control"'} <= set(tags)
+
+
+@pytest.mark.parametrize(("holder", "name"), [
+    ({"tlp_name": "TLP:AMBER"}, "AMBER"), ({"tlp_name": "AMBER"}, "AMBER"), ({"tlp": {"name": "amber"}}, "AMBER"),
+    ({"tlp_id": 2}, "AMBER"), ({"tlp_id": "1"}, "RED"), ({"tlp": "TLP: Amber Strict"}, "AMBER+STRICT"),
+    ({"tlp_name": "TLP:AMBER+STRICT"}, "AMBER+STRICT"), ({"tlp_name": "tlp:clear"}, "CLEAR"),
+    ({"tlp_name": "testtlp"}, None), ({"tlp_id": None, "tlp_name": None}, None), ({}, None), ("RED", None),
+])
+def test_tlp_spellings_threatq_uses(holder, name):
+    level = tlp_level(holder)
+    assert (level.name if level else None) == name
+
+
+def test_tlp_order_is_data_and_white_equals_clear():
+    levels = list(tables().tlp_levels.values())
+    assert [lv.tag for lv in levels] == ["tlp:red", "tlp:amber+strict", "tlp:amber", "tlp:green", "tlp:white",
+                                         "tlp:clear"]
+    assert [lv.rank for lv in levels] == sorted((lv.rank for lv in levels), reverse=True)
+    assert most_restrictive_tlp([{"tlp_name": "CLEAR"}, {"tlp_name": "WHITE"}]).name == "WHITE"
+    assert most_restrictive_tlp([{"tlp_id": 3}, {"tlp_name": "AMBER+STRICT"}, {"tlp_id": 2}]).name == "AMBER+STRICT"
+    assert most_restrictive_tlp([{"tlp_name": "nonsense"}, {}]) is None
+
+
+@pytest.mark.parametrize(("event_tlps", "indicator_tlps", "tags"), [
+    (["AMBER"], ["TLP:RED"], ["tlp:red"]),
+    (["AMBER"], ["AMBER"], []),
+    (["AMBER"], ["GREEN"], []),
+    ([], ["GREEN"], ["tlp:green"]),
+    ([], [], []),
+    (["WHITE"], ["TLP:CLEAR"], []),
+    (["GREEN"], ["AMBER", "AMBER+STRICT", "WHITE"], ["tlp:amber+strict"]),
+    (["CLEAR"], ["testtlp"], []),
+    (["RED", "GREEN"], ["AMBER"], []),
+])
+def test_an_attribute_gets_its_sources_tlp_only_when_more_restrictive_than_the_event(event_tlps, indicator_tlps,
+                                                                                      tags):
+    event = {"id": 1, "title": "t", "sources": [{"name": f"s{k}", "tlp_name": n} for k, n in enumerate(event_tlps)]}
+    indicator = {"id": 9, "value": "203.0.113.7", "type": {"name": "IP Address"},
+                 "sources": [{"name": f"i{k}", "tlp_name": n} for k, n in enumerate(indicator_tlps)]}
+    (attribute,) = event_to_misp(event, [indicator], threatq_host=HOST, options=ShareOptions()).misp_event.attributes
+    assert [t.name for t in attribute.tags] == tags
+
+
+@pytest.mark.parametrize("order", [("GREEN", "RED"), ("RED", "GREEN")])
+def test_merged_repeats_keep_the_most_restrictive_tlp(order):
+    indicators = [{"id": k, "value": "203.0.113.7", "type": {"name": kind}, "sources": [{"name": "s", "tlp_name": n}]}
+                  for k, (kind, n) in enumerate(zip(("IP Address", "CIDR Block"), order, strict=True))]
+    result = event_to_misp({"id": 1, "title": "t"}, indicators, threatq_host=HOST, options=ShareOptions())
+    (attribute,) = result.misp_event.attributes
+    assert [t.name for t in attribute.tags] == ["tlp:red"] and result.duplicates == 1
 
 
 def test_the_description_becomes_one_event_report_with_a_derived_uuid(case):
