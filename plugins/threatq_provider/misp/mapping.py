@@ -8,7 +8,8 @@ ThreatQ event twice produces byte-identical payloads and MISP updates instead of
 
 Composition (one small function per section):
 ``event_to_misp`` → ``_event_header`` (info, date, levels, distribution) → ``_event_tags`` (TLP,
-event type, ThreatQ tags) → ``_adversaries`` (galaxy tags or threat-actor attributes) →
+event type, ThreatQ tags) → ``_galaxies`` (adversaries, malware, attack patterns as galaxy tags,
+or unmatched attributes) →
 ``_indicator_attribute`` per indicator (with a ``tlp:*`` tag when its sources are more
 restrictive than the event) → ``_event_attributes`` → ``_attachment_attribute`` →
 ``_description_report`` (the description as one event report, ``misp_event.event_reports``).
@@ -40,6 +41,9 @@ from threatq_provider.misp.options import ANALYSIS_LEVELS, THREAT_LEVELS, ShareO
 NAMESPACE = uuid.UUID("6f1c3b0e-9d7a-5b7e-8c41-3a2f0e7d5b90")
 
 UNMAPPED_ADVERSARY = "Adversary"
+MATCH_FIELDS: tuple[str, ...] = ("external_id", "value", "name", "synonyms")
+# ATT&CK-style cluster values end with their id: "Command and Scripting Interpreter - T1059".
+_VALUE_WITH_ID = re.compile(r"^(.*\S)\s+-\s+[A-Z]+\d+(?:\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class MappingResult:
 
     :param misp_event: the event, with uuid, metadata, tags and every attribute.
     :param skipped_unmapped: ThreatQ types left out because MISP has no counterpart, with counts
-        (``"Adversary"`` counts adversaries without a galaxy match).
+        (``"Adversary"``, ``"Malware"``, ``"Attack Pattern"`` count objects without a galaxy match).
     :param duplicates: attributes dropped because an identical (type, category, value) was already
         in the event (MISP refuses those: "A similar attribute already exists").
     :param managed_tag_prefixes: tag prefixes this mapping owns; the exporter may remove such tags
@@ -83,6 +87,31 @@ class TlpLevel:
 
 
 @dataclass(frozen=True)
+class GalaxyRule:
+    """How one kind of ThreatQ object finds its galaxy clusters (a ``galaxy_matching`` row).
+
+    :param kind: ThreatQ object kind, also the ``skipped_unmapped`` key, e.g. ``Malware``.
+    :param relations: event relations holding such objects, e.g. ``("malware",)``.
+    :param event_attributes: event attribute names whose values name such objects (tag only).
+    :param name_fields: object fields holding the name, first present wins.
+    :param id_pattern: regular expression finding an external id in a name (``T1059``), or None.
+    :param uuid_key: prefix of the unmatched attribute's uuid key.
+    :param galaxies: ``(galaxy, match fields, preferred kill-chain prefix)``, tried in order; every
+        galaxy with a match tags.
+    :param unmatched: the attribute (``type``, optional ``category``/``comment``) for an unmatched object.
+    """
+
+    kind: str
+    relations: tuple[str, ...]
+    event_attributes: frozenset[str]
+    name_fields: tuple[str, ...]
+    id_pattern: re.Pattern[str] | None
+    uuid_key: str
+    galaxies: tuple[tuple[str, tuple[str, ...], str | None], ...]
+    unmatched: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class _Tables:
     types: Mapping[str, Mapping[str, str]]
     aliases: Mapping[str, str]
@@ -91,9 +120,8 @@ class _Tables:
     malware_attachment_types: frozenset[str]
     malware_attachment: Mapping[str, str]
     other_attachment: Mapping[str, str]
-    unmatched_adversary: Mapping[str, str]
     event_attribute: Mapping[str, str]
-    galaxies: tuple[str, ...]
+    galaxy_rules: tuple[GalaxyRule, ...]
     event_type_tags: Mapping[str, tuple[str, ...]]
     event_type_machine_tag: str
     id_machine_tag: str
@@ -111,6 +139,7 @@ class _Tables:
 def tables() -> _Tables:
     """The mapping tables from ``include/mappings/threatq_to_misp.json``, loaded once."""
     raw = json.loads(include_path("mappings", "threatq_to_misp.json").read_text(encoding="utf-8"))
+    rules = tuple(_galaxy_rule(row) for row in raw["galaxy_matching"]["kinds"])
     return _Tables(
         types={k.lower(): v for k, v in raw["indicator_types"].items()},
         aliases={k.lower(): v for k, v in raw["indicator_type_aliases"].items()},
@@ -119,9 +148,8 @@ def tables() -> _Tables:
         malware_attachment_types=frozenset(s.lower() for s in raw["attachments"]["malware_types"]),
         malware_attachment=raw["attachments"]["malware"],
         other_attachment=raw["attachments"]["other"],
-        unmatched_adversary=raw["unmatched_adversary"],
         event_attribute=raw["event_attribute"],
-        galaxies=tuple(raw["galaxies"]),
+        galaxy_rules=rules,
         event_type_tags={k.lower(): tuple(v) for k, v in raw["event_type_tags"].items()},
         event_type_machine_tag=raw["event_type_machine_tag"],
         id_machine_tag=raw["id_machine_tag"],
@@ -132,38 +160,129 @@ def tables() -> _Tables:
         managed_attribute_tag_prefixes=tuple(raw["managed_attribute_tag_prefixes"]),
         threat_level_attribute=raw["threat_level_attribute"].lower(),
         analysis_level_attribute=raw["analysis_level_attribute"].lower(),
-        managed_tag_prefixes=tuple(raw["managed_tag_prefixes"]),
+        managed_tag_prefixes=tuple(dict.fromkeys([
+            *raw["managed_tag_prefixes"],
+            *(f"misp-galaxy:{galaxy}=" for rule in rules for galaxy, _, _ in rule.galaxies)])),
         description_report=raw["description_report"],
     )
 
 
-@lru_cache(maxsize=4)
-def galaxy_index(galaxy: str = "threat-actor") -> Mapping[str, str]:
-    """Exact, case-insensitive lookup of a galaxy cluster by value or synonym → cluster value.
+def _galaxy_rule(row: Mapping[str, Any]) -> GalaxyRule:
+    galaxies = []
+    for entry in row["galaxies"]:
+        unknown = set(entry["match"]) - set(MATCH_FIELDS)
+        if unknown:  # a typo in the table must fail loudly, not silently match nothing
+            raise ValueError(f"galaxy_matching {row['kind']}/{entry['galaxy']}: "
+                             f"unknown match fields {sorted(unknown)}")
+        galaxies.append((entry["galaxy"], tuple(entry["match"]), entry.get("prefer_kill_chain")))
+    return GalaxyRule(kind=row["kind"], relations=tuple(row["relations"]),
+                      event_attributes=frozenset(n.lower() for n in row["event_attributes"]),
+                      name_fields=tuple(row["name_fields"]),
+                      id_pattern=re.compile(row["id_pattern"], re.IGNORECASE) if row.get("id_pattern") else None,
+                      uuid_key=row["uuid_key"], galaxies=tuple(galaxies), unmatched=row["unmatched"])
+
+
+@lru_cache(maxsize=16)
+def galaxy_index(galaxy: str, prefer_kill_chain: str | None = None) -> Mapping[str, Mapping[str, str | None]]:
+    """Exact, case-insensitive keys of one galaxy's clusters, per match field → cluster value.
 
     Reads the cluster file pymispgalaxies ships (MISP's own misp-galaxy data, offline).
     pymispgalaxies' ``search`` is fuzzy ("Emotet" hits "Unidentified JS 003 (Emotet Downloader)"),
-    so the index is built here: values first, then synonyms, the first claim of a name wins.
+    so the index is built here. Revoked clusters answer to their external id only. A key several
+    clusters share is ambiguous and maps to None (it matches nothing), unless exactly one of them
+    has a kill chain starting with ``prefer_kill_chain`` (``attack-``: enterprise ATT&CK's
+    "Phishing - T1566" over the mobile "Phishing - T1660").
+
+    :param galaxy: cluster file name, e.g. ``threat-actor``, ``mitre-attack-pattern``.
+    :param prefer_kill_chain: kill-chain prefix that settles a shared key, or None.
+    :return: ``{field: {key: cluster value or None}}`` for every field in ``MATCH_FIELDS``.
     """
     from importlib.resources import files
 
     data = json.loads(
         files("pymispgalaxies").joinpath("data", "misp-galaxy", "clusters", f"{galaxy}.json").read_text("utf-8")
     )
-    index: dict[str, str] = {}
+    candidates: dict[str, dict[str, dict[str, bool]]] = {f: {} for f in MATCH_FIELDS}
+
+    def claim(field_name: str, key: Any, value: str, preferred: bool) -> None:
+        key = " ".join(str(key).split()).lower()
+        if key:
+            candidates[field_name].setdefault(key, {})[value] = preferred
+
     for entry in data["values"]:
-        index.setdefault(entry["value"].strip().lower(), entry["value"])
-    for entry in data["values"]:
-        for synonym in (entry.get("meta") or {}).get("synonyms", []) or []:
-            index.setdefault(str(synonym).strip().lower(), entry["value"])
+        value = entry["value"]
+        meta = entry.get("meta") or {}
+        external = meta.get("external_id")
+        for ident in external if isinstance(external, list) else [external] if external else []:
+            claim("external_id", ident, value, True)
+        if entry.get("revoked"):
+            continue
+        preferred = bool(prefer_kill_chain) and any(
+            str(k).startswith(prefer_kill_chain) for k in meta.get("kill_chain") or [])
+        claim("value", value, value, preferred)
+        named = _VALUE_WITH_ID.match(value)
+        if named:
+            claim("name", named.group(1), value, preferred)
+        for synonym in meta.get("synonyms") or []:
+            claim("synonyms", synonym, value, preferred)
+    index: dict[str, dict[str, str | None]] = {f: {} for f in MATCH_FIELDS}
+    for field_name, keys in candidates.items():
+        for key, values in keys.items():
+            if len(values) == 1:
+                index[field_name][key] = next(iter(values))
+                continue
+            preferred_values = [v for v, p in values.items() if p]
+            index[field_name][key] = preferred_values[0] if len(preferred_values) == 1 else None
     return index
 
 
+def match_cluster(name: str, galaxy: str, fields: Iterable[str] = ("value", "synonyms"),
+                  id_pattern: re.Pattern[str] | None = None, prefer_kill_chain: str | None = None) -> str | None:
+    """The cluster value an exact match of ``name`` finds in ``galaxy``, trying ``fields`` in order.
+
+    ``"T1059 - Command and Scripting Interpreter"`` gives the id ``T1059`` (``external_id``) and the
+    bare name ``Command and Scripting Interpreter`` (``name``, ``synonyms``, and ``value`` after the
+    whole text).
+
+    :param name: the ThreatQ name.
+    :param galaxy: cluster file name.
+    :param fields: match fields, in order (``MATCH_FIELDS``).
+    :param id_pattern: finds an external id in ``name``.
+    :param prefer_kill_chain: settles a key several clusters share (see ``galaxy_index``).
+    :return: the cluster value, or None.
+    """
+    text = " ".join(str(name).split())
+    ident = None
+    bare = text
+    if id_pattern is not None:
+        found = id_pattern.search(text)
+        if found:
+            ident = found.group(0)
+            bare = (text[:found.start()].rstrip(" -–:|") + " " + text[found.end():].lstrip(" -–:|")).strip()
+    index = galaxy_index(galaxy, prefer_kill_chain)
+    for field_name in fields:
+        keys = [ident] if field_name == "external_id" else [text, bare] if field_name == "value" else [bare]
+        for key in dict.fromkeys(k for k in keys if k):
+            hit = index[field_name].get(key.lower())
+            if hit is not None:
+                return hit
+    return None
+
+
+def galaxy_tags(name: str, rule: GalaxyRule) -> list[str]:
+    """``misp-galaxy:<galaxy>="<value>"`` for every galaxy of ``rule`` with an exact match."""
+    tags = []
+    for galaxy, fields, prefer in rule.galaxies:
+        value = match_cluster(name, galaxy, fields, rule.id_pattern, prefer)
+        if value is not None:
+            tags.append(f'misp-galaxy:{galaxy}="{value}"')
+    return tags
+
+
 def galaxy_tag(name: str, galaxies: Iterable[str] = ("threat-actor",)) -> str | None:
-    """``misp-galaxy:<galaxy>="<value>"`` for an exact name/synonym match, else None."""
-    key = name.strip().lower()
+    """``misp-galaxy:<galaxy>="<value>"`` for the first exact value/synonym match, else None."""
     for galaxy in galaxies:
-        value = galaxy_index(galaxy).get(key)
+        value = match_cluster(name, galaxy)
         if value is not None:
             return f'misp-galaxy:{galaxy}="{value}"'
     return None
@@ -367,19 +486,40 @@ def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: Sha
     b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids, tlp=tlp)
 
 
-def _adversaries(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> list[str]:
+def _object_name(obj: Any, fields: tuple[str, ...]) -> str:
+    if isinstance(obj, str):
+        return " ".join(obj.split())
+    if not isinstance(obj, Mapping):
+        return ""
+    for key in fields:
+        if obj.get(key):
+            return " ".join(str(obj[key]).split())
+    return ""
+
+
+def _galaxies(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> list[str]:
+    """Galaxy tags for the event's adversaries, malware and attack patterns (``galaxy_matching``).
+
+    Related objects without a match become the rule's unmatched attribute when
+    ``include_unmapped_attribution`` is on, else they are counted; event attributes naming such
+    objects only add tags (they are sent as text attributes anyway).
+    """
     tags: list[str] = []
-    for adversary in _items(event, "adversaries"):
-        name = str(adversary.get("name") or adversary.get("value") or "").strip()
-        if not name:
-            continue
-        tag = galaxy_tag(name, t.galaxies)
-        if tag:
-            tags.append(tag)
-        elif options.include_unmapped_attribution:
-            b.add(f"adversary:{name.lower()}", t.unmatched_adversary["type"], name, to_ids=False)
-        else:
-            b.skipped[UNMAPPED_ADVERSARY] += 1
+    for rule in t.galaxy_rules:
+        names = [_object_name(obj, rule.name_fields) for rel in rule.relations for obj in _items(event, rel)]
+        for name in dict.fromkeys(n for n in names if n):
+            found = galaxy_tags(name, rule)
+            if found:
+                tags.extend(found)
+            elif options.include_unmapped_attribution:
+                b.add(f"{rule.uuid_key}:{name.lower()}", rule.unmatched["type"], name,
+                      category=rule.unmatched.get("category"), comment=rule.unmatched.get("comment", ""),
+                      to_ids=False)
+            else:
+                b.skipped[rule.kind] += 1
+        for attribute in _items(event, "attributes"):
+            if str(attribute.get("name", "")).strip().lower() in rule.event_attributes:
+                tags.extend(galaxy_tags(_object_name(attribute, ("value",)), rule))
     return tags
 
 
@@ -431,7 +571,7 @@ def _build(event: Mapping[str, Any], indicators: Iterable[Mapping[str, Any]], *,
     _event_header(misp, event, options, t)
     b = _Builder(misp, describe_types or _BUNDLED_DESCRIBE_TYPES)
     event_tlp = most_restrictive_tlp([event, *_items(event, "sources")])
-    tags = [*_event_tags(event, t, kind, event_tlp), *extra_tags, *_adversaries(b, event, options, t)]
+    tags = [*_event_tags(event, t, kind, event_tlp), *extra_tags, *_galaxies(b, event, options, t)]
     for tag in dict.fromkeys(tags):  # ordered, unique
         misp.add_tag(tag)
     for indicator in indicators:
@@ -474,8 +614,9 @@ def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Map
 
     The investigation is the event: its name is the info, the TLP is the most restrictive over
     all its events' sources, every event's type becomes tags and every event's adversaries and
-    attributes are merged. The event report holds the investigation's description, then each
-    event's under a heading with the event title. The UUID derives from the investigation id (``kind="investigation"``).
+    attributes are merged (and their malware and attack patterns). The event report holds the
+    investigation's description, then each event's under a heading with the event title. The
+    UUID derives from the investigation id (``kind="investigation"``).
 
     :param investigation: ``{id, name, description?, ...}``.
     :param events: the investigation's events (full, as for ``event_to_misp``).
@@ -494,10 +635,12 @@ def investigation_to_misp(investigation: Mapping[str, Any], events: Iterable[Map
             (str(e.get("happened_at") or "") for e in events if e.get("happened_at")), default=""),
         "attributes": [a for e in events for a in _items(e, "attributes")],
         "sources": [s for e in events for s in _items(e, "sources")] + _items(investigation, "sources"),
-        "adversaries": [a for e in events for a in _items(e, "adversaries")] + _items(investigation, "adversaries"),
         "tags": [tg for e in events for tg in _items(e, "tags")] + _items(investigation, "tags"),
     }
     t = tables()
+    # adversaries, malware, attack patterns: every relation a galaxy rule reads
+    for rel in dict.fromkeys(rel for rule in t.galaxy_rules for rel in rule.relations):
+        merged[rel] = [o for e in events for o in _items(e, rel)] + _items(investigation, rel)
     type_tags: list[str] = []
     for e in events:
         name = _name(e, "type")

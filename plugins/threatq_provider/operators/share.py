@@ -33,6 +33,10 @@ EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "ta
 #: abandoned while downloading, logged and counted in the XCom, never held whole in memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 INDICATOR_WITH = ("type", "status", "sources")  # sources: the indicator's own TLP
+#: Event relations fetched one by one for galaxy matching (``GET /api/events/{id}/{relation}``):
+#: ``with=attack_pattern`` answers 500 on some ThreatQ versions, so they are not in EVENT_WITH.
+GALAXY_RELATIONS = ("malware", "attack_pattern")
+RELATED_PAGE = 1000
 
 
 def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
@@ -191,6 +195,7 @@ class _MispShareBase(BaseOperator):
         self.chunk_size = chunk_size
         self.send_description = send_description
         self.attachments_too_large: list[Any] = []
+        self.relations_unavailable: set[str] = set()
 
     def share_options(self) -> ShareOptions:
         """The rendered option fields, validated. :raise MispConfigError: naming the field and its choices."""
@@ -216,6 +221,33 @@ class _MispShareBase(BaseOperator):
         misp_hook = self.__dict__.pop("misp_hook", None)
         if misp_hook is not None:
             misp_hook.close()
+
+    def with_galaxy_relations(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event with its malware and attack patterns (``GALAXY_RELATIONS``) filled in.
+
+        A relation the ThreatQ instance does not serve (404, 400 or 5xx) is asked for once per task,
+        logged, and left empty: the event is still shared, with fewer galaxy tags.
+        """
+        from threatq_provider.threatq.errors import ThreatQBadRequest, ThreatQNotFound, ThreatQServerError
+
+        for relation in GALAXY_RELATIONS:
+            if relation in event or relation in self.relations_unavailable:
+                continue
+            path = f"/api/events/{int(event['id'])}/{relation}"
+            try:
+                body = self.threatq.request_json("GET", path, params={"limit": RELATED_PAGE})
+            except (ThreatQNotFound, ThreatQBadRequest, ThreatQServerError) as exc:
+                self.relations_unavailable.add(relation)
+                self.log.warning("ThreatQ does not serve %s (%s): no %s galaxies this run", path,
+                                 type(exc).__name__, relation)
+                continue
+            data = body.get("data") if isinstance(body, Mapping) else None
+            event[relation] = list(data) if isinstance(data, list) else []
+            total = body.get("total") if isinstance(body, Mapping) else None
+            if isinstance(total, int) and total > len(event[relation]):
+                self.log.warning("ThreatQ event %s has %d %s objects; the first %d are matched", event["id"], total,
+                                 relation, len(event[relation]))
+        return event
 
     def attachments(self, attachments: Iterable[Mapping[str, Any]],
                     options: ShareOptions) -> Iterator[tuple[Mapping[str, Any], bytes]]:
@@ -308,7 +340,7 @@ class MispShareEventOperator(_MispShareBase):
             exporter = MispExporter(self.misp_hook.get_client(), options=options)
             results = []
             for event_id in parse_ids(self.event_ids):
-                event = self.threatq.get_event(event_id, with_=EVENT_WITH)["data"]
+                event = self.with_galaxy_relations(self.threatq.get_event(event_id, with_=EVENT_WITH)["data"])
                 mapping = event_to_misp(
                     event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
                     threatq_host=self.threatq.base_url, options=options,
@@ -357,7 +389,8 @@ class MispSendInvestigationOperator(_MispShareBase):
             options = self.share_options()
             tq = self.threatq
             inv = tq.get_investigation(self.investigation, with_=("events", "indicators", "attachments"))
-            events = [tq.get_event(eid, with_=EVENT_WITH)["data"] for eid in self._ids(inv, "events")]
+            events = [self.with_galaxy_relations(tq.get_event(eid, with_=EVENT_WITH)["data"])
+                      for eid in self._ids(inv, "events")]
             indicators: dict[int, Any] = {}
             for event in events:
                 for row in tq.iter_event_indicators(int(event["id"]), with_=INDICATOR_WITH):

@@ -15,7 +15,10 @@ from threatq_provider.misp.mapping import (
     event_to_misp,
     event_uuid,
     galaxy_tag,
+    _galaxy_rule,
+    galaxy_tags,
     investigation_to_misp,
+    match_cluster,
     most_restrictive_tlp,
     report_uuid,
     tables,
@@ -187,6 +190,83 @@ def test_merged_repeats_keep_the_most_restrictive_tlp(order):
     result = event_to_misp({"id": 1, "title": "t"}, indicators, threatq_host=HOST, options=ShareOptions())
     (attribute,) = result.misp_event.attributes
     assert [t.name for t in attribute.tags] == ["tlp:red"] and result.duplicates == 1
+
+
+def rule(kind):
+    return next(r for r in tables().galaxy_rules if r.kind == kind)
+
+
+@pytest.mark.parametrize(("kind", "name", "tags"), [
+    ("Malware", "Emotet", ['misp-galaxy:mitre-malware="Emotet - S0367"', 'misp-galaxy:malpedia="Emotet"']),
+    ("Malware", "  emotet ", ['misp-galaxy:mitre-malware="Emotet - S0367"', 'misp-galaxy:malpedia="Emotet"']),
+    ("Malware", "Geodo", ['misp-galaxy:mitre-malware="Emotet - S0367"', 'misp-galaxy:malpedia="Emotet"']),
+    ("Malware", "S0367", ['misp-galaxy:mitre-malware="Emotet - S0367"']),
+    ("Malware", "Sliver", ['misp-galaxy:malpedia="Sliver"']),
+    ("Malware", "Emotet Downloader", []),  # no fuzzy matches
+    ("Attack Pattern", "T1059 - Command and Scripting Interpreter",
+     ['misp-galaxy:mitre-attack-pattern="Command and Scripting Interpreter - T1059"']),
+    ("Attack Pattern", "Command and Scripting Interpreter",  # the mobile T1623 shares the name
+     ['misp-galaxy:mitre-attack-pattern="Command and Scripting Interpreter - T1059"']),
+    ("Attack Pattern", "Command and Scripting Interpreter - T1059",
+     ['misp-galaxy:mitre-attack-pattern="Command and Scripting Interpreter - T1059"']),
+    ("Attack Pattern", "t1059.001", ['misp-galaxy:mitre-attack-pattern="PowerShell - T1059.001"']),
+    ("Attack Pattern", "PowerShell", ['misp-galaxy:mitre-attack-pattern="PowerShell - T1059.001"']),  # not the revoked T1086
+    ("Attack Pattern", "T1086", ['misp-galaxy:mitre-attack-pattern="PowerShell - T1086"']),
+    ("Attack Pattern", "Spearphishing Attachment", []),  # T1566.001 and T1598.002: ambiguous
+    ("Attack Pattern", "T9999 - Phishing", ['misp-galaxy:mitre-attack-pattern="Phishing - T1566"']),
+    ("Attack Pattern", "Scripting Things", []),
+    ("Adversary", "Fancy Bear", ['misp-galaxy:threat-actor="APT28"']),
+    ("Adversary", "PLA Navy", []),  # a synonym of three actors
+])
+def test_galaxy_matching_is_exact_by_id_value_name_or_synonym(kind, name, tags):
+    assert galaxy_tags(name, rule(kind)) == tags
+
+
+def test_an_unknown_match_field_in_the_table_fails_loudly():
+    row = {"kind": "X", "relations": [], "event_attributes": [], "name_fields": ["value"], "id_pattern": None,
+           "uuid_key": "x", "galaxies": [{"galaxy": "tool", "match": ["value", "fuzzy"]}], "unmatched": {"type": "text"}}
+    with pytest.raises(ValueError, match="fuzzy"):
+        _galaxy_rule(row)
+    assert match_cluster("Zbot", "banker", ("synonyms",)) == "Zeus"
+
+
+def galaxy_case(case):
+    case["event"]["malware"] = [{"id": 1, "value": "Emotet", "object_code": "malware"},
+                                {"id": 2, "value": "Totally Custom Loader"}]
+    case["event"]["attack_pattern"] = [{"id": 3, "value": "T1566.001 - Spearphishing Attachment"},
+                                       {"id": 4, "value": "Our own technique name"}]
+    case["event"]["attributes"].append({"id": 9, "name": "Malware Family", "value": "QakBot"})
+    return case
+
+
+def test_malware_and_attack_patterns_become_galaxy_tags_and_unmatched_ones_are_counted(case):
+    result = build(galaxy_case(case))
+    tags = [t.name for t in result.misp_event.tags]
+    assert {'misp-galaxy:mitre-malware="Emotet - S0367"', 'misp-galaxy:malpedia="Emotet"',
+            'misp-galaxy:mitre-attack-pattern="Spearphishing Attachment - T1566.001"',
+            'misp-galaxy:mitre-malware="QakBot - S0650"', 'misp-galaxy:malpedia="QakBot"'} <= set(tags)
+    assert result.skipped_unmapped["Malware"] == 1 and result.skipped_unmapped["Attack Pattern"] == 1
+    assert "QakBot" in attrs(result)  # the event attribute is still sent as text
+    assert {"misp-galaxy:mitre-malware=", "misp-galaxy:malpedia=", "misp-galaxy:mitre-attack-pattern="} <= set(
+        result.managed_tag_prefixes)
+
+
+def test_unmatched_malware_and_attack_patterns_are_attributes_when_asked(case):
+    values = attrs(build(galaxy_case(case), include_unmapped_attribution=True))
+    loader, technique = values["Totally Custom Loader"], values["Our own technique name"]
+    assert (loader.type, loader.category, loader.to_ids) == ("malware-type", "Payload delivery", False)
+    assert (technique.type, technique.category, technique.comment) == ("text", "External analysis",
+                                                                        "ThreatQ Attack Pattern")
+    assert loader.uuid == attribute_uuid(event_uuid(HOST, 2019), "malware:totally custom loader")
+
+
+def test_investigation_merges_its_events_malware_and_attack_patterns(case):
+    other = {"id": 7, "title": "C2", "malware": [{"value": "Cobalt Strike"}], "attack_pattern": [{"value": "T1071"}]}
+    result = investigation_to_misp({"id": 3, "name": "Op Winter"}, [galaxy_case(case)["event"], other], [],
+                                   threatq_host=HOST, options=ShareOptions())
+    tags = {t.name for t in result.misp_event.tags}
+    assert {'misp-galaxy:malpedia="Cobalt Strike"', 'misp-galaxy:malpedia="Emotet"',
+            'misp-galaxy:mitre-attack-pattern="Application Layer Protocol - T1071"'} <= tags
 
 
 def test_the_description_becomes_one_event_report_with_a_derived_uuid(case):
