@@ -26,6 +26,11 @@ _TRUE_WORDS = ("1", "true", "yes", "on")
 _FALSE_WORDS = ("0", "false", "no", "off", "", "none")
 
 
+def is_template(value: Any) -> bool:
+    """Whether an argument is still a Jinja template (checked at run time, not at parse time)."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
 def as_bool(value: Any, name: str = "flag") -> bool:
     """A flag from a bool or a rendered template (``"true"``/``"false"``, ``"1"``/``"0"``, ``"yes"``/``"no"``,
     ``"on"``/``"off"``; any case; empty or ``None`` is false).

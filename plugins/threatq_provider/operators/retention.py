@@ -27,7 +27,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import DURATION_FORM, parse_duration
-from threatq_provider.operators._common import UNSET, as_bool, resolve_now
+from threatq_provider.operators._common import UNSET, as_bool, is_template, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -41,10 +41,6 @@ MAX_NAMES = 20
 _TIME_KEYS = ("mtime", "LastModified", "last_modified", "updated")
 # Run folders are flat; a deeper tree is not ours to measure.
 _MAX_DEPTH = 8
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def parse_retention(value: Any) -> timedelta:
@@ -194,7 +190,7 @@ class StageRetentionOperator(BaseOperator):
         self.keep = keep
         self.dry_run = dry_run
         # A literal bad duration is a DAG import error naming the value; a template is checked in execute().
-        if not _is_template(retention):
+        if not is_template(retention):
             try:
                 parse_retention(retention)
             except ValueError as exc:

@@ -20,14 +20,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.native import ENGINES
 from threatq_provider.ecs.options import EcsOptions
-from threatq_provider.operators._common import as_bool, optional, resolve_now, sibling_ndjson_path
+from threatq_provider.operators._common import as_bool, is_template, optional, resolve_now, sibling_ndjson_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def default_rejects_path(target_path: str) -> str:
@@ -93,7 +89,7 @@ class EcsTransformOperator(BaseOperator):
         self.engine = engine
         # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
         # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
-        if not _is_template(ioc_expiration_duration) and not _is_template(threatq_url):
+        if not is_template(ioc_expiration_duration) and not is_template(threatq_url):
             EcsOptions(ioc_expiration_duration=str(ioc_expiration_duration).strip(), threatq_url=threatq_url or None)
 
     def _options(self) -> EcsOptions:
