@@ -1,9 +1,11 @@
-"""A deterministic, seeded ThreatQ corpus: indicators, events, attachments, investigations, collections.
+"""A deterministic, seeded ThreatQ corpus: indicators, events, attachments, investigations, collections,
+and Threat Library objects (malware, attack patterns) linked to events.
 
 The corpus is the simulator's ground truth. Indicators are generated lazily from ``(seed, id)``:
 only four small per-id arrays (updated_at, type, status, score) stay in memory, so a million
 indicators fit in a few tens of megabytes. Events, attachments and investigations are few and
-built up front. Objects created through the API (``create_indicator``/``create_event``) are kept
+built up front, as are the malware and attack-pattern objects (from the seed vocabulary, each
+kind from its own random stream, so they change nothing else). Objects created through the API (``create_indicator``/``create_event``) are kept
 as full dicts and are visible to every read path.
 
 Shapes follow the recorded payloads in shared/threatq-samples/ (see the simulator module for
@@ -19,6 +21,7 @@ import hashlib
 import heapq
 import json
 import random
+import re
 import threading
 import time
 from array import array
@@ -38,7 +41,7 @@ from threatq_provider.simulators.query import (
 from threatq_provider.simulators.timefmt import fmt, to_epoch
 from threatq_provider.simulators.values import generate_value
 
-__all__ = ["Corpus", "ValidationError", "load_enumerations", "load_seed_data"]
+__all__ = ["Corpus", "ValidationError", "LIBRARY_COLLECTIONS", "load_enumerations", "load_seed_data"]
 
 DAY = 86400
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -68,6 +71,17 @@ INDICATOR_SORT_FIELDS = frozenset(
      "updated_at", "touched_at", "published_at", "expires_at", "expired_at", "last_detected_at", "type", "status"}
 )
 EVENT_SORT_FIELDS = frozenset({"id", "title", "type_id", "created_at", "updated_at", "touched_at", "happened_at"})
+#: Threat Library ("custom object") collections the corpus holds: object code (the API path,
+#: ``/api/malware``) → (``object_id``, ``object_name``, ``object_name_plural``, seed-vocabulary key,
+#: name of the seed field that becomes an attribute, that attribute's name). ``object_id`` 9 and 6
+#: are the ids in the recorded tip-marketplace payloads (GetMalwareDetails, CreateObject).
+LIBRARY_COLLECTIONS: dict[str, tuple[int, str, str, str, str, str]] = {
+    "malware": (9, "Malware", "Malware", "malware", "type", "Malware Type"),
+    "attack_pattern": (6, "Attack Pattern", "Attack Patterns", "attack_patterns", "tactic", "Tactic"),
+}
+# Base columns of a custom object, in the order ThreatQ answers them (reference §4.5).
+_LIBRARY_COLUMNS = ("id", "value", "description", "type_id", "status_id", "object_id", "object_code", "object_name",
+                    "object_name_plural", "created_at", "updated_at", "touched_at")
 
 
 class ValidationError(ValueError):
@@ -155,6 +169,7 @@ class Corpus:
         self._select_cache: OrderedDict[tuple[Any, ...], tuple[array[int], int]] = OrderedDict()
         self._build_sources_and_adversaries()
         self._build_events()
+        self._build_library()
         self._build_investigations(investigations)
         self._build_collections()
 
@@ -823,7 +838,8 @@ class Corpus:
 
     def event(self, eid: int) -> dict[str, Any]:
         """The full event: relations ``attributes``, ``sources`` (with TLP), ``adversaries``,
-        ``attachments``, ``tags``, ``indicators`` (compact indicator rows) and ``indicator_ids``.
+        ``attachments``, ``tags``, ``indicators`` (compact indicator rows), ``indicator_ids``, and
+        ``malware`` / ``attack_pattern`` (base columns of the related Threat Library objects).
 
         :raises KeyError: when no such event exists.
         """
@@ -834,6 +850,8 @@ class Corpus:
         ids = self._event_indicators[int(eid)]
         out["indicator_ids"] = list(ids)
         out["indicators"] = [self.indicator_row_compact(i) for i in ids]
+        for code in LIBRARY_COLLECTIONS:
+            out[code] = [self.library_row_compact(code, oid) for oid in self._event_library[code][int(eid)]]
         return out
 
     def event_exists(self, eid: int) -> bool:
@@ -938,6 +956,8 @@ class Corpus:
             }
             self._events[eid] = event
             self._event_indicators[eid] = []
+            for code in LIBRARY_COLLECTIONS:
+                self._event_library[code][eid] = []
             self.version += 1
             return event
 
@@ -960,6 +980,120 @@ class Corpus:
     def attachments(self) -> list[dict[str, Any]]:
         """Every attachment's metadata, id ascending."""
         return [self.attachment(a) for a in sorted(self._attachments)]
+
+    # ------------------------------------------------------------------ threat library: malware, attack patterns
+    def _build_library(self) -> None:
+        """Malware and attack-pattern objects from the seed vocabulary, and their links to events.
+
+        Each kind draws from its own stream and each event's links from ``_rng(5, eid)``, so the
+        library changes no indicator, event or attachment of a corpus built before it existed.
+        A malware named in an event's title ("Emotet campaign observed") is linked to that event;
+        some other events get one or two more. Attack patterns go to events whose type is in the
+        pattern's ``event_types`` (a spearphish gets T1566.001…), now and then one at random.
+        """
+        self._library: dict[str, dict[int, dict[str, Any]]] = {}
+        for kind, (code, spec) in enumerate(LIBRARY_COLLECTIONS.items()):
+            object_id, name, plural, seed_key, attr_field, attr_name = spec
+            rng = random.Random(self.seed * 13 + 101 + kind)
+            objects: dict[int, dict[str, Any]] = {}
+            for k, item in enumerate(self._seed_data.get(seed_key, [])):
+                oid = k + 1
+                created = self.start_epoch - rng.randrange(60, 1200) * DAY - rng.randrange(DAY)
+                upd = created + rng.randrange(0, 40) * DAY
+                touched = max(upd, self.start_epoch - rng.randrange(0, 30 * DAY))
+                sources = []
+                for j, src in enumerate(rng.sample(self.sources, 1 + int(rng.random() * 1.5))):
+                    tlp = self._pick_tlp(rng)
+                    sources.append(
+                        {"id": src["id"], "name": src["name"], "type": src["source_type"],
+                         "reference_id": src["reference_id"], "tlp_id": tlp["id"] if tlp else None,
+                         "tlp_name": f"TLP:{tlp['name']}" if tlp else None, "created_at": fmt(created),
+                         "updated_at": fmt(upd), "published_at": fmt(created),
+                         "pivot": {"id": oid * 4 + j, f"{code}_id": oid, "source_id": src["id"],
+                                   "creator_source_id": src["id"]}}
+                    )
+                attributes = []
+                if item.get(attr_field):
+                    attr_id = self._attr_ids.setdefault(attr_name, len(self._attr_ids) + 1)
+                    attributes.append(
+                        {"id": oid * 8, f"{code}_id": oid, "attribute_id": attr_id, "name": attr_name,
+                         "value": str(item[attr_field]), "created_at": fmt(created), "updated_at": fmt(upd),
+                         "touched_at": fmt(touched)}
+                    )
+                description = item.get("description")
+                objects[oid] = {
+                    "id": oid, "value": item["name"], "description": f"<p>{description}</p>" if description else None,
+                    "type_id": None, "status_id": None, "object_id": object_id, "object_code": code,
+                    "object_name": name, "object_name_plural": plural, "created_at": fmt(created),
+                    "updated_at": fmt(upd), "touched_at": fmt(touched), "attributes": attributes, "sources": sources,
+                    "event_types": tuple(item.get("event_types", ())),
+                }
+            self._library[code] = objects
+        self._event_library: dict[str, dict[int, list[int]]] = {code: {} for code in LIBRARY_COLLECTIONS}
+        malware = self._library["malware"]
+        patterns = self._library["attack_pattern"]
+        by_event_type: dict[str, list[int]] = {}
+        for oid, obj in patterns.items():
+            for type_name in obj["event_types"]:
+                by_event_type.setdefault(type_name.lower(), []).append(oid)
+        named = {oid: re.compile(r"(?<![\w-])" + re.escape(m["value"]) + r"(?![\w-])", re.I) for oid, m in malware.items()}
+        for eid in sorted(self._events):
+            ev = self._events[eid]
+            rng = self._rng(5, eid)
+            linked = {oid for oid, rx in named.items() if rx.search(ev["title"])}
+            if malware and rng.random() < (0.2 if linked else 0.35):
+                linked.update(rng.sample(sorted(malware), min(len(malware), 1 + int(rng.random() * 1.5))))
+            self._event_library["malware"][eid] = sorted(linked)
+            fitting = by_event_type.get(ev["type"]["name"].lower(), [])
+            chosen: set[int] = set()
+            if fitting and rng.random() < 0.75:
+                chosen.update(rng.sample(fitting, min(len(fitting), 1 + int(rng.random() * 2.5))))
+            if patterns and rng.random() < 0.1:
+                chosen.add(rng.choice(sorted(patterns)))
+            self._event_library["attack_pattern"][eid] = sorted(chosen)
+
+    def library_objects(self, code: str) -> list[dict[str, Any]]:
+        """Every object of a Threat Library collection (``malware``, ``attack_pattern``), id ascending.
+
+        :param code: the object code, a key of :data:`LIBRARY_COLLECTIONS`.
+        :return: full objects (base columns, ``attributes``, ``sources``), fresh copies.
+        :raises KeyError: for an unknown code.
+        """
+        return [self.library_object(code, oid) for oid in sorted(self._library[code])]
+
+    def library_object(self, code: str, oid: int) -> dict[str, Any]:
+        """One Threat Library object with ``attributes`` and ``sources`` (a fresh copy); KeyError if unknown."""
+        out = copy.deepcopy(self._library[code][int(oid)])
+        out.pop("event_types")
+        return out
+
+    def library_exists(self, code: str, oid: int) -> bool:
+        return int(oid) in self._library.get(code, {})
+
+    def library_row_compact(self, code: str, oid: int) -> dict[str, Any]:
+        """The base columns of a Threat Library object (no relations)."""
+        obj = self._library[code][int(oid)]
+        return {k: obj[k] for k in _LIBRARY_COLUMNS}
+
+    def event_library_ids(self, eid: int, code: str) -> list[int]:
+        """Ids of the ``code`` objects (``malware``, ``attack_pattern``) related to an event, ascending."""
+        return list(self._event_library[code][int(eid)])
+
+    def library_event_ids(self, code: str, oid: int) -> list[int]:
+        """Ids of the events a Threat Library object is related to, ascending."""
+        with self._lock:
+            links = dict(self._event_library[code])
+        return [eid for eid in sorted(links) if int(oid) in links[eid]]
+
+    @property
+    def malware(self) -> list[dict[str, Any]]:
+        """The malware objects (see :meth:`library_objects`)."""
+        return self.library_objects("malware")
+
+    @property
+    def attack_patterns(self) -> list[dict[str, Any]]:
+        """The attack-pattern objects (see :meth:`library_objects`)."""
+        return self.library_objects("attack_pattern")
 
     # ------------------------------------------------------------------ investigations
     def _build_investigations(self, count: int) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Projection", "INDICATOR_RELATIONS", "EVENT_RELATIONS", "parse_with", "parse_fields"]
+__all__ = ["Projection", "INDICATOR_RELATIONS", "EVENT_RELATIONS", "LIBRARY_RELATIONS", "parse_with", "parse_fields"]
 
 _BASE_ORDER = (
     "class", "score", "value", "description", "expires_calculated_at", "touched_at", "id", "updated_at",
@@ -41,8 +41,12 @@ INDICATOR_RELATIONS = frozenset(
 )
 EVENT_RELATIONS = frozenset(
     {"indicators", "attributes", "adversaries", "attachments", "sources", "type", "tags", "comments", "spearphish",
-     "watchlist", "events", "signatures"}
+     "watchlist", "events", "signatures", "malware", "attack_pattern"}
 )
+#: ``with=`` names accepted on Threat Library objects (``/api/malware``, ``/api/attack_pattern``):
+#: the indicator relations (custom objects relate to everything); ``attributes``, ``sources`` and
+#: ``events`` are filled, the others answer empty lists.
+LIBRARY_RELATIONS = INDICATOR_RELATIONS
 
 
 class ShapeError(ValueError):

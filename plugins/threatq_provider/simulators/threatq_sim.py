@@ -32,11 +32,18 @@ GET         /api/events                                     limit/offset/sort/wi
 POST        /api/events/query                               same grammar as indicators, e.g.
                                                             {"filters":{"updated_at":{"+gte":..,"+lt":..}}}
 GET         /api/events/{id}                                with=indicators,attributes,adversaries,
-                                                            attachments,sources,type,tags
+                                                            attachments,sources,type,tags,malware,
+                                                            attack_pattern
 GET         /api/events/{id}/indicators                     paged indicator rows with ``pivot``
+GET         /api/events/{id}/malware                        related Threat Library objects (paged
+GET         /api/events/{id}/attack_pattern                 limit/offset, with=attributes,sources,
+                                                            events), each with a ``pivot``
 POST        /api/events                                     create; 201 ``{data:{...}}``
 GET         /api/search                                     ?query=&limit= → {data:[{id,object,value}]}
 GET         /api/adversaries                                ?name=
+GET         /api/malware[/{id}]                             custom objects ``{id, value, description,
+GET         /api/attack_pattern[/{id}]                      object_code, object_name…}``; ?value= ?id=,
+                                                            with=attributes,sources,events
 GET         /api/investigations[/{id}]                      ?name=; with=events,indicators,attachments
 GET         /api/attachments[/{id}]                         ?hash= ?name=
 GET         /api/attachments/{id}/download                  the bytes, Content-Disposition filename
@@ -88,12 +95,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 from threatq_provider.simulators._http import BackgroundServer
-from threatq_provider.simulators.corpus import Corpus, ValidationError
+from threatq_provider.simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
 from threatq_provider.simulators.faults import FaultPlan, FaultRule
 from threatq_provider.simulators.query import QueryError, compile_expr
 from threatq_provider.simulators.shaping import (
     EVENT_RELATIONS,
     INDICATOR_RELATIONS,
+    LIBRARY_RELATIONS,
     Projection,
     ShapeError,
     parse_fields,
@@ -389,8 +397,11 @@ class ThreatQSimulator(BackgroundServer):
             ("POST", r"/api/events/query", self._h_events_query),
             ("GET", r"/api/events/(?P<id>\d+)", self._h_event_get),
             ("GET", r"/api/events/(?P<id>\d+)/indicators", self._h_event_indicators),
+            *(("GET", rf"/api/events/(?P<id>\d+)/{code}", self._h_event_library(code)) for code in LIBRARY_COLLECTIONS),
             ("GET", r"/api/search", self._h_search),
             ("GET", r"/api/adversaries", self._h_adversaries),
+            *(("GET", rf"/api/{code}", self._h_library_list(code)) for code in LIBRARY_COLLECTIONS),
+            *(("GET", rf"/api/{code}/(?P<id>\d+)", self._h_library_get(code)) for code in LIBRARY_COLLECTIONS),
             ("GET", r"/api/investigations", self._h_investigations_list),
             ("GET", r"/api/investigations/(?P<id>\d+)", self._h_investigation_get),
             ("GET", r"/api/attachments", self._h_attachments_list),
@@ -731,6 +742,10 @@ class ThreatQSimulator(BackgroundServer):
             out["attachments"] = [self.corpus.attachment(a) for a in ev["attachment_ids"]]
         if "indicators" in proj.with_:
             out["indicators"] = [self.corpus.indicator_row_compact(i) for i in self.corpus.event_indicator_ids(ev["id"])]
+        for code in LIBRARY_COLLECTIONS:
+            if code in proj.with_:
+                out[code] = [self._library_row(code, oid, set(), self._library_pivot(ev, oid))
+                             for oid in self.corpus.event_library_ids(ev["id"], code)]
         for rel in ("comments", "spearphish", "watchlist", "events", "signatures"):
             if rel in proj.with_:
                 out[rel] = []
@@ -785,6 +800,18 @@ class ThreatQSimulator(BackgroundServer):
         self._count_served(len(rows))
         return self._list_envelope(rows, len(ids), limit, offset)
 
+    def _h_event_library(self, code: str) -> Callable[[Request], Response]:
+        """``GET /api/events/{id}/<code>``: the event's related malware / attack patterns, paged."""
+        def handler(req: Request) -> Response:
+            eid = self._event_id(req)
+            limit, offset = self._paging(req)
+            with_ = self._with(req, LIBRARY_RELATIONS)
+            ev = self.corpus.event_base(eid)
+            ids = self.corpus.event_library_ids(eid, code)
+            rows = [self._library_row(code, oid, with_, self._library_pivot(ev, oid)) for oid in ids[offset: offset + limit]]
+            return self._list_envelope(rows, len(ids), limit, offset)
+        return handler
+
     def _h_events_create(self, req: Request) -> Response:
         body = req.json(None)
         if body is None:
@@ -820,7 +847,69 @@ class ThreatQSimulator(BackgroundServer):
         for att in c.attachments:
             if needle in att["name"].lower() or needle in att["title"].lower():
                 hits.append({"id": att["id"], "object": "attachment", "value": f'"{att["title"]}" {att["name"]}'})
+        for code in LIBRARY_COLLECTIONS:
+            for obj in c.library_objects(code):
+                if needle in obj["value"].lower():
+                    hits.append({"id": obj["id"], "object": code, "value": obj["value"]})
         return _json_response({"data": hits[:limit]})
+
+    # ------------------------------------------------------------------ threat library (malware, attack patterns)
+    def _with(self, req: Request, allowed: frozenset[str]) -> set[str]:
+        try:
+            return parse_with(req.params.get("with"), allowed)
+        except ShapeError as exc:
+            raise form2(str(exc)) from exc
+
+    @staticmethod
+    def _library_pivot(ev: Mapping[str, Any], oid: int) -> dict[str, Any]:
+        # recorded related-object pivot (tip-marketplace GetMalwareDetails): {id, created_at, updated_at}
+        return {"id": ev["id"] * 100000 + oid, "created_at": ev["created_at"], "updated_at": ev["created_at"]}
+
+    def _library_row(self, code: str, oid: int, with_: set[str], pivot: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """A custom object as ThreatQ answers it (reference §4.5): base columns; ``attributes`` and
+        ``sources`` when asked with ``with=`` (always in legacy mode, as for events); ``events`` as
+        event rows; other relations empty (``type``/``status``/``score`` null); ``pivot`` on related lists."""
+        c = self.corpus
+        row = c.library_row_compact(code, oid)
+        legacy = self.mode == "legacy"
+        if legacy or with_ & {"attributes", "sources"}:
+            full = c.library_object(code, oid)
+            for rel in ("attributes", "sources"):
+                if rel in with_ or legacy:
+                    row[rel] = full[rel]
+        for rel in sorted(with_ - {"attributes", "sources"}):
+            if rel == "events":
+                row["events"] = [self._event_row(c.event_base(e), Projection(form="row"))
+                                 for e in c.library_event_ids(code, oid)]
+            else:
+                row[rel] = None if rel in ("type", "status", "score") else []
+        if pivot is not None:
+            row["pivot"] = dict(pivot)
+        return row
+
+    def _h_library_list(self, code: str) -> Callable[[Request], Response]:
+        """``GET /api/<code>``: ``?value=`` (``%`` wildcard) and ``?id=`` filters, paged, ``with=``."""
+        def handler(req: Request) -> Response:
+            limit, offset = self._paging(req)
+            with_ = self._with(req, LIBRARY_RELATIONS)
+            items = [self.corpus.library_row_compact(code, o["id"]) for o in self.corpus.library_objects(code)]
+            for key in ("value", "id"):
+                if req.params.get(key):
+                    pred = compile_expr({key: req.params[key]})
+                    items = [o for o in items if pred(lambda f, o=o: o.get(f))]
+            rows = [self._library_row(code, o["id"], with_) for o in items[offset: offset + limit]]
+            return self._list_envelope(rows, len(items), limit, offset)
+        return handler
+
+    def _h_library_get(self, code: str) -> Callable[[Request], Response]:
+        """``GET /api/<code>/{id}``: one object (``with=`` as on the list)."""
+        def handler(req: Request) -> Response:
+            assert req.match is not None
+            oid = int(req.match["id"])
+            if not self.corpus.library_exists(code, oid):
+                raise ApiError(404, {"errors": ["Not found."]})
+            return _json_response({"data": self._library_row(code, oid, self._with(req, LIBRARY_RELATIONS))})
+        return handler
 
     def _h_adversaries(self, req: Request) -> Response:
         limit, offset = self._paging(req)
