@@ -8,6 +8,7 @@ MISP lacks left out), its attachments' names and its event type.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,15 @@ def expected_events(corpus: Any, start: Any, end: Any, event_ids: list[int] | No
     return out
 
 
+TECHNIQUE = re.compile(r"(T\d{4}(?:\.\d{3})?) - (.+)")
+
+
+def attack_pattern_tag(threatq_name: str) -> str:
+    """ThreatQ's "T1059 - Command and Scripting Interpreter" → its ATT&CK cluster's galaxy tag."""
+    technique, name = TECHNIQUE.match(threatq_name).groups()
+    return f'misp-galaxy:mitre-attack-pattern="{name} - {technique}"'
+
+
 def misp_view(double: Any) -> dict[str, Any]:
     out = {}
     for event in double.events():
@@ -92,6 +102,15 @@ def test_the_dag_shares_the_events_of_its_data_interval(airflow_db, misp_dag, si
     assert expected, "the window should hold some events"
     assert misp_view(misp_conn) == expected
     assert all(e["published"] for e in misp_conn.events())
+    # ThreatQ's attack patterns "T1078 - Valid Accounts" (GET /api/events/{id}/attack_pattern) arrive as
+    # ATT&CK galaxy tags "Valid Accounts - T1078"; malware as mitre-malware / malpedia ones.
+    tags = {int(t["name"].split('"')[1]): {x["name"] for x in e["Tag"]}
+            for e in misp_conn.events() for t in e["Tag"] if t["name"].startswith("threatq:event-id=")}
+    techniques = {e["id"]: {attack_pattern_tag(p["value"]) for p in e["attack_pattern"] if TECHNIQUE.match(p["value"])}
+                  for e in sim.corpus.events if e["id"] in expected}
+    assert any(techniques.values()), "the window should hold events with ATT&CK attack patterns"
+    assert all(techniques[eid] <= tags[eid] for eid in expected)
+    assert any(t.startswith(("misp-galaxy:mitre-malware=", "misp-galaxy:malpedia=")) for ts in tags.values() for t in ts)
     xcoms = [ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index) for ti in run.get_task_instances()]
     assert MISP_CANARY_KEY not in json.dumps(xcoms, default=str)
     assert MISP_CANARY_KEY not in caplog.text

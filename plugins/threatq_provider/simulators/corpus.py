@@ -80,8 +80,8 @@ LIBRARY_COLLECTIONS: dict[str, tuple[int, str, str, str, str, str]] = {
     "attack_pattern": (6, "Attack Pattern", "Attack Patterns", "attack_patterns", "tactic", "Tactic"),
 }
 # Base columns of a custom object, in the order ThreatQ answers them (reference §4.5).
-_LIBRARY_COLUMNS = ("id", "value", "description", "type_id", "status_id", "object_id", "object_code", "object_name",
-                    "object_name_plural", "created_at", "updated_at", "touched_at")
+_LIBRARY_COLUMNS = ("id", "value", "description", "type_id", "status_id", "object_id", "object_code",
+                    "object_name", "object_name_plural", "created_at", "updated_at", "touched_at")
 
 
 class ValidationError(ValueError):
@@ -981,7 +981,7 @@ class Corpus:
         """Every attachment's metadata, id ascending."""
         return [self.attachment(a) for a in sorted(self._attachments)]
 
-    # ------------------------------------------------------------------ threat library: malware, attack patterns
+    # ------------------------------------------------------------------ threat library
     def _build_library(self) -> None:
         """Malware and attack-pattern objects from the seed vocabulary, and their links to events.
 
@@ -1036,7 +1036,8 @@ class Corpus:
         for oid, obj in patterns.items():
             for type_name in obj["event_types"]:
                 by_event_type.setdefault(type_name.lower(), []).append(oid)
-        named = {oid: re.compile(r"(?<![\w-])" + re.escape(m["value"]) + r"(?![\w-])", re.I) for oid, m in malware.items()}
+        named = {oid: re.compile(r"(?<![\w-])" + re.escape(m["value"]) + r"(?![\w-])", re.I)
+                 for oid, m in malware.items()}
         for eid in sorted(self._events):
             ev = self._events[eid]
             rng = self._rng(5, eid)
@@ -1062,7 +1063,7 @@ class Corpus:
         return [self.library_object(code, oid) for oid in sorted(self._library[code])]
 
     def library_object(self, code: str, oid: int) -> dict[str, Any]:
-        """One Threat Library object with ``attributes`` and ``sources`` (a fresh copy); KeyError if unknown."""
+        """One Threat Library object with ``attributes`` and ``sources`` (a copy); KeyError if unknown."""
         out = copy.deepcopy(self._library[code][int(oid)])
         out.pop("event_types")
         return out

@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Projection", "INDICATOR_RELATIONS", "EVENT_RELATIONS", "LIBRARY_RELATIONS", "parse_with", "parse_fields"]
+__all__ = ["Projection", "INDICATOR_RELATIONS", "EVENT_RELATIONS", "LIBRARY_RELATIONS", "parse_with",
+           "parse_fields"]
 
 _BASE_ORDER = (
     "class", "score", "value", "description", "expires_calculated_at", "touched_at", "id", "updated_at",

@@ -397,11 +397,13 @@ class ThreatQSimulator(BackgroundServer):
             ("POST", r"/api/events/query", self._h_events_query),
             ("GET", r"/api/events/(?P<id>\d+)", self._h_event_get),
             ("GET", r"/api/events/(?P<id>\d+)/indicators", self._h_event_indicators),
-            *(("GET", rf"/api/events/(?P<id>\d+)/{code}", self._h_event_library(code)) for code in LIBRARY_COLLECTIONS),
+            *(("GET", rf"/api/events/(?P<id>\d+)/{code}", self._h_event_library(code))
+              for code in LIBRARY_COLLECTIONS),
             ("GET", r"/api/search", self._h_search),
             ("GET", r"/api/adversaries", self._h_adversaries),
             *(("GET", rf"/api/{code}", self._h_library_list(code)) for code in LIBRARY_COLLECTIONS),
-            *(("GET", rf"/api/{code}/(?P<id>\d+)", self._h_library_get(code)) for code in LIBRARY_COLLECTIONS),
+            *(("GET", rf"/api/{code}/(?P<id>\d+)", self._h_library_get(code))
+              for code in LIBRARY_COLLECTIONS),
             ("GET", r"/api/investigations", self._h_investigations_list),
             ("GET", r"/api/investigations/(?P<id>\d+)", self._h_investigation_get),
             ("GET", r"/api/attachments", self._h_attachments_list),
@@ -808,7 +810,8 @@ class ThreatQSimulator(BackgroundServer):
             with_ = self._with(req, LIBRARY_RELATIONS)
             ev = self.corpus.event_base(eid)
             ids = self.corpus.event_library_ids(eid, code)
-            rows = [self._library_row(code, oid, with_, self._library_pivot(ev, oid)) for oid in ids[offset: offset + limit]]
+            rows = [self._library_row(code, oid, with_, self._library_pivot(ev, oid))
+                    for oid in ids[offset: offset + limit]]
             return self._list_envelope(rows, len(ids), limit, offset)
         return handler
 
@@ -853,7 +856,7 @@ class ThreatQSimulator(BackgroundServer):
                     hits.append({"id": obj["id"], "object": code, "value": obj["value"]})
         return _json_response({"data": hits[:limit]})
 
-    # ------------------------------------------------------------------ threat library (malware, attack patterns)
+    # ------------------------------------------------------------------ threat library
     def _with(self, req: Request, allowed: frozenset[str]) -> set[str]:
         try:
             return parse_with(req.params.get("with"), allowed)
@@ -865,7 +868,8 @@ class ThreatQSimulator(BackgroundServer):
         # recorded related-object pivot (tip-marketplace GetMalwareDetails): {id, created_at, updated_at}
         return {"id": ev["id"] * 100000 + oid, "created_at": ev["created_at"], "updated_at": ev["created_at"]}
 
-    def _library_row(self, code: str, oid: int, with_: set[str], pivot: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _library_row(self, code: str, oid: int, with_: set[str],
+                     pivot: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """A custom object as ThreatQ answers it (reference §4.5): base columns; ``attributes`` and
         ``sources`` when asked with ``with=`` (always in legacy mode, as for events); ``events`` as
         event rows; other relations empty (``type``/``status``/``score`` null); ``pivot`` on related lists."""
@@ -892,7 +896,8 @@ class ThreatQSimulator(BackgroundServer):
         def handler(req: Request) -> Response:
             limit, offset = self._paging(req)
             with_ = self._with(req, LIBRARY_RELATIONS)
-            items = [self.corpus.library_row_compact(code, o["id"]) for o in self.corpus.library_objects(code)]
+            items = [self.corpus.library_row_compact(code, o["id"])
+                     for o in self.corpus.library_objects(code)]
             for key in ("value", "id"):
                 if req.params.get(key):
                     pred = compile_expr({key: req.params[key]})

@@ -8,10 +8,11 @@ import re
 from typing import Any
 
 import pytest
-import requests_mock
 
 from tests.component.misp.test_share import share
+from tests.fixtures.threatq import threatq_conn_json
 from threatq_provider.operators.share import MispShareEventOperator
+from threatq_provider.simulators.faults import FaultPlan, FaultRule
 
 pytestmark = pytest.mark.component
 
@@ -76,24 +77,49 @@ def test_unmatched_objects_become_attributes_misp_accepts_when_asked(double, pym
     assert result.rejected == [] and "Malware" not in result.skipped_unmapped
 
 
-def test_share_operator_reads_the_event_relations_and_tolerates_an_instance_without_them(
-        threatq_conn, threatq_sim, misp_conn, caplog, capsys):
+def attack_pattern_tag(threatq_name: str) -> str:
+    """The ATT&CK cluster a ThreatQ name "T1059 - Command and Scripting Interpreter" stands for."""
+    technique, name = threatq_name.split(" - ", 1)
+    return f'misp-galaxy:mitre-attack-pattern="{name} - {technique}"'
+
+
+def test_share_operator_reads_malware_and_attack_patterns_from_threatq(threatq_conn, threatq_sim, misp_conn):
+    # The session simulator serves /api/events/{id}/malware and /attack_pattern from its corpus.
+    corpus = threatq_sim.corpus
+    event = next(e for e in corpus.events if "Emotet" in [m["value"] for m in e["malware"]]
+                 and any(re.match(r"T\d{4}(\.\d{3})? - ", p["value"]) for p in e["attack_pattern"]))
+    threatq_sim.reset_stats()
+
+    xcom = MispShareEventOperator(task_id="share", event_ids=[event["id"]]).execute({})
+
+    assert xcom["events"] == 1 and xcom["rejected"] == 0
+    techniques = {attack_pattern_tag(p["value"]) for p in event["attack_pattern"]
+                  if re.match(r"T\d{4}(\.\d{3})? - ", p["value"])}
+    assert EMOTET | techniques <= stored_tags(misp_conn)
+    (stored,) = misp_conn.events()
+    clusters = {c["value"] for g in stored["Galaxy"] for c in g["GalaxyCluster"]}
+    assert {"Emotet - S0367", "Emotet"} <= clusters
+    routes = threatq_sim.stats["by_route"]
+    assert routes["GET /api/events/{id}/malware"] == routes["GET /api/events/{id}/attack_pattern"] == 1
+
+
+def test_share_operator_tolerates_an_instance_without_the_relations(threatq_sim_factory, misp_conn, monkeypatch,
+                                                                     caplog, capsys):
     caplog.set_level(logging.WARNING)
-    # The simulator serves no /api/events/{id}/malware|attack_pattern: the share goes on without galaxies.
-    plain = MispShareEventOperator(task_id="share", event_ids=[1, 2]).execute({})
-    assert plain["events"] == 2 and plain["rejected"] == 0
+    # An older ThreatQ: no attack_pattern relation (404), malware served; the share goes on.
+    sim = threatq_sim_factory(indicators=200, events=12, faults=FaultPlan([FaultRule(
+        path_regex=r"^/api/events/\d+/attack_pattern", times=None, status=404, body={"errors": ["Not found."]})]))
+    monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", threatq_conn_json(sim))
+    ids = [e["id"] for e in sim.corpus.events if e["malware"] and e["attack_pattern"]][:3]
+    assert len(ids) == 3
+
+    xcom = MispShareEventOperator(task_id="share", event_ids=ids).execute({})
+
+    assert xcom["events"] == 3 and xcom["rejected"] == 0
     logged = capsys.readouterr().out + caplog.text  # Airflow's task logger writes to stdout
     warnings = [line for line in logged.splitlines() if "does not serve" in line]
-    assert len(warnings) == 2  # once per relation per task, not once per event
-    misp_conn.reset()
-
-    # A ThreatQ that serves them (answers as ThreatQ's related-object lists, everything else is real HTTP).
-    with requests_mock.Mocker(real_http=True) as mock:
-        mock.get(re.compile(r"/api/events/1/malware"), json={"total": 1, "data": [
-            {"id": 11, "value": "Emotet", "object_code": "malware", "pivot": {"id": 1}}]})
-        mock.get(re.compile(r"/api/events/1/attack_pattern"), json={"total": 1, "data": [
-            {"id": 12, "value": "T1059 - Command and Scripting Interpreter", "object_code": "attack_pattern"}]})
-        xcom = MispShareEventOperator(task_id="share", event_ids=[1]).execute({})
-
-    assert xcom["events"] == 1
-    assert EMOTET | {T1059} <= stored_tags(misp_conn)
+    assert len(warnings) == 1 and "attack_pattern" in warnings[0]  # once per relation per task, not per event
+    assert sim.stats["by_status"]["404"] == 1  # asked once, then left out for the rest of the task
+    tags = {t["name"] for e in misp_conn.events() for t in e["Tag"]}
+    assert any(t.startswith(("misp-galaxy:mitre-malware=", "misp-galaxy:malpedia=")) for t in tags)
+    assert not any(t.startswith("misp-galaxy:mitre-attack-pattern=") for t in tags)
