@@ -67,14 +67,17 @@ def xcoms(dag_run: Any) -> dict[str, Any]:
     return out
 
 
-def totals(values: list[dict[str, Any]]) -> dict[str, int]:
-    """Sum the integer counters of a mapped task's results."""
+def totals(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the integer counters of a mapped task's results (and the counters of nested name → int dicts)."""
     summed: Counter = Counter()
+    nested: dict[str, Counter] = {}
     for value in values:
         for key, n in (value or {}).items():
             if isinstance(n, int) and not isinstance(n, bool):
                 summed[key] += n
-    return dict(summed)
+            elif isinstance(n, dict) and all(isinstance(v, int) for v in n.values()):
+                nested.setdefault(key, Counter()).update(n)
+    return {**summed, **{key: dict(sorted(c.items())) for key, c in nested.items()}}
 
 
 def run(dagbag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[dict[str, Any], float]:
@@ -171,6 +174,9 @@ def main() -> None:
               f"{misp.get('updated', 0)} updated, {misp.get('unchanged', 0)} unchanged, "
               f"{misp.get('published', 0)} published), {misp.get('added', 0)} attributes added, "
               f"{misp.get('rejected', 0)} rejected")
+        galaxies = misp.get("galaxy_clusters") or {}
+        print("    galaxy clusters attached   : "
+              + (", ".join(f"{name} {n}" for name, n in galaxies.items()) or "none"))
     print("timings                       : " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     for line in lines:
         say(line)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024  # below PHP's usual post_max_size / memory limits
 REJECTED_IN_SUMMARY = 20
 REPORT_LABEL = "event report"
+GALAXY_TAG_PREFIX = "misp-galaxy:"
 
 
 @dataclass
@@ -65,6 +67,7 @@ class ShareResult:
     :param reports_removed: event reports of ours deleted because ThreatQ no longer yields them.
     :param attribute_tags_added: managed tags (``tlp:*``) attached to attributes already in MISP.
     :param attribute_tags_removed: managed tags removed from attributes because ThreatQ no longer yields them.
+    :param galaxy_clusters: galaxy type → clusters the shared event carries (``misp-galaxy:<type>=…`` tags).
     """
 
     event_uuid: str
@@ -84,6 +87,7 @@ class ShareResult:
     reports_removed: int = 0
     attribute_tags_added: int = 0
     attribute_tags_removed: int = 0
+    galaxy_clusters: dict[str, int] = field(default_factory=dict)
 
     @property
     def changed(self) -> bool:
@@ -118,7 +122,18 @@ class ShareResult:
             "reports_removed": self.reports_removed,
             "attribute_tags_added": self.attribute_tags_added,
             "attribute_tags_removed": self.attribute_tags_removed,
+            "galaxy_clusters": dict(self.galaxy_clusters),
         }
+
+
+def galaxy_clusters(tags: Iterable[Any]) -> dict[str, int]:
+    """Galaxy type → number of clusters among an event's tags (``misp-galaxy:mitre-malware="Emotet"``)."""
+    counts: Counter[str] = Counter()
+    for tag in tags:
+        name = str(getattr(tag, "name", tag))
+        if name.startswith(GALAXY_TAG_PREFIX) and "=" in name:
+            counts[name[len(GALAXY_TAG_PREFIX):].partition("=")[0]] += 1
+    return dict(sorted(counts.items()))
 
 
 def attribute_label(attribute: MISPAttribute | dict[str, Any]) -> str:
@@ -248,7 +263,8 @@ class MispExporter:
         :return: counts and rejections.
         """
         event = mapping.misp_event
-        result = ShareResult(event_uuid=event.uuid, skipped_unmapped=dict(mapping.skipped_unmapped))
+        result = ShareResult(event_uuid=event.uuid, skipped_unmapped=dict(mapping.skipped_unmapped),
+                             galaxy_clusters=galaxy_clusters(event.tags))
         header = self._header(event)
         existing = self._fetch(event.uuid)
         if existing is None:

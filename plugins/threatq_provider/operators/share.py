@@ -274,8 +274,10 @@ class _MispShareBase(BaseOperator):
     def summary(results: list[ShareResult]) -> dict[str, Any]:
         """Totals over several shares, JSON-able and small (the XCom)."""
         skipped: Counter[str] = Counter()
+        galaxies: Counter[str] = Counter()
         for r in results:
             skipped.update(r.skipped_unmapped)
+            galaxies.update(r.galaxy_clusters)
         return {
             "events": len(results),
             "created": sum(r.created for r in results),
@@ -292,6 +294,7 @@ class _MispShareBase(BaseOperator):
             "reports_removed": sum(r.reports_removed for r in results),
             "attribute_tags_added": sum(r.attribute_tags_added for r in results),
             "attribute_tags_removed": sum(r.attribute_tags_removed for r in results),
+            "galaxy_clusters": dict(sorted(galaxies.items())),
             "event_uuids": [r.event_uuid for r in results][:100],
         }
 

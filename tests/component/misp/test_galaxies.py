@@ -42,6 +42,10 @@ def test_malware_and_attack_patterns_arrive_as_galaxies_misp_renders(double, pym
             ("mitre-attack-pattern", "Command and Scripting Interpreter - T1059")} <= clusters
     assert result.skipped_unmapped["Malware"] == 1  # the custom loader has no cluster
     assert result.rejected == []
+    # The counts say which galaxies the event carries (XCom, demo summary).
+    assert result.galaxy_clusters["mitre-malware"] >= 1 and result.galaxy_clusters["malpedia"] >= 1
+    assert result.galaxy_clusters["mitre-attack-pattern"] >= 1 and result.galaxy_clusters["threat-actor"] == 1
+    assert result.summary()["galaxy_clusters"] == result.galaxy_clusters
 
 
 def test_galaxies_follow_threatq_on_reshare_and_an_unchanged_reshare_sends_nothing(double, pymisp_client, case):
@@ -93,6 +97,8 @@ def test_share_operator_reads_malware_and_attack_patterns_from_threatq(threatq_c
     xcom = MispShareEventOperator(task_id="share", event_ids=[event["id"]]).execute({})
 
     assert xcom["events"] == 1 and xcom["rejected"] == 0
+    assert xcom["galaxy_clusters"]["mitre-malware"] >= 1
+    assert xcom["galaxy_clusters"].get("mitre-attack-pattern", 0) >= 1
     techniques = {attack_pattern_tag(p["value"]) for p in event["attack_pattern"]
                   if re.match(r"T\d{4}(\.\d{3})? - ", p["value"])}
     assert EMOTET | techniques <= stored_tags(misp_conn)
