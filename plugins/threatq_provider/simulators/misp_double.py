@@ -1036,9 +1036,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            # Recorded before the answer leaves: a client that has its answer must find its request
+            # in the log (tests read it right after the call returns).
             if rule.non_json:
-                self._send(200, b"<html><body>502 Bad Gateway (proxy)</body></html>", "text/html", {})
                 self._record(method, path, 200, raw, fault=True)
+                self._send(200, b"<html><body>502 Bad Gateway (proxy)</body></html>", "text/html", {})
                 return
             if rule.status is not None:
                 headers = dict(rule.headers)
@@ -1050,8 +1052,8 @@ class _Handler(BaseHTTPRequestHandler):
                     {"name": "Rate limit exceeded." if rule.status == 429 else "Injected fault",
                      "message": "Rate limit exceeded." if rule.status == 429 else "Injected fault",
                      "url": "/" + path})
-                self._send(rule.status, text.encode(), "application/json", headers)
                 self._record(method, path, rule.status, raw, fault=True)
+                self._send(rule.status, text.encode(), "application/json", headers)
                 return
         key = self.headers.get("Authorization") or self.headers.get("X-MISP-AUTH") or ""
         if key.strip() != d.api_key:
@@ -1075,9 +1077,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, method: str, path: str, raw: bytes, reply: _Reply) -> None:
         data = json.dumps(reply.body).encode()
+        self._record(method, path, reply.status, raw)
         self._send(reply.status, b"" if method == "HEAD" else data, "application/json", reply.headers,
                    length=len(data) if method == "HEAD" else None)
-        self._record(method, path, reply.status, raw)
 
     def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str], length: int | None = None) -> None:
         self.send_response(status)
