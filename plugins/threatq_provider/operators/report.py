@@ -37,7 +37,8 @@ class ThreatQRunReportOperator(BaseOperator):
     :param load_result: XCom of ``ElasticsearchLoadOperator``; ``None`` when the load was
         skipped (dry run), which also means the cursor is not saved. (templated)
     :return: XCom ``{"mode", "window_start", "window_end", "polled", "transformed", "rejected",
-        "loaded", "unchanged", "load_rejected", "dry_run", "cursor_saved", "next_cursor"}``.
+        "loaded", "unchanged", "load_rejected" (documents refused by the active or history index),
+        "transform_engine", "dry_run", "cursor_saved", "next_cursor"}``.
     """
 
     template_fields: Sequence[str] = ("poll_result", "transform_result", "load_result")
@@ -77,19 +78,22 @@ class ThreatQRunReportOperator(BaseOperator):
             "rejected": transform.get("rejected", 0),
             "loaded": _loaded_count(load),
             "unchanged": load.get("skipped_stale", 0),
-            "load_rejected": load.get("rejected_total", 0),
+            # Documents refused by the active or the history index, each once (the threshold's count).
+            "load_rejected": load.get("rejected_documents", load.get("rejected_total", 0)),
+            "transform_engine": transform.get("engine"),
             "dry_run": not loaded,
             "cursor_saved": cursor_saved,
             "next_cursor": poll.get("next_cursor"),
         }
         self.log.info(
-            "ThreatQ run: mode=%s window=[%s, %s) polled=%s transformed=%s rejected=%s loaded=%s "
+            "ThreatQ run: mode=%s window=[%s, %s) polled=%s transformed=%s (engine %s) rejected=%s loaded=%s "
             "unchanged=%s load_rejected=%s dry_run=%s cursor_saved=%s",
             summary["mode"],
             summary["window_start"],
             summary["window_end"],
             summary["polled"],
             summary["transformed"],
+            summary["transform_engine"],
             summary["rejected"],
             summary["loaded"],
             summary["unchanged"],

@@ -138,6 +138,18 @@ def test_report_saves_the_cursor_only_after_a_load(variables):
     assert done["loaded"] == 5
 
 
+def test_report_counts_history_rejects_and_names_the_transform_engine(variables):
+    out = ThreatQRunReportOperator(
+        task_id="r", poll_result={"mode": "window", "indicators": 5},
+        transform_result={"written": 5, "engine": "native", "native_lines": 5},
+        load_result={"indexed": 3, "updated": 0, "rejected_total": 1, "history_rejected": 2, "rejected_documents": 2},
+    ).execute({})
+    assert out["load_rejected"] == 2 and out["transform_engine"] == "native"
+    legacy = ThreatQRunReportOperator(task_id="r", poll_result={"mode": "window"}, transform_result={"written": 1},
+                                      load_result={"indexed": 1, "rejected_total": 1}).execute({})
+    assert legacy["load_rejected"] == 1 and legacy["transform_engine"] is None
+
+
 def test_dry_run_skips_write_tasks():
     from airflow.providers.common.compat.sdk import AirflowSkipException
 
