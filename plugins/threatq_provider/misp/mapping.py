@@ -11,7 +11,8 @@ Composition (one small function per section):
 event type, ThreatQ tags) → ``_galaxies`` (adversaries, malware, attack patterns as galaxy tags,
 or unmatched attributes) →
 ``_indicator_attribute`` per indicator (with a ``tlp:*`` tag when its sources are more
-restrictive than the event) → ``_event_attributes`` → ``_attachment_attribute`` →
+restrictive than the event, and galaxy tags from its own ``Malware Family``/``Malware`` attributes,
+``indicator_galaxy_attributes``) → ``_event_attributes`` → ``_attachment_attribute`` →
 ``_description_report`` (the description as one event report, ``misp_event.event_reports``).
 """
 
@@ -57,8 +58,9 @@ class MappingResult:
         in the event (MISP refuses those: "A similar attribute already exists").
     :param managed_tag_prefixes: tag prefixes this mapping owns; the exporter may remove such tags
         from MISP when ThreatQ no longer yields them.
-    :param managed_attribute_tag_prefixes: the same for attribute tags (``tlp:``): on attributes
-        this mapping made, such tags are kept in step with ThreatQ.
+    :param managed_attribute_tag_prefixes: the same for attribute tags (``tlp:``, and
+        ``misp-galaxy:<galaxy>=`` for the galaxies ``indicator_galaxy_attributes`` feeds): on
+        attributes this mapping made, such tags are kept in step with ThreatQ.
     :param threatq_id: the ThreatQ event (or investigation) id, for messages.
     """
 
@@ -122,6 +124,7 @@ class _Tables:
     other_attachment: Mapping[str, str]
     event_attribute: Mapping[str, str]
     galaxy_rules: tuple[GalaxyRule, ...]
+    indicator_galaxy_rules: Mapping[str, tuple[GalaxyRule, ...]]
     event_type_tags: Mapping[str, tuple[str, ...]]
     event_type_machine_tag: str
     id_machine_tag: str
@@ -140,6 +143,7 @@ def tables() -> _Tables:
     """The mapping tables from ``include/mappings/threatq_to_misp.json``, loaded once."""
     raw = json.loads(include_path("mappings", "threatq_to_misp.json").read_text(encoding="utf-8"))
     rules = tuple(_galaxy_rule(row) for row in raw["galaxy_matching"]["kinds"])
+    indicator_rules = _indicator_galaxy_rules(raw["indicator_galaxy_attributes"]["by_attribute"], rules)
     return _Tables(
         types={k.lower(): v for k, v in raw["indicator_types"].items()},
         aliases={k.lower(): v for k, v in raw["indicator_type_aliases"].items()},
@@ -150,6 +154,7 @@ def tables() -> _Tables:
         other_attachment=raw["attachments"]["other"],
         event_attribute=raw["event_attribute"],
         galaxy_rules=rules,
+        indicator_galaxy_rules=indicator_rules,
         event_type_tags={k.lower(): tuple(v) for k, v in raw["event_type_tags"].items()},
         event_type_machine_tag=raw["event_type_machine_tag"],
         id_machine_tag=raw["id_machine_tag"],
@@ -157,7 +162,10 @@ def tables() -> _Tables:
         tlp_aliases=raw["tlp"]["aliases"],
         tlp_levels={row["name"]: TlpLevel(row["name"], row["tag"], int(row["rank"]), k)
                     for k, row in enumerate(raw["tlp"]["levels"])},
-        managed_attribute_tag_prefixes=tuple(raw["managed_attribute_tag_prefixes"]),
+        managed_attribute_tag_prefixes=tuple(dict.fromkeys([
+            *raw["managed_attribute_tag_prefixes"],
+            *(f"misp-galaxy:{galaxy}=" for kinds in indicator_rules.values() for rule in kinds
+              for galaxy, _, _ in rule.galaxies)])),
         threat_level_attribute=raw["threat_level_attribute"].lower(),
         analysis_level_attribute=raw["analysis_level_attribute"].lower(),
         managed_tag_prefixes=tuple(dict.fromkeys([
@@ -180,6 +188,19 @@ def _galaxy_rule(row: Mapping[str, Any]) -> GalaxyRule:
                       name_fields=tuple(row["name_fields"]),
                       id_pattern=re.compile(row["id_pattern"], re.IGNORECASE) if row.get("id_pattern") else None,
                       uuid_key=row["uuid_key"], galaxies=tuple(galaxies), unmatched=row["unmatched"])
+
+
+def _indicator_galaxy_rules(by_attribute: Mapping[str, Any],
+                            rules: tuple[GalaxyRule, ...]) -> dict[str, tuple[GalaxyRule, ...]]:
+    """Indicator attribute name (lower case) → the galaxy rules its values are matched with."""
+    by_kind = {rule.kind: rule for rule in rules}
+    out: dict[str, tuple[GalaxyRule, ...]] = {}
+    for name, kinds in by_attribute.items():
+        unknown = [k for k in kinds if k not in by_kind]
+        if unknown:  # a typo in the table must fail loudly, not silently match nothing
+            raise ValueError(f"indicator_galaxy_attributes {name!r}: unknown galaxy_matching kinds {unknown}")
+        out[name.strip().lower()] = tuple(by_kind[k] for k in kinds)
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -414,7 +435,8 @@ def _event_tags(event: Mapping[str, Any], t: _Tables, kind: str, tlp: TlpLevel |
 class _Builder:
     """Adds attributes to one MISPEvent, dropping (type, category, value) repeats.
 
-    A repeat keeps the first attribute but the most restrictive TLP tag of the two.
+    A repeat keeps the first attribute but the most restrictive TLP tag of the two and the union
+    of their other tags (galaxies).
     """
 
     def __init__(self, misp: MISPEvent, describe_types: Mapping[str, Any]) -> None:
@@ -423,10 +445,12 @@ class _Builder:
         self.seen: dict[tuple[str, str, str], tuple[MISPAttribute, TlpLevel | None]] = {}
         self.duplicates = 0
         self.skipped: Counter[str] = Counter()
+        # (kind, lower-cased name) of unmatched galaxy objects already counted or added once
+        self.unmatched: set[tuple[str, str]] = set()
 
     def add(self, key: str, misp_type: str, value: str, *, category: str | None = None,
             to_ids: bool | None = None, comment: str = "", data: bytes | None = None,
-            tlp: TlpLevel | None = None) -> bool:
+            tlp: TlpLevel | None = None, tags: Iterable[str] = ()) -> bool:
         default = self.defaults.get(misp_type, {"default_category": "Other", "to_ids": 0})
         category = category or default["default_category"]
         if data is None:
@@ -441,6 +465,11 @@ class _Builder:
                 first.tags = [tag for tag in first.tags if first_tlp is None or tag.name != first_tlp.tag]
                 first.add_tag(tlp.tag)
                 self.seen[seen_key] = (first, tlp)
+            have = {tag.name for tag in first.tags}
+            for tag in tags:
+                if tag not in have:
+                    first.add_tag(tag)
+                    have.add(tag)
             return False
         kwargs: dict[str, Any] = {
             "uuid": attribute_uuid(self.misp.uuid, key),
@@ -454,6 +483,8 @@ class _Builder:
         attribute = self.misp.add_attribute(misp_type, value, **kwargs)
         if tlp is not None:
             attribute.add_tag(tlp.tag)
+        for tag in dict.fromkeys(tags):
+            attribute.add_tag(tag)
         self.seen[seen_key] = (attribute, tlp)
         return True
 
@@ -475,7 +506,8 @@ def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: Sha
     if row is None:
         if options.include_unmapped_attribution:
             b.add(key, t.unmapped_type["type"], value, category=t.unmapped_type.get("category"),
-                  to_ids=False, comment=f"ThreatQ {tq_type}", tlp=tlp)
+                  to_ids=False, comment=f"ThreatQ {tq_type}", tlp=tlp,
+                  tags=_indicator_galaxies(b, indicator, options, t))
         else:
             b.skipped[tq_type] += 1
         return
@@ -483,7 +515,22 @@ def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: Sha
     status = (_name(indicator, "status") or "").lower()
     ids_default = bool(b.defaults.get(misp_type, {}).get("to_ids", 0))
     to_ids = options.to_ids and ids_default and status not in t.statuses_without_ids
-    b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids, tlp=tlp)
+    b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids, tlp=tlp,
+          tags=_indicator_galaxies(b, indicator, options, t))
+
+
+def _indicator_galaxies(b: _Builder, indicator: Mapping[str, Any], options: ShareOptions,
+                        t: _Tables) -> list[str]:
+    """Galaxy tags from the indicator's own attributes that ``indicator_galaxy_attributes`` names."""
+    tags: list[str] = []
+    for attribute in _items(indicator, "attributes"):
+        if not isinstance(attribute, Mapping):
+            continue
+        rules = t.indicator_galaxy_rules.get(str(attribute.get("name", "")).strip().lower(), ())
+        name = _object_name(attribute, ("value",))
+        for rule in rules if name else ():
+            tags.extend(_galaxy_match(b, name, rule, options))
+    return list(dict.fromkeys(tags))
 
 
 def _object_name(obj: Any, fields: tuple[str, ...]) -> str:
@@ -497,6 +544,23 @@ def _object_name(obj: Any, fields: tuple[str, ...]) -> str:
     return ""
 
 
+def _galaxy_match(b: _Builder, name: str, rule: GalaxyRule, options: ShareOptions) -> list[str]:
+    """``galaxy_tags`` of one object name; without a match the rule's unmatched attribute is added
+    when ``include_unmapped_attribution`` is on, else the name is counted under the rule's kind
+    (either once per event and case-insensitive name)."""
+    found = galaxy_tags(name, rule)
+    if found or (rule.kind, name.lower()) in b.unmatched:
+        return found
+    b.unmatched.add((rule.kind, name.lower()))
+    if options.include_unmapped_attribution:
+        b.add(f"{rule.uuid_key}:{name.lower()}", rule.unmatched["type"], name,
+              category=rule.unmatched.get("category"), comment=rule.unmatched.get("comment", ""),
+              to_ids=False)
+    else:
+        b.skipped[rule.kind] += 1
+    return []
+
+
 def _galaxies(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _Tables) -> list[str]:
     """Galaxy tags for the event's adversaries, malware and attack patterns (``galaxy_matching``).
 
@@ -508,15 +572,7 @@ def _galaxies(b: _Builder, event: Mapping[str, Any], options: ShareOptions, t: _
     for rule in t.galaxy_rules:
         names = [_object_name(obj, rule.name_fields) for rel in rule.relations for obj in _items(event, rel)]
         for name in dict.fromkeys(n for n in names if n):
-            found = galaxy_tags(name, rule)
-            if found:
-                tags.extend(found)
-            elif options.include_unmapped_attribution:
-                b.add(f"{rule.uuid_key}:{name.lower()}", rule.unmatched["type"], name,
-                      category=rule.unmatched.get("category"), comment=rule.unmatched.get("comment", ""),
-                      to_ids=False)
-            else:
-                b.skipped[rule.kind] += 1
+            tags.extend(_galaxy_match(b, name, rule, options))
         for attribute in _items(event, "attributes"):
             if str(attribute.get("name", "")).strip().lower() in rule.event_attributes:
                 tags.extend(galaxy_tags(_object_name(attribute, ("value",)), rule))

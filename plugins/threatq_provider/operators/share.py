@@ -32,7 +32,7 @@ EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "ta
 #: Largest attachment shared (MISP's recommended PHP upload_max_filesize). A bigger file is
 #: abandoned while downloading, logged and counted in the XCom, never held whole in memory.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
-INDICATOR_WITH = ("type", "status", "sources")  # sources: the indicator's own TLP
+INDICATOR_WITH = ("type", "status", "sources", "attributes")  # own TLP; Malware Family → attribute galaxies
 #: Event relations fetched one by one for galaxy matching (``GET /api/events/{id}/{relation}``):
 #: ``with=attack_pattern`` answers 500 on some ThreatQ versions, so they are not in EVENT_WITH.
 GALAXY_RELATIONS = ("malware", "attack_pattern")

@@ -269,6 +269,77 @@ def test_investigation_merges_its_events_malware_and_attack_patterns(case):
             'misp-galaxy:mitre-attack-pattern="Application Layer Protocol - T1071"'} <= tags
 
 
+EMOTET = ['misp-galaxy:mitre-malware="Emotet - S0367"', 'misp-galaxy:malpedia="Emotet"']
+
+
+def family(indicator_id, value, *families, name="Malware Family", type_="FQDN"):
+    return {"id": indicator_id, "value": value, "type": {"name": type_},
+            "attributes": [{"id": 900 + k, "name": name, "value": f} for k, f in enumerate(families)]}
+
+
+def attribute_tags(result):
+    return {a.value: [t.name for t in a.tags] for a in result.misp_event.attributes}
+
+
+def test_an_indicators_malware_family_becomes_galaxy_tags_on_its_attribute(case):
+    case["indicators"] += [family(600, "emotet-c2.example.com", "Emotet"),
+                           family(601, "qbot.example.com", "QBot", name="malware"),  # name case-insensitive
+                           {"id": 602, "value": "plain.example.com", "type": {"name": "FQDN"},
+                            "attributes": [{"name": "Country", "value": "Emotet"}]}]  # not a galaxy attribute
+    result = build(case)
+    tags = attribute_tags(result)
+    assert tags["emotet-c2.example.com"] == EMOTET
+    assert tags["qbot.example.com"] == ['misp-galaxy:mitre-malware="QakBot - S0650"']
+    assert tags["plain.example.com"] == []
+    assert not any(t.name.startswith(("misp-galaxy:mitre-malware=", "misp-galaxy:malpedia="))
+                   for t in result.misp_event.tags)  # the event gets none of them
+    assert {"tlp:", "misp-galaxy:mitre-malware=", "misp-galaxy:malpedia="} == set(
+        result.managed_attribute_tag_prefixes)
+
+
+def test_an_unknown_family_tags_nothing_and_is_counted_like_the_events_unmatched_malware(case):
+    case["event"]["malware"] = [{"id": 1, "value": "Our Own Loader"}]
+    case["indicators"] += [family(600, "a.example.com", "Our Own Loader"),  # the event's: counted once
+                           family(601, "b.example.com", "Totally Custom RAT"),
+                           family(602, "c.example.com", "totally custom rat")]
+    result = build(case)
+    tags = attribute_tags(result)
+    assert tags["a.example.com"] == tags["b.example.com"] == tags["c.example.com"] == []
+    assert result.skipped_unmapped["Malware"] == 2
+
+    values = attrs(build(case, include_unmapped_attribution=True))
+    rat = values["Totally Custom RAT"]
+    assert (rat.type, rat.to_ids) == ("malware-type", False)
+    assert "totally custom rat" not in values  # one attribute per name, as for event relations
+
+
+def test_an_ambiguous_family_tags_nothing(case):
+    from threatq_provider.misp.mapping import galaxy_index
+
+    # "Interplanetary Storm" is a synonym of two malpedia clusters and no mitre-malware name
+    assert galaxy_index("malpedia")["synonyms"]["interplanetary storm"] is None
+    case["indicators"].append(family(600, "ipstorm.example.com", "Interplanetary Storm"))
+    assert attribute_tags(build(case))["ipstorm.example.com"] == []
+
+
+def test_merged_indicators_union_their_galaxy_tags_and_keep_the_most_restrictive_tlp():
+    indicators = [family(1, "203.0.113.7", "Emotet", type_="IP Address"),
+                  family(2, "203.0.113.7", "QakBot", "Emotet", type_="CIDR Block")]
+    indicators[1]["sources"] = [{"name": "s", "tlp_name": "RED"}]
+    result = event_to_misp({"id": 1, "title": "t"}, indicators, threatq_host=HOST, options=ShareOptions())
+    (attribute,) = result.misp_event.attributes
+    qakbot = ['misp-galaxy:mitre-malware="QakBot - S0650"', 'misp-galaxy:malpedia="QakBot"']
+    assert [t.name for t in attribute.tags] == [*EMOTET, "tlp:red", *qakbot]
+    assert result.duplicates == 1
+
+
+def test_indicator_galaxy_attributes_naming_an_unknown_kind_fail_loudly():
+    from threatq_provider.misp.mapping import _indicator_galaxy_rules
+
+    with pytest.raises(ValueError, match="Malwear"):
+        _indicator_galaxy_rules({"Malware Family": ["Malwear"]}, tables().galaxy_rules)
+
+
 def test_the_description_becomes_one_event_report_with_a_derived_uuid(case):
     case["event"]["description"] = "<p>Seen by <b>APT28</b>.</p><script>alert(1)</script>"
     reports = build(case).misp_event.event_reports
