@@ -24,7 +24,7 @@ from threatq_provider.ecs.expiry import REASON_DURATION, REASON_EXPIRED_AT, REAS
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables
 
-__all__ = ["ENGINES", "Engine", "LineMapper", "available", "line_mapper", "resolve_engine", "tables_json"]
+__all__ = ["ENGINES", "Engine", "LineMapper", "available", "check_engine", "line_mapper", "resolve_engine", "tables_json"]
 
 Engine = Literal["auto", "native", "python"]
 ENGINES: tuple[str, ...] = ("auto", "native", "python")
@@ -49,6 +49,16 @@ def available() -> bool:
     return _module() is not None
 
 
+def check_engine(engine: str) -> Engine:
+    """The engine name, checked (at DAG parse time by the operator, at run time by the stream).
+
+    :raises EcsConfigError: a name outside :data:`ENGINES`.
+    """
+    if engine not in ENGINES:
+        raise EcsConfigError(f"invalid transform engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    return engine  # type: ignore[return-value]
+
+
 def resolve_engine(engine: str) -> Literal["native", "python"]:
     """Which path a transform with ``engine`` runs on.
 
@@ -57,9 +67,7 @@ def resolve_engine(engine: str) -> Literal["native", "python"]:
     :raises EcsConfigError: an unknown name, or ``native`` required (by the argument or by
         ``TQ_REQUIRE_NATIVE=1``) but not installed.
     """
-    if engine not in ENGINES:
-        raise EcsConfigError(f"invalid transform engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if engine == "python":
+    if check_engine(engine) == "python":
         return "python"
     if available():
         return "native"

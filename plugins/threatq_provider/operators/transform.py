@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.ecs.errors import EcsConfigError
-from threatq_provider.ecs.native import ENGINES
+from threatq_provider.ecs.native import check_engine
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.operators._common import as_bool, is_template, optional, resolve_now, sibling_ndjson_path
 
@@ -84,9 +84,10 @@ class EcsTransformOperator(BaseOperator):
         self.preserve_original_event = preserve_original_event
         self.threatq_url = threatq_url
         self.now = now
-        if engine not in ENGINES:
-            raise EcsConfigError(f"task {self.task_id}: invalid transform engine {engine!r}: expected one of {', '.join(ENGINES)}")
-        self.engine = engine
+        try:
+            self.engine = check_engine(engine)
+        except EcsConfigError as exc:
+            raise EcsConfigError(f"task {self.task_id}: {exc}") from None
         # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
         # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
         if not is_template(ioc_expiration_duration) and not is_template(threatq_url):
