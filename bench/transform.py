@@ -70,7 +70,8 @@ def _date(base: datetime, seconds: int) -> str:
 
 def generate(n: int, seed: int) -> Iterator[dict[str, Any]]:
     """Raw ThreatQ indicators shaped like the API's (and Elastic's fixtures)."""
-    types = json.loads((ROOT / "include" / "threatq" / "enumerations.json").read_text())["indicator_types"]
+    enums = ROOT / "plugins" / "threatq_provider" / "data" / "threatq" / "enumerations.json"
+    types = json.loads(enums.read_text())["indicator_types"]
     statuses = [(1, "Active"), (1, "Active"), (1, "Active"), (2, "Expired"), (4, "Review")]
     sources = ["AlienVault OTX", "Abuse.ch URLhaus", "CrowdStrike", "Internal SOC", "MISP"]
     tlps = [None, "TLP:WHITE", "TLP:GREEN", "TLP:AMBER", "RED"]

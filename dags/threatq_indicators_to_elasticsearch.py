@@ -29,7 +29,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from threatq_provider._include import include_path
+from threatq_provider._resources import data_file
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
 from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator
 from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
@@ -48,7 +48,7 @@ ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_UR
 # `format: date-time` gives the UI its date picker; the pattern checks the value even where
 # jsonschema's optional date-time checker (rfc3339-validator) is not installed.
 ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
-ENUMERATIONS = json.loads(include_path("threatq", "enumerations.json").read_text())
+ENUMERATIONS = json.loads(data_file("threatq", "enumerations.json").read_text())
 INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
 
 # [START threatq_indicator_params]

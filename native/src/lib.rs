@@ -16,8 +16,8 @@
 //! document is written straight into one buffer.
 //!
 //! No mapping data is repeated here: Python hands over, as JSON, the loaded type tables
-//! (`include/mappings/threatq_to_ecs.json`, after its own validation), the key → kind table of
-//! each ThreatQ object, the registry hive abbreviations and the expiry reason texts
+//! (`threatq_provider/data/mappings/threatq_to_ecs.json`, after its own validation), the key → kind
+//! table of each ThreatQ object, the registry hive abbreviations and the expiry reason texts
 //! (`threatq_provider.ecs.native.tables_json`).
 
 use std::borrow::Cow;

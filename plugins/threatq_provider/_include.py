@@ -1,29 +1,12 @@
-"""Locate the project's ``include/`` folder (mapping tables, index templates, seed data).
+"""Transition alias for code written before the provider's data moved into its package.
 
-``include/`` sits at the repository root (DESIGN.md). An editable install or a checkout finds it
-beside ``plugins/``; a deployment that installs the wheel elsewhere points
-``THREATQ_PROVIDER_INCLUDE_DIR`` at a copy of it.
+``include_path("mappings", "threatq_to_ecs.json")`` now returns the packaged file, the same as
+:func:`threatq_provider._resources.data_file`; new code calls that. Remove this module once
+nothing imports it.
 """
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-from pathlib import Path
+from threatq_provider._resources import data_file as include_path
 
-
-@lru_cache(maxsize=1)
-def include_dir() -> Path:
-    override = os.environ.get("THREATQ_PROVIDER_INCLUDE_DIR")
-    candidate = Path(override) if override else Path(__file__).resolve().parents[2] / "include"
-    if not candidate.is_dir():
-        raise FileNotFoundError(
-            f"include/ folder not found at {candidate}; set THREATQ_PROVIDER_INCLUDE_DIR to the "
-            "project's include/ directory"
-        )
-    return candidate
-
-
-def include_path(*parts: str) -> Path:
-    """Path of a file under ``include/``, e.g. ``include_path("mappings", "threatq_to_ecs.json")``."""
-    return include_dir().joinpath(*parts)
+__all__ = ["include_path"]

@@ -17,7 +17,7 @@ class EcsConfigError(EcsError, ValueError):
 
 
 class EcsTableError(EcsError):
-    """The mapping table in ``include/mappings/`` is missing or inconsistent."""
+    """The mapping table in ``threatq_provider/data/mappings/`` is missing or inconsistent."""
 
 
 class IndicatorRejected(EcsError):

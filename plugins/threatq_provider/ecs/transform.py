@@ -1,7 +1,7 @@
 """ThreatQ indicator → ECS document, pure.
 
 One document per ThreatQ indicator, as Elastic's ti_threatq ingest pipeline (1.33+) writes it,
-plus our additions: every ThreatQ type has a home (``include/mappings/threatq_to_ecs.json``),
+plus our additions: every ThreatQ type has a home (``threatq_provider/data/mappings/threatq_to_ecs.json``),
 ``TLP:AMBER`` spellings are accepted, ``threat.indicator.reference`` links back to ThreatQ, a URL
 keeps its raw value, and values that Elasticsearch would reject stay out of typed fields.
 
@@ -426,7 +426,7 @@ def indicator_to_ecs(
     :param options: transform options.
     :param original: the raw JSON text, copied to ``event.original`` verbatim when it is written;
         defaults to a compact JSON dump of ``raw``.
-    :param tables: mapping tables; defaults to ``include/mappings/threatq_to_ecs.json``.
+    :param tables: mapping tables; defaults to ``threatq_provider/data/mappings/threatq_to_ecs.json``.
     :return: the ECS document (``threatq.id`` is the document identity, ``@timestamp`` is
         ``updated_at``).
     :raises IndicatorRejected: no type, no value, a non-scalar value, or no usable id.

@@ -8,8 +8,8 @@ indicator-match rules find the data:
 - history: daily indices ``logs-ti_threatq.threat_history-YYYY.MM.DD`` (the load's day), every
   version once per day (``_id`` = id and version), swept by age like Elastic's 5-day ILM.
 
-The mapping is data: ``include/mappings/ecs_fields.json`` (every field the transform writes,
-with its type) plus ``include/elasticsearch/templates.json`` (names, settings, extra constant
+The mapping is data: ``threatq_provider/data/mappings/ecs_fields.json`` (every field the transform writes,
+with its type) plus ``threatq_provider/data/elasticsearch/templates.json`` (names, settings, extra constant
 fields). Both documents are ``dynamic: false``: unknown keys stay in ``_source`` unindexed; the
 component template ``logs-ti_threatq@custom`` (composed in, may be absent) is where users map
 more fields.
@@ -28,7 +28,7 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
-from threatq_provider._include import include_path
+from threatq_provider._resources import data_file
 from threatq_provider.elasticsearch.errors import TemplateInstallError
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, HISTORY_PATTERN, HISTORY_PREFIX
 
@@ -42,14 +42,14 @@ _NO_HANDLER = re.compile(r"(?:No handler for type|The mapper type) \[([a-z_]+)\]
 
 @lru_cache(maxsize=1)
 def template_config() -> dict[str, Any]:
-    """``include/elasticsearch/templates.json``, loaded once."""
-    return json.loads(include_path("elasticsearch", "templates.json").read_text())
+    """``threatq_provider/data/elasticsearch/templates.json``, loaded once."""
+    return json.loads(data_file("elasticsearch", "templates.json").read_text())
 
 
 @lru_cache(maxsize=1)
 def ecs_fields() -> dict[str, dict[str, Any]]:
     """Field path → mapping of every field the ECS transform writes (``ecs_fields.json``)."""
-    return json.loads(include_path("mappings", "ecs_fields.json").read_text())["fields"]
+    return json.loads(data_file("mappings", "ecs_fields.json").read_text())["fields"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """ThreatQ event → ``MISPEvent``: pure functions, no Airflow, no network, no clock.
 
-The tables live in ``include/mappings/threatq_to_misp.json`` (loaded once); categories and
+The tables live in ``threatq_provider/data/mappings/threatq_to_misp.json`` (loaded once); categories and
 ``to_ids`` defaults come from MISP's ``describeTypes`` (PyMISP's bundled copy unless the caller
 passes the live server's). UUIDs are ``uuid5``: the event's from the ThreatQ host and event id,
 each attribute's from the event UUID and the ThreatQ object it came from, so sharing the same
@@ -34,7 +34,7 @@ from pymisp import MISPAttribute, MISPEvent
 from pymisp.abstract import describe_types as _BUNDLED_DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
-from threatq_provider._include import include_path
+from threatq_provider._resources import data_file
 from threatq_provider.misp.description import escape_text, html_to_markdown, truncate
 from threatq_provider.misp.options import ANALYSIS_LEVELS, THREAT_LEVELS, ShareOptions, _canon
 
@@ -140,8 +140,8 @@ class _Tables:
 
 @lru_cache(maxsize=1)
 def tables() -> _Tables:
-    """The mapping tables from ``include/mappings/threatq_to_misp.json``, loaded once."""
-    raw = json.loads(include_path("mappings", "threatq_to_misp.json").read_text(encoding="utf-8"))
+    """The mapping tables from ``threatq_provider/data/mappings/threatq_to_misp.json``, loaded once."""
+    raw = json.loads(data_file("mappings", "threatq_to_misp.json").read_text(encoding="utf-8"))
     rules = tuple(_galaxy_rule(row) for row in raw["galaxy_matching"]["kinds"])
     indicator_rules = _indicator_galaxy_rules(raw["indicator_galaxy_attributes"]["by_attribute"], rules)
     return _Tables(

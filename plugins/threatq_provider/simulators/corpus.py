@@ -29,9 +29,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
+from importlib.resources import files
 from typing import Any
 
-from threatq_provider._include import include_path
+from threatq_provider._resources import data_file
 from threatq_provider.simulators.query import (
     canonical_field,
     compile_expr,
@@ -94,21 +95,22 @@ class ValidationError(ValueError):
 
 @lru_cache(maxsize=1)
 def _enumerations_text() -> str:
-    return include_path("threatq", "enumerations.json").read_text(encoding="utf-8")
+    return data_file("threatq", "enumerations.json").read_text(encoding="utf-8")
 
 
 def load_enumerations() -> dict[str, Any]:
-    """The default ThreatQ enumerations (``include/threatq/enumerations.json``), a fresh copy."""
+    """The default ThreatQ enumerations (the provider's ``threatq/enumerations.json``), a fresh copy."""
     return json.loads(_enumerations_text())
 
 
 @lru_cache(maxsize=1)
 def _seed_text() -> str:
-    return include_path("simulator", "threatq_seed.json").read_text(encoding="utf-8")
+    # Package data of the simulators themselves (``data/`` beside this module), so it travels with them.
+    return files(__package__ or __name__).joinpath("data", "threatq_seed.json").read_text(encoding="utf-8")
 
 
 def load_seed_data() -> dict[str, Any]:
-    """The simulator vocabulary (``include/simulator/threatq_seed.json``), a fresh copy."""
+    """The simulator vocabulary (``data/threatq_seed.json`` of this package), a fresh copy."""
     return json.loads(_seed_text())
 
 

@@ -248,7 +248,7 @@ def generate_value(type_name: str, rng: random.Random, uid: int, seed_data: Mapp
     :param type_name: the ThreatQ indicator type name.
     :param rng: the per-indicator random generator.
     :param uid: a unique integer (the indicator id).
-    :param seed_data: the vocabulary loaded from ``include/simulator/threatq_seed.json``.
+    :param seed_data: the vocabulary loaded from ``simulators/data/threatq_seed.json``.
     :return: the value.
     """
     gen = VALUE_GENERATORS.get(type_name, _string)

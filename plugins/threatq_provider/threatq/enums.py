@@ -1,6 +1,6 @@
 """ThreatQ default enumerations (indicator types, statuses, event types) and name validation.
 
-The names come from ``include/threatq/enumerations.json``, loaded once. Ids in that file are those
+The names come from the package data ``threatq/enumerations.json``, loaded once. Ids in that file are those
 of a default instance only; the client resolves ids by name at run time
 (:meth:`ThreatQClient.indicator_type_id`), because ids differ between instances. This module is
 about *names*: it accepts any case and the InsightConnect plugin's misspelling
@@ -16,7 +16,7 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from threatq_provider._include import include_path
+from threatq_provider._resources import data_file
 from threatq_provider.threatq.errors import ThreatQValidationError
 
 
@@ -40,11 +40,11 @@ class Enumerations:
 
 @lru_cache(maxsize=1)
 def load() -> Enumerations:
-    """Load ``include/threatq/enumerations.json`` once.
+    """Load ``threatq_provider/data/threatq/enumerations.json`` once.
 
     :return: the default enumerations.
     """
-    raw: dict[str, Any] = json.loads(include_path("threatq", "enumerations.json").read_text("utf-8"))
+    raw: dict[str, Any] = json.loads(data_file("threatq", "enumerations.json").read_text("utf-8"))
     types = raw["indicator_types"]
     statuses = raw["indicator_statuses"]
     events = raw["event_types"]

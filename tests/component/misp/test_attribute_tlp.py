@@ -12,7 +12,7 @@ from threatq_provider.operators.share import MispShareEventOperator
 
 pytestmark = pytest.mark.component
 
-# Independent ground truth for the checks below (the mapping reads its own table from include/).
+# Independent ground truth for the checks below (the mapping reads its own table from its package data).
 RANK = {"RED": 4, "AMBER+STRICT": 3, "AMBER": 2, "GREEN": 1, "WHITE": 0, "CLEAR": 0}
 
 

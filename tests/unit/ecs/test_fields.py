@@ -1,4 +1,4 @@
-"""include/mappings/ecs_fields.json lists every field the transform emits, with a fitting type.
+"""threatq_provider/data/mappings/ecs_fields.json lists every field the transform emits, with a fitting type.
 
 The Elasticsearch engineer maps the index from that file, so a field we emit but do not list
 (or list with the wrong type) would be a dynamic-mapping surprise or a rejected document.
@@ -18,7 +18,8 @@ from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import indicator_to_ecs
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-FIELDS = json.loads((REPO_ROOT / "include" / "mappings" / "ecs_fields.json").read_text(encoding="utf-8"))["fields"]
+DATA = REPO_ROOT / "plugins" / "threatq_provider" / "data"  # the provider's package data
+FIELDS = json.loads((DATA / "mappings" / "ecs_fields.json").read_text(encoding="utf-8"))["fields"]
 CONFORMANCE = REPO_ROOT / "tests" / "data" / "conformance" / "elastic-ti_threatq"
 SAMPLES = json.loads((REPO_ROOT / "tests" / "data" / "ecs" / "type_samples.json").read_text(encoding="utf-8"))
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)

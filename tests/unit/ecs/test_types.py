@@ -1,6 +1,6 @@
 """Every ThreatQ indicator type has a documented home in the ECS document.
 
-Walks the 34 default types of ``include/threatq/enumerations.json`` with our sample values, and,
+Walks the 34 default types of ``threatq_provider/data/threatq/enumerations.json`` with our sample values, and,
 once the simulator's corpus exists, every type the simulator generates.
 """
 
@@ -18,7 +18,8 @@ from threatq_provider.ecs.tables import load_tables, render_type_table_markdown
 from threatq_provider.ecs.transform import indicator_to_ecs
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-ENUMS = json.loads((REPO_ROOT / "include" / "threatq" / "enumerations.json").read_text(encoding="utf-8"))
+DATA = REPO_ROOT / "plugins" / "threatq_provider" / "data"  # the provider's package data
+ENUMS = json.loads((DATA / "threatq" / "enumerations.json").read_text(encoding="utf-8"))
 SAMPLES = json.loads((REPO_ROOT / "tests" / "data" / "ecs" / "type_samples.json").read_text(encoding="utf-8"))
 TYPES = [t["name"] for t in ENUMS["indicator_types"]]
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Index template bodies are generated from include/ data: names, every field, fallbacks."""
+"""Index template bodies are generated from the provider's package data: names, every field, fallbacks."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ DOC = REPO / "README.md"
 
 
 def type_table() -> str:
-    table = json.loads((REPO / "include" / "mappings" / "threatq_to_misp.json").read_text())["indicator_types"]
+    table_file = REPO / "plugins" / "threatq_provider" / "data" / "mappings" / "threatq_to_misp.json"
+    table = json.loads(table_file.read_text())["indicator_types"]
     rows = ["| ThreatQ indicator type | MISP type | Category | IDS by default |", "|---|---|---|---|"]
     for name, row in table.items():
         if row["type"] == "@ip":

@@ -1,4 +1,4 @@
-"""Name validation against include/threatq/enumerations.json."""
+"""Name validation against threatq_provider/data/threatq/enumerations.json."""
 
 from __future__ import annotations
 
