@@ -1,16 +1,22 @@
 """Reading Airflow connection extras: the one place the hooks look up and parse extra values.
 
-Used by the ThreatQ and Elasticsearch hooks. Each hook keeps its own error type, so the parsers
-take a factory that builds the hook's exception from a reason text. Imports no Airflow.
+Used by the ThreatQ, MISP and Elasticsearch hooks. Each hook keeps its own error type, so the
+parsers take a factory that builds the hook's exception from a reason text. Imports no Airflow.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "n"})
 POSITIVE_REQUIRED = "a positive number is required"
+#: The one extra, on every connection type of this provider, that lets credentials go over plain
+#: ``http://``. Loopback URLs are not exempt: a connection's proxy extra, a port forward or a
+#: sidecar can carry "127.0.0.1" traffic off the host in clear text, and one rule is easier to audit.
+ALLOW_INSECURE_HTTP = "allow_insecure_http"
 
 
 def extra_value(extras: dict[str, Any], conn_type: str, key: str) -> Any:
@@ -71,3 +77,36 @@ def as_positive_number(value: Any, default: float, invalid: Callable[[str], Exce
     if number <= 0:
         raise invalid(POSITIVE_REQUIRED)
     return number
+
+
+def plain_http_hosts(urls: Iterable[str]) -> list[str]:
+    """The ``scheme://host:port`` of each ``http://`` URL among ``urls`` (userinfo and path left out).
+
+    :param urls: URLs as the client will use them.
+    :return: the plain-http ones, in order, safe to show (no ``user:password@``).
+    """
+    found = []
+    for url in urls:
+        parts = urlsplit(str(url).strip())
+        if parts.scheme.lower() == "http":
+            host = parts.hostname or "?"
+            host = f"[{host}]" if ":" in host else host
+            found.append(f"http://{host}" + (f":{parts.port}" if parts.port else ""))
+    return found
+
+
+def plain_http_refusal(urls: Iterable[str], credentials: str) -> str | None:
+    """Why credentials must not be sent to ``urls``, or ``None`` when every URL is ``https://``.
+
+    The text names the credential kind and the host, never a value, and says how to opt in.
+
+    :param urls: the URLs the credentials would be sent to.
+    :param credentials: what would be sent, e.g. ``"password"`` or ``"API key"``.
+    :return: the reason, or ``None``.
+    """
+    hosts = plain_http_hosts(urls)
+    if not hosts:
+        return None
+    return (f"refusing to send the {credentials} over plain http to {', '.join(hosts)}: anyone on the "
+            "network path can read it. Use an https:// URL, or, for a lab or a local simulator, accept "
+            f'the risk with the connection extra "{ALLOW_INSECURE_HTTP}": true')

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 from threatq_provider import __version__
 
+#: The same opt-in on every connection type (extra key ``allow_insecure_http``, see _conn_extras).
+_ALLOW_INSECURE_HTTP = {
+    "label": "Allow credentials over plain http",
+    "description": "Send the credentials to an http:// URL in clear text. Off (default): such a URL is "
+    "refused, 127.0.0.1 included. For labs and local simulators only.",
+    "schema": {"type": "boolean", "default": False},
+}
+
 _THREATQ_FIELDS = {
     "client_id": {
         "label": "Client ID",
@@ -45,6 +53,7 @@ _THREATQ_FIELDS = {
         "description": "Indicators per API page when polling.",
         "schema": {"type": ["integer", "null"], "default": 1000, "minimum": 1, "maximum": 10000},
     },
+    "allow_insecure_http": _ALLOW_INSECURE_HTTP,
 }
 
 _MISP_FIELDS = {
@@ -68,6 +77,7 @@ _MISP_FIELDS = {
         "description": "Timeout per MISP request in seconds.",
         "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
     },
+    "allow_insecure_http": _ALLOW_INSECURE_HTTP,
 }
 
 _ES_FIELDS = {
@@ -96,6 +106,7 @@ _ES_FIELDS = {
         "description": "Timeout per Elasticsearch request in seconds.",
         "schema": {"type": ["number", "null"], "default": 60, "minimum": 1},
     },
+    "allow_insecure_http": _ALLOW_INSECURE_HTTP,
 }
 
 PROVIDER_INFO: dict = {

@@ -35,7 +35,7 @@ def test_provider_info_declares_threatq_connection_type_with_its_fields():
     (threatq,) = [c for c in info["connection-types"] if c["connection-type"] == "threatq"]
     assert threatq["hook-class-name"] == "threatq_provider.threatq.hook.ThreatQHook"
     assert set(threatq["conn-fields"]) == {"client_id", "client_secret", "verify_tls", "ca_bundle", "proxy",
-                                           "timeout", "page_size"}
+                                           "timeout", "page_size", "allow_insecure_http"}
     assert threatq["conn-fields"]["client_secret"]["schema"]["format"] == "password"
 
 
@@ -53,7 +53,16 @@ def test_airflow_cli_lists_provider_and_threatq_hook():
     assert by_type["threatq"]["hook_name"] == "ThreatQ"
 
 
-_THREATQ_EXTRAS = ("client_id", "client_secret", "verify_tls", "ca_bundle", "proxy", "timeout", "page_size")
+_THREATQ_EXTRAS = ("client_id", "client_secret", "verify_tls", "ca_bundle", "proxy", "timeout", "page_size",
+                   "allow_insecure_http")
+
+
+def test_every_connection_type_has_the_same_plain_http_opt_in_off_by_default():
+    from threatq_provider._conn_extras import ALLOW_INSECURE_HTTP
+
+    for conn_type in get_provider_info()["connection-types"]:
+        field = conn_type["conn-fields"][ALLOW_INSECURE_HTTP]
+        assert field["schema"] == {"type": "boolean", "default": False}, conn_type["connection-type"]
 
 
 def test_providers_manager_exposes_connection_form():

@@ -17,6 +17,8 @@ Password       –                     basic-auth password (secret)
 –              ``verify_certs``      verify the cluster's TLS certificate (default true)
 –              ``ca_certs``          path to a PEM CA bundle (optional)
 –              ``request_timeout``   seconds per request (default 60)
+–              ``allow_insecure_http`` send credentials to ``http://`` hosts (default false:
+                                     refused, loopback included; no credentials, no check)
 =============  ====================  =======================================================
 
 ``elasticsearch`` (Airflow's Elasticsearch provider): Host, Port (default 9200), Schema
@@ -27,6 +29,7 @@ Legacy ``extra__<conn_type>__<key>`` extras are read when the plain key is absen
 
 from __future__ import annotations
 
+import logging
 import re
 from functools import cached_property
 from typing import Any
@@ -36,9 +39,18 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from threatq_provider._connection_form import field_behaviour, form_widgets
-from threatq_provider._conn_extras import as_bool, as_positive_number, extra_value
+from threatq_provider._conn_extras import (
+    ALLOW_INSECURE_HTTP,
+    as_bool,
+    as_positive_number,
+    extra_value,
+    plain_http_hosts,
+    plain_http_refusal,
+)
 from threatq_provider.elasticsearch.errors import ConnectionConfigError, ElasticsearchEcsError
 
+# Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
+log = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT = 60.0
 _USERINFO = re.compile(r"//[^/@\s]+@")
 
@@ -111,7 +123,25 @@ def client_kwargs_from_connection(conn: Any, conn_id: str | None = None) -> dict
     if ca_certs:
         kwargs["ca_certs"] = str(ca_certs)
     kwargs["request_timeout"] = _as_timeout(conn_id, extra_value(extras, conn_type, "request_timeout"))
+    kind = credential_kind(kwargs)
+    refusal = plain_http_refusal(kwargs.get("hosts") or (), kind) if kind else None
+    opt_in = extra_value(extras, conn_type, ALLOW_INSECURE_HTTP)
+    if refusal and not _as_bool(conn_id, ALLOW_INSECURE_HTTP, opt_in, False):
+        raise ConnectionConfigError(conn_id, "host", refusal)
     return kwargs
+
+
+def credential_kind(kwargs: dict[str, Any]) -> str | None:
+    """What secret the client arguments would send: ``"API key"``, ``"password"`` or ``None``.
+
+    :param kwargs: the output of :func:`client_kwargs_from_connection`.
+    """
+    if kwargs.get("api_key"):
+        return "API key"
+    in_url = any(urlsplit(h).username or urlsplit(h).password for h in kwargs.get("hosts") or ())
+    if kwargs.get("basic_auth") or in_url:
+        return "password"
+    return None
 
 
 def safe_error_text(exc: BaseException) -> str:
@@ -174,6 +204,11 @@ class ElasticsearchEcsHook(BaseHook):
             password = urlsplit(host).password
             if password:
                 mask_secret(password)
+        kind = credential_kind(kwargs)
+        if kind and plain_http_hosts(kwargs.get("hosts") or ()):
+            # Only reached with allow_insecure_http set: client_kwargs_from_connection refuses otherwise.
+            log.warning("Elasticsearch connection %r sends its %s over plain http (extra %s is set)",
+                             self.elasticsearch_conn_id, kind, ALLOW_INSECURE_HTTP)
         return kwargs
 
     @cached_property

@@ -3,8 +3,9 @@
 PyMISP's constructor is not lazy (it calls ``servers/getVersion``, ``users/view/me`` and
 ``attributes/describeTypes.json``), so the client is built on first use and cached for the task.
 Connection: host = MISP URL, password = API key, extras ``verify_tls``, ``ca_bundle``, ``proxy``,
-``timeout`` (declared as form fields in provider_info). Errors surface as ``MispError``
-subclasses with the API key never in their text.
+``timeout``, ``allow_insecure_http`` (declared as form fields in provider_info). An ``http://`` URL
+is refused (the key would travel in clear text) unless ``allow_insecure_http`` is true. Errors
+surface as ``MispError`` subclasses with the API key never in their text.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
-from threatq_provider._conn_extras import as_bool
+from threatq_provider._conn_extras import ALLOW_INSECURE_HTTP, as_bool, plain_http_refusal
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
+# Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 TOOL_NAME = "airflow-provider-threatq"
 RETRY_STATUSES = (429, 502, 503, 504)
@@ -120,8 +123,13 @@ class MispHook(BaseHook):
             raise MispConfigError(f"connection {self.misp_conn_id!r}: password (MISP API key) is empty")
         extra = conn.extra_dejson or {}
         # A typo ("flase") must not switch TLS verification off: unknown words are an error.
-        verify = as_bool(extra.get("verify_tls") if extra.get("verify_tls") != "" else None, True,
-                         lambda reason: MispConfigError(f"connection {self.misp_conn_id!r}: extra verify_tls: {reason}"))
+        verify = self._flag(extra, "verify_tls", True)
+        refusal = plain_http_refusal([url], "API key")
+        if refusal and not self._flag(extra, ALLOW_INSECURE_HTTP, False):
+            raise MispConfigError(f"connection {self.misp_conn_id!r}: {refusal}")
+        if refusal:
+            log.warning("MISP connection %r sends its API key over plain http (extra %s is set)",
+                             self.misp_conn_id, ALLOW_INSECURE_HTTP)
         ca_bundle = extra.get("ca_bundle") or None
         proxy = extra.get("proxy") or None
         proxy_password = urlsplit(str(proxy)).password if proxy else None
@@ -140,6 +148,12 @@ class MispHook(BaseHook):
             "tool": TOOL_NAME,
             "https_adapter": retrying_adapter(),
         }
+
+    def _flag(self, extra: dict[str, Any], key: str, default: bool) -> bool:
+        value = extra.get(key)
+        conn_id = self.misp_conn_id
+        return as_bool(value if value != "" else None, default,
+                       lambda reason: MispConfigError(f"connection {conn_id!r}: extra {key}: {reason}"))
 
     @property
     def url(self) -> str:

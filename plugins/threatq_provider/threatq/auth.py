@@ -71,6 +71,7 @@ class PasswordGrant:
     password: str = field(repr=False)
 
     kind = "password grant"
+    secret_name = "password"
 
     def __post_init__(self) -> None:
         _require("client_id", self.client_id)
@@ -119,6 +120,7 @@ class ClientCredentials:
     client_secret: str = field(repr=False)
 
     kind = "client-credentials grant"
+    secret_name = "client secret"
 
     def __post_init__(self) -> None:
         _require("client_id", self.client_id)

@@ -15,6 +15,8 @@ Password       –                         account password (password grant)
 –              ``proxy``                 proxy URL for all calls (optional)
 –              ``timeout``               read timeout in seconds (default 60; connect is 10)
 –              ``page_size``             rows per page when polling (default 1000)
+–              ``allow_insecure_http``   send the credentials to an ``http://`` URL (default false:
+                                         refused, loopback included)
 =============  ========================  ==========================================================
 
 Legacy ``extra__threatq__<key>`` extras are read when the plain key is absent.
@@ -22,6 +24,7 @@ Legacy ``extra__threatq__<key>`` extras are read when the plain key is absent.
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -29,11 +32,19 @@ from urllib.parse import urlsplit
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider._connection_form import field_behaviour, form_widgets
-from threatq_provider._conn_extras import as_bool, as_positive_number, extra_value
+from threatq_provider._conn_extras import (
+    ALLOW_INSECURE_HTTP,
+    as_bool,
+    as_positive_number,
+    extra_value,
+    plain_http_refusal,
+)
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
 from threatq_provider.threatq.client import RetryPolicy, ThreatQClient
 from threatq_provider.threatq.errors import ThreatQError, ThreatQValidationError, mask_body
 
+# Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
+log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -97,6 +108,7 @@ class ThreatQHook(BaseHook):
             auth: ClientCredentials | PasswordGrant = ClientCredentials(client_id or "", client_secret)
         else:
             auth = PasswordGrant(client_id or "", conn.login or "", conn.password or "")
+        self._check_transport(base_url, auth, extras)
         verify: bool | str = _as_bool("verify_tls", self._extra(extras, "verify_tls"), True)
         ca_bundle = self._extra(extras, "ca_bundle")
         if verify and ca_bundle:
@@ -115,6 +127,18 @@ class ThreatQHook(BaseHook):
             "timeout": (min(CONNECT_TIMEOUT_S, read_timeout), read_timeout),
             "page_size": page_size,
         }
+
+    def _check_transport(self, base_url: str, auth: ClientCredentials | PasswordGrant,
+                         extras: dict[str, Any]) -> None:
+        """Refuse to send the grant's secret over plain http unless the connection opts in."""
+        refusal = plain_http_refusal([base_url], auth.secret_name)
+        if refusal is None:
+            return
+        if not _as_bool(ALLOW_INSECURE_HTTP, self._extra(extras, ALLOW_INSECURE_HTTP), False):
+            raise ThreatQValidationError("host scheme", "http",
+                                         reason=f"connection {self.threatq_conn_id!r}: {refusal}")
+        log.warning("ThreatQ connection %r sends its %s over plain http (extra %s is set)",
+                         self.threatq_conn_id, auth.secret_name, ALLOW_INSECURE_HTTP)
 
     def _base_url(self, conn: Any) -> str:
         host = (conn.host or "").strip()

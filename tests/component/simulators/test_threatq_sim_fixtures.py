@@ -32,7 +32,8 @@ def test_threatq_conn_sets_the_airflow_connection(threatq_conn: str, threatq_sim
     assert threatq_conn == THREATQ_CONN_ID == "threatq_default"
     conn = json.loads(os.environ["AIRFLOW_CONN_THREATQ_DEFAULT"])
     assert conn == {"conn_type": "threatq", "host": threatq_sim.url, "login": DEFAULT_USERNAME,
-                    "password": DEFAULT_PASSWORD, "extra": {"client_id": DEFAULT_CLIENT_ID, "verify_tls": False}}
+                    "password": DEFAULT_PASSWORD,
+                    "extra": {"client_id": DEFAULT_CLIENT_ID, "verify_tls": False, "allow_insecure_http": True}}
     assert _token(conn).status_code == 200
 
 

@@ -73,7 +73,7 @@ def test_airflow_connections_test_cli_fails_readably(threatq_sim):
 
 def test_airflow_connections_test_cli_unreachable_host():
     conn = {"conn_type": "threatq", "host": "http://127.0.0.1:9", "login": "a@b.c", "password": CANARY,
-            "extra": {"client_id": "cid", "timeout": 2}}
+            "extra": {"client_id": "cid", "timeout": 2, "allow_insecure_http": True}}
     result = _cli_test(json.dumps(conn))
     out = result.stdout + result.stderr
     assert "Connection failed!" in out and "Cannot connect to ThreatQ at http://127.0.0.1:9" in out

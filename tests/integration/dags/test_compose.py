@@ -76,7 +76,7 @@ def test_compose_file_is_valid(compose):
             assert dep != name, f"{name}: depends on itself"
             assert spec.get("condition", "service_started") in CONDITIONS, f"{name}: bad condition {spec}"
         for port in svc.get("ports") or []:
-            assert re.fullmatch(r"\d+:\d+", str(port)), f"{name}: port {port!r} is not host:container"
+            assert re.fullmatch(r"[0-9.]+:\d+:\d+", str(port)), f"{name}: port {port!r} is not ip:host:container"
         for volume in svc.get("volumes") or []:
             source, target = str(volume).split(":")[:2]
             assert target.startswith("/"), f"{name}: volume target {target} not absolute"
@@ -103,6 +103,34 @@ def test_compose_runs_airflow_33_on_postgres_with_es_kibana_and_both_simulators(
     airflow = services["airflow-scheduler"]
     mounts = {v.split(":")[1] for v in airflow["volumes"]}
     assert {"/opt/airflow/dags", "/opt/threatq/plugins", "/opt/threatq/include"} <= mounts
+
+
+def test_every_published_port_is_bound_to_loopback_by_default(compose):
+    # Airflow (every user admin, fixed JWT secret), Elasticsearch with security off, Kibana and
+    # the simulators must not be reachable from the network unless BIND_ADDRESS says so.
+    published = {name: svc["ports"] for name, svc in compose["services"].items() if svc.get("ports")}
+    assert set(published) == {"airflow-apiserver", "elasticsearch", "kibana", "threatq-sim", "misp-double"}
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name}: port {port!r} is published on every interface"
+    raw = COMPOSE.read_text()
+    assert raw.count("${BIND_ADDRESS:-127.0.0.1}:") == sum(len(p) for p in published.values())
+
+
+def test_compose_connections_are_accepted_by_the_hooks(compose, monkeypatch):
+    # The simulators speak plain http inside the compose network: each connection that carries a
+    # credential opts in explicitly, else the hook would refuse it (allow_insecure_http).
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
+    from threatq_provider.misp.hook import MispHook
+    from threatq_provider.threatq.hook import ThreatQHook
+
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    for key, value in env.items():
+        if key.startswith("AIRFLOW_CONN_"):
+            monkeypatch.setenv(key, value)
+    assert ThreatQHook().client_kwargs()["base_url"] == "http://threatq-sim:8700"
+    assert MispHook().client_kwargs["url"] == "http://misp-double:8481/"
+    assert ElasticsearchEcsHook().client_kwargs()["hosts"] == ["http://elasticsearch:9200"]
 
 
 def test_compose_connections_parse_and_point_at_the_compose_services(compose):

@@ -140,7 +140,8 @@ def test_asset_uri_names_the_active_alias():
 def test_credentials_never_reach_logs_or_xcom(monkeypatch, es_url, es_index_prefix, tmp_path, caplog):
     # The test node runs without security, so it ignores the credentials; the client still sends them.
     monkeypatch.setenv("AIRFLOW_CONN_ES_CANARY", json.dumps({
-        "conn_type": "elasticsearch_ecs", "host": es_url, "login": "elastic", "password": CANARY}))
+        "conn_type": "elasticsearch_ecs", "host": es_url, "login": "elastic", "password": CANARY,
+        "extra": {"allow_insecure_http": True}}))
     source = tmp_path / "ecs.ndjson"
     source.write_text((DATA / "documents.ndjson").read_text())
     caplog.set_level("DEBUG")

@@ -103,7 +103,7 @@ def test_test_connection_failure_message_has_no_secret(monkeypatch, caplog):
     monkeypatch.setenv("AIRFLOW_CONN_ES_DOWN", json.dumps({
         "conn_type": "elasticsearch_ecs", "host": f"http://elastic:{CANARY}@127.0.0.1:9",
         "password": CANARY, "login": "elastic",
-        "extra": {"api_key": f"id:{CANARY}", "request_timeout": 2}}))
+        "extra": {"api_key": f"id:{CANARY}", "request_timeout": 2, "allow_insecure_http": True}}))
     caplog.set_level(logging.DEBUG)
 
     ok, message = ElasticsearchEcsHook(elasticsearch_conn_id="es_down").test_connection()
@@ -136,3 +136,37 @@ def test_a_password_inside_the_host_url_is_registered_with_the_log_masker(monkey
         "conn_type": "elasticsearch_ecs", "host": f"https://es0:9200,https://elastic:{CANARY}@es1:9200"}))
     ElasticsearchEcsHook(elasticsearch_conn_id="es_userinfo").client_kwargs()
     assert masked == [CANARY]
+
+
+@pytest.mark.parametrize(("fields", "kind"), [
+    ({"login": "elastic", "password": CANARY}, "password"),
+    ({"api_key": "id:" + CANARY}, "API key"),
+    ({"host": f"http://elastic:{CANARY}@127.0.0.1:9200"}, "password"),
+    ({"host": "https://es1:9200,http://es2:9200", "api_key": CANARY}, "API key"),
+])
+def test_credentials_to_a_plain_http_host_are_refused(fields, kind):
+    fields = {"host": "http://127.0.0.1:9200", **fields}
+    with pytest.raises(ConnectionConfigError) as info:
+        client_kwargs_from_connection(conn(**fields))
+    message = str(info.value)
+    assert f"refusing to send the {kind} over plain http" in message and "allow_insecure_http" in message
+    assert CANARY not in message
+
+
+def test_airflow_elasticsearch_type_with_login_is_refused_on_its_default_http():
+    with pytest.raises(ConnectionConfigError, match="plain http to http://es.internal:9200"):
+        client_kwargs_from_connection(conn(conn_type="elasticsearch", host="es.internal", login="u", password="p"))
+
+
+def test_a_plain_http_host_without_credentials_needs_no_opt_in():
+    assert client_kwargs_from_connection(conn(host="http://127.0.0.1:9250"))["hosts"] == ["http://127.0.0.1:9250"]
+
+
+def test_the_opt_in_lets_credentials_go_over_http_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW_CONN_ES_LAB", json.dumps({
+        "conn_type": "elasticsearch_ecs", "host": "http://127.0.0.1:9200", "login": "elastic", "password": CANARY,
+        "extra": {"allow_insecure_http": "yes"}}))
+    caplog.set_level(logging.WARNING)
+    kwargs = ElasticsearchEcsHook(elasticsearch_conn_id="es_lab").client_kwargs()
+    assert kwargs["basic_auth"] == ("elastic", CANARY)
+    assert "sends its password over plain http" in caplog.text and CANARY not in caplog.text

@@ -57,7 +57,7 @@ def test_an_unreachable_misp_names_the_network_cause_without_the_key(monkeypatch
     with socket.socket() as s:  # a port nobody listens on: bound, then released
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    set_conn(monkeypatch, host=f"http://127.0.0.1:{port}")
+    set_conn(monkeypatch, host=f"http://127.0.0.1:{port}", extra={"allow_insecure_http": True})
     ok, message = MispHook().test_connection()
     assert not ok
     assert "Connection refused" in message and f"127.0.0.1:{port}" in message
@@ -80,3 +80,27 @@ def test_a_misspelt_verify_tls_is_an_error_not_tls_off(monkeypatch):
     assert MispHook().client_kwargs["ssl"] is False
     set_conn(monkeypatch, extra={"verify_tls": ""})
     assert MispHook().client_kwargs["ssl"] is True
+
+
+@pytest.mark.parametrize("host", ["http://misp.example.com", "http://127.0.0.1:8481", "http://localhost"])
+def test_plain_http_is_refused_unless_the_connection_opts_in(monkeypatch, host):
+    set_conn(monkeypatch, host=host)
+    with pytest.raises(MispConfigError) as info:
+        _ = MispHook().client_kwargs
+    message = str(info.value)
+    assert "refusing to send the API key over plain http" in message and '"allow_insecure_http": true' in message
+    assert KEY not in message
+
+
+def test_plain_http_with_the_opt_in_is_accepted_and_warned_about(monkeypatch, caplog):
+    set_conn(monkeypatch, host="http://127.0.0.1:8481", extra={"allow_insecure_http": True})
+    caplog.set_level("WARNING")
+    assert MispHook().client_kwargs["url"] == "http://127.0.0.1:8481/"
+    assert "sends its API key over plain http" in caplog.text and KEY not in caplog.text
+
+
+def test_test_connection_reports_the_plain_http_refusal_without_calling_misp(monkeypatch, requests_mock):
+    set_conn(monkeypatch, host="http://misp.example.com")
+    ok, message = MispHook().test_connection()
+    assert ok is False and "plain http" in message and KEY not in message
+    assert requests_mock.call_count == 0

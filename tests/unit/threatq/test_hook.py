@@ -134,3 +134,45 @@ def test_a_proxy_password_is_registered_with_the_log_masker(monkeypatch):
     set_conn(monkeypatch, extra={"client_id": "cid", "proxy": f"http://svc:{CANARY}@proxy.example:3128"})
     ThreatQHook().client_kwargs()
     assert masked == [CANARY]
+
+
+@pytest.mark.parametrize("grant", ["password", "client_credentials"])
+@pytest.mark.parametrize("host", ["http://tq.example.test", "http://127.0.0.1:8480", "HTTP://[::1]:8480"])
+def test_plain_http_is_refused_naming_why_and_the_opt_in_without_the_secret(monkeypatch, grant, host):
+    extra = {"client_id": "cid", **({"client_secret": CANARY} if grant == "client_credentials" else {})}
+    set_conn(monkeypatch, host=host, extra=extra)
+    with pytest.raises(ThreatQValidationError) as info:
+        ThreatQHook().client_kwargs()
+    message = str(info.value)
+    kind = "password" if grant == "password" else "client secret"
+    assert f"refusing to send the {kind} over plain http" in message
+    assert "anyone on the network path can read it" in message
+    assert '"allow_insecure_http": true' in message and "'threatq_default'" in message
+    assert CANARY not in message
+
+
+def test_plain_http_with_the_opt_in_is_accepted_and_warned_about(monkeypatch, caplog):
+    set_conn(monkeypatch, host="http://127.0.0.1:8480", extra={"client_id": "cid", "allow_insecure_http": "true"})
+    caplog.set_level("WARNING")
+    assert ThreatQHook().client_kwargs()["base_url"] == "http://127.0.0.1:8480"
+    assert "sends its password over plain http" in caplog.text and CANARY not in caplog.text
+
+
+def test_an_explicit_false_opt_in_still_refuses(monkeypatch):
+    set_conn(monkeypatch, host="http://tq.example.test", extra={"client_id": "cid", "allow_insecure_http": False})
+    with pytest.raises(ThreatQValidationError, match="plain http"):
+        ThreatQHook().client_kwargs()
+
+
+def test_a_host_without_scheme_and_http_schema_is_plain_http_too(monkeypatch):
+    set_conn(monkeypatch, host="tq.example.test", schema="http")
+    with pytest.raises(ThreatQValidationError, match="plain http to http://tq.example.test"):
+        ThreatQHook().client_kwargs()
+
+
+def test_test_connection_reports_the_plain_http_refusal(monkeypatch, requests_mock):
+    set_conn(monkeypatch, host="http://tq.example.test")
+    ok, message = ThreatQHook().test_connection()
+    assert ok is False and "misconfigured" in message and "allow_insecure_http" in message
+    assert requests_mock.call_count == 0  # nothing was sent
+    assert CANARY not in message
