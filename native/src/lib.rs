@@ -815,6 +815,8 @@ struct Engine {
     tlp_spellings: HashMap<String, String>,
     keyword_max_chars: usize,
     ecs_version: String,
+    /// (path, value) written on every document, in order (tables.Tables.constants).
+    constants: Vec<(Vec<String>, String)>,
     keep: bool,
     preserve_original: bool,
     threatq_url: Option<String>,
@@ -1125,6 +1127,9 @@ impl Engine {
             (false, true) => out.insert("tags", strs(&["preserve_duplicate_custom_fields"])),
             (false, false) => {}
         }
+        for (path, value) in &self.constants {
+            put(&mut out, path, s(value.as_str()));
+        }
         let mut buf = Vec::with_capacity(text.len() + text.len() / 2 + 256);
         write_obj(&mut buf, &out);
         buf
@@ -1383,6 +1388,11 @@ impl Engine {
             .iter()
             .map(|(k, v)| Ok((k.clone(), text_of(v, "hives")?)))
             .collect::<PyResult<_>>()?;
+        let mut constants = Vec::new();
+        for pair in tables["constants"].as_array().ok_or_else(|| table_error("constants"))? {
+            let value = pair[1].as_str().ok_or_else(|| table_error("constant value"))?;
+            constants.push((path_of(&pair[0], "constant path")?, value.to_owned()));
+        }
         let reason = &tables["expiration_reasons"];
         let reasons = Reasons {
             expired_at: text_of(&reason["expired_at"], "expiration_reasons")?,
@@ -1400,6 +1410,7 @@ impl Engine {
             tlp_spellings,
             keyword_max_chars: usize::try_from(keyword_max_chars).map_err(|_| table_error("keyword_max_chars"))?,
             ecs_version: tables["ecs_version"].as_str().ok_or_else(|| table_error("ecs_version"))?.to_owned(),
+            constants,
             keep: keep_duplicates,
             preserve_original,
             threatq_url,

@@ -86,8 +86,8 @@ _KIND_NAMES = {DATE: "date", STR: "str", LONG: "long", NESTED: "nested"}
 def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: Mapping[str, str]) -> str:
     """Everything the native engine reads, defined once in Python: the loaded (already validated)
     type tables, the transform's key → kind table of each object (``indicator``, ``source``,
-    ``attribute``, ``adversary``, ``comment``, ``id_object``), the registry hive abbreviations and
-    the expiry reasons."""
+    ``attribute``, ``adversary``, ``comment``, ``id_object``), the registry hive abbreviations, the
+    expiry reasons and the document constants."""
     types = {
         name: {
             "ecs_type": rule.ecs_type,
@@ -107,6 +107,7 @@ def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: 
             "tlp_prefixes": list(tables.tlp_prefixes),
             "tlp_spellings": dict(tables.tlp_spellings),
             "hives": dict(hives),
+            "constants": [[list(path), value] for path, value in tables.constants],
             "expiration_reasons": {
                 "expired_at": REASON_EXPIRED_AT,
                 "expires_at": REASON_EXPIRES_AT,

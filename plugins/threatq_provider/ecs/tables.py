@@ -69,6 +69,8 @@ class Tables:
     :param confidence: score 0..10 → label (index = score).
     :param tlp_prefixes: upper-cased prefixes stripped from TLP names.
     :param tlp_spellings: upper-cased spelling → ECS TLP value.
+    :param constants: (field path, value) written on every document, in order (the values of
+        Elastic's latest index that its rules and views filter on).
     """
 
     ecs_version: str
@@ -79,6 +81,7 @@ class Tables:
     confidence: tuple[str | None, ...]
     tlp_prefixes: tuple[str, ...]
     tlp_spellings: Mapping[str, str]
+    constants: tuple[tuple[tuple[str, ...], str], ...] = ()
 
 
 def _rule(row: Mapping[str, Any]) -> TypeRule:
@@ -133,6 +136,7 @@ def build_tables(data: Mapping[str, Any]) -> Tables:
     bad = sorted(v for v in spellings.values() if v not in allowed)
     if bad:
         raise EcsTableError(f"TLP spellings map to values outside ECS's list: {bad}")
+    constants = _constants(data.get("document_constants") or {})
     return Tables(
         ecs_version=str(data["ecs_version"]),
         keyword_max_chars=int(data["keyword_max_chars"]),
@@ -142,7 +146,26 @@ def build_tables(data: Mapping[str, Any]) -> Tables:
         confidence=tuple(confidence),
         tlp_prefixes=tuple(str(p).upper() for p in tlp["prefixes"]),
         tlp_spellings=MappingProxyType(spellings),
+        constants=constants,
     )
+
+
+# Keys the transform builds itself: a constant there would silently overwrite mapped data.
+_OWN_ROOTS = ("threatq", "threat.indicator", "related", "error", "tags", "ecs", "@timestamp",
+              "event.kind", "event.category", "event.type", "event.original")
+
+
+def _constants(table: Mapping[str, Any]) -> tuple[tuple[tuple[str, ...], str], ...]:
+    out = []
+    for path, value in table.items():
+        if path.startswith("_"):
+            continue
+        if not isinstance(value, str) or not value:
+            raise EcsTableError(f"document constant {path!r} must be a non-empty string, got {value!r}")
+        if any(path == root or path.startswith(root + ".") for root in _OWN_ROOTS):
+            raise EcsTableError(f"document constant {path!r} would overwrite a field the transform writes")
+        out.append((tuple(path.split(".")), value))
+    return tuple(out)
 
 
 def _table_file() -> Traversable:

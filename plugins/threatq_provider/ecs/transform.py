@@ -546,6 +546,10 @@ def _finish(
         out["tags"] = ["preserve_duplicate_custom_fields"]
     if flagged:
         out["error"] = {"message": errors}
+    # The fields Elastic's rules and Security views filter on (event.module, labels, feed…),
+    # as the table says; last, so a flagged document carries them too.
+    for path, value in tables.constants:
+        _put(out, path, value)
     return out
 
 

@@ -84,6 +84,24 @@ def delta_agent_fields(expected: Doc, raw: Doc) -> None:
     expected["tags"] = [t for t in expected["tags"] if t not in ("forwarded", "threatq-threat")]
 
 
+def delta_latest_index_fields(expected: Doc, raw: Doc) -> None:
+    """Elastic's pipeline writes none of ``event.module``, ``event.dataset``, ``threat.feed.*``,
+    ``labels.is_ioc_transform_source`` or ``data_stream.*``: its index mappings hold the first four
+    as ``constant_keyword`` values and Fleet adds ``data_stream.*``. The documents of its latest
+    index, which Elastic Security's indicator-match rules read (``event.module:(threatintel or
+    ti_*)``, ``not labels.is_ioc_transform_source:"true"``), carry those values; our transform
+    writes them into every document (table ``document_constants`` in ``threatq_to_ecs.json``;
+    issue 12), because a cluster without ``constant_keyword`` only matches values in the
+    document. Values as Elastic's ``base-fields.yml`` (data stream and transform destination),
+    ``labels`` ``"false"`` as in the destination since 1.28.3, namespace ``default``."""
+    expected["event"]["module"] = "ti_threatq"
+    expected["event"]["dataset"] = "ti_threatq.threat"
+    expected.setdefault("threat", {})["feed"] = {
+        "name": "ThreatQuotient", "dashboard_id": "ti_threatq-a05fd810-78f1-11ec-a97c-7db1518ab848"}
+    expected["data_stream"] = {"type": "logs", "dataset": "ti_threatq.threat", "namespace": "default"}
+    expected["labels"] = {"is_ioc_transform_source": "false"}
+
+
 # ---- Our documented improvements (README, type table) -------------------------------------
 
 
@@ -111,6 +129,7 @@ SYSTEM_TEST_OPTIONS = EcsOptions(
 PIPELINE_DELTAS: tuple[Callable[[Doc, Doc], None], ...] = (
     delta_1_33_provider_from_source_name,
     delta_pipeline_tests_have_no_duration,
+    delta_latest_index_fields,
     ours_tlp_prefix_accepted,
 )
 
@@ -127,7 +146,8 @@ def _pipeline_case(log: str, expected: str, extra: tuple[Callable[[Doc, Doc], No
 
 def _system_case() -> list[Any]:
     doc = json.loads((FIXTURES / "sample_event.json").read_text(encoding="utf-8"))
-    deltas = (delta_agent_fields, delta_1_33_provider_from_source_name, ours_tlp_prefix_accepted)
+    deltas = (delta_agent_fields, delta_latest_index_fields, delta_1_33_provider_from_source_name,
+              ours_tlp_prefix_accepted)
     return [pytest.param(doc["event"]["original"], doc, SYSTEM_TEST_OPTIONS, deltas, id="sample_event.json")]
 
 

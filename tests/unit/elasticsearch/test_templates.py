@@ -41,8 +41,27 @@ def test_prefix_reaches_every_name_and_pattern():
 def test_every_transform_field_is_in_both_templates_with_its_type():
     for kind in ("active", "history"):
         mapped = _flat(template_body(kind, IndexNames())["template"]["mappings"]["properties"])
+        extra = template_config()[kind]["extra_properties"]
         for path, spec in ecs_fields().items():
+            if path in extra:  # a keyword the template pins as constant_keyword (threat.feed.*, labels)
+                assert (spec["type"], mapped[path]["type"]) == ("keyword", "constant_keyword"), (kind, path)
+                continue
             assert mapped[path] == spec, (kind, path)
+
+
+def test_template_constants_agree_with_the_document_constants():
+    """A constant_keyword whose value differs from the document's rejects the document: the
+    active index pins what the transform writes; the history pins labels "true", which the loader
+    writes into the history copy (issue 12)."""
+    from threatq_provider.ecs.tables import load_tables
+
+    written = {".".join(path): value for path, value in load_tables().constants}
+    for kind in ("active", "history"):
+        for path, spec in template_config()[kind]["extra_properties"].items():
+            if "value" not in spec:
+                continue
+            want = "true" if (kind, path) == ("history", "labels.is_ioc_transform_source") else written[path]
+            assert spec["value"] == want, (kind, path)
 
 
 def test_mappings_are_not_dynamic():
