@@ -14,7 +14,9 @@ The event UUID is deterministic, so each share is an upsert keyed by it:
    when nothing changed;
 3. the description's event report (one, uuid5): added when MISP lacks it, edited when its name,
    content or distribution differ, hard-deleted when ThreatQ no longer yields it (a soft-deleted
-   report keeps its UUID taken, so the description could never come back);
+   report keeps its UUID taken, so the description could never come back). A MISP that answers
+   404 to ``eventReports`` (older than 2.4.137, or the route blocked) gets no reports: warned
+   once per exporter (one task), counted in ``reports_unavailable``, the rest is shared;
 4. publish when the option is on and the event was changed or is not yet published (every MISP
    edit unpublishes, so the publish comes last).
 
@@ -67,6 +69,7 @@ class ShareResult:
     :param reports_removed: event reports of ours deleted because ThreatQ no longer yields them.
     :param attribute_tags_added: managed tags (``tlp:*``) attached to attributes already in MISP.
     :param attribute_tags_removed: managed tags removed from attributes because ThreatQ no longer yields them.
+    :param reports_unavailable: event reports not sent: this MISP does not serve ``eventReports`` (404).
     :param galaxy_clusters: galaxy type → clusters the shared event carries (``misp-galaxy:<type>=…`` tags).
     """
 
@@ -88,6 +91,7 @@ class ShareResult:
     attribute_tags_added: int = 0
     attribute_tags_removed: int = 0
     galaxy_clusters: dict[str, int] = field(default_factory=dict)
+    reports_unavailable: int = 0
 
     @property
     def changed(self) -> bool:
@@ -123,6 +127,7 @@ class ShareResult:
             "attribute_tags_added": self.attribute_tags_added,
             "attribute_tags_removed": self.attribute_tags_removed,
             "galaxy_clusters": dict(self.galaxy_clusters),
+            "reports_unavailable": self.reports_unavailable,
         }
 
 
@@ -202,6 +207,8 @@ class MispExporter:
         self.options = options
         self.max_request_bytes = max_request_bytes
         self._sharing_group_id: str | None = None
+        #: Set on the first 404 from ``eventReports``: later events skip reports without asking.
+        self.reports_unavailable = False
 
     # -------------------------------------------------------------- plumbing
     def _call(self, action: str, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -392,26 +399,43 @@ class MispExporter:
         have = {str(r.get("uuid")): r for r in (stored or {}).get("EventReport") or []
                 if str(r.get("deleted", False)).lower() not in ("true", "1")}
         wanted = {str(r.uuid): r for r in event.event_reports}
-        for report_id, report in wanted.items():
-            old = have.get(report_id)
-            if old is not None and self._same_report(report, old):
-                continue
+        pending = [(report_id, report) for report_id, report in wanted.items()
+                   if have.get(report_id) is None or not self._same_report(report, have[report_id])]
+        for done, (report_id, report) in enumerate(pending):
+            if self.reports_unavailable:
+                result.reports_unavailable += len(pending) - done
+                return
             label = report_label(report)
             try:
-                if old is None:
+                if report_id not in have:
                     self._call(f"add {label} to event {event.uuid}", "add_event_report", event.uuid, report)
                     result.reports_added += 1
                 else:
                     self._call(f"update {label} of event {event.uuid}", "update_event_report", report, report_id)
                     result.reports_updated += 1
+            except MispNotFound as exc:  # no eventReports on this MISP: the rest of the event is shared
+                self._no_reports(exc)
+                result.reports_unavailable += 1
             except MispRejected as exc:  # the attributes are shared; the report is named with MISP's reason
                 result.rejected.append((label, _reason(exc.errors) if exc.errors else str(exc)))
         for report_id, old in have.items():
             if report_id not in wanted and _is_derived(report_id):
                 # Hard: a soft-deleted report keeps its UUID, and ours is fixed (uuid5).
-                self._call(f"remove {report_label(old)} from event {event.uuid}", "delete_event_report", report_id,
-                           hard=True)
+                try:
+                    self._call(f"remove {report_label(old)} from event {event.uuid}", "delete_event_report",
+                               report_id, hard=True)
+                except MispNotFound:
+                    # This MISP listed the report, so it serves reports: someone removed it meanwhile.
+                    log.info("%s of event %s was already gone", report_label(old), event.uuid)
+                    continue
                 result.reports_removed += 1
+
+    def _no_reports(self, exc: MispNotFound) -> None:
+        """Remember that this MISP serves no event reports and say so once."""
+        if not self.reports_unavailable:
+            self.reports_unavailable = True
+            log.warning("MISP does not serve event reports (%s): descriptions are not shared by this task; "
+                        "the events are shared and published without them", exc)
 
     @staticmethod
     def _same_report(report: MISPEventReport, old: dict[str, Any]) -> bool:

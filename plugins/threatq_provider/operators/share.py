@@ -292,6 +292,7 @@ class _MispShareBase(BaseOperator):
             "reports_added": sum(r.reports_added for r in results),
             "reports_updated": sum(r.reports_updated for r in results),
             "reports_removed": sum(r.reports_removed for r in results),
+            "reports_unavailable": sum(r.reports_unavailable for r in results),
             "attribute_tags_added": sum(r.attribute_tags_added for r in results),
             "attribute_tags_removed": sum(r.attribute_tags_removed for r in results),
             "galaxy_clusters": dict(sorted(galaxies.items())),
@@ -324,7 +325,8 @@ class MispShareEventOperator(_MispShareBase):
     :param chunk_size: attributes per MISP request. (templated)
     :param send_description: send the ThreatQ description as a MISP event report. (templated)
     :return: totals: events, created, added, updated, unchanged, rejected (+ reasons), skipped_unmapped,
-        published, reports_added/updated/removed, attribute_tags_added/removed, event_uuids,
+        published, reports_added/updated/removed, reports_unavailable (a MISP without event reports),
+        attribute_tags_added/removed, event_uuids,
         attachments_too_large (+ their ids, over MAX_ATTACHMENT_BYTES).
     """
 

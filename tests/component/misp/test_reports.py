@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from typing import Any
 
 import pytest
@@ -10,8 +12,10 @@ from pymisp import MISPEvent, MISPEventReport
 
 from tests.component.misp.conftest import THREATQ_HOST
 from tests.component.misp.test_share import share
+from tests.fixtures.misp import misp_connection_json
 from threatq_provider.misp.mapping import event_uuid, report_uuid
 from threatq_provider.operators.share import MispSendInvestigationOperator, MispShareEventOperator
+from threatq_provider.simulators.misp_double import FaultRule
 
 pytestmark = pytest.mark.component
 
@@ -187,3 +191,29 @@ def test_send_investigation_report_has_a_section_per_event(threatq_conn, threatq
     assert xcom["reports_added"] == 1
     headings = [line for line in report["content"].split("\n") if line.startswith("## ")]
     assert len(headings) == len(investigation["event_ids"])
+
+
+def test_a_misp_without_event_reports_gets_the_events_published_with_one_warning(threatq_conn, misp_double_factory,
+                                                                                monkeypatch, caplog):
+    # A MISP older than 2.4.137 (or a proxy blocking the route) answers 404 to every eventReports call.
+    not_found = json.dumps({"name": "Not Found", "message": "Not Found", "url": "/eventReports/add"})
+    double = misp_double_factory(faults=[FaultRule(path="^eventReports/", status=404, body=not_found)])
+    monkeypatch.setenv("AIRFLOW_CONN_MISP_DEFAULT", misp_connection_json(double.url))
+    caplog.set_level(logging.WARNING)
+
+    xcom = MispShareEventOperator(task_id="share", event_ids=[1, 2, 3]).execute({})
+
+    assert (xcom["events"], xcom["created"], xcom["published"], xcom["rejected"]) == (3, 3, 3, 0)
+    assert (xcom["reports_unavailable"], xcom["reports_added"]) == (3, 0)
+    events = double.events()
+    assert len(events) == 3 and all(e["published"] and e["EventReport"] == [] for e in events)
+    assert sum(len(e["Attribute"]) for e in events) == xcom["added"] > 0
+    asked = [r for r in double.requests() if r.path.startswith("eventReports/")]
+    assert len(asked) == 1  # asked once, then left out for the rest of the task
+    warnings = [r.getMessage() for r in caplog.records if "does not serve event reports" in r.getMessage()]
+    assert len(warnings) == 1 and "404" in warnings[0]
+
+    double.faults.clear()  # the MISP is upgraded: the next run adds the descriptions and republishes
+    again = MispShareEventOperator(task_id="share", event_ids=[1, 2, 3]).execute({})
+    assert (again["reports_added"], again["reports_unavailable"], again["published"]) == (3, 0, 3)
+    assert all(len(e["EventReport"]) == 1 and e["published"] for e in double.events())
