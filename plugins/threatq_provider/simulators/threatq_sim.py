@@ -179,6 +179,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.match: re.Match[str] | None = None
+        self.route: str | None = None  # the route template that answered, e.g. "/api/indicators/{id}"
 
     def json(self, default: Any = None) -> Any:
         if not self.body.strip():
@@ -431,6 +432,7 @@ class ThreatQSimulator(BackgroundServer):
         """Answer one API request (after faults): auth, routing, handler, errors → Response."""
         try:
             template, handler = self._route(req)
+            req.route = template
             with self._stats_lock:
                 self._stats["by_route"][f"{req.method} {template}"] += 1
             if req.path.startswith("/api/") and template != "/api/token":
@@ -1024,6 +1026,79 @@ class ThreatQSimulator(BackgroundServer):
         return _json_response({"errors": ["Not found."]}, 404)
 
 
+# ---------------------------------------------------------------------------- data faults
+# Routes whose ``data`` rows (or object) are indicators: where poison/nest faults apply.
+_INDICATOR_ROUTES = re.compile(r"^/api/indicators(/|$)|/indicators$")
+# Stands in for a value while the answer is serialised, then is replaced by raw JSON text that the
+# encoder could not produce (a lone surrogate, nesting deeper than its recursion limit).
+_MARKER = "\x00threatq-sim-fault-{}\x00"
+#: Appended to a poisoned description: the high half of U+1F600, without its low half.
+POISON_TEXT = " \ud83d"
+
+
+def _cap_limit(req: Request, rules: list[FaultRule], default_limit: int) -> str | None:
+    """Apply the smallest ``page_cap`` of ``rules`` to the request's ``limit``; return what the
+    client asked (to echo back), or None when no cap applies."""
+    caps = [r.page_cap for r in rules if r.page_cap is not None]
+    if not caps:
+        return None
+    asked = req.params.get("limit")
+    try:
+        wanted = int(asked) if asked not in (None, "") else default_limit
+    except ValueError:
+        return None  # the handler answers 400 for it, as without the fault
+    if wanted > min(caps):
+        req.params["limit"] = str(min(caps))
+    return asked
+
+
+def _apply_data_faults(req: Request, resp: Response, rules: list[FaultRule], asked: str | None) -> Response:
+    """The answer with the data faults applied (a JSON 2xx answer; anything else is left alone)."""
+    if not 200 <= resp.status < 300 or resp.content_type != _JSON or not resp.body:
+        return resp
+    body = json.loads(resp.body)
+    if not isinstance(body, dict):
+        return resp
+    if asked is not None and asked.isdigit() and "limit" in body:
+        body["limit"] = int(asked)  # silent: the envelope echoes what was asked, not what was served
+    raw: dict[str, str] = {}
+    if req.route is not None and _INDICATOR_ROUTES.search(req.route):
+        data = body.get("data")
+        rows = data if isinstance(data, list) else [data] if isinstance(data, dict) else []
+        for rule in rules:
+            for row in rows:
+                if not isinstance(row, dict):
+                    continue
+                if rule.poison_indicator is not None and row.get("id") == rule.poison_indicator:
+                    _poison(row, raw)
+                if rule.nest_indicator is not None and row.get("id") == rule.nest_indicator:
+                    _nest(row, rule.nest_depth or DEFAULT_NEST_DEPTH, raw)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    for marker, replacement in raw.items():
+        text = text.replace(json.dumps(marker), replacement)
+    return Response(resp.status, text.encode("utf-8"), resp.content_type, resp.headers)
+
+
+def _poison(row: dict[str, Any], raw: dict[str, str]) -> None:
+    description = row.get("description")
+    marker = _MARKER.format(len(raw))
+    # ensure_ascii: the surrogate travels as the escape "\ud83d" (a UTF-8 body cannot carry it raw).
+    raw[marker] = json.dumps((description if isinstance(description, str) else "") + POISON_TEXT, ensure_ascii=True)
+    row["description"] = marker
+
+
+def _nest(row: dict[str, Any], depth: int, raw: dict[str, str]) -> None:
+    attributes = row.get("attributes")
+    if isinstance(attributes, list) and attributes and isinstance(attributes[0], dict):
+        target = attributes[0]
+    else:
+        target = {"name": "Nested", "value": "nested"}
+        row["attributes"] = [target, *(attributes if isinstance(attributes, list) else [])]
+    marker = _MARKER.format(len(raw))
+    raw[marker] = "[" * depth + json.dumps(target.get("value"), ensure_ascii=False) + "]" * depth
+    target["value"] = marker
+
+
 def _oauth_error(code: str, description: str) -> dict[str, str]:
     return {"error": code, "error_description": description, "message": description}
 
@@ -1113,7 +1188,17 @@ class _Handler(BaseHTTPRequestHandler):
             elif rule.status is not None:
                 self._send(self._fault_response(rule))
                 return
+        data_rules = sim.faults.data_faults(self.command, parts.path, unquote_plus(parts.query))
+        if data_rules:
+            with sim._stats_lock:
+                sim._stats["faults_triggered"] += len(data_rules)
+                for data_rule in data_rules:
+                    for kind in data_rule.data_kinds:
+                        sim._stats["faults_by_kind"][kind] += 1
+        asked = _cap_limit(req, data_rules, sim.default_limit)
         resp = sim.handle(req)
+        if data_rules:
+            resp = _apply_data_faults(req, resp, data_rules, asked)
         if rule is not None and rule.action == "commit_then_reset":
             # The request took effect (e.g. POST /api/events created the event); its answer is lost.
             self._reset()

@@ -55,6 +55,7 @@ from threatq_provider.threatq.errors import (
     ThreatQBadRequest,
     ThreatQConnectionError,
     ThreatQError,
+    ThreatQIncompleteError,
     ThreatQNotFound,
     ThreatQRateLimited,
     ThreatQResponseError,
@@ -70,6 +71,7 @@ from threatq_provider.threatq.paging import (
     rows_of,
     sort_key,
     to_threatq_time,
+    total_of,
     window_clauses,
 )
 
@@ -630,11 +632,17 @@ class ThreatQClient:
         (:func:`~threatq_provider.threatq.paging.after_clause`). Either way a page holds only rows
         after the last one yielded, so nothing repeats, and an unsorted page or a server that
         ignores both mechanisms raises :class:`ThreatQResponseError` instead of looping.
+
+        Paging ends on the server's signals, never on a short page alone (see :mod:`.paging`,
+        "How paging ends"), and raises :class:`ThreatQIncompleteError` when it ends short of the
+        server's ``total``.
         """
         size = self._page_size(page_size)
         path = f"/api/{collection}/query"
         cursor: str | None = "*"
         last: tuple[str, int] | None = None
+        seen = 0  # rows received while following the cursor (a cursor page's total counts them all)
+        capped = False
         while True:
             keyset = cursor is None and last is not None
             body: dict[str, Any] = {
@@ -657,23 +665,55 @@ class ThreatQClient:
                 raise ThreatQResponseError(200, "POST", path, "", detail="a row has no integer id") from None
             if keys != sorted(keys):
                 raise ThreatQResponseError(200, "POST", path, "", detail=f"rows not sorted by {_SORT}")
-            if rows and not fresh and len(rows) >= size:
+            if rows and not fresh:
                 # The server ignored both cursor and keyset; paging on would loop for ever.
                 raise ThreatQResponseError(200, "POST", path, "", detail="paging ignored by server")
             if fresh:
                 yield fresh
                 last = keys[-1]
-            if len(rows) < size:
+                seen += len(fresh)
+            total = total_of(payload)
+            on_cursor = cursor is not None
+            # Rows the server still counts beyond this page: a cursor page's total is the whole
+            # window, a keyset page's total the rows after the last one received before it.
+            remaining = None if total is None else (total - seen if on_cursor else total - len(rows))
+            if not rows:
+                self._check_complete(path, total if on_cursor else None, seen, remaining, last)
                 return
-            if cursor is not None:
+            # The server's total is reached. On a cursor page that ends the paging only where no
+            # row can have been counted twice: the first page, or a short page before any cap
+            # (a row updated mid-run comes back at the end of the sort, so later pages may repeat
+            # rows the total counts once, and unseen rows may still follow).
+            if remaining is not None and remaining <= 0 and (
+                not on_cursor or cursor == "*" or (len(rows) < size and not capped)
+            ):
+                return
+            if len(rows) < size:
+                # Short, yet the server counts more (or sent no total to tell): a capped page.
+                if not capped:
+                    log.warning("ThreatQ POST %s served %d rows for limit=%d and counts %s more: the server "
+                                "(or a proxy) caps pages; paging on until it signals the end",
+                                path, len(rows), size, remaining if remaining is not None else "maybe")
+                capped = True
+            if on_cursor:
                 nxt = payload.get("nextCursorMark") if isinstance(payload, dict) else None
                 if not isinstance(nxt, str) or not nxt:
                     log.debug("ThreatQ %s: no nextCursorMark, paging by keyset", path)
                     cursor = None
                 elif nxt == cursor:
+                    self._check_complete(path, total, seen, remaining, last)
                     return
                 else:
                     cursor = nxt
+
+    def _check_complete(self, path: str, total: int | None, seen: int, remaining: int | None,
+                        last: tuple[str, int] | None) -> None:
+        """At the server's end signal: raise when it still counts rows it never sent."""
+        if remaining is None or remaining <= 0:
+            return
+        where = f"last row id {last[1]} updated_at {last[0]}" if last else "no row received"
+        expected = total if total is not None else seen + remaining
+        raise ThreatQIncompleteError("POST", path, expected=expected, received=seen, where=where)
 
     def iter_indicator_pages(
         self,
@@ -764,7 +804,12 @@ class ThreatQClient:
             cursor = nxt
 
     def _iter_offset(self, path: str, params: Mapping[str, Any], page_size: int | None) -> Iterator[dict[str, Any]]:
-        """Offset paging over a GET list (related lists, where rows do not move mid-run)."""
+        """Offset paging over a GET list (related lists, where rows do not move mid-run).
+
+        Ends when the offset reaches the server's ``total`` or on an empty page, never on a short
+        page alone (a capped ``limit``); an empty page short of ``total`` raises
+        :class:`ThreatQIncompleteError`.
+        """
         size = self._page_size(page_size)
         offset = 0
         while True:
@@ -772,8 +817,13 @@ class ThreatQClient:
             rows = self._page_rows("GET", path, payload)
             yield from rows
             offset += len(rows)
-            total = payload.get("total") if isinstance(payload, dict) else None
-            if len(rows) < size or (isinstance(total, int) and offset >= total):
+            total = total_of(payload)
+            if total is not None and offset >= total:
+                return
+            if not rows:
+                if total is not None:
+                    raise ThreatQIncompleteError("GET", path, expected=total, received=offset,
+                                                 where=f"empty page at offset {offset}")
                 return
 
     def iter_events(

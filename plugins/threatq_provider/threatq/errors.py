@@ -17,6 +17,7 @@ Family::
         ├── ThreatQRateLimited      429 after retries
         ├── ThreatQServerError      5xx after retries
         └── ThreatQResponseError    2xx with a body that is not the JSON we expect (or truncated)
+            └── ThreatQIncompleteError  paging ended short of the server's own ``total``
 """
 
 from __future__ import annotations
@@ -188,3 +189,21 @@ class ThreatQServerError(ThreatQAPIError):
 
 class ThreatQResponseError(ThreatQAPIError):
     """A success status with a body we cannot use: not JSON, truncated, or missing ``data``."""
+
+
+class ThreatQIncompleteError(ThreatQResponseError):
+    """Paging ended with fewer rows than the server's own ``total`` announced.
+
+    Raised instead of ending quietly: a server or proxy that serves fewer rows than it counts
+    (a silent cap, rows it will not hand out) would otherwise turn into a green run that staged
+    part of the window.
+
+    :ivar expected: rows the server's ``total`` announced.
+    :ivar received: rows received before the server signalled the end.
+    """
+
+    def __init__(self, method: str, path: str, *, expected: int, received: int, where: str = "") -> None:
+        self.expected = expected
+        self.received = received
+        detail = f"paging ended after {received} rows but the server's total is {expected}"
+        super().__init__(200, method, path, "", detail=detail + (f" ({where})" if where else ""))

@@ -18,6 +18,18 @@ A row that is updated mid-run gets a new ``updated_at`` of "now"; when ``until``
 loaders resolve by keeping the newest ``updated_at``. Adjacent windows ``[a, b)`` and ``[b, c)``
 partition time: ``b`` is excluded from the first and included in the second.
 
+How paging ends
+---------------
+A page shorter than the ``limit`` asked for is *not* taken as the end on its own: a server or a
+proxy may cap ``limit`` silently (or ``page_size`` may be above the server's maximum), and every
+page is then short. Paging ends on the server's own signals only: an empty page, a cursor that
+no longer moves, or its ``total`` reached (on a keyset page ``total`` counts the rows after the
+last one received, so a page holding ``total`` rows holds the rest; on a cursor page ``total``
+counts the whole window, so a short page ends the paging only when the rows received reach it
+and no page was capped before). When the server's end signal comes with fewer rows than its
+``total`` announced, :class:`~threatq_provider.threatq.errors.ThreatQIncompleteError` is raised
+(expected vs received) instead of a quiet, partial window.
+
 Timestamps are formatted to whole seconds (ThreatQ stores ``YYYY-MM-DD HH:MM:SS`` in UTC). Both
 ends are truncated the same way, so consecutive windows still partition the rows.
 """
@@ -82,6 +94,20 @@ def rows_of(payload: Any) -> list[dict[str, Any]]:
     if isinstance(data, list):
         return data
     return []
+
+
+def total_of(payload: Any) -> int | None:
+    """The server's ``total`` of a list/query response, or ``None`` when it sent none (or junk).
+
+    :param payload: parsed JSON body.
+    :return: the count as an int >= 0, or ``None``.
+    """
+    total = payload.get("total") if isinstance(payload, dict) else None
+    if isinstance(total, str) and total.strip().isdigit():
+        total = int(total)
+    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        return total
+    return None
 
 
 def sort_key(row: dict[str, Any]) -> tuple[str, int]:

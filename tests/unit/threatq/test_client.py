@@ -253,8 +253,9 @@ def test_window_paging_follows_the_cursor_when_the_server_offers_one(tq):
 
 
 def test_window_paging_falls_back_to_keyset_without_cursor(tq):
+    # A keyset page's total counts the rows its filter matches: those after the last one received.
     tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 3, "data": _rows(2, 1)}},
-                                             {"json": {"total": 3, "data": _rows(1, 3)}}])
+                                             {"json": {"total": 1, "data": _rows(1, 3)}}])
     pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
     assert [[r["id"] for r in p] for p in pages] == [[1, 2], [3]]
     first, second = [r.json() for r in tq.request_history if r.path == "/api/indicators/query"]
@@ -273,10 +274,14 @@ def test_window_paging_falls_back_to_keyset_without_cursor(tq):
 
 @pytest.mark.parametrize("empty", [[], {}])
 def test_empty_last_page_quirk_ends_paging(tq, empty):
-    tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 2, "data": _rows(2, 1)}},
-                                             {"json": {"total": 2, "data": empty}}])
+    # Two full cursor pages: the second could be followed by rows updated mid-run, so the client
+    # asks once more and the empty page (either shape) ends the paging.
+    tq.post(f"{BASE}/api/indicators/query", [{"json": {"total": 4, "data": _rows(2, 1), "nextCursorMark": "m1"}},
+                                             {"json": {"total": 4, "data": _rows(2, 3), "nextCursorMark": "m2"}},
+                                             {"json": {"total": 4, "data": empty, "nextCursorMark": "m3"}}])
     pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
-    assert sum(len(p) for p in pages) == 2
+    assert sum(len(p) for p in pages) == 4
+    assert len([r for r in tq.request_history if r.path == "/api/indicators/query"]) == 3
 
 
 def test_server_ignoring_keyset_is_an_error_not_a_loop(tq):
