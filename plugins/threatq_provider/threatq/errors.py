@@ -206,4 +206,4 @@ class ThreatQIncompleteError(ThreatQResponseError):
         self.expected = expected
         self.received = received
         detail = f"paging ended after {received} rows but the server's total is {expected}"
-        super().__init__(200, method, path, "", detail=detail + (f" ({where})" if where else ""))
+        super().__init__(200, method, path, "", detail=detail + (f"; {where}" if where else ""))

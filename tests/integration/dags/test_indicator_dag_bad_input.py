@@ -1,0 +1,90 @@
+"""The indicator DAG under the simulator's data faults (issue #18): a silent page cap, a poisoned
+indicator, an indicator nested too deep. Real Airflow (``dag.test()``), the ThreatQ simulator over
+real HTTP, a real Elasticsearch node.
+
+A run must either carry every indicator to Elasticsearch or fail loudly: never green with fewer.
+A bad record must not block the feed: the run completes, the record is counted with its id and
+reason, the collection cursor moves past it, and the next run does not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.integration.dags import helpers
+from tests.integration.dags.test_indicator_dag_runs import (  # noqa: F401 - fixtures used by name
+    CORPUS_END,
+    CORPUS_START,
+    INDICATORS,
+    _run,
+    _window_conf,
+    airflow_env,
+    dagbag,
+    es_clean,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.elasticsearch]
+
+LONG_LIFE = "3650d"  # every indicator stays active: the active index must hold all of them
+
+
+def test_a_silent_page_cap_still_loads_every_indicator_of_the_window(
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch
+):
+    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+
+    # The DAG asks 500 rows a page; the server (or a proxy) serves 100, with a correct total.
+    plan = FaultPlan([FaultRule(path_regex="^/api/indicators/query", times=None, page_cap=100)])
+    monkeypatch.setenv("AIRFLOW_VAR_THREATQ_PAGE_SIZE", "500")
+    sim = tq_sim_factory(seed=23, indicators=2_500, events=5, start=CORPUS_START, end=CORPUS_END, faults=plan)
+    tq_conn(sim)
+    truth = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
+    assert len(truth) == 2_500
+
+    run = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 8, 12, 0, tzinfo=timezone.utc),
+               conf=_window_conf(CORPUS_START, CORPUS_END, ioc_expiration_duration=LONG_LIFE))
+    poll, report = run["xcom"]["poll"], run["xcom"]["report"]
+    assert poll["indicators"] == len(truth), f"the poll stopped at {poll['indicators']} of {len(truth)}"
+    staged = helpers.read_ndjson_ids(poll["path"])
+    assert sorted(staged) == sorted(helpers.all_ids(truth))
+    assert plan.rules[0].triggered >= 25, "the cap was not in the way of the paging"
+    assert report["polled"] == report["transformed"] == run["xcom"]["load"]["read"] == len(truth)
+    # Every indicator reached the active index, but for ids a deletion tombstone (left by another
+    # test's sweep on the shared node) tells the loader to keep out; the loader counts those.
+    missing = set(helpers.all_ids(truth)) - set(helpers.es_active_docs(es_clean))
+    assert len(missing) == run["xcom"]["load"].get("skipped_deleted", 0)
+
+
+def test_a_server_ending_short_of_its_total_fails_the_run_and_loads_nothing(
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch, capfd
+):
+    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+
+    monkeypatch.setenv("AIRFLOW_VAR_THREATQ_PAGE_SIZE", "500")
+    sim = tq_sim_factory(seed=24, indicators=1_200, events=5, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
+    total = len(list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END)))
+    # Capped pages of 100; from the third request on the server says "no more rows" while its
+    # total still counts all of them: 200 of 1,200 would have been a green run before.
+    sim.faults.extend([
+        FaultRule(path_regex="^/api/indicators/query", times=None, page_cap=100),
+        FaultRule(path_regex="^/api/indicators/query", nth=3, times=None, status=200,
+                  body={"total": total, "data": {}, "nextCursorMark": "AoJend"}),
+    ])
+    dag = dagbag.dags[INDICATORS]
+    dag.get_task("poll").retries = 0  # fail now rather than after two 30 s retries
+    dag_run = dag.test(logical_date=datetime(2026, 3, 9, 12, 0, tzinfo=timezone.utc),
+                       run_conf=_window_conf(CORPUS_START, CORPUS_END, ioc_expiration_duration=LONG_LIFE))
+    states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert str(dag_run.state) == "failed"
+    assert states["poll"] == "failed" and states["load"] == "upstream_failed"
+    # The task log names the typed error with both counts (dag.test() writes task logs to the console).
+    out = "".join(capfd.readouterr())
+    assert "ThreatQIncompleteError" in out
+    assert f"paging ended after 200 rows but the server's total is {total}" in out
+    assert helpers.es_active_docs(es_clean) == {}
