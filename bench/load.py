@@ -105,7 +105,7 @@ def run_ours(client, path: str, names, chunk_docs: int, chunk_bytes: int, histor
     from threatq_provider.elasticsearch.loader import load_ndjson
 
     with open(path, "rb") as fh, open(os.devnull, "w") as dead:
-        counts = load_ndjson(client, fh, active_index=names.active_alias,
+        counts = load_ndjson(client, fh, active_index=names.active_alias, tombstone_index=names.tombstone_index,
                              history_prefix=names.history_prefix if history else None, dead_letter=dead,
                              chunk_docs=chunk_docs, chunk_bytes=chunk_bytes)
     return counts.indexed + counts.updated

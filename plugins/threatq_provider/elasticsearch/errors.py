@@ -9,6 +9,7 @@ Family::
     ├── ConnectionConfigError       a connection field is missing or malformed (also a ValueError)
     ├── TemplateInstallError        an index template or the first active index could not be made
     ├── RejectThresholdExceeded     the loader rejected more documents than allowed
+    ├── TombstoneError              tombstones could not be read (a load must not go on blind)
     └── SweepIncomplete             documents still match the expiry query after the bounded retries
 """
 
@@ -75,6 +76,10 @@ class RejectThresholdExceeded(ElasticsearchEcsError):
 def _part(head: str, by_reason: Mapping[str, int]) -> str:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(by_reason.items()))
     return f"{head}: {reasons}" if reasons else head
+
+
+class TombstoneError(ElasticsearchEcsError):
+    """Tombstones could not be read; loading without them could bring removed IOCs back."""
 
 
 class SweepIncomplete(ElasticsearchEcsError):

@@ -4,24 +4,43 @@ Per document (one NDJSON line from the ECS transform) two bulk actions are sent 
 ``elasticsearch.helpers.streaming_bulk``, chunked by bytes and by count, 429 retried with
 exponential backoff:
 
-- active index (alias): ``index`` with ``_id`` = ``threatq.id`` and ``version_type=external``,
-  version = ``@timestamp`` (the indicator's ``updated_at``) in epoch milliseconds. Elasticsearch
-  keeps the highest version, so replaying an old window never overwrites newer data; a replay
-  or an older version answers 409, counted as ``skipped_stale`` (not an error).
+- active index (alias): ``index`` with ``_id`` = ``threatq.id`` and ``version_type=external``.
+  The version (:mod:`.versioning`) is ``updated_at`` in seconds (major) joined with the time the
+  poll read ThreatQ (``observed_at``, minor). Elasticsearch keeps the highest version, so a copy
+  with an older ``updated_at`` never overwrites a newer one; with the same ``updated_at`` the copy
+  a later poll read wins (two edits in one second; the same rows re-read after a change of
+  transform options or mapping: re-mapping takes effect). A copy not above the stored version
+  answers 409, counted as ``skipped_stale`` (not an error): a replay of the same stage file, or an
+  older copy.
+- tombstones: before each chunk is sent, its ids are looked up in the tombstone index
+  (:mod:`.tombstones`, one ``mget``). A copy at or below the version at which the sweep (or
+  another removal) took that IOC out of the active index is not written there and counts as
+  ``skipped_deleted``: replaying an old run's load never brings back a swept IOC, however long
+  after the sweep (Elasticsearch itself forgets a delete after ``index.gc_deletes``, 60 s).
 - history: ``create`` into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
   (``history_date``; the operator passes the run's ``data_interval_end``, so a retried task writes
   to the same index) with ``_id`` = ``"<id>-<version>"``; 409 means that version is already
-  there (``history_existing``). One index per load day, as Elastic's ILM deletes source data by
-  ingest age; routing by the version's own day would create one index per day of a backfill.
+  there (``history_existing``). Every version read goes to the history, also the
+  ``skipped_stale`` and ``skipped_deleted`` ones (it records what ThreatQ said, not what the
+  active index kept). One index per load day, as Elastic's ILM deletes source data by ingest age;
+  routing by the version's own day would create one index per day of a backfill.
+
+Versions that cannot be true are rejected before Elasticsearch sees them: ``@timestamp`` that is
+not a time (``invalid_timestamp``), at or before 1970-01-01T00:00:00Z (``timestamp_before_1970``),
+or more than ``max_future_skew`` (default one day) after the load's clock (``timestamp_in_future``:
+every row was read before the load, so only a wrong date or a clock far ahead lies there, and an
+``updated_at`` of 9999-12-31 would otherwise win over every later edit of that indicator). A
+document the transform flagged as undated (no usable ``updated_at``; its ``@timestamp`` is the
+run's time) is versioned with ``updated_at`` 0, so any dated copy replaces it.
 
 The raw line is sent as the document body (no re-serialisation): the loader parses each line
-only to read the id and the timestamp. Any other per-document failure goes to the dead-letter
-NDJSON (``{"index", "id", "status", "reason", "document"}``, ``index`` naming the active or the
-history index that refused it) and is counted by error type: ``rejected`` for the active index,
-``history_rejected`` for the history. The reject threshold counts *documents*
-(``rejected_documents``): a line refused by either index, or by both, counts once, so a history
-index that refuses writes (a closed or write-blocked index, a mapping conflict) fails the load
-like an active-index reject does instead of losing the history silently.
+only to read the id, the timestamp and the transform's error marks. Any other per-document
+failure goes to the dead-letter NDJSON (``{"index", "id", "status", "reason", "document"}``,
+``index`` naming the active or the history index that refused it) and is counted by error type:
+``rejected`` for the active index, ``history_rejected`` for the history. The reject threshold
+counts *documents* (``rejected_documents``): a line refused by either index, or by both, counts
+once, so a history index that refuses writes (a closed or write-blocked index, a mapping
+conflict) fails the load like an active-index reject does instead of losing the history silently.
 """
 
 from __future__ import annotations
@@ -31,7 +50,8 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from itertools import islice
 from typing import Any, TextIO
 
 from elasticsearch import Elasticsearch, helpers
@@ -42,6 +62,15 @@ from threatq_provider.elasticsearch.names import (
     DEFAULT_CHUNK_BYTES,
     DEFAULT_CHUNK_DOCS,
     HISTORY_PREFIX,
+    TOMBSTONE_INDEX,
+)
+from threatq_provider.elasticsearch.tombstones import tombstone_versions
+from threatq_provider.elasticsearch.versioning import (
+    UndatedVersionError,
+    external_version,
+    observed_part,
+    parse_timestamp,
+    updated_part,
 )
 
 log = logging.getLogger(__name__)
@@ -49,14 +78,23 @@ log = logging.getLogger(__name__)
 _REASON_CHARS = 500
 _ACTIVE_OP = "index"
 _HISTORY_OP = "create"
+#: How far a document's ``updated_at`` may lie after the load's clock (ThreatQ's clock ahead of the
+#: worker's, a zone written wrong by hours) before it is rejected as ``timestamp_in_future``.
+DEFAULT_MAX_FUTURE_SKEW = timedelta(days=1)
+#: The line the ECS transform adds to ``error.message`` when an indicator has no usable
+#: ``updated_at`` (its ``@timestamp`` is then the run's time, not a ThreatQ version). A unit test
+#: transforms such an indicator and checks this text, so the two cannot drift apart.
+UNDATED_MESSAGE = "@timestamp: threatq.updated_at missing or unparsable; set to the run's time"
 
 
 @dataclass
 class LoadCounts:
     """What one load did.
 
+    ``skipped_stale`` counts copies the active index already held at the same or a newer version,
+    ``skipped_deleted`` copies at or below the version of their tombstone (removed IOCs).
     ``rejected`` counts the active index's rejects by error type (lines that never reached
-    Elasticsearch, such as invalid JSON, included); ``history_rejected`` and
+    Elasticsearch, such as invalid JSON or an impossible ``@timestamp``, included); ``history_rejected`` and
     ``history_rejected_by_type`` the history index's. ``rejected_documents`` counts each line
     refused anywhere once: it is what the reject threshold compares.
     """
@@ -65,6 +103,7 @@ class LoadCounts:
     indexed: int = 0
     updated: int = 0
     skipped_stale: int = 0
+    skipped_deleted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     history_written: int = 0
     history_existing: int = 0
@@ -88,6 +127,7 @@ class LoadCounts:
             "indexed": self.indexed,
             "updated": self.updated,
             "skipped_stale": self.skipped_stale,
+            "skipped_deleted": self.skipped_deleted,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": self.rejected_total,
             "history_written": self.history_written,
@@ -99,20 +139,25 @@ class LoadCounts:
         }
 
 
-def version_ms(timestamp: str) -> int:
-    """Epoch milliseconds of an RFC 3339 timestamp (``2020-11-15T00:00:02.000Z``).
+def document_version(doc: dict[str, Any], *, observed: int, clock: datetime,
+                     max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW) -> int:
+    """External version of one ECS document (see :mod:`.versioning`).
 
-    :param timestamp: the document's ``@timestamp``.
-    :return: milliseconds since the epoch (naive times are taken as UTC).
-    :raises ValueError: not a timestamp, or before 1970 (external versions must be positive).
+    :param doc: the parsed ECS document.
+    :param observed: the minor part, :func:`~.versioning.observed_part` of the poll's time.
+    :param clock: the load's clock (now): ``updated_at`` may not lie more than
+        ``max_future_skew`` after it.
+    :param max_future_skew: tolerated lead of ThreatQ's clock over ``clock``.
+    :return: the version; ``updated_at`` part 0 for a document the transform flagged undated.
+    :raises UndatedVersionError: ``invalid_timestamp``, ``timestamp_before_1970`` or
+        ``timestamp_in_future`` (its ``kind``), with a message for the dead letter.
     """
-    dt = datetime.fromisoformat(timestamp.replace("Z", "+00:00") if timestamp.endswith("Z") else timestamp)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    ms = int(dt.timestamp() * 1000)
-    if ms <= 0:
-        raise ValueError("timestamp before 1970")
-    return ms
+    error = doc.get("error")
+    messages = error.get("message") if isinstance(error, dict) else None
+    if isinstance(messages, list) and UNDATED_MESSAGE in messages:
+        return external_version(0, observed)
+    updated = updated_part(parse_timestamp(doc.get("@timestamp")), clock=clock, max_skew=max_future_skew)
+    return external_version(updated, observed)
 
 
 def history_suffix(day: datetime | None = None) -> str:
@@ -148,18 +193,24 @@ class _Pending:
     """One line in flight, shared by its active and history actions until both results are back."""
 
     line: str
+    doc_id: str = ""
+    version: int = 0
     refused: bool = False
 
 
-def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: str | None,
-             pending: dict[tuple[str, str], list[_Pending]], counts: LoadCounts,
-             dead: _DeadLetter) -> Iterator[dict[str, Any]]:
-    """Turn NDJSON lines into bulk actions; remember each line until its results come back.
+@dataclass(frozen=True, slots=True)
+class _Versioning:
+    """How this load versions documents: the poll's time as the minor part, the load's clock and
+    the skew for the future check."""
 
-    Both actions of a line share one :class:`_Pending`, so a line refused by the active index and
-    by the history counts as one rejected document; it is dropped with its last result (memory
-    stays flat whatever the number of rejects).
-    """
+    observed: int
+    clock: datetime
+    max_future_skew: timedelta
+
+
+def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Versioning, counts: LoadCounts,
+           dead: _DeadLetter) -> Iterator[_Pending]:
+    """NDJSON lines → entries with id and version; lines that cannot be versioned go to the dead letter."""
     for raw in lines:
         line = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
         if not line:
@@ -179,22 +230,41 @@ def _actions(lines: Iterable[str | bytes], *, active_index: str, history_index: 
             dead.write(active_index, None, None, "missing_threatq_id: no threatq.id to derive _id from", line)
             continue
         try:
-            timestamp = doc["@timestamp"]
-            version = version_ms(timestamp)
-        except (KeyError, TypeError, ValueError):
-            counts.rejected["invalid_timestamp"] += 1
+            version = document_version(doc, observed=versioning.observed, clock=versioning.clock,
+                                       max_future_skew=versioning.max_future_skew)
+        except UndatedVersionError as exc:
+            counts.rejected[exc.kind] += 1
             counts.rejected_documents += 1
-            dead.write(active_index, doc_id, None, "invalid_timestamp: @timestamp is the version; "
-                       "it must be an RFC 3339 time after 1970", line)
+            dead.write(active_index, doc_id, None, f"{exc.kind}: {exc}; @timestamp is the version", line)
             continue
-        entry = _Pending(line)
-        pending.setdefault((_ACTIVE_OP, doc_id), []).append(entry)
-        yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
-               "version_type": "external", "_source": line}
-        if history_index is not None:
-            hist_id = f"{doc_id}-{version}"
-            pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
-            yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id, "_source": line}
+        yield _Pending(line, doc_id, version)
+
+
+def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_index: str | None, batch: int,
+             active_index: str, history_index: str | None, pending: dict[tuple[str, str], list[_Pending]],
+             counts: LoadCounts) -> Iterator[dict[str, Any]]:
+    """Turn entries into bulk actions, a batch at a time; remember each line until its results come back.
+
+    Each batch's ids are looked up in the tombstone index first (one ``mget``); a copy at or below
+    its tombstone's version gets no active-index action. Both actions of a line share one
+    :class:`_Pending`, so a line refused by the active index and by the history counts as one
+    rejected document; it is dropped with its last result (memory stays flat whatever the number
+    of rejects).
+    """
+    while chunk := list(islice(entries, batch)):
+        removed = tombstone_versions(client, tombstone_index, (e.doc_id for e in chunk)) if tombstone_index else {}
+        for entry in chunk:
+            doc_id, version = entry.doc_id, entry.version
+            if removed.get(doc_id, -1) >= version:
+                counts.skipped_deleted += 1
+            else:
+                pending.setdefault((_ACTIVE_OP, doc_id), []).append(entry)
+                yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
+                       "version_type": "external", "_source": entry.line}
+            if history_index is not None:
+                hist_id = f"{doc_id}-{version}"
+                pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
+                yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id, "_source": entry.line}
 
 
 def _reason(item: dict[str, Any]) -> tuple[str, str]:
@@ -216,6 +286,10 @@ def load_ndjson(
     active_index: str = ACTIVE_ALIAS,
     history_prefix: str | None = HISTORY_PREFIX,
     history_date: datetime | None = None,
+    observed_at: datetime | None = None,
+    tombstone_index: str | None = TOMBSTONE_INDEX,
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
+    now: datetime | None = None,
     dead_letter: TextIO | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     chunk_docs: int = DEFAULT_CHUNK_DOCS,
@@ -230,6 +304,13 @@ def load_ndjson(
     :param active_index: the active index or its alias (:data:`ACTIVE_ALIAS`).
     :param history_prefix: prefix of the daily history indices; ``None`` writes no history.
     :param history_date: the day whose history index receives this load (default: today, UTC).
+    :param observed_at: when the poll read these documents from ThreatQ (the poll task's start).
+        It orders copies with the same ``updated_at`` (a later poll wins); without it they never
+        replace one another (minor part 0).
+    :param tombstone_index: index of tombstones (:mod:`.tombstones`) to check each chunk against;
+        ``None`` checks none (a replay could then bring back a swept IOC).
+    :param max_future_skew: how far ``updated_at`` may lie after the load's clock.
+    :param now: the load's clock for that check (default the current time; tests pass one).
     :param dead_letter: text stream that receives rejected documents as NDJSON (optional).
     :param chunk_bytes: largest bulk request body in bytes.
     :param chunk_docs: most documents per bulk request.
@@ -237,14 +318,18 @@ def load_ndjson(
     :param initial_backoff: first backoff in seconds (doubles per retry).
     :param max_backoff: longest backoff in seconds.
     :return: the counts; rejects do not raise here (see :func:`check_reject_threshold`).
+    :raises ValueError: ``observed_at`` outside the range a version can hold (a wrong clock).
+    :raises TombstoneError: the tombstone index could not be read.
     """
     counts = LoadCounts()
     dead = _DeadLetter(dead_letter, counts)
     pending: dict[tuple[str, str], list[_Pending]] = {}
     per_doc = 1 if history_prefix is None else 2
     history_index = None if history_prefix is None else history_prefix + history_suffix(history_date)
-    actions = _actions(lines, active_index=active_index, history_index=history_index,
-                       pending=pending, counts=counts, dead=dead)
+    versioning = _Versioning(observed_part(observed_at), now or datetime.now(timezone.utc), max_future_skew)
+    entries = _parse(lines, active_index=active_index, versioning=versioning, counts=counts, dead=dead)
+    actions = _actions(entries, client=client, tombstone_index=tombstone_index, batch=chunk_docs,
+                       active_index=active_index, history_index=history_index, pending=pending, counts=counts)
     results = helpers.streaming_bulk(
         client, actions, chunk_size=chunk_docs * per_doc, max_chunk_bytes=chunk_bytes,
         raise_on_error=False, raise_on_exception=True, max_retries=max_retries,

@@ -12,6 +12,8 @@ ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
 #: Prefix of the daily history indices ``<prefix>YYYY.MM.DD``.
 HISTORY_PREFIX = "logs-ti_threatq.threat_history-"
 HISTORY_PATTERN = HISTORY_PREFIX + "*"
+#: Hidden index of tombstones (IOCs removed from the active index, at the version removed).
+TOMBSTONE_INDEX = "threatq-ioc-tombstones"
 #: Largest bulk request body, and most documents per bulk request.
 DEFAULT_CHUNK_BYTES = 5 * 1024 * 1024
 DEFAULT_CHUNK_DOCS = 2000

@@ -6,7 +6,9 @@ indicator-match rules find the data:
 - active: alias :data:`ACTIVE_ALIAS` (``logs-ti_threatq_latest.threat``) over concrete indices
   ``logs-ti_threatq_latest.threat-000001``, ``-000002`` …, one document per ThreatQ indicator;
 - history: daily indices ``logs-ti_threatq.threat_history-YYYY.MM.DD`` (the load's day), every
-  version once per day (``_id`` = id and version), swept by age like Elastic's 5-day ILM.
+  version once per day (``_id`` = id and version), swept by age like Elastic's 5-day ILM;
+- tombstones: the hidden index ``threatq-ioc-tombstones`` (outside ``logs-ti_*``), the version at
+  which each IOC left the active index (see :mod:`.tombstones`).
 
 The mapping is data: ``threatq_provider/data/mappings/ecs_fields.json`` (every field the transform writes,
 with its type) plus ``threatq_provider/data/elasticsearch/templates.json`` (names, settings, extra constant
@@ -32,8 +34,8 @@ from threatq_provider._resources import data_file
 from threatq_provider.elasticsearch.errors import TemplateInstallError
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, HISTORY_PATTERN, HISTORY_PREFIX
 
-__all__ = ["ACTIVE_ALIAS", "HISTORY_PATTERN", "HISTORY_PREFIX", "IndexNames", "install_templates",
-           "mapped_types", "rollover_to_new_index", "template_body"]
+__all__ = ["ACTIVE_ALIAS", "HISTORY_PATTERN", "HISTORY_PREFIX", "IndexNames", "ensure_tombstone_index",
+           "install_templates", "mapped_types", "rollover_to_new_index", "template_body"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,10 @@ class IndexNames:
     @property
     def custom_component(self) -> str:
         return self.prefix + template_config()["custom_component_template"]
+
+    @property
+    def tombstone_index(self) -> str:
+        return self.prefix + template_config()["tombstones"]["index"]
 
 
 def _nest(flat: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -217,6 +223,27 @@ def _ensure_active_index(client: Elasticsearch, names: IndexNames, body: dict[st
     return "mapping_updated"
 
 
+def ensure_tombstone_index(client: Elasticsearch, index: str) -> str:
+    """Create the tombstone index (see :mod:`.tombstones`) unless it exists.
+
+    :param client: an Elasticsearch client.
+    :param index: its name (``IndexNames.tombstone_index``).
+    :return: ``"created"`` or ``"exists"``.
+    :raises TemplateInstallError: the cluster refused it.
+    """
+    if client.indices.exists(index=index, expand_wildcards="all"):
+        return "exists"
+    cfg = template_config()["tombstones"]
+    try:
+        client.indices.create(index=index, settings=copy.deepcopy(cfg["settings"]),
+                              mappings=copy.deepcopy(cfg["mappings"]))
+    except ApiError as exc:
+        if exc.error == "resource_already_exists_exception":
+            return "exists"
+        raise TemplateInstallError(f"tombstone index {index}: HTTP {exc.meta.status} {exc.error}") from exc
+    return "created"
+
+
 def install_templates(client: Elasticsearch, *, prefix: str = "") -> dict[str, str]:
     """Install both index templates and the first active index, skipping what is current.
 
@@ -226,7 +253,8 @@ def install_templates(client: Elasticsearch, *, prefix: str = "") -> dict[str, s
     :param client: an Elasticsearch client.
     :param prefix: prepended to every name (tests).
     :return: what happened: ``{"active_template": "installed"|"unchanged",
-        "history_template": …, "active_index": "created"|"exists"|"mapping_updated"|"needs_rollover"}``.
+        "history_template": …, "active_index": "created"|"exists"|"mapping_updated"|"needs_rollover",
+        "tombstone_index": "created"|"exists"}``.
     :raises TemplateInstallError: the cluster refused a template or the index.
     """
     names = IndexNames(prefix)
@@ -246,6 +274,7 @@ def install_templates(client: Elasticsearch, *, prefix: str = "") -> dict[str, s
         log.info("index template %s installed (version %s)", name, wanted["version"])
     body = active_body or {"template": {"mappings": {}}}
     result["active_index"] = _ensure_active_index(client, names, body, active_body is not None)
+    result["tombstone_index"] = ensure_tombstone_index(client, names.tombstone_index)
     return result
 
 

@@ -2,7 +2,8 @@
 
 A short recipe over :mod:`threatq_provider.elasticsearch`: install the index templates
 (idempotent, skipped when current), stream the stage file through
-:func:`~threatq_provider.elasticsearch.loader.load_ndjson` with the dead letter beside it, then
+:func:`~threatq_provider.elasticsearch.loader.load_ndjson` with the dead letter beside it (versions
+from ``updated_at`` and the poll's ``observed_at``, tombstones checked), then
 fail the task (no retry: ``AirflowFailException`` chained to ``RejectThresholdExceeded``) when
 rejects exceed the threshold. A document refused by the active index or by the history counts
 (once if both refused it), and the message names the two numbers apart. The check comes after
@@ -13,13 +14,14 @@ inspected.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
-from threatq_provider.operators._common import ElasticsearchHookMixin, optional, sibling_ndjson_path
+from threatq_provider.operators._common import UNSET, ElasticsearchHookMixin, optional, sibling_ndjson_path
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -33,6 +35,21 @@ def default_dead_letter_path(source_path: str) -> str:
     return sibling_ndjson_path(source_path, "dead-letter")
 
 
+def _observed_at(value: Any) -> datetime | None:
+    """The poll's time from a datetime or a rendered ISO-8601 string; ``None`` when unset."""
+    if value in UNSET:
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        text = str(value).strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise AirflowFailException(f"observed_at is not an ISO-8601 date-time: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
 class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
 
@@ -44,6 +61,13 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         history, or both); ``None`` for no absolute limit. (templated)
     :param max_reject_ratio: most rejected documents allowed as a share of those read
         (default 0.01); ``None`` for no ratio limit. (templated)
+    :param observed_at: when the poll read ThreatQ (ISO-8601; the DAG passes the poll's
+        ``polled_at``). With the same ``updated_at``, the copy a later poll read wins (edits within
+        one second, re-mapping after a change of options); a replayed load keeps its poll's time
+        and never wins over a later one. Unset: such copies never replace one another. (templated)
+    :param max_future_skew: how far ``updated_at`` may lie after the load's clock before the
+        document is rejected as ``timestamp_in_future``: ``<n>d``, ``<n>h``, ``<n>m``, ``<n>s``
+        (default ``1d``). (templated)
     :param install_templates: install/refresh the index templates first (skipped when current).
     :param write_history: also append every version to the daily history indices.
     :param chunk_bytes: largest bulk request in bytes.
@@ -52,7 +76,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     :return: XCom ``{"path", "dead_letter_path", "templates", <LoadCounts.as_dict()>}``.
     """
 
-    template_fields: Sequence[str] = ("source_path", "dead_letter_path", "max_rejects", "max_reject_ratio")
+    template_fields: Sequence[str] = ("source_path", "dead_letter_path", "max_rejects", "max_reject_ratio",
+                                      "observed_at", "max_future_skew")
     ui_color = "#e0f0fe"
 
     def __init__(
@@ -63,6 +88,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         dead_letter_path: str | None = None,
         max_rejects: int | None = None,
         max_reject_ratio: float | None = 0.01,
+        observed_at: Any = None,
+        max_future_skew: str = "1d",
         install_templates: bool = True,
         write_history: bool = True,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
@@ -76,6 +103,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         self.dead_letter_path = dead_letter_path
         self.max_rejects = max_rejects
         self.max_reject_ratio = max_reject_ratio
+        self.observed_at = observed_at
+        self.max_future_skew = max_future_skew
         self.install_templates = install_templates
         self.write_history = write_history
         self.chunk_bytes = chunk_bytes
@@ -87,8 +116,16 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
 
         from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
         from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
+        from threatq_provider.elasticsearch.sweeper import parse_duration
         from threatq_provider.elasticsearch.templates import IndexNames, install_templates
+        from threatq_provider.elasticsearch.versioning import observed_part
 
+        observed_at = _observed_at(self.observed_at)
+        try:
+            observed_part(observed_at)
+            max_future_skew = parse_duration(str(self.max_future_skew))
+        except ValueError as exc:  # a wrong clock or a typo: no retry heals it
+            raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         names = IndexNames(self.index_prefix)
         source = ObjectStoragePath(str(self.source_path))
         dead_uri = str(self.dead_letter_path or default_dead_letter_path(str(self.source_path)))
@@ -99,7 +136,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
             dead.parent.mkdir(parents=True, exist_ok=True)
             with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
                 counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
-                                     history_date=context.get("data_interval_end"),
+                                     history_date=context.get("data_interval_end"), observed_at=observed_at,
+                                     tombstone_index=names.tombstone_index, max_future_skew=max_future_skew,
                                      history_prefix=names.history_prefix if self.write_history else None,
                                      chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
         finally:

@@ -1,18 +1,21 @@
 """Sweep expired IOCs out of the active index, and old versions out of the history.
 
 ``now`` defaults to the run's ``data_interval_end``, so a rerun of an old run sweeps as of that
-run's time, and a dry run reports the same counts the real run would delete.
+run's time, and a dry run reports the same counts the real run would delete. Every IOC the expiry
+sweep removes leaves a tombstone first (so no replayed load brings it back); tombstones older than
+``tombstone_retention`` are pruned, counted in real time (not the run's clock).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
-from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
+from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
 from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, resolve_now
 
 if TYPE_CHECKING:
@@ -36,28 +39,48 @@ class IocExpirySweepOperator(_SweepBase):
     :param dry_run: count by reason only, delete nothing. (templated)
     :param now: ISO-8601 sweep clock; default the run's ``data_interval_end``. (templated)
     :param index: active index or alias; default :data:`ACTIVE_ALIAS` with ``index_prefix``. (templated)
+    :param tombstone_index: where tombstones go; default :data:`TOMBSTONE_INDEX` with
+        ``index_prefix``. (templated)
+    :param tombstone_retention: prune tombstones older than this, ``<n>d``/``<n>h``/``<n>m``
+        (default ``30d``; keep it longer than the stage retention, which bounds what a replay
+        can load). (templated)
     :param index_prefix: prefix of every index name (default none: Elastic's names).
     :return: XCom ``{"now", "matched", "deleted", "by_reason", "conflicts", "remaining",
-        "passes", "dry_run"}`` (``by_reason`` counted before deleting).
+        "passes", "dry_run", "tombstones", "tombstone_failures", "tombstones_pruned"}``
+        (``by_reason`` counted before deleting; ``tombstones_pruned`` counts what would go on a
+        dry run).
     """
 
-    template_fields: Sequence[str] = ("dry_run", "now", "index")
+    template_fields: Sequence[str] = ("dry_run", "now", "index", "tombstone_index", "tombstone_retention")
     ui_color = "#fde8e8"
 
-    def __init__(self, *, index: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, index: str | None = None, tombstone_index: str | None = None,
+                 tombstone_retention: str = "30d", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.index = index if index is not None else self.index_prefix + ACTIVE_ALIAS
+        self.tombstone_index = tombstone_index if tombstone_index is not None else self.index_prefix + TOMBSTONE_INDEX
+        self.tombstone_retention = tombstone_retention
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from threatq_provider.elasticsearch.sweeper import sweep_expired
+        from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_expired, sweep_tombstones
 
+        dry_run = as_bool(self.dry_run, "dry_run")
         try:
-            result = sweep_expired(self.hook.get_client(), now=resolve_now(self.now, context),
-                                   index=str(self.index), dry_run=as_bool(self.dry_run, "dry_run"))
+            parse_duration(str(self.tombstone_retention))
+        except ValueError as exc:
+            raise AirflowFailException(f"task {self.task_id}: tombstone_retention: {exc}") from None
+        try:
+            client = self.hook.get_client()
+            result = sweep_expired(client, now=resolve_now(self.now, context), index=str(self.index),
+                                   dry_run=dry_run, tombstone_index=str(self.tombstone_index))
+            pruned = sweep_tombstones(client, now=datetime.now(timezone.utc), dry_run=dry_run,
+                                      retention=str(self.tombstone_retention), index=str(self.tombstone_index))
         finally:
             self.hook.close()
-        self.log.info("Expiry sweep: matched %d, deleted %d, by reason %s%s", result["matched"],
-                      result["deleted"], result["by_reason"], " (dry run)" if result["dry_run"] else "")
+        result["tombstones_pruned"] = pruned["pruned"]
+        self.log.info("Expiry sweep: matched %d, deleted %d (tombstones %d), by reason %s; %d old tombstones "
+                      "pruned%s", result["matched"], result["deleted"], result["tombstones"], result["by_reason"],
+                      pruned["pruned"], " (dry run)" if result["dry_run"] else "")
         return result
 
 

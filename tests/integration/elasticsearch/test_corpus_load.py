@@ -29,6 +29,7 @@ def test_every_transformed_corpus_document_is_accepted_and_the_sweep_matches_the
     dead = io.StringIO()
 
     counts = load_ndjson(es_client, (json.dumps(d) for d in docs), active_index=names.active_alias,
+                         tombstone_index=names.tombstone_index,
                          history_prefix=names.history_prefix, dead_letter=dead)
 
     assert dead.getvalue() == "" and counts.rejected_total == 0
@@ -39,7 +40,8 @@ def test_every_transformed_corpus_document_is_accepted_and_the_sweep_matches_the
     expected = {d["threatq"]["id"] for d in docs if d["threatq"].get("ioc_expired_at")
                 and datetime.fromisoformat(d["threatq"]["ioc_expired_at"].replace("Z", "+00:00")) <= now}
 
-    result = sweep_expired(es_client, now=now, index=names.active_alias)
+    result = sweep_expired(es_client, now=now, index=names.active_alias,
+                           tombstone_index=names.tombstone_index)
 
     es_client.indices.refresh(index=names.active_alias)
     left = {int(h["_id"]) for h in es_client.search(index=names.active_alias, size=10000, _source=False)["hits"]["hits"]}

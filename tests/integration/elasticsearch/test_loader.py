@@ -35,7 +35,8 @@ def names(es_client, es_index_prefix) -> IndexNames:
 
 
 def _load(client, names: IndexNames, lines, dead_letter=None):
-    return load_ndjson(client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+    return load_ndjson(client, lines, active_index=names.active_alias,
+                       tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                        dead_letter=dead_letter, chunk_docs=3)
 
 
@@ -43,7 +44,8 @@ def test_first_load_indexes_every_document_once_in_active_and_history(es_client,
     counts = _load(es_client, names, _lines())
 
     assert counts.as_dict() | {"rejected": {}} == {
-        "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "rejected": {}, "rejected_total": 0,
+        "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "skipped_deleted": 0, "rejected": {},
+        "rejected_total": 0,
         "history_written": 8, "history_existing": 0, "history_rejected": 0, "history_rejected_by_type": {},
         "rejected_documents": 0, "dead_lettered": 0,
     }
@@ -73,7 +75,7 @@ def test_an_older_version_does_not_overwrite_a_newer_one(es_client, names):
 
     stored = es_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))
     assert stored["_source"]["threat"]["indicator"]["confidence"] == "High"
-    assert stored["_version"] == 1795514400000  # 2026-11-24T10:00:00Z in ms
+    assert stored["_version"] == 1795514400 << 31  # 2026-11-24T10:00:00Z in seconds, no poll time given
     assert (replay.skipped_stale, replay.rejected_total) == (1, 0)
     # The history keeps both versions.
     assert replay.history_written == 1
@@ -98,7 +100,8 @@ def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_inde
     lines.insert(3, json.dumps(bad))
     dead = io.StringIO()
 
-    counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+    counts = load_ndjson(es_client, lines, active_index=names.active_alias,
+                         tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          dead_letter=dead, chunk_docs=100)  # one batch
 
     records = [json.loads(x) for x in dead.getvalue().splitlines()]
@@ -150,7 +153,8 @@ def test_a_history_index_that_refuses_writes_is_counted_dead_lettered_and_trips_
     history_index = _block_history_writes(es_client, names)
     dead = io.StringIO()
 
-    counts = load_ndjson(es_client, _lines(), active_index=names.active_alias, history_prefix=names.history_prefix,
+    counts = load_ndjson(es_client, _lines(), active_index=names.active_alias,
+                         tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          history_date=LOAD_DAY, dead_letter=dead, chunk_docs=3)
 
     # The active index took every document; the history took none, and says so.
@@ -174,7 +178,8 @@ def test_active_and_history_rejects_are_named_apart_and_each_document_counts_onc
     lines = _lines()
     lines.insert(2, json.dumps(json.loads((DATA / "bad_ip.json").read_text())))
 
-    counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+    counts = load_ndjson(es_client, lines, active_index=names.active_alias,
+                         tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          history_date=LOAD_DAY, chunk_docs=4)
 
     assert (counts.read, counts.rejected_total, counts.history_rejected, counts.rejected_documents) == (9, 1, 9, 9)

@@ -73,6 +73,7 @@ def loaded(es_client, es_index_prefix):
     names = IndexNames(es_index_prefix)
     docs = _source_documents()
     counts = load_ndjson(es_client, [json.dumps(d) for d in docs], active_index=names.active_alias,
+                         tombstone_index=names.tombstone_index,
                          history_prefix=None)
     assert counts.indexed == len(docs)
     return names, docs
@@ -84,7 +85,7 @@ def test_sweep_deletes_exactly_the_expired_set_and_nothing_else(es_client, loade
     all_ids = {d["threatq"]["id"] for d in docs}
     assert 0 < len(expected) < len(all_ids)  # the data exercises both sides
 
-    result = sweep_expired(es_client, now=NOW, index=names.active_alias)
+    result = sweep_expired(es_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
 
     assert _ids(es_client, names.active_alias) == all_ids - set(expected)
     assert (result["matched"], result["deleted"], result["remaining"]) == (len(expected), len(expected), 0)
@@ -95,7 +96,8 @@ def test_dry_run_counts_by_reason_and_deletes_nothing(es_client, loaded):
     names, docs = loaded
     expected = _expected_expired(docs, NOW)
 
-    result = sweep_expired(es_client, now=NOW, index=names.active_alias, dry_run=True)
+    result = sweep_expired(es_client, now=NOW, index=names.active_alias, dry_run=True,
+                           tombstone_index=names.tombstone_index)
 
     assert _ids(es_client, names.active_alias) == {d["threatq"]["id"] for d in docs}
     assert (result["matched"], result["deleted"], result["dry_run"]) == (len(expected), 0, True)
@@ -137,10 +139,11 @@ def test_concurrent_writes_during_the_sweep_win_over_the_delete(es_client, loade
         revived.append(json.dumps(doc))
 
     def concurrent_load():
-        load_ndjson(es_client, revived, active_index=names.active_alias, history_prefix=None)
+        load_ndjson(es_client, revived, active_index=names.active_alias,
+                    tombstone_index=names.tombstone_index, history_prefix=None)
 
     result = sweep_expired(_WritesDuringFirstDelete(es_client, concurrent_load), now=NOW,
-                           index=names.active_alias)
+                           index=names.active_alias, tombstone_index=names.tombstone_index)
 
     remaining = _ids(es_client, names.active_alias)
     all_ids = {d["threatq"]["id"] for d in docs}
@@ -158,7 +161,8 @@ def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es
     days = [NOW - timedelta(days=k) for k in range(9)]
     for day in days:  # one load per day, each into that day's history index
         load_ndjson(es_client, [json.dumps({"@timestamp": _ms(day), "threatq": {"id": 1}})],
-                    active_index=names.active_alias, history_prefix=names.history_prefix, history_date=day)
+                    active_index=names.active_alias, history_prefix=names.history_prefix, history_date=day,
+                    tombstone_index=names.tombstone_index)
     cutoff = NOW - timedelta(days=5)
     expected_deleted = sorted(names.history_prefix + d.strftime("%Y.%m.%d") for d in days
                               if d.replace(hour=0, minute=0, second=0) + timedelta(days=1) <= cutoff)
@@ -173,6 +177,7 @@ def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es
 
 
 def test_sweep_before_any_load_finds_nothing_and_does_not_fail(es_client, es_index_prefix):
-    result = sweep_expired(es_client, now=NOW, index=IndexNames(es_index_prefix).active_alias)
+    names = IndexNames(es_index_prefix)
+    result = sweep_expired(es_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
 
     assert (result["matched"], result["deleted"], result["remaining"]) == (0, 0, 0)

@@ -27,7 +27,8 @@ def test_install_creates_both_templates_and_the_first_active_index_behind_the_al
 
     result = install_templates(es_client, prefix=es_index_prefix)
 
-    assert result == {"active_template": "installed", "history_template": "installed", "active_index": "created"}
+    assert result == {"active_template": "installed", "history_template": "installed", "active_index": "created",
+                      "tombstone_index": "created"}
     aliases = es_client.indices.get_alias(name=names.active_alias)
     assert list(aliases) == [names.first_active_index]
     assert aliases[names.first_active_index]["aliases"][names.active_alias]["is_write_index"] is True
@@ -38,7 +39,8 @@ def test_second_install_changes_nothing(es_client, es_index_prefix):
 
     again = install_templates(es_client, prefix=es_index_prefix)
 
-    assert again == {"active_template": "unchanged", "history_template": "unchanged", "active_index": "exists"}
+    assert again == {"active_template": "unchanged", "history_template": "unchanged", "active_index": "exists",
+                     "tombstone_index": "exists"}
 
 
 def test_every_field_of_ecs_fields_json_is_mapped_with_its_type(es_client, es_index_prefix):
@@ -80,7 +82,8 @@ def test_history_index_gets_the_history_template(es_client, es_index_prefix):
     install_templates(es_client, prefix=es_index_prefix)
     lines = (DATA / "documents.ndjson").read_text().splitlines()
 
-    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+    load_ndjson(es_client, lines, active_index=names.active_alias,
+                tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                 history_date=datetime(2026, 11, 20, 23, 59, tzinfo=timezone.utc))
 
     history = mapped_types(es_client, names.history_prefix + "2026.11.20")
@@ -92,7 +95,8 @@ def test_unknown_keys_stay_in_source_without_a_mapping(es_client, es_index_prefi
     install_templates(es_client, prefix=es_index_prefix)
     lines = (DATA / "documents.ndjson").read_text().splitlines()
 
-    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None)
+    load_ndjson(es_client, lines, active_index=names.active_alias,
+                tombstone_index=names.tombstone_index, history_prefix=None)
 
     source = es_client.get(index=names.active_alias, id="1008")["_source"]
     assert source["threatq"]["unknown_future_key"] == {"nested": "kept in _source only"}
@@ -103,7 +107,8 @@ def test_rollover_moves_the_alias_and_keeps_every_document_with_its_version(es_c
     names = IndexNames(es_index_prefix)
     install_templates(es_client, prefix=es_index_prefix)
     lines = (DATA / "documents.ndjson").read_text().splitlines()
-    load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None)
+    load_ndjson(es_client, lines, active_index=names.active_alias,
+                tombstone_index=names.tombstone_index, history_prefix=None)
     before = {d["threatq"]["id"]: d["@timestamp"] for d in map(json.loads, lines)}
 
     result = rollover_to_new_index(es_client, prefix=es_index_prefix)
@@ -113,7 +118,8 @@ def test_rollover_moves_the_alias_and_keeps_every_document_with_its_version(es_c
     hits = es_client.search(index=names.active_alias, size=100, version=True)["hits"]["hits"]
     assert {int(h["_id"]): h["_source"]["@timestamp"] for h in hits} == before
     # The external version survived the copy: replaying the same version is still stale.
-    again = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None)
+    again = load_ndjson(es_client, lines, active_index=names.active_alias,
+                        tombstone_index=names.tombstone_index, history_prefix=None)
     assert again.skipped_stale == len(lines)
 
 
@@ -121,6 +127,7 @@ def test_ip_fields_answer_cidr_queries_and_cidr_blocks_answer_ip_queries(es_clie
     names = IndexNames(es_index_prefix)
     install_templates(es_client, prefix=es_index_prefix)
     load_ndjson(es_client, (DATA / "documents.ndjson").read_text().splitlines(), active_index=names.active_alias,
+                tombstone_index=names.tombstone_index,
                 history_prefix=None)
     es_client.indices.refresh(index=names.active_alias)
 

@@ -1,27 +1,48 @@
-"""Loader logic with a fake bulk endpoint: counts, dead letter, 429 retries, reject threshold.
+"""Loader logic with a fake bulk endpoint: counts, versions, tombstones, dead letter, 429 retries,
+reject threshold.
 
 The fake keeps external versions the way Elasticsearch does (a version not above the stored one
-is a 409); the real behaviour is covered in tests/integration/elasticsearch/.
+is a 409) and answers tombstone look-ups from a dict; the real behaviour is covered in
+tests/integration/elasticsearch/.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 from elasticsearch import Elasticsearch
 
-from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
-from threatq_provider.elasticsearch.loader import LoadCounts, check_reject_threshold, load_ndjson, version_ms
+from threatq_provider.elasticsearch.errors import RejectThresholdExceeded, TombstoneError
+from threatq_provider.elasticsearch.loader import (
+    UNDATED_MESSAGE,
+    LoadCounts,
+    check_reject_threshold,
+    document_version,
+    load_ndjson,
+)
+from threatq_provider.elasticsearch.versioning import OBSERVED_EPOCH, external_version, observed_part
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)  # the default @timestamp of doc()
+T0_S = int(T0.timestamp())
+POLL = datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)
 
 
-def fake_client(*, reject_ids=(), throttle_once=(), block_history=False):
-    state = {"versions": {}, "created": set(), "throttled": set(), "requests": 0}
+def fake_client(*, reject_ids=(), throttle_once=(), block_history=False, tombstones=None, mget_error=None):
+    state = {"versions": {}, "created": set(), "throttled": set(), "requests": 0, "mgets": []}
+    stones = dict(tombstones or {})
 
     class FakeBulk(Elasticsearch):
+        def mget(self, *, index, ids, **kwargs):
+            state["mgets"].append((index, list(ids)))
+            if mget_error:
+                return {"docs": [{"_index": index, "_id": i, "error": {"type": mget_error}} for i in ids]}
+            return {"docs": [{"_index": index, "_id": i, "found": True, "_version": stones[i]} if i in stones
+                             else {"_index": index, "_id": i, "found": False} for i in ids]}
+
         def bulk(self, *, operations, **kwargs):
             state["requests"] += 1
             items = []
@@ -63,11 +84,126 @@ def doc(iid, ts="2026-11-20T10:00:00.000Z"):
     return json.dumps({"@timestamp": ts, "threatq": {"id": iid}})
 
 
-def test_version_is_the_timestamp_in_milliseconds():
-    assert version_ms("2020-11-15T00:00:02.000Z") == 1605398402000
-    assert version_ms("2020-11-15T01:00:02+01:00") == 1605398402000
-    with pytest.raises(ValueError):
-        version_ms("1960-01-01T00:00:00Z")
+def _version(ts, observed=None, **kw):
+    return document_version(json.loads(doc(1, ts)), observed=observed_part(observed), clock=POLL, **kw)
+
+
+def test_version_is_updated_at_in_seconds_then_the_polls_time():
+    assert _version("2020-11-15T00:00:02.000Z") == 1605398402 << 31
+    assert _version("2020-11-15T01:00:02+01:00") == 1605398402 << 31
+    assert _version("2020-11-15T00:00:02.000Z", POLL) == (1605398402 << 31) + int((POLL - OBSERVED_EPOCH).total_seconds())
+
+
+def test_a_newer_updated_at_beats_any_poll_time_and_a_later_poll_breaks_a_tie():
+    late_poll = datetime(2088, 1, 1, tzinfo=timezone.utc)
+    assert _version("2026-11-20T10:00:01Z", OBSERVED_EPOCH) > _version("2026-11-20T10:00:00Z", late_poll)
+    assert _version("2026-11-20T10:00:00Z", POLL + timedelta(seconds=1)) > _version("2026-11-20T10:00:00Z", POLL)
+
+
+def test_the_largest_version_fits_elasticsearchs_signed_long():
+    assert external_version((1 << 32) - 1, (1 << 31) - 1) == 2**63 - 1
+
+
+@pytest.mark.parametrize(("ts", "kind"), [
+    ("1960-01-01T00:00:00Z", "timestamp_before_1970"),
+    ("1970-01-01T00:00:00Z", "timestamp_before_1970"),
+    ("9999-12-31T23:59:59.000Z", "timestamp_in_future"),
+    ("2026-11-21T10:05:01Z", "timestamp_in_future"),  # one day and a second after the clock
+    ("yesterday", "invalid_timestamp"),
+])
+def test_impossible_timestamps_cannot_be_versions(ts, kind):
+    from threatq_provider.elasticsearch.versioning import UndatedVersionError
+
+    with pytest.raises(UndatedVersionError) as info:
+        _version(ts, POLL)
+    assert info.value.kind == kind
+
+
+def test_the_future_check_tolerates_the_configured_skew():
+    assert _version("2026-11-21T10:05:00Z", POLL) > 0  # exactly one day after the clock
+    assert _version("2026-11-20T22:05:00Z", POLL, max_future_skew=timedelta(hours=12)) > 0
+
+
+def test_an_undated_document_gets_a_version_every_dated_copy_beats():
+    undated = {"@timestamp": "2026-11-25T00:00:00.000Z", "threatq": {"id": 1},
+               "error": {"message": ["threatq.updated_at: unparsable date 'x'", UNDATED_MESSAGE]}}
+    version = document_version(undated, observed=observed_part(POLL), clock=POLL)
+
+    assert version == observed_part(POLL)
+    assert version < _version("1970-01-01T00:00:01Z", None)
+
+
+def test_the_undated_marker_is_what_the_transform_writes():
+    from threatq_provider.ecs.options import EcsOptions
+    from threatq_provider.ecs.transform import indicator_to_ecs
+
+    raw = {"id": 7, "value": "1.2.3.4", "type": {"name": "IP Address"}, "status": {"name": "Active"}}
+    out = indicator_to_ecs(raw, now=POLL, options=EcsOptions())
+
+    assert UNDATED_MESSAGE in out["error"]["message"]
+    assert document_version(out, observed=5, clock=POLL) == 5
+
+
+def test_observed_at_outside_the_versions_range_is_refused():
+    client, _ = fake_client()
+    with pytest.raises(ValueError, match="observed_at .* outside 2020-01-01"):
+        load_ndjson(client, [doc(1)], observed_at=datetime(2019, 12, 31, tzinfo=timezone.utc))
+
+
+def test_impossible_timestamps_go_to_the_dead_letter_with_their_id_and_reason():
+    client, state = fake_client()
+    dead = io.StringIO()
+
+    counts = load_ndjson(client, [doc(1, "9999-12-31T23:59:59.000Z"), doc(2, "1969-12-31T23:59:59Z"), doc(3)],
+                         dead_letter=dead, observed_at=POLL, now=POLL, history_prefix=None)
+
+    assert dict(counts.rejected) == {"timestamp_in_future": 1, "timestamp_before_1970": 1}
+    assert (counts.indexed, counts.rejected_documents) == (1, 2)
+    records = {r["id"]: r for r in map(json.loads, dead.getvalue().splitlines())}
+    assert records["1"]["reason"].startswith("timestamp_in_future: @timestamp 9999-12-31T23:59:59+00:00 "
+                                             "(ThreatQ updated_at) is more than 1d after 2026-11-20T10:05:00+00:00 "
+                                             "(the load's clock)")
+    assert records["2"]["reason"].startswith("timestamp_before_1970:")
+    assert set(state["versions"]) == {"3"}, "an impossible version reached Elasticsearch"
+
+
+def test_copies_at_or_below_their_tombstone_are_skipped_deleted_and_still_reach_the_history():
+    swept = external_version(T0_S, observed_part(POLL))
+    client, state = fake_client(tombstones={"1": swept, "2": swept - 1})
+
+    counts = load_ndjson(client, [doc(1), doc(2)], observed_at=POLL, history_prefix="h-", chunk_docs=10)
+
+    assert (counts.skipped_deleted, counts.indexed) == (1, 1)
+    assert set(state["versions"]) == {"2"}  # 2's tombstone is older than this copy: it passes
+    assert counts.history_written == 2 and counts.as_dict()["skipped_deleted"] == 1
+    assert state["mgets"] == [("threatq-ioc-tombstones", ["1", "2"])]
+
+
+def test_one_tombstone_lookup_per_chunk():
+    client, state = fake_client()
+
+    load_ndjson(client, [doc(i) for i in range(5)], chunk_docs=2, tombstone_index="t-stones")
+
+    assert [ids for _, ids in state["mgets"]] == [["0", "1"], ["2", "3"], ["4"]]
+    assert {index for index, _ in state["mgets"]} == {"t-stones"}
+
+
+def test_no_tombstone_index_no_lookup():
+    client, state = fake_client()
+    load_ndjson(client, [doc(1)], tombstone_index=None)
+    assert state["mgets"] == []
+
+
+def test_a_missing_tombstone_index_means_no_tombstones():
+    client, state = fake_client(mget_error="index_not_found_exception")
+    assert load_ndjson(client, [doc(1)]).indexed == 1
+
+
+def test_a_failing_tombstone_lookup_fails_the_load_instead_of_loading_blind():
+    client, state = fake_client(mget_error="no_shard_available_action_exception")
+    with pytest.raises(TombstoneError, match="no_shard_available_action_exception"):
+        load_ndjson(client, [doc(1)])
+    assert state["versions"] == {}
 
 
 def test_counts_new_updated_stale_and_history():
@@ -144,7 +280,8 @@ def test_history_rejects_are_counted_apart_and_dead_lettered_with_the_history_in
     assert counts.rejected_documents == 3 and counts.dead_lettered == 3
     records = [json.loads(x) for x in dead.getvalue().splitlines()]
     assert {r["index"] for r in records} == {"h-2026.11.21"}
-    assert sorted(r["id"] for r in records) == [f"{i}-1795168800000" for i in (1, 2, 3)]  # 2026-11-20T10:00Z
+    version = T0_S << 31  # 2026-11-20T10:00Z, no poll time
+    assert sorted(r["id"] for r in records) == [f"{i}-{version}" for i in (1, 2, 3)]
     assert all(r["status"] == 403 and r["reason"].startswith("cluster_block_exception") for r in records)
     xcom = counts.as_dict()
     assert xcom["history_rejected"] == 3 and xcom["rejected_documents"] == 3

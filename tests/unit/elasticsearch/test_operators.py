@@ -31,6 +31,8 @@ def test_sweep_operators_default_to_elastics_alias_and_five_days():
     assert sweep.index == "logs-ti_threatq_latest.threat" and sweep.dry_run is False and sweep.now is None
     assert history.retention == "5d"
     assert IocExpirySweepOperator(task_id="s2", index_prefix="t-").index == "t-logs-ti_threatq_latest.threat"
+    assert (sweep.tombstone_index, sweep.tombstone_retention) == ("threatq-ioc-tombstones", "30d")
+    assert IocExpirySweepOperator(task_id="s3", index_prefix="t-").tombstone_index == "t-threatq-ioc-tombstones"
 
 
 def test_importing_the_operators_does_not_import_the_elasticsearch_client():
@@ -77,7 +79,8 @@ def test_sweep_operators_close_the_client(monkeypatch):
     import threatq_provider.elasticsearch.sweeper as sweeper
 
     monkeypatch.setattr(sweeper, "sweep_expired", lambda client, **kw: {"matched": 0, "deleted": 0, "by_reason": {},
-                                                                      "dry_run": True})
+                                                                      "dry_run": True, "tombstones": 0})
+    monkeypatch.setattr(sweeper, "sweep_tombstones", lambda client, **kw: {"pruned": 0})
     monkeypatch.setattr(sweeper, "sweep_history", lambda client, **kw: {"deleted_indices": [], "kept_indices": 0})
     for op in (IocExpirySweepOperator(task_id="sweep", now="2026-01-01T00:00:00Z"),
                HistoryRetentionSweepOperator(task_id="history", now="2026-01-01T00:00:00Z")):

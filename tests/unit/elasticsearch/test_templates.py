@@ -29,6 +29,17 @@ def test_active_names_follow_elastics_conventions():
     assert names.history_prefix == "logs-ti_threatq.threat_history-"
 
 
+def test_the_tombstone_index_is_hidden_and_outside_the_threat_intel_patterns():
+    from threatq_provider.elasticsearch.names import TOMBSTONE_INDEX
+
+    names = IndexNames()
+    assert names.tombstone_index == TOMBSTONE_INDEX == "threatq-ioc-tombstones"
+    assert IndexNames("t1-").tombstone_index == "t1-threatq-ioc-tombstones"
+    # Kibana's threat-intel views and indicator-match rules read logs-ti_*: tombstones are not IOCs.
+    assert not names.tombstone_index.startswith("logs-")
+    assert template_config()["tombstones"]["settings"]["index"]["hidden"] is True
+
+
 def test_prefix_reaches_every_name_and_pattern():
     names = IndexNames("t1-")
     body = template_body("active", names)
