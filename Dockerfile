@@ -1,17 +1,16 @@
 # Airflow 3.3 image with this project's pinned runtime set, the ThreatQ provider and its compiled
-# ECS transform (native/, Rust + PyO3).
+# ECS transform (native/, Rust + PyO3), installed from wheels as any deployment would.
 #   docker compose build        (docker-compose.yaml builds it as threatq-airflow:local)
-# The provider is installed editable from /opt/threatq, and docker-compose.yaml mounts the repo's
-# plugins/ and include/ over /opt/threatq/{plugins,include}, so code edits apply without a rebuild.
-# The compiled transform is a wheel built in the first stage; only the wheel reaches the image
-# (no Rust toolchain in it). Rebuild the image after changing native/.
+# Stage 1 builds the wheels with scripts/build-wheels (the same script as scripts/install-check);
+# only the wheels reach the image: no source tree, no Rust toolchain. Rebuild the image after
+# changing plugins/ or native/ (`docker compose up -d --build`).
 ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
 
-# Stage 1: build the threatq-ecs-native wheel. Rust comes from the official rust image (same Debian
-# release as the Python one, so its glibc is no newer than the Airflow image's); Python and
-# maturin (the PEP 517 backend pip fetches) from the python image. One abi3 wheel fits CPython 3.10+.
+# Stage 1: airflow-provider-threatq and threatq-ecs-native (abi3, manylinux_2_34) wheels. Rust
+# comes from the official rust image (same Debian release as the Python one, so its glibc is no
+# newer than the Airflow image's); maturin and auditwheel at the versions of requirements-test.txt.
 FROM rust:1-slim-bookworm AS rust
-FROM python:3.11-slim-bookworm AS native
+FROM python:3.11-slim-bookworm AS wheels
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:$PATH
 COPY --from=rust /usr/local/rustup /usr/local/rustup
 COPY --from=rust /usr/local/cargo /usr/local/cargo
@@ -19,11 +18,15 @@ COPY --from=rust /usr/local/cargo /usr/local/cargo
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
-# Only the crate's sources: never a host native/target/ (built for another environment).
+COPY requirements-test.txt /src/
+RUN pip install --no-cache-dir -c /src/requirements-test.txt maturin auditwheel
+# Only what the wheels are built from (.dockerignore keeps out native/target, dist/, build/).
+COPY pyproject.toml README.md /src/
+COPY plugins /src/plugins
 COPY native/pyproject.toml native/Cargo.toml native/Cargo.lock native/README.md /src/native/
 COPY native/src /src/native/src
-# Builds from the committed Cargo.lock ([tool.maturin] locked = true).
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels /src/native
+COPY scripts/build-wheels /src/scripts/
+RUN bash /src/scripts/build-wheels /wheels
 
 # Stage 2: the Airflow image.
 FROM ${AIRFLOW_IMAGE}
@@ -33,15 +36,10 @@ USER airflow
 COPY --chown=airflow:0 requirements.txt /opt/threatq/requirements.txt
 RUN pip install --no-cache-dir -r /opt/threatq/requirements.txt
 
-COPY --chown=airflow:0 pyproject.toml README.md /opt/threatq/
-COPY --chown=airflow:0 plugins /opt/threatq/plugins
-COPY --chown=airflow:0 include /opt/threatq/include
-RUN pip install --no-cache-dir --no-deps -e /opt/threatq
-
-# The compiled ECS transform (optional for the provider; installed here so the image runs it).
-COPY --from=native --chown=airflow:0 /wheels /tmp/threatq-wheels
-RUN pip install --no-cache-dir --no-deps /tmp/threatq-wheels/threatq_ecs_native-*.whl \
- && python -c "import threatq_ecs_native" \
+# The provider with its [native] extra, only from the wheels just built (--no-index): the
+# pip line of the README's "Install into your Airflow", with the lock as constraints.
+COPY --from=wheels --chown=airflow:0 /wheels /tmp/threatq-wheels
+RUN pip install --no-cache-dir --no-index --find-links /tmp/threatq-wheels \
+      -c /opt/threatq/requirements.txt 'airflow-provider-threatq[native]' \
+ && python -c "import threatq_provider, threatq_ecs_native" \
  && rm -rf /tmp/threatq-wheels
-
-ENV THREATQ_PROVIDER_INCLUDE_DIR=/opt/threatq/include

@@ -3,6 +3,7 @@
 Example::
 
     threatq-sim --port 8480 --indicators 100000 --faults plan.json
+    threatq-sim --start now-7d --end now      # data dated up to start-up (docker-compose.yaml)
 
 It prints the base URL, the credentials for both grants (a password or client secret given on the
 command line is named, not shown) and the data-collection hashes.
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 from threatq_provider.simulators.corpus import Corpus
 from threatq_provider.simulators.faults import FaultPlan
@@ -27,7 +30,25 @@ from threatq_provider.simulators.threatq_sim import (
     ThreatQSimulator,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "corpus_bounds", "main"]
+
+_RELATIVE = re.compile(r"now(?:-(\d+)([dhm]))?")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _when(text: str, now: datetime) -> datetime | str:
+    match = _RELATIVE.fullmatch(text.strip().lower())
+    if match is None:
+        return text  # an absolute date or datetime: the corpus reads it
+    amount, unit = match.groups()
+    return now - timedelta(**{_UNITS[unit]: int(amount)}) if amount else now
+
+
+def corpus_bounds(start: str, end: str, *, now: datetime) -> tuple[datetime | str, datetime | str]:
+    """``--start``/``--end`` as the corpus takes them: ``now`` and ``now-<n>d|h|m`` become datetimes
+    relative to ``now`` (start-up), anything else is passed on unchanged.
+    """
+    return _when(start, now), _when(end, now)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=100, help="number of generated events")
     p.add_argument("--investigations", type=int, default=5, help="number of investigations")
     p.add_argument("--seed", type=int, default=42, help="corpus seed (same seed, same data)")
-    p.add_argument("--start", default="2026-01-01", help="earliest updated_at (UTC date or datetime)")
-    p.add_argument("--end", default="2026-01-08", help="updated_at upper bound, exclusive")
+    p.add_argument("--start", default="2026-01-01",
+                   help="earliest updated_at (UTC date or datetime, or now-<n>d|h|m: relative to start-up)")
+    p.add_argument("--end", default="2026-01-08", help="updated_at upper bound, exclusive (same forms, or now)")
     p.add_argument("--mode", choices=("v6", "legacy"), default="v6",
                    help="v6: attributes/sources only when asked via with=/fields=; legacy: always")
     p.add_argument("--faults", default=None, help="fault plan: JSON file path or inline JSON list of rules")
@@ -66,8 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: process exit code.
     """
     args = build_parser().parse_args(argv)
-    corpus = Corpus(seed=args.seed, indicators=args.indicators, events=args.events, start=args.start,
-                    end=args.end, investigations=args.investigations, id_offset=args.id_offset)
+    start, end = corpus_bounds(args.start, args.end, now=datetime.now(timezone.utc).replace(microsecond=0))
+    corpus = Corpus(seed=args.seed, indicators=args.indicators, events=args.events, start=start,
+                    end=end, investigations=args.investigations, id_offset=args.id_offset)
     faults = FaultPlan.from_json(args.faults) if args.faults else FaultPlan()
     sim = ThreatQSimulator(corpus, host=args.host, port=args.port, client_id=args.client_id,
                            username=args.username, password=args.password, client_secret=args.client_secret,

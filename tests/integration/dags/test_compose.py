@@ -102,7 +102,28 @@ def test_compose_runs_airflow_33_on_postgres_with_es_kibana_and_both_simulators(
     assert services["kibana"]["image"].startswith("docker.elastic.co/kibana/kibana:")
     airflow = services["airflow-scheduler"]
     mounts = {v.split(":")[1] for v in airflow["volumes"]}
-    assert {"/opt/airflow/dags", "/opt/threatq/plugins", "/opt/threatq/include"} <= mounts
+    assert {"/opt/airflow/dags", "/opt/threatq/include"} <= mounts
+
+
+def test_compose_runs_the_installed_provider_not_the_checkout(compose):
+    # The image installs the wheels; a mounted plugins/ or an include variable would hide a wheel
+    # that lacks something (docs/packaging.md).
+    for name, svc in compose["services"].items():
+        sources = [str(v).split(":")[0] for v in svc.get("volumes") or []]
+        assert not [s for s in sources if s.rstrip("/").endswith("plugins")], f"{name} mounts plugins/"
+        env = svc.get("environment") or {}
+        assert "AIRFLOW__CORE__PLUGINS_FOLDER" not in env and "THREATQ_PROVIDER_INCLUDE_DIR" not in env, name
+
+
+def test_threatq_sim_data_ends_at_start_up(compose):
+    from datetime import datetime, timedelta, timezone
+
+    from threatq_provider.simulators.threatq_cli import build_parser, corpus_bounds
+
+    command = compose["services"]["threatq-sim"]["command"]
+    parsed = build_parser().parse_args(shlex.split(command))
+    now = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    assert corpus_bounds(parsed.start, parsed.end, now=now) == (now - timedelta(days=7), now)
 
 
 def test_every_published_port_is_bound_to_loopback_by_default(compose):
@@ -163,4 +184,8 @@ def test_dockerfile_builds_on_the_locked_airflow_version():
     base = re.search(r"AIRFLOW_IMAGE=apache/airflow:(\d+\.\d+\.\d+)", dockerfile).group(1)
     assert base == locked, f"Dockerfile base {base} != locked apache-airflow {locked}"
     assert "requirements.txt" in dockerfile
-    assert "pip install --no-cache-dir --no-deps -e /opt/threatq" in dockerfile
+    # Wheels from scripts/build-wheels, installed only from that folder: no editable install.
+    assert "scripts/build-wheels" in dockerfile
+    assert "--no-index --find-links /tmp/threatq-wheels" in dockerfile
+    assert "'airflow-provider-threatq[native]'" in dockerfile
+    assert " -e " not in dockerfile and "THREATQ_PROVIDER_INCLUDE_DIR" not in dockerfile
