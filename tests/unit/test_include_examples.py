@@ -22,4 +22,5 @@ def test_include_readme_lists_every_file_in_include() -> None:
     readme = (INCLUDE / "README.md").read_text(encoding="utf-8")
     files = sorted(str(p.relative_to(INCLUDE)) for p in INCLUDE.rglob("*") if p.is_file() and p.name != "README.md")
     assert files, "include/ holds no example"
-    assert [f for f in files if f"`{f}`" not in readme] == []
+    undocumented = [f for f in files if f"`{f}`" not in readme]
+    assert undocumented == [], f"add a row for each to the table in include/README.md: {undocumented}"
