@@ -116,6 +116,7 @@ with DAG(
         poll_result="{{ ti.xcom_pull(task_ids='poll') }}",
         transform_result="{{ ti.xcom_pull(task_ids='transform') }}",
         load_result="{{ ti.xcom_pull(task_ids='load') }}",
+        elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,  # the run's counts, for Kibana's loads/rejects chart
         trigger_rule="none_failed",
     )
     # all_done as a teardown: it runs after a failed load, and the run still ends failed.

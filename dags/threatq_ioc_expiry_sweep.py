@@ -6,6 +6,12 @@ from the active index every IOC whose `threatq.ioc_expired_at` has passed (repor
 status Expired, ThreatQ expiration date, default duration), then deletes history documents
 older than the retention. Runs never overlap (`max_active_runs=1`).
 
+**refresh_detection_window** keeps active IOCs visible to Elastic Security's prebuilt
+indicator-match rules, which read only `@timestamp` in the last 30 days: the few still-active
+IOCs whose `@timestamp` (ThreatQ's `updated_at`) is about to leave that window get `@timestamp` =
+the run's time (one partial update each; `threatq.updated_at` keeps ThreatQ's time). The Variable
+`threatq_detection_window` sets the window (default `30d`) or turns it `off`.
+
 Connection: `elasticsearch_default`.
 """
 
@@ -20,6 +26,7 @@ try:  # Airflow 3.2+ exports it from the Task SDK
 except ImportError:  # Airflow 3.1 (the declared floor) has only the core timetable
     from airflow.timetables.assets import AssetOrTimeSchedule
 
+from threatq_provider.operators.detection import DetectionWindowRefreshOperator
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI
 from threatq_provider.operators.report import skip_when_dry_run
 from threatq_provider.operators.sweep import HistoryRetentionSweepOperator, IocExpirySweepOperator
@@ -61,4 +68,10 @@ with DAG(
         retention="{{ params.history_retention }}",
         pre_execute=skip_when_dry_run,
     )
-    sweep >> retention
+    refresh_window = DetectionWindowRefreshOperator(
+        task_id="refresh_detection_window",
+        elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
+        window="{{ var.value.get('threatq_detection_window', '30d') }}",
+        dry_run="{{ params.dry_run }}",
+    )
+    sweep >> [refresh_window, retention]

@@ -20,7 +20,8 @@ exponential backoff:
 - history: ``create`` into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
   (``history_date``; the operator passes the run's ``data_interval_end``, so a retried task writes
   to the same index) with ``_id`` = ``"<id>-<version>"``; 409 means that version is already
-  there (``history_existing``). Every version read goes to the history, also the
+  there (``history_existing``). The history copy says ``labels.is_ioc_transform_source: "true"``
+  (:func:`history_line`), so detection rules skip it. Every version read goes to the history, also the
   ``skipped_stale`` and ``skipped_deleted`` ones (it records what ThreatQ said, not what the
   active index kept). One index per load day, as Elastic's ILM deletes source data by ingest age;
   routing by the version's own day would create one index per day of a backfill.
@@ -264,7 +265,32 @@ def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_in
             if history_index is not None:
                 hist_id = f"{doc_id}-{version}"
                 pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
-                yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id, "_source": entry.line}
+                yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id,
+                       "_source": history_line(entry.line)}
+
+
+_ACTIVE_LABEL = '"is_ioc_transform_source":"false"'
+_HISTORY_LABEL = '"is_ioc_transform_source":"true"'
+
+
+def history_line(line: str) -> str:
+    """The history copy of an ECS line: ``labels.is_ioc_transform_source`` is ``"true"``.
+
+    The transform writes ``"false"``, the value of Elastic's latest (destination) index, as the
+    document's last key. The history, like Elastic's raw source data stream, keeps every version,
+    expired and superseded ones too, under the ``logs-ti_*`` pattern that Elastic Security's
+    indicator-match rules read; they skip it only through ``not
+    labels.is_ioc_transform_source:"true"``, and a cluster without ``constant_keyword`` sees only
+    the value in the document. The compact line is edited from its end (JSON escapes quotes inside
+    strings, so the pattern can only be the key itself); any other shape is parsed and rewritten.
+    """
+    head, found, tail = line.rpartition(_ACTIVE_LABEL)
+    if found:
+        return head + _HISTORY_LABEL + tail
+    doc = json.loads(line)
+    labels = doc.get("labels") if isinstance(doc.get("labels"), dict) else {}
+    doc["labels"] = {**labels, "is_ioc_transform_source": "true"}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
 def _reason(item: dict[str, Any]) -> tuple[str, str]:

@@ -14,6 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
 
+from threatq_provider.operators._common import ElasticsearchHookMixin
+
+#: Default run-report index (``threatq_provider.elasticsearch.run_reports.RUNS_INDEX``; repeated
+#: here so parsing a DAG does not import the Elasticsearch client).
+RUNS_INDEX = "threatq-provider-runs"
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
@@ -29,19 +35,26 @@ def skip_when_dry_run(context: Context) -> None:
         raise AirflowSkipException("dry_run param is set: nothing is written")
 
 
-class ThreatQRunReportOperator(BaseOperator):
+class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
     """Summarise a poll → transform → load run and save the collection cursor once loaded.
 
     :param poll_result: XCom of ``ThreatQPollIndicatorsOperator``. (templated)
     :param transform_result: XCom of ``EcsTransformOperator``. (templated)
     :param load_result: XCom of ``ElasticsearchLoadOperator``; ``None`` when the load was
         skipped (dry run), which also means the cursor is not saved. (templated)
-    :return: XCom ``{"mode", "window_start", "window_end", "polled", "transformed", "rejected",
+    :param elasticsearch_conn_id: when set, the summary is also written as one document of the
+        run-report index (``elasticsearch.run_reports``: loads and rejects over time for Kibana);
+        a failure to write it is logged, never fails the run (the IOCs are loaded already).
+    :param runs_index: the run-report index (default ``threatq-provider-runs``). (templated)
+    :return: XCom ``{"mode", "window_start", "window_end", "polled", "poll_rejected" (records the
+        poll could not stage, by reason), "transformed", "rejected", "flagged" (documents kept with
+        an ``error.message``),
         "loaded", "unchanged", "load_rejected" (documents refused by the active or history index),
-        "transform_engine", "dry_run", "cursor_saved", "next_cursor"}``.
+        "transform_engine", "dry_run", "cursor_saved", "next_cursor"}``, plus ``run_report_indexed``
+        when ``elasticsearch_conn_id`` is set and the run loaded (not a dry run).
     """
 
-    template_fields: Sequence[str] = ("poll_result", "transform_result", "load_result")
+    template_fields: Sequence[str] = ("poll_result", "transform_result", "load_result", "runs_index")
     ui_color = "#f1f3f4"
 
     def __init__(
@@ -50,12 +63,16 @@ class ThreatQRunReportOperator(BaseOperator):
         poll_result: Any = None,
         transform_result: Any = None,
         load_result: Any = None,
+        elasticsearch_conn_id: str | None = None,
+        runs_index: str = RUNS_INDEX,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.poll_result = poll_result
         self.transform_result = transform_result
         self.load_result = load_result
+        self.elasticsearch_conn_id = elasticsearch_conn_id  # type: ignore[assignment]
+        self.runs_index = runs_index
 
     def execute(self, context: Context) -> dict[str, Any]:
         poll = _as_dict(self.poll_result)
@@ -76,6 +93,10 @@ class ThreatQRunReportOperator(BaseOperator):
             "polled": poll.get("indicators", 0),
             "transformed": transform.get("written", 0),
             "rejected": transform.get("rejected", 0),
+            # Documents kept with an error.message (e.g. a lone surrogate repaired), and records
+            # the poll could not stage at all (its rejects file, by reason).
+            "flagged": transform.get("flagged", 0),
+            "poll_rejected": poll.get("rejected", {}),
             "loaded": _loaded_count(load),
             "unchanged": load.get("skipped_stale", 0),
             # Documents refused by the active or the history index, each once (the threshold's count).
@@ -86,22 +107,44 @@ class ThreatQRunReportOperator(BaseOperator):
             "next_cursor": poll.get("next_cursor"),
         }
         self.log.info(
-            "ThreatQ run: mode=%s window=[%s, %s) polled=%s transformed=%s (engine %s) rejected=%s loaded=%s "
+            "ThreatQ run: mode=%s window=[%s, %s) polled=%s poll_rejected=%s transformed=%s (engine %s) "
+            "rejected=%s flagged=%s loaded=%s "
             "unchanged=%s load_rejected=%s dry_run=%s cursor_saved=%s",
             summary["mode"],
             summary["window_start"],
             summary["window_end"],
             summary["polled"],
+            summary["poll_rejected"] or "none",
             summary["transformed"],
             summary["transform_engine"],
             summary["rejected"],
+            summary["flagged"],
             summary["loaded"],
             summary["unchanged"],
             summary["load_rejected"],
             summary["dry_run"],
             cursor_saved,
         )
+        if self.elasticsearch_conn_id and not summary["dry_run"]:  # a dry run writes nothing
+            summary["run_report_indexed"] = self._index_report(summary, context)
         return summary
+
+    def _index_report(self, summary: dict[str, Any], context: Context) -> bool:
+        from threatq_provider.elasticsearch.run_reports import index_run_report, run_document
+        from threatq_provider.operators._common import resolve_now
+
+        run_id = str(context.get("run_id") or getattr(context.get("dag_run"), "run_id", "") or "unknown")
+        dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
+        document = run_document(summary, dag_id=dag_id, run_id=run_id, when=resolve_now(None, context))
+        try:
+            index_run_report(self.hook.get_client(), document, index=str(self.runs_index))
+        except Exception as exc:  # monitoring data only: the IOCs are loaded; say so and go on
+            self.log.warning("run report not written to %s: %s: %s", self.runs_index, type(exc).__name__,
+                             str(exc)[:300])
+            return False
+        finally:
+            self.hook.close()
+        return True
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

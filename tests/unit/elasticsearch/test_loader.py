@@ -321,3 +321,34 @@ def test_ratio_counts_history_only_rejects():
 
     with pytest.raises(RejectThresholdExceeded, match="over the limit max_reject_ratio=0.01"):
         check_reject_threshold(counts)
+
+
+# ---- history label (issue 12): detection rules skip the history ------------------------------
+
+def test_history_copy_is_labelled_as_a_transform_source_and_the_active_copy_is_not():
+    import json as _json
+    from datetime import UTC, datetime
+
+    from threatq_provider.ecs.options import EcsOptions
+    from threatq_provider.ecs.transform import indicator_to_ecs
+    from threatq_provider.elasticsearch.loader import history_line
+
+    doc = indicator_to_ecs({"id": 1, "value": "192.0.2.1", "type": {"name": "IP Address"},
+                            "updated_at": "2026-11-01 00:00:00",
+                            "description": 'a "is_ioc_transform_source":"false" lookalike'},
+                           now=datetime(2026, 11, 2, tzinfo=UTC), options=EcsOptions())
+    line = _json.dumps(doc, separators=(",", ":"))
+    history = _json.loads(history_line(line))
+    assert history["labels"] == {"is_ioc_transform_source": "true"}
+    assert {k: v for k, v in history.items() if k != "labels"} == {k: v for k, v in doc.items() if k != "labels"}
+    assert doc["labels"] == {"is_ioc_transform_source": "false"}
+
+
+def test_history_label_is_set_on_lines_without_one_or_in_another_layout():
+    import json as _json
+
+    from threatq_provider.elasticsearch.loader import history_line
+
+    assert _json.loads(history_line('{"threatq": {"id": 1}}'))["labels"] == {"is_ioc_transform_source": "true"}
+    spaced = '{"threatq": {"id": 1}, "labels": {"is_ioc_transform_source": "false", "team": "soc"}}'
+    assert _json.loads(history_line(spaced))["labels"] == {"is_ioc_transform_source": "true", "team": "soc"}

@@ -1,0 +1,91 @@
+"""One small document per indicator-DAG run, so loads and rejects can be charted over time.
+
+The run's counts otherwise live only in XCom and the task log, which Kibana cannot read. The
+report task writes its summary here: index :data:`RUNS_INDEX` (outside ``logs-*``, so no built-in
+data-stream template and no detection rule reads it), ``_id`` = ``<dag_id>/<run_id>`` (a retried
+report task overwrites its own document, never adds a second), ``@timestamp`` = the run's
+``data_interval_end``. The index is created on first use with an explicit mapping.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+__all__ = ["RUNS_INDEX", "RUNS_MAPPING", "index_run_report", "run_document"]
+
+log = logging.getLogger(__name__)
+
+#: Index of the run reports (the Kibana dashboard's "Loads and rejects over time" reads it).
+RUNS_INDEX = "threatq-provider-runs"
+_COUNTS = ("polled", "transformed", "transform_rejected", "loaded", "unchanged", "load_rejected")
+RUNS_MAPPING: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "@timestamp": {"type": "date"},
+        "dag_id": {"type": "keyword"},
+        "run_id": {"type": "keyword"},
+        "mode": {"type": "keyword"},
+        "window_start": {"type": "date"},
+        "window_end": {"type": "date"},
+        "transform_engine": {"type": "keyword"},
+        "dry_run": {"type": "boolean"},
+        "transform_rejected_by_reason": {"type": "flattened"},
+        **{name: {"type": "long"} for name in _COUNTS},
+    },
+}
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: datetime) -> dict[str, Any]:
+    """The document of one run from the report task's summary (its XCom).
+
+    :param summary: ``ThreatQRunReportOperator``'s summary.
+    :param dag_id: the DAG.
+    :param run_id: the run.
+    :param when: the run's ``data_interval_end`` (the document's ``@timestamp``).
+    :return: the document.
+    """
+    rejected = summary.get("rejected") or {}
+    by_reason = {str(k): int(v) for k, v in rejected.items()} if isinstance(rejected, dict) else {}
+    doc: dict[str, Any] = {
+        "@timestamp": _iso(when), "dag_id": dag_id, "run_id": run_id, "mode": summary.get("mode"),
+        "transform_engine": summary.get("transform_engine"), "dry_run": bool(summary.get("dry_run")),
+        "polled": int(summary.get("polled") or 0),
+        "transformed": int(summary.get("transformed") or 0),
+        "transform_rejected": sum(by_reason.values()) if by_reason else int(rejected or 0),
+        "transform_rejected_by_reason": by_reason,
+        "loaded": int(summary.get("loaded") or 0),
+        "unchanged": int(summary.get("unchanged") or 0),
+        "load_rejected": int(summary.get("load_rejected") or 0),
+    }
+    for key in ("window_start", "window_end"):
+        if summary.get(key):
+            doc[key] = str(summary[key])
+    return doc
+
+
+def index_run_report(client: Elasticsearch, document: dict[str, Any], *, index: str = RUNS_INDEX) -> str:
+    """Write one run's document (creating the index with :data:`RUNS_MAPPING` on first use).
+
+    :return: the document ``_id`` (``<dag_id>/<run_id>``).
+    """
+    if not client.indices.exists(index=index):
+        try:
+            client.indices.create(index=index, mappings=RUNS_MAPPING,
+                                  settings={"number_of_shards": 1, "auto_expand_replicas": "0-1"})
+        except Exception as exc:  # another run created it first
+            if "resource_already_exists_exception" not in str(exc):
+                raise
+    doc_id = f"{document['dag_id']}/{document['run_id']}"
+    client.index(index=index, id=doc_id, document=document)
+    log.info("run report %s written to %s", doc_id, index)
+    return doc_id
