@@ -418,6 +418,7 @@ def indicator_to_ecs(
     options: EcsOptions,
     original: str | None = None,
     tables: Tables | None = None,
+    notes: Iterable[str] = (),
 ) -> dict[str, Any]:
     """One ThreatQ indicator → one ECS document.
 
@@ -427,6 +428,8 @@ def indicator_to_ecs(
     :param original: the raw JSON text, copied to ``event.original`` verbatim when it is written;
         defaults to a compact JSON dump of ``raw``.
     :param tables: mapping tables; defaults to ``threatq_provider/data/mappings/threatq_to_ecs.json``.
+    :param notes: problems found before the mapping (e.g. text repaired while decoding the line);
+        each becomes an ``error.message`` line first, and the document is flagged.
     :return: the ECS document (``threatq.id`` is the document identity, ``@timestamp`` is
         ``updated_at``).
     :raises IndicatorRejected: no type, no value, a non-scalar value, or no usable id.
@@ -435,7 +438,7 @@ def indicator_to_ecs(
         raise IndicatorRejected("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
     tables = tables or _tables()
     _type_name, rule, value, indicator_id = _identity(raw, tables)
-    errors: list[str] = []
+    errors: list[str] = list(notes)
 
     # Dates, ids, numbers (steps 6-10), sources, attributes, adversaries (14-18).
     raw_updated = raw.get("updated_at")
@@ -618,9 +621,78 @@ def _codec() -> tuple[Callable[[str], Any], Callable[[Any], str]]:
 
 def _reject(rejects: IO[str], counts: TransformCounts, reason: str, message: str, line_no: int, raw: object) -> None:
     counts.rejected[reason] = counts.rejected.get(reason, 0) + 1
-    rejects.write(
-        json.dumps({"reason": reason, "message": message, "line_no": line_no, "raw": raw}, ensure_ascii=False) + "\n"
-    )
+    entry = json.dumps({"reason": reason, "message": message, "line_no": line_no, "raw": raw}, ensure_ascii=False)
+    if _LONE_SURROGATE.search(entry):
+        # A UTF-8 file cannot hold a lone surrogate: the entry keeps it as a \u escape instead.
+        entry = json.dumps({"reason": reason, "message": message, "line_no": line_no, "raw": raw}, ensure_ascii=True)
+    rejects.write(entry + "\n")
+
+
+# Lone UTF-16 surrogates: as a JSON escape in the line, or as a code point once decoded (a pair
+# decodes to one astral character, so any surrogate left in a decoded string is unpaired).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}|[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_REPLACEMENT = "\ufffd"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode_with_surrogates(text: str) -> tuple[Any, list[str]] | None:
+    """Decode a line the fast decoder refused because of lone surrogates, repairing them.
+
+    Lone surrogates are *repaired*, not rejected: each becomes U+FFFD and the document is flagged
+    with the field it was in. A lone surrogate is half of a character (typically an emoji cut in
+    two by a UTF-16 truncation upstream); its other half is gone whatever we do, and UTF-8 (the
+    stage files, Elasticsearch, MISP) cannot carry it, so U+FFFD (Unicode's replacement
+    character, what Lucene itself stores for one) loses nothing more, while rejecting would drop
+    a usable IOC from detection for a blemish in its free text. The value itself is the
+    exception (see :func:`transform_stream`): a repaired value is a different IOC.
+
+    :return: ``(record, repaired field paths)``, or ``None`` when the line holds no lone
+        surrogate (then the decoder's own error stands).
+    """
+    if not _SURROGATE_ESCAPE.search(text):
+        return None
+    try:
+        raw = json.loads(text, parse_constant=_no_constant)  # the standard decoder keeps lone surrogates
+    except (ValueError, RecursionError):
+        return None
+    paths: list[str] = []
+    raw = _repair_surrogates(raw, "", paths)
+    return (raw, paths) if paths else None
+
+
+def _repair_surrogates(value: Any, path: str, paths: list[str]) -> Any:
+    """``value`` with lone surrogates in every string (keys too) replaced by U+FFFD; the dotted
+    paths repaired (list positions left out, as Elasticsearch names fields) go to ``paths``."""
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            if path not in paths:
+                paths.append(path)
+            return _LONE_SURROGATE.sub(_REPLACEMENT, value)
+        return value
+    if isinstance(value, list):
+        return [_repair_surrogates(item, path, paths) for item in value]
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _LONE_SURROGATE.search(key):
+                key = _LONE_SURROGATE.sub(_REPLACEMENT, key)
+                where = f"{path}.{key}" if path else key
+                if where not in paths:
+                    paths.append(where)
+            out[key] = _repair_surrogates(item, where, paths)
+        return out
+    return value
+
+
+def _escaped(text: str) -> str:
+    """``text`` with surrogate code points written as JSON ``\\u`` escapes (a ``str`` line may hold
+    them raw; ``event.original`` must be writable as UTF-8 and read the same as a ``bytes`` line)."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def transform_stream(
@@ -677,13 +749,25 @@ def transform_stream(
         if not text:
             continue
         counts.read += 1
+        notes: list[str] = []
         try:
             raw = decode(text)
         except ValueError as exc:
-            _reject(rejects, counts, "invalid_json", f"line {line_no}: {exc}", line_no, text)
-            continue
+            repaired = _decode_with_surrogates(text)
+            if repaired is None:
+                _reject(rejects, counts, "invalid_json", f"line {line_no}: {exc}", line_no, text)
+                continue
+            raw, paths = repaired
+            if "value" in paths:
+                # The IOC itself: a repaired value would be another indicator, never seen in traffic.
+                ident = raw.get("id") if isinstance(raw, dict) else None
+                _reject(rejects, counts, "invalid_value", f"line {line_no}: indicator {ident}: the value holds a "
+                        "lone UTF-16 surrogate; not a usable IOC", line_no, json.loads(text))
+                continue
+            notes = [f"threatq.{path}: lone UTF-16 surrogate replaced with U+FFFD" for path in paths]
+            text = _escaped(text)
         try:
-            doc = indicator_to_ecs(raw, now=now, options=options, original=text, tables=tables)
+            doc = indicator_to_ecs(raw, now=now, options=options, original=text, tables=tables, notes=notes)
         except IndicatorRejected as exc:
             _reject(rejects, counts, exc.reason, f"line {line_no}: {exc}", line_no, raw)
             continue

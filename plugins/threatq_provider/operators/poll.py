@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 MODES = ("window", "collection", "full_resync")
 RAW_FILE_NAME = "raw.ndjson"
+# Indicators named one by one in the task log, and in the XCom, when their text needed escaping.
+_LOGGED_IDS = 20
+_XCOM_IDS = 100
 CURSOR_START = "*"
 # full_resync reads every indicator: a window wider than any ThreatQ timestamp.
 FULL_RESYNC_WINDOW = (
@@ -104,7 +107,9 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :param cursor_variable: Variable holding the collection cursor; default
         ``threatq_collection_cursor__<collection>``. (templated)
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "window_start",
-        "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types"}``.
+        "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
+        "lone_surrogates", "lone_surrogate_ids"}`` (indicators staged with ``\\u`` escapes because
+        their text held lone UTF-16 surrogates: their count and the first 100 ids).
     """
 
     template_fields: Sequence[str] = (
@@ -162,6 +167,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                     client.iter_indicator_pages(
                         plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"]
                     ),
+                    plan,
                 )
         finally:
             # The HTTP session's pooled connections are released even when paging failed.
@@ -219,15 +225,26 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             os.chmod(stage_dir.path, 0o700)
         return stage_dir
 
-    def _stage_pages(self, raw_path: ObjectStoragePath, pages: Any) -> tuple[int, int]:
+    def _stage_pages(self, raw_path: ObjectStoragePath, pages: Any, plan: dict[str, Any]) -> tuple[int, int]:
         written = n_pages = 0
-        with raw_path.open("w", encoding="utf-8") as out:
+        escaped: list[Any] = plan.setdefault("lone_surrogate_ids", [])
+        with raw_path.open("wb") as out:
             for page in pages:
                 n_pages += 1
                 for indicator in page:
-                    out.write(json.dumps(indicator, separators=(",", ":"), ensure_ascii=False))
-                    out.write("\n")
+                    line, was_escaped = ndjson_line(indicator)
+                    if was_escaped:
+                        escaped.append(indicator.get("id"))
+                        if len(escaped) <= _LOGGED_IDS:
+                            self.log.warning(
+                                "Indicator %s holds a lone UTF-16 surrogate: staged as a \\u escape (what ThreatQ "
+                                "sent); the transform replaces it with U+FFFD and flags the document",
+                                indicator.get("id"),
+                            )
+                    out.write(line)
                     written += 1
+        if len(escaped) > _LOGGED_IDS:
+            self.log.warning("%d indicators held lone UTF-16 surrogates (first %d logged)", len(escaped), _LOGGED_IDS)
         return written, n_pages
 
     def _stage_collection(
@@ -249,7 +266,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                 # type filter narrows it further here.
                 yield [i for i in page.indicators if not wanted or _type_name(i) in wanted]
 
-        written, n_pages = self._stage_pages(raw_path, pages())
+        written, n_pages = self._stage_pages(raw_path, pages(), plan)
         return written, n_pages, reached["cursor"]
 
     def _xcom(
@@ -276,7 +293,27 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "cursor_variable": plan["cursor_variable"],
             "cursor_start": plan.get("cursor_start"),
             "next_cursor": plan.get("next_cursor"),
+            "lone_surrogates": len(plan.get("lone_surrogate_ids", ())),
+            "lone_surrogate_ids": plan.get("lone_surrogate_ids", [])[:_XCOM_IDS],
         }
+
+
+def ndjson_line(indicator: dict[str, Any]) -> tuple[bytes, bool]:
+    """One staged line (UTF-8 JSON and a newline) and whether it had to be written ASCII-escaped.
+
+    A string holding a lone UTF-16 surrogate (``"x \\ud83d y"``: valid JSON from the API, but no
+    UTF-8 encoder can write it) used to fail the whole poll at the same page on every run. That
+    record is written with non-ASCII characters as ``\\u`` escapes instead, which is what the server
+    sent; the transform decides what becomes of it (ecs/transform.py: repaired, flagged).
+
+    :param indicator: one indicator as the API returned it.
+    :return: ``(line, escaped)``.
+    """
+    text = json.dumps(indicator, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8") + b"\n", False
+    except UnicodeEncodeError:
+        return json.dumps(indicator, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n", True
 
 
 def _type_name(indicator: dict[str, Any]) -> str | None:

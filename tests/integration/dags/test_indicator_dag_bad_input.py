@@ -88,3 +88,38 @@ def test_a_server_ending_short_of_its_total_fails_the_run_and_loads_nothing(
     assert "ThreatQIncompleteError" in out
     assert f"paging ended after 200 rows but the server's total is {total}" in out
     assert helpers.es_active_docs(es_clean) == {}
+
+
+def test_a_poisoned_indicator_in_collection_mode_is_flagged_and_the_feed_moves_on(
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn
+):
+    # Read the metadata DB directly: the test is not a task, and this is where the Execution API wrote.
+    from airflow.models.variable import Variable
+
+    from threatq_provider.simulators.faults import FaultRule
+
+    sim = tq_sim_factory(seed=25, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
+    coll = next(c for c in sim.corpus.collections if c["name"] == "Active IP Address")
+    truth = list(sim.corpus.iter_collection(coll["hash"]))
+    poisoned = truth[len(truth) // 2]["id"]
+    # Every answer of the feed carries indicator <poisoned> with "… \ud83d" at the end of its
+    # description: before, every run failed at that page and the cursor never moved.
+    sim.faults.add(FaultRule(path_regex="^/api/indicators/query/hash/", times=None, poison_indicator=poisoned))
+    cursor_var = f"threatq_collection_cursor__{coll['hash']}"
+    conf = {"mode": "collection", "collection": coll["hash"], "ioc_expiration_duration": LONG_LIFE}
+
+    first = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 10, tzinfo=timezone.utc), conf=conf)
+    poll, transform, report = (first["xcom"][t] for t in ("poll", "transform", "report"))
+    assert poll["indicators"] == len(truth), "a record was lost with the poisoned one"
+    assert (poll["lone_surrogates"], poll["lone_surrogate_ids"]) == (1, [poisoned])
+    assert transform["flagged"] >= 1 and report["flagged"] == transform["flagged"]
+    assert report["cursor_saved"] is True and Variable.get(cursor_var) == poll["next_cursor"]
+    doc = helpers.es_active_docs(es_clean)[str(poisoned)]["_source"]
+    assert "threatq.description: lone UTF-16 surrogate replaced with U+FFFD" in doc["error"]["message"]
+    assert doc["threatq"]["description"].endswith(" \ufffd") and doc["event"]["kind"] == "pipeline_error"
+
+    # The next run starts after the poisoned page and does not fail.
+    second = _run(dagbag, INDICATORS, logical_date=datetime(2026, 3, 11, tzinfo=timezone.utc), conf=conf)
+    assert second["xcom"]["poll"]["cursor_start"] == poll["next_cursor"]
+    assert second["xcom"]["poll"]["indicators"] == 0

@@ -258,6 +258,12 @@ def _awkward_lines() -> list[str | bytes]:
         "[" * 100 + "]" * 100,
         base.replace('"evil.example"', '"' + chr(0xD800) + ' lone surrogate in a str line"'),
         json.dumps({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
+        # issue #18: lone surrogates outside the value are repaired and flagged (Python decides)
+        json.dumps(_indicator("FQDN", "evil.example", {"description": "DESC"})).replace('"DESC"', '"cut \\ud83d"'),
+        json.dumps(_indicator("FQDN", "evil.example", {"attributes": [{"name": "N", "value": "V"}]})).replace(
+            '"V"', '"\\udc00 low"'),
+        json.dumps(_indicator("FQDN", "evil.example", {"descr\ud800": "key"}), ensure_ascii=True),
+        json.dumps(_indicator("FQDN", "evil.example", {"description": "raw " + chr(0xDBFF)}), ensure_ascii=False),
     ]
     return lines
 
