@@ -3,7 +3,7 @@
 Airflow's dag-processor re-parses every DAG file every few seconds, so a DAG file must not do
 network calls or heavy imports at top level. This prints, per file, the median time to import it
 in a fresh Python process (after ``airflow.sdk`` is already imported, so the number is the DAG
-file's own cost: provider modules, include/ tables, DAG construction) and the heavy libraries it
+file's own cost: provider modules, packaged tables, DAG construction) and the heavy libraries it
 pulled in. No assertion; the issue's target is "under a second" per file.
 
     .venv/bin/python bench/dag_parse.py [--repeats 5]
