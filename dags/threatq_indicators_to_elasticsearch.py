@@ -108,6 +108,8 @@ with DAG(
         source_path="{{ ti.xcom_pull(task_ids='transform')['path'] }}",
         elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
         dead_letter_path=STAGE + "/dead_letter.ndjson",
+        # The poll's time orders copies with the same updated_at: a later poll's wins, a replay's never.
+        observed_at="{{ ti.xcom_pull(task_ids='poll')['polled_at'] }}",
         outlets=[ACTIVE_INDEX],
         pre_execute=skip_when_dry_run,
     )

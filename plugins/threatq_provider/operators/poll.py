@@ -106,7 +106,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :param page_size: indicators per API page; ``None`` uses the client's default. (templated)
     :param cursor_variable: Variable holding the collection cursor; default
         ``threatq_collection_cursor__<collection>``. (templated)
-    :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "window_start",
+    :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
         "lone_surrogates", "lone_surrogate_ids"}`` (indicators staged with ``\\u`` escapes because
         their text held lone UTF-16 surrogates: their count and the first 100 ids).
@@ -153,6 +153,9 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         from threatq_provider.threatq.hook import ThreatQHook
 
         plan = self._plan()
+        # When ThreatQ is read (before the first request): the load versions two copies with the same
+        # updated_at by it, so a later poll's copy wins and a replayed load never does.
+        plan["polled_at"] = datetime.now(timezone.utc)
         hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
         try:
             client = hook.get_client()
@@ -293,6 +296,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "cursor_variable": plan["cursor_variable"],
             "cursor_start": plan.get("cursor_start"),
             "next_cursor": plan.get("next_cursor"),
+            "polled_at": iso(plan.get("polled_at")),
             "lone_surrogates": len(plan.get("lone_surrogate_ids", ())),
             "lone_surrogate_ids": plan.get("lone_surrogate_ids", [])[:_XCOM_IDS],
         }

@@ -88,6 +88,8 @@ def wipe_threatq_indices(es: Any) -> None:
     Only names starting with ``logs-ti_threatq``: other tests' indices carry a unique prefix.
     """
     es.indices.delete(index=THREATQ_INDEX_PATTERN, expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
+    # the sweep's tombstones (threatq_provider.elasticsearch.names.TOMBSTONE_INDEX, hidden)
+    es.indices.delete(index="threatq-ioc-tombstones", ignore_unavailable=True)
     # the report task's run reports (threatq_provider.elasticsearch.run_reports.RUNS_INDEX)
     es.indices.delete(index="threatq-provider-runs", ignore_unavailable=True)
 

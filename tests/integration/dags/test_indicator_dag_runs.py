@@ -255,3 +255,68 @@ def test_hourly_sweep_before_the_first_load_has_nothing_to_do(airflow_db, dagbag
     """The sweep DAG runs hourly from the moment it is unpaused, possibly before any load."""
     run = _run(dagbag, SWEEP)
     assert run["xcom"]["sweep_expired_iocs"]["deleted"] == 0
+
+
+def _replay_task(dagbag, dag_id: str, run_id: str, task_id: str) -> None:
+    """Run one task of an existing run again, as clearing it in the UI does: the run, its other
+    tasks' XComs and its stage folder stay; the task re-renders its templates from them
+    (``airflow tasks test <dag> <task> <run_id>``, the same in-process runner as ``dag.test()``)."""
+    from argparse import Namespace
+
+    from airflow.cli.commands.task_command import task_test
+
+    task_test(Namespace(dag_id=dag_id, task_id=task_id, logical_date_or_run_id=run_id, map_index=-1,
+                        task_params=None, env_vars=None, post_mortem=False, bundle_name=None),
+              dag=dagbag.dags[dag_id])
+
+
+def test_a_replayed_old_load_after_remapping_and_sweeping_brings_nothing_back(
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn
+):
+    """#18 item 3 and #13 item 3 through the real DAGs: run 1 loads with a 10-year lifetime; run 2
+    reads the same rows with a 5-day lifetime, and every loaded IOC takes it (before: all 409,
+    nothing changed); the sweep removes what that expires; then run 1's load is replayed from its
+    stage file long after the node forgot the deletes (before: every swept IOC came back with its
+    2036 expiry and no sweep removed it again)."""
+    import time
+
+    sim = tq_sim_factory(seed=17, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
+    tq_conn(sim)
+    corpus = list(sim.corpus.iter_indicators(CORPUS_START, CORPUS_END))
+    old_logical = datetime(2026, 3, 8, 12, 0, tzinfo=timezone.utc)
+
+    old = _run(dagbag, INDICATORS, logical_date=old_logical,
+               conf=_window_conf(CORPUS_START, CORPUS_END, ioc_expiration_duration="3650d"))
+    assert old["xcom"]["load"]["indexed"] == len(corpus)
+    # The node forgets a delete 60 s after it (index.gc_deletes); 0 s: at its next refresh.
+    es_clean.indices.put_settings(index=helpers.ACTIVE_ALIAS, settings={"index.gc_deletes": "0s"})
+
+    new = _run(dagbag, INDICATORS, logical_date=old_logical + timedelta(days=1),
+               conf=_window_conf(CORPUS_START, CORPUS_END, ioc_expiration_duration=DURATION))
+    assert new["xcom"]["poll"]["polled_at"] > old["xcom"]["poll"]["polled_at"]
+    assert (new["xcom"]["load"]["updated"], new["xcom"]["load"]["skipped_stale"]) == (len(corpus), 0)
+    before = helpers.utcnow()
+    sweep = _run(dagbag, SWEEP)["xcom"]["sweep_expired_iocs"]
+    docs = helpers.assert_active_index_matches(es_clean, corpus, before=before, after=helpers.utcnow(),
+                                               duration=DURATION)
+    removed = set(helpers.all_ids(corpus)) - set(docs)
+    assert sweep["tombstones"] == sweep["deleted"] == len(removed) > 0.2 * len(corpus)
+    by_id = {str(raw["id"]): raw for raw in corpus}
+    lifetime = helpers.parse_duration(DURATION)
+    for tq_id, hit in docs.items():  # the new lifetime reached every IOC still active
+        assert hit["_source"]["threatq"]["ioc_expired_at"] == helpers.expires(by_id[tq_id], lifetime).strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z"), f"indicator {tq_id} kept its old expiry"
+    time.sleep(1)
+    es_clean.indices.refresh(index=helpers.ACTIVE_ALIAS)
+
+    _replay_task(dagbag, INDICATORS, old["run"].run_id, "load")
+    replay = _xcoms(old["run"])["load"]
+    before = helpers.utcnow()
+    again = _run(dagbag, SWEEP)["xcom"]["sweep_expired_iocs"]
+
+    assert (replay["skipped_deleted"], replay["skipped_stale"]) == (len(removed), len(docs))
+    assert (replay["indexed"], replay["updated"]) == (0, 0)
+    assert again["matched"] == 0
+    after_replay = helpers.assert_active_index_matches(es_clean, corpus, before=before, after=helpers.utcnow(),
+                                                       duration=DURATION)
+    assert {i: h["_source"] for i, h in after_replay.items()} == {i: h["_source"] for i, h in docs.items()}
