@@ -34,11 +34,13 @@ def retrying_adapter() -> Any:
 
     Writes are not retried here: a POST the server applied before failing would come back as
     "UUID not unique"; the task retry re-runs the whole upsert instead, which is idempotent.
+    TLS failures (``other=0``) are not retried either: a certificate that fails verification comes
+    back on every try (a rare transient handshake failure is left to the task retry).
     """
     from requests.adapters import HTTPAdapter
     from urllib3.util.retry import Retry
 
-    retry = Retry(total=4, connect=3, read=2, status=3, backoff_factor=0.5, backoff_jitter=0.25,
+    retry = Retry(total=4, connect=3, read=2, status=3, other=0, backoff_factor=0.5, backoff_jitter=0.25,
                   status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"GET", "HEAD"}),
                   respect_retry_after_header=True, raise_on_status=False)
     return HTTPAdapter(max_retries=retry)

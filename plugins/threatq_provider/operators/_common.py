@@ -1,14 +1,19 @@
-"""Plumbing the operators share: reading rendered template values, the run's clock, stage-file names
-and the lazily built Elasticsearch hook.
+"""Plumbing the operators share: reading rendered template values, the run's clock, stage-file names,
+the lazily built Elasticsearch hook, and failing fast on errors no retry can heal.
 
 Light at import time (DAG files import the operators): no client library is imported here.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import ssl
+import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
@@ -108,3 +113,88 @@ class ElasticsearchHookMixin:
         from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
         return ElasticsearchEcsHook(elasticsearch_conn_id=self.elasticsearch_conn_id)
+
+
+_TQ = "threatq_provider.threatq.errors"
+_MISP = "threatq_provider.misp.errors"
+_ES = "threatq_provider.elasticsearch.errors"
+CERTIFICATE_FAILURE = "the server's TLS certificate failed verification"
+
+#: Errors a task retry cannot heal, as ``(module, class, why)``, checked in order with isinstance.
+#: A module not imported yet cannot have raised, so none is imported here (DAG parsing stays light).
+#: Transient faults (connection refused/reset, timeouts, 429, 5xx, ThreatQConnectionError,
+#: MispServerError, MispRateLimited, Elasticsearch's own transport errors) are not listed: they
+#: keep the task's retries.
+PERMANENT_ERRORS: tuple[tuple[str, str, str], ...] = (
+    (_TQ, "ThreatQTLSError", CERTIFICATE_FAILURE),
+    (_TQ, "ThreatQValidationError", "an argument or connection setting is invalid"),
+    (_TQ, "ThreatQAuthError", "ThreatQ refused the credentials or the access"),
+    (_TQ, "ThreatQBadRequest", "ThreatQ rejected the request's content"),
+    (_TQ, "ThreatQNotFound", "ThreatQ has no such object (404)"),
+    (_MISP, "MispAuthError", "MISP refused the API key (403)"),
+    (_MISP, "MispConfigError", "the MISP connection or share options are unusable"),
+    (_ES, "ConnectionConfigError", "the Elasticsearch connection is unusable"),
+    ("elasticsearch", "AuthenticationException", "Elasticsearch refused the credentials (401)"),
+    ("elasticsearch", "AuthorizationException", "Elasticsearch denied this user the operation (403)"),
+)
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+_Execute = TypeVar("_Execute", bound=Callable[..., Any])
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether an ``ssl.SSLCertVerificationError`` sits anywhere in the error's chain.
+
+    Libraries wrap it several times (PyMISP, requests, urllib3, elastic_transport) and our hooks
+    re-raise ``from None``, which still keeps ``__context__``.
+    """
+    stack: list[Any] = [exc]
+    seen: set[int] = set()
+    while stack:
+        err = stack.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return True
+        stack.extend((*err.args, getattr(err, "reason", None), *(getattr(err, "errors", None) or ()),
+                      err.__cause__, err.__context__))
+    return False
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """Why a retry cannot heal ``exc`` (see :data:`PERMANENT_ERRORS`), or ``None`` when it may be transient.
+
+    :param exc: the error a task raised.
+    :return: a short reason, or ``None``.
+    """
+    for module_name, class_name, why in PERMANENT_ERRORS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return why
+    return CERTIFICATE_FAILURE if _certificate_failure(exc) else None
+
+
+def fail_fast(execute: _Execute) -> _Execute:
+    """Decorate an operator's ``execute``: an error no retry can heal fails the task at once.
+
+    It becomes ``AirflowFailException`` (no retry) chained to the original, whose text it keeps;
+    every other error propagates unchanged, so transient faults still use the task's retries.
+    """
+
+    @functools.wraps(execute)
+    def run(self: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return execute(self, context, *args, **kwargs)
+        except AirflowFailException:
+            raise
+        except Exception as exc:
+            why = permanent_reason(exc)
+            if why is None:
+                raise
+            # Our errors are secret-free by construction; a library's text loses any user:password@.
+            own = type(exc).__module__.startswith("threatq_provider.")
+            text = str(exc) if own else f"{type(exc).__name__}: {_USERINFO.sub('//***@', str(exc))[:300]}"
+            raise AirflowFailException(f"{text} (not retried: {why})") from exc
+
+    return run  # type: ignore[return-value]

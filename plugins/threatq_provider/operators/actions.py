@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from threatq_provider.operators._common import fail_fast
+
 if TYPE_CHECKING:
     from threatq_provider.threatq.hook import ThreatQHook
 
@@ -80,6 +82,7 @@ class ThreatQSearchIndicatorsOperator(_ThreatQActionOperator):
         self.indicator = indicator
         self.limit = limit
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("search_indicators", indicator=self.indicator,
                            limit=int(self.limit) if self.limit not in (None, "") else None)
@@ -103,6 +106,7 @@ class ThreatQSearchOperator(_ThreatQActionOperator):
         self.query = query
         self.limit = limit
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("search", query=self.query, limit=int(self.limit))
         self.log.info("ThreatQ search: %d result(s)", len(result["results"]))
@@ -127,6 +131,7 @@ class ThreatQListEventsOperator(_ThreatQActionOperator):
         self.event = event
         self.limit = limit
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("list_events", event=self.event,
                            limit=int(self.limit) if self.limit not in (None, "") else None)
@@ -154,6 +159,7 @@ class ThreatQCreateIndicatorOperator(_ThreatQActionOperator):
         self.type = type
         self.value = value
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("create_indicator", status=self.status, source=self.source, type=self.type,
                            value=self.value)
@@ -193,6 +199,7 @@ class ThreatQCreateEventOperator(_ThreatQActionOperator):
         self.source = source
         self.description = description
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         try_number = _try_number(context)
         try:
@@ -241,6 +248,7 @@ class ThreatQGetIndicatorOperator(_ThreatQActionOperator):
         self.indicator_id = indicator_id
         self.with_ = with_
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("get_indicator", indicator_id=self.indicator_id, with_=self.with_)
         self.log.info("ThreatQ indicator %s fetched", self.indicator_id)
@@ -263,6 +271,7 @@ class ThreatQGetEventOperator(_ThreatQActionOperator):
         self.event_id = event_id
         self.with_ = with_
 
+    @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         result = self._run("get_event", event_id=self.event_id, with_=self.with_)
         self.log.info("ThreatQ event %s fetched", self.event_id)

@@ -21,7 +21,13 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
-from threatq_provider.operators._common import UNSET, ElasticsearchHookMixin, optional, sibling_ndjson_path
+from threatq_provider.operators._common import (
+    UNSET,
+    ElasticsearchHookMixin,
+    fail_fast,
+    optional,
+    sibling_ndjson_path,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -111,6 +117,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         self.chunk_docs = chunk_docs
         self.index_prefix = index_prefix
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 

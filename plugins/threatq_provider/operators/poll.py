@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from threatq_provider.operators._common import optional
+from threatq_provider.operators._common import fail_fast, optional
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -68,9 +68,9 @@ def _as_datetime(value: Any, name: str) -> datetime | None:
     try:
         parsed = pendulum.parse(str(value))
     except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:  # type: ignore[attr-defined]
-        raise AirflowException(f"{name} is not an ISO-8601 date-time: {value!r}") from exc
+        raise AirflowFailException(f"{name} is not an ISO-8601 date-time: {value!r}") from exc
     if not isinstance(parsed, datetime):
-        raise AirflowException(f"{name} is not a date-time: {value!r}")
+        raise AirflowFailException(f"{name} is not a date-time: {value!r}")
     return parsed
 
 
@@ -84,7 +84,8 @@ def _as_type_list(value: Any) -> list[str] | None:
             try:
                 value = json.loads(text)
             except ValueError:
-                raise AirflowException(f"types is not a JSON list of type names: {text[:200]!r}") from None
+                reason = f"types is not a JSON list of type names: {text[:200]!r}"
+                raise AirflowFailException(reason) from None
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
     types = [str(v) for v in value]
@@ -149,6 +150,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         self.page_size = page_size
         self.cursor_variable = cursor_variable
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.threatq.hook import ThreatQHook
 
@@ -182,29 +184,33 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     # -- steps ---------------------------------------------------------------------------------
 
     def _plan(self) -> dict[str, Any]:
-        """Validate and normalise the (rendered) arguments into one plain dict."""
+        """Validate and normalise the (rendered) arguments into one plain dict.
+
+        :raises AirflowFailException: a bad argument (a retry would meet the same one).
+        """
         mode = str(self.mode or "window")
         if mode not in MODES:
-            raise AirflowException(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+            raise AirflowFailException(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         start = _as_datetime(self.window_start, "window_start")
         end = _as_datetime(self.window_end, "window_end")
         if mode == "window":
             if start is None or end is None:
-                raise AirflowException("window mode needs window_start and window_end")
+                raise AirflowFailException("window mode needs window_start and window_end")
             if start >= end:
-                raise AirflowException(
+                raise AirflowFailException(
                     f"window_start {start.isoformat()} is not before window_end {end.isoformat()}"
                 )
         if mode == "full_resync":
             start, end = FULL_RESYNC_WINDOW
         collection = optional(self.collection, str)
         if mode == "collection" and not collection:
-            raise AirflowException("collection mode needs a data collection hash (param 'collection')")
+            raise AirflowFailException("collection mode needs a data collection hash (param 'collection')")
         try:
             page_size = optional(self.page_size, int)
         except (TypeError, ValueError):
             # e.g. the Variable threatq_page_size holds "1k": name the argument, not int()'s text.
-            raise AirflowException(f"page_size must be a whole number of rows; got {self.page_size!r}") from None
+            reason = f"page_size must be a whole number of rows; got {self.page_size!r}"
+            raise AirflowFailException(reason) from None
         return {
             "mode": mode,
             "window_start": start,

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.misp.options import OPTION_FIELDS, ShareOptions
+from threatq_provider.operators._common import fail_fast
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -45,7 +46,7 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
     :param value: the raw value.
     :param name: argument name for the error message.
     :return: ids in the given order without repeats.
-    :raises AirflowException: for anything that is not a positive integer id.
+    :raises AirflowFailException: for anything that is not a positive integer id (a retry cannot fix it).
     """
     if value is None or value == "" or value == "None":
         return []
@@ -54,7 +55,8 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
         try:
             value = json.loads(text) if text.startswith("[") else [p for p in text.split(",") if p.strip()]
         except ValueError:
-            raise AirflowException(f"{name}={value!r}: expected a list of ThreatQ ids, e.g. [12, 15]") from None
+            reason = f"{name}={value!r}: expected a list of ThreatQ ids, e.g. [12, 15]"
+            raise AirflowFailException(reason) from None
     if not isinstance(value, list | tuple | set):
         value = [value]
     ids: list[int] = []
@@ -62,9 +64,9 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
         try:
             ident = int(str(item).strip())
         except ValueError:
-            raise AirflowException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)") from None
+            raise AirflowFailException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)") from None
         if ident < 1:
-            raise AirflowException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)")
+            raise AirflowFailException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)")
         if ident not in ids:
             ids.append(ident)
     return ids
@@ -148,6 +150,7 @@ class ThreatQSelectEventsOperator(BaseOperator):
         size = -(-len(ids) // self.max_tasks)  # ceiling division
         return [ids[i:i + size] for i in range(0, len(ids), size)]
 
+    @fail_fast
     def execute(self, context: Context) -> list[int] | list[list[int]]:
         from threatq_provider.threatq.hook import ThreatQHook
 
@@ -336,6 +339,7 @@ class MispShareEventOperator(_MispShareBase):
         super().__init__(**kwargs)
         self.event_ids = event_ids
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import event_to_misp
@@ -386,6 +390,7 @@ class MispSendInvestigationOperator(_MispShareBase):
             return [int(o["id"]) for o in embedded if isinstance(o, Mapping) and o.get("id") is not None]
         return parse_ids(inv.get(f"{key[:-1]}_ids"), f"investigation {key}")
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import investigation_to_misp

@@ -16,7 +16,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
-from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, resolve_now
+from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, fail_fast, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -61,6 +61,7 @@ class IocExpirySweepOperator(_SweepBase):
         self.tombstone_index = tombstone_index if tombstone_index is not None else self.index_prefix + TOMBSTONE_INDEX
         self.tombstone_retention = tombstone_retention
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_expired, sweep_tombstones
 
@@ -102,6 +103,7 @@ class HistoryRetentionSweepOperator(_SweepBase):
         super().__init__(**kwargs)
         self.retention = retention
 
+    @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_history
         from threatq_provider.elasticsearch.templates import IndexNames

@@ -6,7 +6,8 @@ Connection into the arguments of :class:`ThreatQClient`).
 Retry rules (:class:`RetryPolicy`)
 ----------------------------------
 * Connection errors before the request reached the server (refused, DNS, connect timeout):
-  retried for every method, nothing was sent.
+  retried for every method, nothing was sent. A TLS certificate that fails verification is not
+  retried (the same certificate comes back every time): it raises ``ThreatQTLSError`` at once.
 * 429 and 503: retried for every method; the server says it did not process the request. A
   ``Retry-After`` header (seconds or HTTP date) is honoured, capped at ``retry_after_max``.
 * 502 and 504 (a gateway may have forwarded the request), read errors, connection resets after
@@ -35,6 +36,7 @@ import email.utils
 import json as jsonlib
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,6 +62,7 @@ from threatq_provider.threatq.errors import (
     ThreatQRateLimited,
     ThreatQResponseError,
     ThreatQServerError,
+    ThreatQTLSError,
     ThreatQTooLarge,
     ThreatQValidationError,
     mask_body,
@@ -183,6 +186,27 @@ def _is_connect_error(exc: requests.exceptions.RequestException) -> bool:
     reason = exc.args[0] if exc.args else None
     inner = getattr(reason, "reason", reason)
     return isinstance(inner, (NewConnectionError, NameResolutionError))
+
+
+def _is_certificate_error(exc: requests.exceptions.RequestException) -> bool:
+    """True when TLS certificate verification failed (untrusted, expired, wrong host): never transient.
+
+    requests wraps the ``ssl.SSLCertVerificationError`` in urllib3 errors (``args``, ``reason``);
+    other TLS failures (a handshake cut short) may be transient and stay retryable.
+    """
+    if not isinstance(exc, requests.exceptions.SSLError):
+        return False
+    stack: list[Any] = [exc]
+    seen: set[int] = set()
+    while stack:
+        err = stack.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return True
+        stack.extend((*err.args, getattr(err, "reason", None), err.__cause__, err.__context__))
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _network_reason(exc: requests.exceptions.RequestException) -> str:
@@ -405,6 +429,8 @@ class ThreatQClient:
                 truncated = isinstance(exc, requests.exceptions.ChunkedEncodingError)
                 safe = idempotent or _is_connect_error(exc)
                 reason = self._excerpt(_network_reason(exc))
+                if _is_certificate_error(exc):
+                    raise ThreatQTLSError(method, path, reason, attempts=retries + 1) from None
                 if safe and retries < self.retry.total:
                     retries += 1
                     wait = self.retry.backoff(retries)

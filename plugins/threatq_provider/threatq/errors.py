@@ -8,6 +8,7 @@ Family::
 
     ThreatQError
     ├── ThreatQConnectionError      network failure (refused, reset, timeout), after retries
+    │   └── ThreatQTLSError         the server's certificate failed verification (never retried)
     ├── ThreatQValidationError      a bad input value, found before any request (also a ValueError)
     ├── ThreatQTooLarge             a download is larger than the caller's limit (memory guard)
     └── ThreatQAPIError             the server answered with an error (status, method, path, excerpt)
@@ -80,6 +81,14 @@ class ThreatQConnectionError(ThreatQError):
         self.reason = reason
         self.attempts = attempts
         super().__init__(f"ThreatQ {method} {path} failed after {attempts} attempt(s): {reason}")
+
+
+class ThreatQTLSError(ThreatQConnectionError):
+    """The server's TLS certificate failed verification (untrusted CA, expired, wrong host name).
+
+    Sent once, never retried: every retry meets the same certificate. The fix is on the
+    connection (``ca_bundle``, the host name) or the server's certificate.
+    """
 
 
 class ThreatQValidationError(ThreatQError, ValueError):

@@ -7,8 +7,10 @@ import logging
 import pytest
 
 from tests.fixtures.misp import MISP_CANARY_KEY, misp_connection_json
-from threatq_provider.misp.errors import MispAuthError, MispNotFound
+from tests.fixtures.tls import UntrustedTLSServer
+from threatq_provider.misp.errors import MispAuthError, MispNotFound, MispServerError
 from threatq_provider.misp.hook import MispHook
+from threatq_provider.operators._common import CERTIFICATE_FAILURE, permanent_reason
 
 pytestmark = pytest.mark.component
 
@@ -42,6 +44,16 @@ def test_an_unreachable_server_is_reported(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_MISP_DEFAULT", misp_connection_json("http://127.0.0.1:9"))
     ok, message = MispHook().test_connection()
     assert not ok and "cannot reach MISP" in message and MISP_CANARY_KEY not in message
+
+
+def test_an_untrusted_certificate_is_tried_once_and_known_as_permanent(monkeypatch):
+    with UntrustedTLSServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_MISP_DEFAULT", misp_connection_json(server.url, verify_tls=True))
+        with pytest.raises(MispServerError) as info:
+            MispHook().get_client()
+        assert server.attempts == 1  # the read adapter does not retry a certificate that fails verification
+    assert "certificate verify failed" in str(info.value) and MISP_CANARY_KEY not in str(info.value)
+    assert permanent_reason(info.value) == CERTIFICATE_FAILURE  # so the task fails without a retry
 
 
 def test_call_raises_typed_errors_instead_of_returning_dicts(misp_conn, caplog):

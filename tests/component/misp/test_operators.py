@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from tests.fixtures.misp import MISP_CANARY_KEY
 from threatq_provider.misp.errors import MispConfigError
@@ -63,8 +64,9 @@ def test_share_event_operator_shares_and_returns_counts_without_secrets(threatq_
 
 def test_a_bad_option_fails_before_any_call(threatq_conn, misp_conn):
     op = MispShareEventOperator(task_id="share", event_ids=[1], default_threat_level="apocalyptic")
-    with pytest.raises(MispConfigError, match="high, medium, low, undefined"):
+    with pytest.raises(AirflowFailException, match="high, medium, low, undefined") as info:
         op.execute({})
+    assert isinstance(info.value.__cause__, MispConfigError)  # failed without a retry: options do not heal
     assert misp_conn.requests() == []
 
 

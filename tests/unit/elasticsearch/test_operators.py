@@ -87,3 +87,24 @@ def test_sweep_operators_close_the_client(monkeypatch):
         hook = op.__dict__["hook"] = _ClosingHook()
         op.execute({})
         assert hook.closed == 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ElasticsearchLoadOperator(task_id="load", source_path="/x", elasticsearch_conn_id="es_http"),
+    lambda: IocExpirySweepOperator(task_id="sweep", elasticsearch_conn_id="es_http"),
+    lambda: HistoryRetentionSweepOperator(task_id="history", elasticsearch_conn_id="es_http"),
+])
+def test_a_refused_connection_fails_the_task_without_a_retry(monkeypatch, make):
+    import json
+
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from threatq_provider.elasticsearch.errors import ConnectionConfigError
+
+    monkeypatch.setenv("AIRFLOW_CONN_ES_HTTP", json.dumps({"conn_type": "elasticsearch_ecs",
+                                                           "host": "http://es.lab:9200", "login": "elastic",
+                                                           "password": "canary-es-pw-31"}))
+    with pytest.raises(AirflowFailException, match="plain http") as info:
+        make().execute({})
+    assert isinstance(info.value.__cause__, ConnectionConfigError)
+    assert "canary-es-pw-31" not in str(info.value)
