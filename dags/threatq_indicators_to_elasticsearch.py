@@ -109,7 +109,7 @@ with DAG(
         elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
         dead_letter_path=STAGE + "/dead_letter.ndjson",
         # The poll's time orders copies with the same updated_at: a later poll's wins, a replay's never.
-        observed_at="{{ ti.xcom_pull(task_ids='poll')['polled_at'] }}",
+        observed_at="{{ ti.xcom_pull(task_ids='poll').get('polled_at') }}",
         outlets=[ACTIVE_INDEX],
         pre_execute=skip_when_dry_run,
     )
