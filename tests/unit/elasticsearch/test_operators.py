@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from threatq_provider.operators.load import ElasticsearchLoadOperator, default_dead_letter_path
@@ -108,3 +110,50 @@ def test_a_refused_connection_fails_the_task_without_a_retry(monkeypatch, make):
         make().execute({})
     assert isinstance(info.value.__cause__, ConnectionConfigError)
     assert "canary-es-pw-31" not in str(info.value)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"observed_at": "yesterday"}, "observed_at is not an ISO-8601 date-time: 'yesterday'"),
+    ({"observed_at": "2019-06-01T00:00:00Z"}, "observed_at 2019-06-01T00:00:00+00:00 is outside 2020-01-01"),
+    ({"max_future_skew": "1w"}, "duration '1w'"),
+])
+def test_load_operator_fails_fast_on_a_bad_clock_or_skew_before_any_request(kwargs, message, tmp_path):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{tmp_path}/ecs.ndjson", **kwargs)
+    hook = op.__dict__["hook"] = _ClosingHook()
+
+    with pytest.raises(AirflowFailException, match=message.replace("(", r"\(").replace("+", r"\+")):
+        op.execute({})
+    assert hook.closed == 0  # no client was built
+
+
+def test_load_operator_passes_the_polls_time_and_the_prefixed_tombstone_index(monkeypatch, tmp_path):
+    import threatq_provider.elasticsearch.loader as loader
+
+    seen = {}
+
+    def fake_load(client, lines, **kwargs):
+        seen.update(kwargs)
+        return loader.LoadCounts()
+
+    monkeypatch.setattr(loader, "load_ndjson", fake_load)
+    source = tmp_path / "ecs.ndjson"
+    source.write_text("")
+    op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{source}", install_templates=False,
+                                   index_prefix="t-", observed_at="2026-11-20T10:05:00Z", max_future_skew="12h")
+    op.__dict__["hook"] = _ClosingHook()
+
+    op.execute({})
+
+    assert seen["observed_at"] == datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)
+    assert (seen["tombstone_index"], seen["max_future_skew"]) == ("t-threatq-ioc-tombstones", timedelta(hours=12))
+
+
+def test_sweep_operator_refuses_a_bad_tombstone_retention():
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    op = IocExpirySweepOperator(task_id="sweep", tombstone_retention="forever")
+    op.__dict__["hook"] = _ClosingHook()
+    with pytest.raises(AirflowFailException, match="tombstone_retention: duration 'forever'"):
+        op.execute({})
