@@ -70,6 +70,8 @@ with DAG(
         publish="{{ params.publish }}",
         distribution="{{ params.distribution }}",
         sharing_group="{{ params.sharing_group }}",
+        # The status policy shared with the Elasticsearch side: only these statuses get the IDS flag.
+        active_statuses="{{ var.value.get('threatq_active_statuses', '') }}",
         max_active_tis_per_dagrun=MAX_PARALLEL_SHARES,
     ).expand(event_ids=select.output)
     select >> share

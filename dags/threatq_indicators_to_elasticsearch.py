@@ -50,6 +50,8 @@ ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_UR
 ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 ENUMERATIONS = json.loads(data_file("threatq", "enumerations.json").read_text())
 INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
+# Statuses a run may make active for detection (the status policy refuses Whitelisted).
+STATUSES = [s["name"] for s in ENUMERATIONS["indicator_statuses"] if s["name"] != "Whitelisted"]
 
 # [START threatq_indicator_params]
 PARAMS = {
@@ -67,6 +69,10 @@ PARAMS = {
                              uniqueItems=True, description="Only these ThreatQ indicator types; empty = all."),
     "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
                                      description="IOC lifetime after its last update, e.g. 90d, 12h, 30m."),
+    "active_statuses": Param(None, type=["null", "array"], items={"type": "string", "enum": STATUSES},
+                             uniqueItems=True,
+                             description="ThreatQ statuses that keep an IOC in the active index (status policy); "
+                             "null = the Variable threatq_active_statuses, else Active only. Whitelisted never."),
     "dry_run": Param(False, type="boolean",
                      description="Poll and transform, write nothing to Elasticsearch."),
 }
@@ -102,6 +108,7 @@ with DAG(
         target_path=STAGE + "/ecs.ndjson",
         rejects_path=STAGE + "/rejects.ndjson",
         ioc_expiration_duration="{{ params.ioc_expiration_duration }}",
+        active_statuses="{{ params.active_statuses or var.value.get('threatq_active_statuses', '') }}",
     )
     load = ElasticsearchLoadOperator(
         task_id="load",

@@ -800,6 +800,7 @@ struct Reasons {
     expires_at: String,
     status: String,
     duration: String,
+    status_policy: String,
 }
 
 /// ThreatQ NDJSON line → ECS JSON text, or `None` for the Python reference to handle.
@@ -821,6 +822,8 @@ struct Engine {
     preserve_original: bool,
     threatq_url: Option<String>,
     expiration_seconds: i64,
+    /// Case-folded status names that keep an IOC active (options.status_policy); `None`: no policy.
+    active_statuses: Option<Vec<String>>,
 }
 
 fn table_error(what: &str) -> PyErr {
@@ -955,7 +958,7 @@ impl Engine {
             Some(V::Str(t)) if !t.is_empty() => Some(t.clone()),
             _ => None,
         };
-        let expiry: Option<(Text<'a>, &'a str)> = if let Some(at) = date_of("expired_at") {
+        let mut expiry: Option<(Text<'a>, &'a str)> = if let Some(at) = date_of("expired_at") {
             Some((at, self.reasons.expired_at.as_str()))
         } else if let Some(at) = date_of("expires_at") {
             Some((at, self.reasons.expires_at.as_str()))
@@ -964,6 +967,22 @@ impl Engine {
         } else {
             add_seconds(&updated, self.expiration_seconds).map(|at| (Cow::Owned(at), self.reasons.duration.as_str()))
         };
+        // Status policy (transform.py): a status outside it ends the IOC at its last update unless
+        // an earlier rule ended it before. Python compares case-folded names; ASCII only here.
+        if let (Some(name), Some(active)) = (status.as_deref(), &self.active_statuses) {
+            if !name.is_ascii() {
+                return Err(Fallback);
+            }
+            if !active.contains(&name.to_ascii_lowercase()) {
+                let later = match &expiry {
+                    None => true,
+                    Some((at, _)) => at.as_ref() > updated.as_str(),
+                };
+                if later {
+                    expiry = Some((Cow::Owned(updated.clone()), self.reasons.status_policy.as_str()));
+                }
+            }
+        }
         if let Some((at, reason)) = expiry {
             parts.tq.insert("ioc_expired_at", V::Str(at));
             parts.tq.insert("ioc_expiration_reason", s(reason));
@@ -1344,13 +1363,14 @@ fn trim_line(line: &[u8]) -> &[u8] {
 impl Engine {
     /// :param tables_json: the loaded tables, as `threatq_provider.ecs.native.tables_json` writes them.
     #[new]
-    #[pyo3(signature = (tables_json, *, keep_duplicates, preserve_original, threatq_url, expiration_seconds))]
+    #[pyo3(signature = (tables_json, *, keep_duplicates, preserve_original, threatq_url, expiration_seconds, active_statuses = None))]
     fn new(
         tables_json: &str,
         keep_duplicates: bool,
         preserve_original: bool,
         threatq_url: Option<String>,
         expiration_seconds: i64,
+        active_statuses: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let tables: Json = serde_json::from_str(tables_json).map_err(|e| table_error(&e.to_string()))?;
         let confidence = tables["confidence"]
@@ -1399,6 +1419,7 @@ impl Engine {
             expires_at: text_of(&reason["expires_at"], "expiration_reasons")?,
             status: text_of(&reason["status"], "expiration_reasons")?,
             duration: text_of(&reason["duration"], "expiration_reasons")?,
+            status_policy: text_of(&reason["status_policy"], "expiration_reasons")?,
         };
         Ok(Engine {
             types: Engine::load_types(&tables)?,
@@ -1415,6 +1436,7 @@ impl Engine {
             preserve_original,
             threatq_url,
             expiration_seconds,
+            active_statuses,
         })
     }
 

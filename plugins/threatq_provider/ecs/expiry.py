@@ -33,6 +33,7 @@ __all__ = [
     "REASON_EXPIRED_AT",
     "REASON_EXPIRES_AT",
     "REASON_STATUS",
+    "REASON_STATUS_POLICY",
     "expiration_of",
     "ioc_expiration",
     "status_name",
@@ -42,6 +43,8 @@ REASON_EXPIRES_AT = "Expiration set by ThreatQ from expires_at field"
 REASON_EXPIRED_AT = "Expiration set by ThreatQ from expired_at field"
 REASON_STATUS = "Expiration set by Elastic when threatq.status is 'Expired'"
 REASON_DURATION = "Expiration set by Elastic from the integration's parameter `IOC Expiration Duration`"
+#: Ours (issue 12): the status is outside the detection status policy (``threatq.status_policy``).
+REASON_STATUS_POLICY = "Expiration set by the status policy: threatq.status is not an active status"
 
 
 def status_name(raw: Mapping[str, Any]) -> str | None:

@@ -20,7 +20,13 @@ from typing import Literal
 
 from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds
 from threatq_provider.ecs.errors import EcsConfigError
-from threatq_provider.ecs.expiry import REASON_DURATION, REASON_EXPIRED_AT, REASON_EXPIRES_AT, REASON_STATUS
+from threatq_provider.ecs.expiry import (
+    REASON_DURATION,
+    REASON_EXPIRED_AT,
+    REASON_EXPIRES_AT,
+    REASON_STATUS,
+    REASON_STATUS_POLICY,
+)
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables
 
@@ -113,6 +119,7 @@ def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: 
                 "expires_at": REASON_EXPIRES_AT,
                 "status": REASON_STATUS,
                 "duration": REASON_DURATION,
+                "status_policy": REASON_STATUS_POLICY,
             },
             "kinds": {
                 name: {key: _KIND_NAMES[kind] for key, kind in kinds.kinds.items()}
@@ -138,5 +145,6 @@ def line_mapper(
         preserve_original=options.preserve_original_event,
         threatq_url=options.threatq_url,
         expiration_seconds=int(options.expiration.total_seconds()),
+        active_statuses=sorted(options.status_policy.folded),
     )
     return engine.map_line

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from threatq_provider.ecs.errors import EcsConfigError
+from threatq_provider.threatq.status_policy import StatusPolicy, StatusPolicyError
 
 __all__ = ["DURATION_FORM", "EcsOptions", "parse_duration"]
 
@@ -58,16 +59,28 @@ class EcsOptions:
         ``threatq.updated_at`` and ``threatq.sources[].provider``/``tlp_name`` next to the ECS
         fields that copy them, and tag ``preserve_duplicate_custom_fields`` (Elastic's option of
         the same name). On by default: the 0-10 score is finer than the confidence buckets.
+    :param active_statuses: ThreatQ statuses that make an IOC active for detection (the status
+        policy, ``threatq_provider.threatq.status_policy``); default ``None`` = the table's default
+        (Active only). Whitelisted is refused. An indicator with another status expires at its
+        ``updated_at`` (reason ``REASON_STATUS_POLICY``) and leaves the active index on that load.
     """
 
     ioc_expiration_duration: str = "90d"
     preserve_original_event: bool = False
     threatq_url: str | None = None
     preserve_duplicate_custom_fields: bool = True
+    active_statuses: tuple[str, ...] | None = None
     expiration: timedelta = field(init=False, repr=False, compare=False)
+    status_policy: StatusPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expiration", parse_duration(self.ioc_expiration_duration))
+        try:
+            policy = StatusPolicy.of(self.active_statuses)
+        except StatusPolicyError as exc:
+            raise EcsConfigError(f"invalid active_statuses: {exc}") from None
+        object.__setattr__(self, "status_policy", policy)
+        object.__setattr__(self, "active_statuses", policy.active)
         if self.threatq_url is not None:
             if not isinstance(self.threatq_url, str) or not self.threatq_url.startswith(("http://", "https://")):
                 raise EcsConfigError(

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds, prune, short, to_long
 from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
 from threatq_provider.ecs.errors import IndicatorRejected
-from threatq_provider.ecs.expiry import expiration_of, status_name
+from threatq_provider.ecs.expiry import REASON_STATUS_POLICY, expiration_of, status_name
 from threatq_provider.ecs.native import line_mapper, resolve_engine
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import Tables, TypeRule, load_tables
@@ -497,6 +497,11 @@ def indicator_to_ecs(
         duration=options.expiration,
     )
     if expired_at is not None:
+    # Status policy (ours, issue 12): a status outside it ends the IOC at its last update, unless
+    # one of Elastic's rules already ended it earlier (an Expired indicator keeps Elastic's reason).
+    if updated is not None and not options.status_policy.allows(status_name(raw)):
+        if expired_at is None or expired_at > updated:
+            expired_at, reason = updated, REASON_STATUS_POLICY
         tq["ioc_expired_at"] = expired_at
         tq["ioc_expiration_reason"] = reason
 

@@ -17,6 +17,14 @@ exponential backoff:
   another removal) took that IOC out of the active index is not written there and counts as
   ``skipped_deleted``: replaying an old run's load never brings back a swept IOC, however long
   after the sweep (Elasticsearch itself forgets a delete after ``index.gc_deletes``, 60 s).
+- status policy: a copy the transform ended by the status policy (its status is outside the
+  detection statuses, ``threatq.ioc_expiration_reason`` = ``REASON_STATUS_POLICY``; issue 12) is
+  not written to the active index. It gets a tombstone (reason ``status_policy``) at its version,
+  and any older copy there is deleted at that version (``delete`` with the external version), so
+  the IOC leaves the active index on this load, not at the next sweep. Counted in
+  ``withheld_by_reason`` (every such copy) and ``removed_by_reason`` (those that were in the active
+  index). When its status returns into the policy, ThreatQ's new ``updated_at`` (or a later poll)
+  gives a higher version than the tombstone's, and the copy is written again.
 - history: ``create`` into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
   (``history_date``; the operator passes the run's ``data_interval_end``, so a retried task writes
   to the same index) with ``_id`` = ``"<id>-<version>"``; 409 means that version is already
@@ -65,7 +73,15 @@ from threatq_provider.elasticsearch.names import (
     HISTORY_PREFIX,
     TOMBSTONE_INDEX,
 )
-from threatq_provider.elasticsearch.tombstones import tombstone_versions
+from threatq_provider.ecs.expiry import REASON_STATUS_POLICY
+from threatq_provider.elasticsearch.tombstones import (
+    REASON_STATUS_POLICY as TOMBSTONE_STATUS_POLICY,
+)
+from threatq_provider.elasticsearch.tombstones import (
+    Tombstone,
+    tombstone_versions,
+    write_tombstones,
+)
 from threatq_provider.elasticsearch.versioning import (
     UndatedVersionError,
     external_version,
@@ -79,6 +95,7 @@ log = logging.getLogger(__name__)
 _REASON_CHARS = 500
 _ACTIVE_OP = "index"
 _HISTORY_OP = "create"
+_DELETE_OP = "delete"
 #: How far a document's ``updated_at`` may lie after the load's clock (ThreatQ's clock ahead of the
 #: worker's, a zone written wrong by hours) before it is rejected as ``timestamp_in_future``.
 DEFAULT_MAX_FUTURE_SKEW = timedelta(days=1)
@@ -105,6 +122,8 @@ class LoadCounts:
     updated: int = 0
     skipped_stale: int = 0
     skipped_deleted: int = 0
+    withheld_by_reason: Counter[str] = field(default_factory=Counter)
+    removed_by_reason: Counter[str] = field(default_factory=Counter)
     rejected: Counter[str] = field(default_factory=Counter)
     history_written: int = 0
     history_existing: int = 0
@@ -129,6 +148,8 @@ class LoadCounts:
             "updated": self.updated,
             "skipped_stale": self.skipped_stale,
             "skipped_deleted": self.skipped_deleted,
+            "withheld_by_reason": dict(sorted(self.withheld_by_reason.items())),
+            "removed_by_reason": dict(sorted(self.removed_by_reason.items())),
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": self.rejected_total,
             "history_written": self.history_written,
@@ -197,6 +218,8 @@ class _Pending:
     doc_id: str = ""
     version: int = 0
     refused: bool = False
+    #: why this copy must not be in the active index (a tombstone reason), or None
+    withhold: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +261,9 @@ def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Vers
             counts.rejected_documents += 1
             dead.write(active_index, doc_id, None, f"{exc.kind}: {exc}; @timestamp is the version", line)
             continue
-        yield _Pending(line, doc_id, version)
+        tq = doc.get("threatq") if isinstance(doc, dict) else None
+        policy = isinstance(tq, dict) and tq.get("ioc_expiration_reason") == REASON_STATUS_POLICY
+        yield _Pending(line, doc_id, version, withhold=TOMBSTONE_STATUS_POLICY if policy else None)
 
 
 def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_index: str | None, batch: int,
@@ -254,10 +279,16 @@ def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_in
     """
     while chunk := list(islice(entries, batch)):
         removed = tombstone_versions(client, tombstone_index, (e.doc_id for e in chunk)) if tombstone_index else {}
+        covered = _withhold(client, tombstone_index, [e for e in chunk if e.withhold and removed.get(e.doc_id, -1) < e.version])
         for entry in chunk:
             doc_id, version = entry.doc_id, entry.version
             if removed.get(doc_id, -1) >= version:
                 counts.skipped_deleted += 1
+            elif entry.withhold and doc_id in covered:
+                counts.withheld_by_reason[entry.withhold] += 1
+                pending.setdefault((_DELETE_OP, doc_id), []).append(entry)
+                yield {"_op_type": _DELETE_OP, "_index": active_index, "_id": doc_id, "version": version,
+                       "version_type": "external"}
             else:
                 pending.setdefault((_ACTIVE_OP, doc_id), []).append(entry)
                 yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
@@ -267,6 +298,21 @@ def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_in
                 pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
                 yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id,
                        "_source": history_line(entry.line)}
+
+
+def _withhold(client: Elasticsearch, tombstone_index: str | None, entries: list[_Pending]) -> set[str]:
+    """Tombstones for the copies withheld from the active index; the ids now covered.
+
+    Without a tombstone index every id counts as covered (nothing then guards against a replay,
+    as documented for ``tombstone_index=None``). An id whose tombstone could not be written is
+    not covered: its copy is written as usual (it is expired, so the next sweep removes it)."""
+    if not entries:
+        return set()
+    if tombstone_index is None:
+        return {e.doc_id for e in entries}
+    stones = [Tombstone(e.doc_id, e.version, e.withhold or TOMBSTONE_STATUS_POLICY) for e in entries]
+    covered, _failed = write_tombstones(client, tombstone_index, stones)
+    return covered
 
 
 _ACTIVE_LABEL = '"is_ioc_transform_source":"false"'
@@ -370,6 +416,19 @@ def load_ndjson(
             del pending[key]
         line = entry.line
         status = item.get("status")
+        if op_type == _DELETE_OP:  # a copy withheld by the status policy: remove any older one
+            if ok:
+                counts.removed_by_reason[entry.withhold or TOMBSTONE_STATUS_POLICY] += 1
+            elif status == 409:
+                counts.skipped_stale += 1  # a newer copy is there; it stays
+            elif status != 404:  # 404: it was not in the active index
+                kind, text = _reason(item)
+                counts.rejected[kind] += 1
+                if not entry.refused:
+                    entry.refused = True
+                    counts.rejected_documents += 1
+                dead.write(item.get("_index"), item.get("_id"), status, text, line)
+            continue
         if not ok and status != 409 and not entry.refused:
             entry.refused = True
             counts.rejected_documents += 1

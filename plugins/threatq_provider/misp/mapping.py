@@ -118,7 +118,6 @@ class _Tables:
     types: Mapping[str, Mapping[str, str]]
     aliases: Mapping[str, str]
     unmapped_type: Mapping[str, str]
-    statuses_without_ids: frozenset[str]
     malware_attachment_types: frozenset[str]
     malware_attachment: Mapping[str, str]
     other_attachment: Mapping[str, str]
@@ -148,7 +147,6 @@ def tables() -> _Tables:
         types={k.lower(): v for k, v in raw["indicator_types"].items()},
         aliases={k.lower(): v for k, v in raw["indicator_type_aliases"].items()},
         unmapped_type=raw["unmapped_type"],
-        statuses_without_ids=frozenset(s.lower() for s in raw["statuses_without_ids"]),
         malware_attachment_types=frozenset(s.lower() for s in raw["attachments"]["malware_types"]),
         malware_attachment=raw["attachments"]["malware"],
         other_attachment=raw["attachments"]["other"],
@@ -512,9 +510,9 @@ def _indicator_attribute(b: _Builder, indicator: Mapping[str, Any], options: Sha
             b.skipped[tq_type] += 1
         return
     misp_type = options.default_ip_type if row["type"] == "@ip" else row["type"]
-    status = (_name(indicator, "status") or "").lower()
     ids_default = bool(b.defaults.get(misp_type, {}).get("to_ids", 0))
-    to_ids = options.to_ids and ids_default and status not in t.statuses_without_ids
+    # The status policy shared with the Elasticsearch side (issue 12): only active statuses get IDS.
+    to_ids = options.to_ids and ids_default and options.status_policy.allows(_name(indicator, "status") or None)
     b.add(key, misp_type, value, category=row.get("category"), to_ids=to_ids, tlp=tlp,
           tags=_indicator_galaxies(b, indicator, options, t))
 

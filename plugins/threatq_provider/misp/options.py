@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from threatq_provider.misp.errors import MispConfigError
+from threatq_provider.threatq.status_policy import StatusPolicy, StatusPolicyError
 
 # MISP's numeric codes (pymisp.Distribution / ThreatLevel / Analysis) by our option spelling.
 DISTRIBUTIONS: dict[str, int] = {
@@ -84,6 +85,10 @@ class ShareOptions:
     :param send_attachments: upload the event's ThreatQ attachments.
     :param send_description: send the ThreatQ description (HTML made Markdown) as a MISP event report.
     :param chunk_size: attributes per MISP request when adding many attributes.
+    :param active_statuses: ThreatQ statuses whose indicators get the IDS flag (the status policy
+        shared with the Elasticsearch side, ``threatq_provider.threatq.status_policy``): a list or a
+        comma-separated string; ``None``/empty = the table's default (Active only). Whitelisted is
+        refused.
     """
 
     publish: bool = True
@@ -98,6 +103,8 @@ class ShareOptions:
     send_attachments: bool = True
     chunk_size: int = 1000
     send_description: bool = True
+    active_statuses: Any = None
+    status_policy: StatusPolicy = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__  # frozen dataclass: normalise once, here
@@ -121,6 +128,12 @@ class ShareOptions:
         if chunk < 1:
             raise MispConfigError(f"ShareOptions.chunk_size={chunk} must be at least 1")
         setattr_(self, "chunk_size", chunk)
+        try:
+            policy = StatusPolicy.of(self.active_statuses)
+        except StatusPolicyError as exc:
+            raise MispConfigError(f"ShareOptions.active_statuses: {exc}") from None
+        setattr_(self, "status_policy", policy)
+        setattr_(self, "active_statuses", policy.active)
 
     @property
     def distribution_id(self) -> int:
@@ -142,4 +155,4 @@ class ShareOptions:
         return dataclasses.asdict(self)
 
 
-OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ShareOptions))
+OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ShareOptions) if f.init)

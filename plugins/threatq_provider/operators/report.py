@@ -50,7 +50,8 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         poll could not stage, by reason), "transformed", "rejected", "flagged" (documents kept with
         an ``error.message``),
         "loaded", "unchanged", "load_rejected" (documents refused by the active or history index),
-        "transform_engine", "dry_run", "cursor_saved", "next_cursor"}``, plus ``run_report_indexed``
+        "withheld_by_reason", "removed_by_reason" (status policy), "transform_engine", "dry_run",
+        "cursor_saved", "next_cursor"}``, plus ``run_report_indexed``
         when ``elasticsearch_conn_id`` is set and the run loaded (not a dry run).
     """
 
@@ -101,6 +102,9 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
             "unchanged": load.get("skipped_stale", 0),
             # Documents refused by the active or the history index, each once (the threshold's count).
             "load_rejected": load.get("rejected_documents", load.get("rejected_total", 0)),
+            # IOCs this load kept out of (or took out of) the active index by the status policy.
+            "withheld_by_reason": load.get("withheld_by_reason", {}),
+            "removed_by_reason": load.get("removed_by_reason", {}),
             "transform_engine": transform.get("engine"),
             "dry_run": not loaded,
             "cursor_saved": cursor_saved,

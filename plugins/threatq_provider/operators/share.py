@@ -181,7 +181,7 @@ class _MispShareBase(BaseOperator):
                  default_analysis: Any = "completed", default_threat_level: Any = "medium", to_ids: Any = True,
                  attachments_to_ids: Any = False, default_ip_type: Any = "ip-dst",
                  include_unmapped_attribution: Any = False, send_attachments: Any = True, chunk_size: Any = 1000,
-                 send_description: Any = True, **kwargs: Any) -> None:
+                 send_description: Any = True, active_statuses: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
         self.misp_conn_id = misp_conn_id
@@ -197,6 +197,7 @@ class _MispShareBase(BaseOperator):
         self.send_attachments = send_attachments
         self.chunk_size = chunk_size
         self.send_description = send_description
+        self.active_statuses = active_statuses  # status policy for the IDS flag (None: Active only)
         self.attachments_too_large: list[Any] = []
         self.relations_unavailable: set[str] = set()
 

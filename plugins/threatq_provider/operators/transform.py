@@ -44,6 +44,9 @@ class EcsTransformOperator(BaseOperator):
         task reads anything; an invalid value fails the task without retries. (templated)
     :param preserve_original_event: write the raw JSON to ``event.original``. (templated)
     :param threatq_url: ThreatQ UI base URL for ``threat.indicator.reference``. (templated)
+    :param active_statuses: ThreatQ statuses that keep an IOC in the active index (the status
+        policy): a list or a comma-separated string; unset = Active only. Whitelisted is refused;
+        a bad value fails the task without retries. (templated)
     :param now: ISO-8601 clock of the transform; default the run's ``data_interval_end``
         (deterministic reruns). (templated)
     :param engine: ``auto`` (the compiled ``threatq_ecs_native`` mapper when installed, ~4x
@@ -59,6 +62,7 @@ class EcsTransformOperator(BaseOperator):
         "ioc_expiration_duration",
         "preserve_original_event",
         "threatq_url",
+        "active_statuses",
         "now",
     )
     ui_color = "#fef7e0"
@@ -72,6 +76,7 @@ class EcsTransformOperator(BaseOperator):
         ioc_expiration_duration: str = "90d",
         preserve_original_event: bool = False,
         threatq_url: str | None = None,
+        active_statuses: Any = None,
         now: str | None = None,
         engine: str = "auto",
         **kwargs: Any,
@@ -83,6 +88,7 @@ class EcsTransformOperator(BaseOperator):
         self.ioc_expiration_duration = ioc_expiration_duration
         self.preserve_original_event = preserve_original_event
         self.threatq_url = threatq_url
+        self.active_statuses = active_statuses
         self.now = now
         try:
             self.engine = check_engine(engine)
@@ -99,6 +105,7 @@ class EcsTransformOperator(BaseOperator):
                 ioc_expiration_duration=str(self.ioc_expiration_duration).strip(),
                 preserve_original_event=as_bool(self.preserve_original_event, "preserve_original_event"),
                 threatq_url=optional(self.threatq_url, str),
+                active_statuses=_statuses(self.active_statuses),
             )
         except EcsConfigError as exc:
             # A configuration error will not heal on retry.
@@ -129,3 +136,12 @@ class EcsTransformOperator(BaseOperator):
             counts.read, counts.written, counts.flagged, counts.rejected or "none", counts.engine, counts.native_lines,
         )
         return {"path": str(target), "rejects_path": str(rejects), **counts.as_dict(), "now": now.isoformat()}
+
+
+def _statuses(value: Any) -> tuple[str, ...] | None:
+    """A rendered ``active_statuses``: a list, a comma-separated string, or unset (``None``/empty)."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+        return None
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip()) or None
+    return tuple(value) or None

@@ -32,22 +32,27 @@ def _date(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def expires(raw: dict[str, Any], duration: timedelta) -> datetime:
+#: The default status policy (``status_policy.json``): only these statuses stay active.
+ACTIVE_STATUSES = frozenset({"active"})
+
+
+def expires(raw: dict[str, Any], duration: timedelta, active_statuses: frozenset[str] = ACTIVE_STATUSES) -> datetime:
     """When a raw ThreatQ indicator stops being an active IOC (first rule that applies wins).
 
     1. ThreatQ's ``expired_at``; 2. ThreatQ's ``expires_at``; 3. status ``Expired`` → its
-    ``updated_at``; 4. ``updated_at`` + the IOC expiration duration.
+    ``updated_at``; 4. ``updated_at`` + the IOC expiration duration. Then the status policy: a
+    status outside ``active_statuses`` (lower case) ends it at ``updated_at`` if that is earlier.
     """
-    for field in ("expired_at", "expires_at"):
-        if (when := _date(raw.get(field))) is not None:
-            return when
     updated = _date(raw.get("updated_at"))
     assert updated is not None, f"simulator indicator {raw.get('id')} has no updated_at"
     status = raw.get("status")
     name = status.get("name") if isinstance(status, dict) else status
-    if name == "Expired":
-        return updated
-    return updated + duration
+    when = _date(raw.get("expired_at")) or _date(raw.get("expires_at"))
+    if when is None:
+        when = updated if name == "Expired" else updated + duration
+    if name is not None and name.lower() not in active_statuses:
+        when = min(when, updated)
+    return when
 
 
 def active_ids(indicators: Iterable[dict[str, Any]], *, now: datetime, duration: str = "90d") -> set[str]:

@@ -69,6 +69,7 @@ def test_param_defaults_reproduce_the_scheduled_run(dagbag):
         "until": None,
         "indicator_types": [],
         "ioc_expiration_duration": "90d",
+        "active_statuses": None,  # the Variable threatq_active_statuses, else Active only
         "dry_run": False,
     }
 

@@ -49,6 +49,10 @@ PLANTED: dict[str, tuple[str, str, str]] = {
     # Must never fire: status Expired (swept out of the active index; its history copy stays).
     "expired_ip": ("IP Address", "192.0.2.66", "Expired"),
     "expired_md5": ("MD5", "0cc175b9c0f1b6a831c399e269772661", "Expired"),
+    # Must never fire: outside the status policy (Active only by default; Whitelisted never).
+    "whitelisted_ip": ("IP Address", "192.0.2.53", "Whitelisted"),
+    "whitelisted_url": ("URL", "https://updates.example.com/agent.msi", "Whitelisted"),
+    "review_email": ("Email Address", "maybe@unsure.example.org", "Review"),
 }
 
 FRESH = "fresh"
@@ -63,6 +67,10 @@ EVENTS: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
     "ip-none": ({"source": {"ip": "203.0.113.99"}, "destination": {"ip": "10.0.0.5"}}, []),
     "ip-only-related": ({"source": {"ip": "10.0.0.9"}, "related": {"ip": ["198.51.100.23"]}}, []),
     "ip-expired": ({"destination": {"ip": "192.0.2.66"}}, []),
+    "ip-whitelisted": ({"source": {"ip": "192.0.2.53"}, "destination": {"ip": "192.0.2.53"}}, []),
+    "url-whitelisted": ({"url": {"full": "https://updates.example.com/agent.msi",
+                                 "original": "https://updates.example.com/agent.msi"}}, []),
+    "email-review": ({"email": {"from": {"address": "maybe@unsure.example.org"}}}, []),
     "md5-file": ({"file": {"hash": {"md5": "5d41402abc4b2a76b9719d911017c592"}}}, [("file.hash.md5", "md5")]),
     "sha1-process": ({"process": {"hash": {"sha1": "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d"}}},
                      [("process.hash.sha1", "sha1")]),
@@ -163,17 +171,23 @@ def test_each_prebuilt_rule_alerts_on_exactly_the_planted_matches(loaded, es_cle
 
 
 def test_each_rule_threat_search_finds_the_active_planted_iocs_and_no_history_or_expired_copy(loaded, es_clean):
-    ids, _ = loaded
+    ids, load = loaded
     expired = {ids["expired_ip"], ids["expired_md5"]}
+    outside_policy = {ids["whitelisted_ip"], ids["whitelisted_url"], ids["review_email"]}
+    # the status policy kept them out of the active index on the load itself, counted by reason
+    assert load["xcom"]["load"]["withheld_by_reason"]["status_policy"] >= len(outside_policy)
+    active = {str(h["_source"]["threatq"]["id"]) for h in es_clean.search(
+        index="logs-ti_threatq_latest.threat", query={"terms": {"threatq.id": sorted(outside_policy)}})["hits"]["hits"]}
+    assert active == set()
     for rule in load_rules():
         hits = indicators(es_clean, rule)
         assert hits, rule["name"]
         assert all(h["_index"].startswith(ACTIVE_INDEX_PREFIX) for h in hits), \
             f"{rule['name']}: the threat search reads a history copy (labels.is_ioc_transform_source must be 'true' there)"
         seen = {str(h["_source"]["threatq"]["id"]) for h in hits}
-        assert not seen & expired
-    # The history holds every version loaded, the expired ones too: only the label keeps the rules out.
-    history = es_clean.search(index=HISTORY_INDEX_PREFIX + "*", query={"terms": {"threatq.id": sorted(expired)}},
-                              size=10)["hits"]["hits"]
-    assert {str(h["_source"]["threatq"]["id"]) for h in history} == expired
+        assert not seen & (expired | outside_policy)
+    # The history holds every version loaded, expired and whitelisted too: only the label keeps the rules out.
+    history = es_clean.search(index=HISTORY_INDEX_PREFIX + "*", size=10,
+                              query={"terms": {"threatq.id": sorted(expired | outside_policy)}})["hits"]["hits"]
+    assert {str(h["_source"]["threatq"]["id"]) for h in history} == expired | outside_policy
     assert {h["_source"]["labels"]["is_ioc_transform_source"] for h in history} == {"true"}
