@@ -218,11 +218,14 @@ def test_an_impossible_updated_at_is_dead_lettered_and_does_not_freeze_the_indic
 
 def test_a_changed_ioc_expiration_duration_reaches_every_loaded_ioc_and_a_stale_replay_changes_nothing(
         es_client, names):
-    corpus = list(Corpus(seed=5, indicators=400, events=0, start=datetime(2026, 10, 1, tzinfo=UTC),
-                         end=datetime(2026, 11, 20, tzinfo=UTC)).iter_indicators())
+    # Status Active only: every one belongs in the active index whatever status policy is set.
+    corpus = [r for r in Corpus(seed=5, indicators=600, events=0, start=datetime(2026, 10, 1, tzinfo=UTC),
+                                end=datetime(2026, 11, 20, tzinfo=UTC)).iter_indicators()
+              if r["status"]["name"] == "Active"]
     by_90 = [ecs(r, options=EcsOptions(ioc_expiration_duration="90d")) for r in corpus]
     by_30 = [ecs(r, options=EcsOptions(ioc_expiration_duration="30d")) for r in corpus]
     n = len({r["id"] for r in corpus})
+    assert n > 100
     load(es_client, names, by_90, observed_at=P1)
 
     remap = load(es_client, names, by_30, observed_at=P2)  # the same rows, read again, new options
