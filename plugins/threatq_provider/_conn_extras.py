@@ -110,3 +110,16 @@ def plain_http_refusal(urls: Iterable[str], credentials: str) -> str | None:
     return (f"refusing to send the {credentials} over plain http to {', '.join(hosts)}: anyone on the "
             "network path can read it. Use an https:// URL, or, for a lab or a local simulator, accept "
             f'the risk with the connection extra "{ALLOW_INSECURE_HTTP}": true')
+
+
+def legacy_secret_message(conn_id: str, key: str, instead: str) -> str:
+    """The deprecation notice for a secret kept in an extra, where Airflow's audit log does not mask it.
+
+    :param conn_id: the connection id.
+    :param key: the extra key holding the secret (its value is never shown).
+    :param instead: where the secret belongs now, e.g. ``"Password, with Login empty"``.
+    :return: the message.
+    """
+    return (f"connection {conn_id!r} keeps a secret in extra {key!r}, which is deprecated: `airflow "
+            "connections add` records extra values in plain text in Airflow's log table (it masks only "
+            f"Password). Move it to {instead}; the extra is still read meanwhile")

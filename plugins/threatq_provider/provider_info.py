@@ -23,9 +23,10 @@ _THREATQ_FIELDS = {
         "schema": {"type": ["string", "null"]},
     },
     "client_secret": {
-        "label": "Client secret",
-        "description": "Client-credentials grant: secret of an OAuth client. Leave empty to use "
-        "the password grant with Login/Password.",
+        "label": "Client secret (deprecated)",
+        "description": "Leave empty: put the OAuth client secret in Password and leave Username empty "
+        "(client-credentials grant). A value here still selects that grant, but `airflow connections add` "
+        "records extra values in plain text in Airflow's log table.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "verify_tls": {
@@ -82,8 +83,10 @@ _MISP_FIELDS = {
 
 _ES_FIELDS = {
     "api_key": {
-        "label": "API key",
-        "description": "Elasticsearch API key (base64 'id:key' form). Takes precedence over Login/Password.",
+        "label": "API key (deprecated)",
+        "description": "Leave empty: put the API key in Password and leave Login empty. A value here still "
+        "wins over Login/Password, but `airflow connections add` records extra values in plain text in "
+        "Airflow's log table.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "cloud_id": {
@@ -163,10 +166,11 @@ PROVIDER_INFO: dict = {
             "hook-name": "ThreatQ",
             "ui-field-behaviour": {
                 "hidden-fields": ["schema", "port", "extra"],
-                "relabeling": {"host": "ThreatQ URL", "login": "Username (email)", "password": "Password"},
+                "relabeling": {"host": "ThreatQ URL", "login": "Username (email)",
+                               "password": "Password or client secret"},
                 "placeholders": {
                     "host": "https://threatq.example.com",
-                    "login": "analyst@example.com (password grant only)",
+                    "login": "analyst@example.com; empty: client-credentials grant, Password = client secret",
                 },
             },
             "conn-fields": _THREATQ_FIELDS,
@@ -188,8 +192,10 @@ PROVIDER_INFO: dict = {
             "hook-name": "Elasticsearch (ECS threat intel)",
             "ui-field-behaviour": {
                 "hidden-fields": ["schema", "port", "extra"],
-                "relabeling": {"host": "Hosts (comma-separated URLs)"},
-                "placeholders": {"host": "https://es1:9200,https://es2:9200"},
+                "relabeling": {"host": "Hosts (comma-separated URLs)", "login": "Username (basic auth)",
+                               "password": "Password or API key"},
+                "placeholders": {"host": "https://es1:9200,https://es2:9200",
+                                 "login": "elastic; empty: Password is an API key (base64 id:key)"},
             },
             "conn-fields": _ES_FIELDS,
         },

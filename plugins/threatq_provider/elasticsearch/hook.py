@@ -10,9 +10,11 @@ field          extra key             meaning
 Host           –                     comma-separated URLs, e.g. ``https://es1:9200,https://es2:9200``
                                      (``https://`` is assumed when a URL has no scheme; a URL
                                      without a port gets Port, else 443/80 by scheme)
-Login          –                     basic-auth user (ignored when an API key is set)
-Password       –                     basic-auth password (secret)
-–              ``api_key``           API key, base64 ``id:key`` form or ``id:key`` (secret)
+Login          –                     basic-auth user; empty → Password is an API key
+Password       –                     basic-auth password, or (Login empty) an API key, base64
+                                     ``id:key`` form or ``id:key`` (secret)
+–              ``api_key``           deprecated: the API key; put it in Password (Login empty),
+                                     where Airflow's audit log masks it
 –              ``cloud_id``          Elastic Cloud id; replaces Host
 –              ``verify_certs``      verify the cluster's TLS certificate (default true)
 –              ``ca_certs``          path to a PEM CA bundle (optional)
@@ -24,17 +26,20 @@ Password       –                     basic-auth password (secret)
 ``elasticsearch`` (Airflow's Elasticsearch provider): Host, Port (default 9200), Schema
 (``http`` default, as that provider does), Login/Password, and the same extras.
 
-Legacy ``extra__<conn_type>__<key>`` extras are read when the plain key is absent.
+Legacy ``extra__<conn_type>__<key>`` extras are read when the plain key is absent; a legacy
+``api_key`` extra still wins over Login/Password, with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import warnings
 from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -44,6 +49,7 @@ from threatq_provider._conn_extras import (
     as_bool,
     as_positive_number,
     extra_value,
+    legacy_secret_message,
     plain_http_hosts,
     plain_http_refusal,
 )
@@ -91,8 +97,9 @@ def _hosts(conn: Any, conn_id: str) -> list[str]:
 def client_kwargs_from_connection(conn: Any, conn_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments of :class:`elasticsearch.Elasticsearch` for an Airflow connection.
 
-    Pure: reads only the given connection object. An API key takes precedence over
-    Login/Password; a Cloud ID replaces Host.
+    Reads only the given connection object. Login set: basic auth with Password; Login empty:
+    Password is an API key. A legacy ``api_key`` extra wins over both (deprecation warning); a
+    Cloud ID replaces Host.
 
     :param conn: an Airflow ``Connection`` of type ``elasticsearch_ecs`` or ``elasticsearch``
         (anything with ``conn_type, host, port, schema, login, password, extra_dejson``).
@@ -111,6 +118,12 @@ def client_kwargs_from_connection(conn: Any, conn_id: str | None = None) -> dict
     else:
         kwargs["hosts"] = _hosts(conn, conn_id)
     api_key = extra_value(extras, conn_type, "api_key")
+    if api_key:
+        message = legacy_secret_message(conn_id, "api_key", "Password, with Login empty")
+        warnings.warn(message, AirflowProviderDeprecationWarning, stacklevel=2)
+        log.warning("%s", message)
+    elif not conn.login and conn.password:
+        api_key = conn.password
     if api_key:
         api_key = str(api_key).strip()
         # Base64 never contains ':', so "id:key" is the unencoded pair.

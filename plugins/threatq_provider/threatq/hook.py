@@ -6,10 +6,13 @@ Connection fields (declared as data in :mod:`threatq_provider.provider_info`):
 field          extra key                 meaning
 =============  ========================  ==========================================================
 Host           –                         full URL, e.g. ``https://threatq.example.com``
-Login          –                         account e-mail (password grant)
-Password       –                         account password (password grant)
+Login          –                         account e-mail: set → password grant; empty → client
+                                         credentials
+Password       –                         account password (password grant), or the OAuth client secret
+                                         (client-credentials grant, Login empty)
 –              ``client_id``             OAuth client id (both grants)
-–              ``client_secret``         set → client-credentials grant; empty → password grant
+–              ``client_secret``         deprecated: the client secret (client-credentials grant); put it
+                                         in Password instead, where Airflow's audit log masks it
 –              ``verify_tls``            verify the TLS certificate (default true)
 –              ``ca_bundle``             PEM CA bundle path (optional)
 –              ``proxy``                 proxy URL for all calls (optional)
@@ -19,16 +22,21 @@ Password       –                         account password (password grant)
                                          refused, loopback included)
 =============  ========================  ==========================================================
 
-Legacy ``extra__threatq__<key>`` extras are read when the plain key is absent.
+The grant follows from the fields alone: Login set means the password grant, Login empty means
+the client-credentials grant with Password as the secret; a legacy ``client_secret`` extra still
+selects client credentials (with a deprecation warning). Legacy ``extra__threatq__<key>`` extras
+are read when the plain key is absent.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from functools import cached_property
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider._connection_form import field_behaviour, form_widgets
@@ -37,6 +45,7 @@ from threatq_provider._conn_extras import (
     as_bool,
     as_positive_number,
     extra_value,
+    legacy_secret_message,
     plain_http_refusal,
 )
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
@@ -101,13 +110,7 @@ class ThreatQHook(BaseHook):
         conn = self.get_connection(self.threatq_conn_id)
         extras = conn.extra_dejson or {}
         base_url = self._base_url(conn)
-        client_id = self._extra(extras, "client_id")
-        client_secret = self._extra(extras, "client_secret")
-        if client_secret:
-            mask_secret(client_secret)
-            auth: ClientCredentials | PasswordGrant = ClientCredentials(client_id or "", client_secret)
-        else:
-            auth = PasswordGrant(client_id or "", conn.login or "", conn.password or "")
+        auth = self._grant(conn, extras)
         self._check_transport(base_url, auth, extras)
         verify: bool | str = _as_bool("verify_tls", self._extra(extras, "verify_tls"), True)
         ca_bundle = self._extra(extras, "ca_bundle")
@@ -127,6 +130,26 @@ class ThreatQHook(BaseHook):
             "timeout": (min(CONNECT_TIMEOUT_S, read_timeout), read_timeout),
             "page_size": page_size,
         }
+
+    def _grant(self, conn: Any, extras: dict[str, Any]) -> ClientCredentials | PasswordGrant:
+        """Login set → password grant; Login empty → client credentials with Password as the secret."""
+        client_id = self._extra(extras, "client_id") or ""
+        legacy_secret = self._extra(extras, "client_secret")
+        if legacy_secret:
+            mask_secret(legacy_secret)  # Airflow masks Password by itself, not this extra
+            message = legacy_secret_message(self.threatq_conn_id, "client_secret",
+                                            "Password, with Login empty")
+            warnings.warn(message, AirflowProviderDeprecationWarning, stacklevel=3)
+            log.warning("%s", message)
+            return ClientCredentials(client_id, str(legacy_secret))
+        if conn.login:
+            return PasswordGrant(client_id, conn.login, conn.password or "")
+        if not conn.password:
+            reason = (f"connection {self.threatq_conn_id!r} has no credentials: set Login and Password "
+                      "(password grant), or leave Login empty and put the OAuth client secret in Password "
+                      "(client-credentials grant)")
+            raise ThreatQValidationError("password", "<empty>", reason=reason)
+        return ClientCredentials(client_id, conn.password)
 
     def _check_transport(self, base_url: str, auth: ClientCredentials | PasswordGrant,
                          extras: dict[str, Any]) -> None:

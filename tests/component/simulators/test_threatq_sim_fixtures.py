@@ -21,9 +21,9 @@ pytestmark = pytest.mark.component
 
 def _token(conn: dict) -> requests.Response:
     extra = conn["extra"]
-    if extra.get("client_secret"):
+    if not conn.get("login"):  # client-credentials grant: the secret is in password
         return requests.post(f"{conn['host']}/api/token", params={"grant_type": "client_credentials"},
-                             auth=(extra["client_id"], extra["client_secret"]), timeout=10)
+                             auth=(extra["client_id"], conn["password"]), timeout=10)
     return requests.post(f"{conn['host']}/api/token", timeout=10, json={
         "email": conn["login"], "password": conn["password"], "grant_type": "password", "client_id": extra["client_id"]})
 

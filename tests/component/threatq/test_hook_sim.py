@@ -40,7 +40,7 @@ def test_hook_client_runs_actions(threatq_conn, threatq_sim):
 
 def test_test_connection_with_wrong_secret_is_readable_and_secret_free(monkeypatch, threatq_sim):
     conn = json.loads(threatq_conn_json(threatq_sim, "client_credentials"))
-    conn["extra"]["client_secret"] = CANARY
+    conn["password"] = CANARY
     monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", json.dumps(conn))
     ok, message = ThreatQHook().test_connection()
     assert ok is False

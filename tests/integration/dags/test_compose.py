@@ -149,7 +149,9 @@ def test_compose_connections_are_accepted_by_the_hooks(compose, monkeypatch):
     for key, value in env.items():
         if key.startswith("AIRFLOW_CONN_"):
             monkeypatch.setenv(key, value)
-    assert ThreatQHook().client_kwargs()["base_url"] == "http://threatq-sim:8700"
+    threatq = ThreatQHook().client_kwargs()
+    assert threatq["base_url"] == "http://threatq-sim:8700"
+    assert threatq["auth"].kind == "client-credentials grant"  # the secret in Password, not in extra
     assert MispHook().client_kwargs["url"] == "http://misp-double:8481/"
     assert ElasticsearchEcsHook().client_kwargs()["hosts"] == ["http://elasticsearch:9200"]
 

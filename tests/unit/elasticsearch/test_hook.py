@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
+
 from threatq_provider.elasticsearch.errors import ConnectionConfigError
 from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook, client_kwargs_from_connection
 
@@ -37,6 +39,24 @@ def test_base64_api_key_wins_over_login_password():
     kwargs = client_kwargs_from_connection(conn(login="elastic", password="pw", api_key="aWQ6a2V5"))
 
     assert kwargs["api_key"] == "aWQ6a2V5" and "basic_auth" not in kwargs
+
+
+@pytest.mark.parametrize(("password", "api_key"),
+                         [("aWQ6a2V5", "aWQ6a2V5"), ("my-id:" + CANARY, ("my-id", CANARY))])
+def test_password_without_login_is_an_api_key(password, api_key, recwarn):
+    kwargs = client_kwargs_from_connection(conn(password=password))
+
+    assert kwargs["api_key"] == api_key and "basic_auth" not in kwargs
+    assert not [w for w in recwarn if issubclass(w.category, AirflowProviderDeprecationWarning)]
+
+
+def test_the_legacy_api_key_extra_still_wins_with_a_deprecation_warning(caplog):
+    caplog.set_level(logging.WARNING)
+    with pytest.warns(AirflowProviderDeprecationWarning, match="Move it to Password") as warned:
+        kwargs = client_kwargs_from_connection(conn(login="elastic", password="pw", api_key="id:" + CANARY))
+
+    assert kwargs["api_key"] == ("id", CANARY) and "basic_auth" not in kwargs
+    assert "'api_key'" in caplog.text and CANARY not in caplog.text and CANARY not in str(warned[0].message)
 
 
 def test_id_colon_key_api_key_becomes_a_pair():
@@ -140,9 +160,10 @@ def test_a_password_inside_the_host_url_is_registered_with_the_log_masker(monkey
 
 @pytest.mark.parametrize(("fields", "kind"), [
     ({"login": "elastic", "password": CANARY}, "password"),
+    ({"password": "id:" + CANARY}, "API key"),
     ({"api_key": "id:" + CANARY}, "API key"),
     ({"host": f"http://elastic:{CANARY}@127.0.0.1:9200"}, "password"),
-    ({"host": "https://es1:9200,http://es2:9200", "api_key": CANARY}, "API key"),
+    ({"host": "https://es1:9200,http://es2:9200", "password": CANARY}, "API key"),
 ])
 def test_credentials_to_a_plain_http_host_are_refused(fields, kind):
     fields = {"host": "http://127.0.0.1:9200", **fields}
@@ -155,17 +176,19 @@ def test_credentials_to_a_plain_http_host_are_refused(fields, kind):
 
 def test_airflow_elasticsearch_type_with_login_is_refused_on_its_default_http():
     with pytest.raises(ConnectionConfigError, match="plain http to http://es.internal:9200"):
-        client_kwargs_from_connection(conn(conn_type="elasticsearch", host="es.internal", login="u", password="p"))
+        client_kwargs_from_connection(conn(conn_type="elasticsearch", host="es.internal", login="u",
+                                           password="p"))
 
 
 def test_a_plain_http_host_without_credentials_needs_no_opt_in():
-    assert client_kwargs_from_connection(conn(host="http://127.0.0.1:9250"))["hosts"] == ["http://127.0.0.1:9250"]
+    kwargs = client_kwargs_from_connection(conn(host="http://127.0.0.1:9250"))
+    assert kwargs["hosts"] == ["http://127.0.0.1:9250"]
 
 
 def test_the_opt_in_lets_credentials_go_over_http_with_a_warning(monkeypatch, caplog):
     monkeypatch.setenv("AIRFLOW_CONN_ES_LAB", json.dumps({
-        "conn_type": "elasticsearch_ecs", "host": "http://127.0.0.1:9200", "login": "elastic", "password": CANARY,
-        "extra": {"allow_insecure_http": "yes"}}))
+        "conn_type": "elasticsearch_ecs", "host": "http://127.0.0.1:9200", "login": "elastic",
+        "password": CANARY, "extra": {"allow_insecure_http": "yes"}}))
     caplog.set_level(logging.WARNING)
     kwargs = ElasticsearchEcsHook(elasticsearch_conn_id="es_lab").client_kwargs()
     assert kwargs["basic_auth"] == ("elastic", CANARY)

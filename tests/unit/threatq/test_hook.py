@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
+from airflow.exceptions import AirflowProviderDeprecationWarning
 
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
 from threatq_provider.threatq.errors import ThreatQValidationError
@@ -43,13 +45,32 @@ def test_password_grant_when_no_client_secret(monkeypatch):
     assert kwargs["timeout"] == (10.0, 60.0) and kwargs["page_size"] == 1000
 
 
-def test_client_credentials_when_secret_present_and_secret_masked(monkeypatch):
+def test_client_credentials_when_login_is_empty_with_the_secret_in_password(monkeypatch, recwarn):
+    set_conn(monkeypatch, login=None, extra={"client_id": "cid"})
+    assert ThreatQHook().client_kwargs()["auth"] == ClientCredentials("cid", CANARY)
+    assert not [w for w in recwarn if issubclass(w.category, AirflowProviderDeprecationWarning)]
+
+
+def test_the_legacy_client_secret_extra_still_works_with_a_deprecation_warning(monkeypatch, caplog):
     masked = []
     monkeypatch.setattr("threatq_provider.threatq.hook.mask_secret", masked.append)
-    set_conn(monkeypatch, extra={"client_id": "cid", "client_secret": CANARY})
-    kwargs = ThreatQHook().client_kwargs()
+    # As before: the extra selects client credentials even when Login/Password are filled.
+    set_conn(monkeypatch, password="unused", extra={"client_id": "cid", "client_secret": CANARY})
+    caplog.set_level(logging.WARNING)
+    with pytest.warns(AirflowProviderDeprecationWarning, match="Move it to Password") as warned:
+        kwargs = ThreatQHook().client_kwargs()
     assert kwargs["auth"] == ClientCredentials("cid", CANARY)
-    assert masked == [CANARY]
+    assert masked == [CANARY]  # Airflow masks Password by itself, not extras
+    assert "log table" in str(warned[0].message) and "'client_secret'" in caplog.text
+    assert CANARY not in str(warned[0].message) and CANARY not in caplog.text
+
+
+def test_a_connection_without_login_or_password_says_what_to_fill(monkeypatch):
+    set_conn(monkeypatch, login=None, password=None)
+    with pytest.raises(ThreatQValidationError) as info:
+        ThreatQHook().client_kwargs()
+    assert "set Login and Password (password grant)" in str(info.value)
+    assert "put the OAuth client secret in Password" in str(info.value)
 
 
 def test_extras_and_legacy_prefixed_keys(monkeypatch):
@@ -139,8 +160,7 @@ def test_a_proxy_password_is_registered_with_the_log_masker(monkeypatch):
 @pytest.mark.parametrize("grant", ["password", "client_credentials"])
 @pytest.mark.parametrize("host", ["http://tq.example.test", "http://127.0.0.1:8480", "HTTP://[::1]:8480"])
 def test_plain_http_is_refused_naming_why_and_the_opt_in_without_the_secret(monkeypatch, grant, host):
-    extra = {"client_id": "cid", **({"client_secret": CANARY} if grant == "client_credentials" else {})}
-    set_conn(monkeypatch, host=host, extra=extra)
+    set_conn(monkeypatch, host=host, login="analyst@example.com" if grant == "password" else None)
     with pytest.raises(ThreatQValidationError) as info:
         ThreatQHook().client_kwargs()
     message = str(info.value)
@@ -152,14 +172,16 @@ def test_plain_http_is_refused_naming_why_and_the_opt_in_without_the_secret(monk
 
 
 def test_plain_http_with_the_opt_in_is_accepted_and_warned_about(monkeypatch, caplog):
-    set_conn(monkeypatch, host="http://127.0.0.1:8480", extra={"client_id": "cid", "allow_insecure_http": "true"})
+    set_conn(monkeypatch, host="http://127.0.0.1:8480",
+             extra={"client_id": "cid", "allow_insecure_http": "true"})
     caplog.set_level("WARNING")
     assert ThreatQHook().client_kwargs()["base_url"] == "http://127.0.0.1:8480"
     assert "sends its password over plain http" in caplog.text and CANARY not in caplog.text
 
 
 def test_an_explicit_false_opt_in_still_refuses(monkeypatch):
-    set_conn(monkeypatch, host="http://tq.example.test", extra={"client_id": "cid", "allow_insecure_http": False})
+    set_conn(monkeypatch, host="http://tq.example.test",
+             extra={"client_id": "cid", "allow_insecure_http": False})
     with pytest.raises(ThreatQValidationError, match="plain http"):
         ThreatQHook().client_kwargs()
 
