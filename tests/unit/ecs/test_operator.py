@@ -84,7 +84,23 @@ def test_explicit_now_and_preserve_original_event_strings(stage: Path) -> None:
 
 def test_template_fields_are_the_constructor_arguments() -> None:
     assert set(EcsTransformOperator.template_fields) == {
-        "source_path", "target_path", "rejects_path", "ioc_expiration_duration", "preserve_original_event", "threatq_url", "now"}
+        "source_path", "target_path", "rejects_path", "ioc_expiration_duration", "preserve_original_event", "threatq_url",
+        "active_statuses", "now"}
+
+
+def test_active_statuses_render_from_a_list_a_variable_string_or_unset() -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    def options(value):
+        return EcsTransformOperator(task_id="t", source_path="file:///a", target_path="file:///b",
+                                    active_statuses=value)._options()
+
+    assert options(None).active_statuses == ("Active",)
+    assert options("").active_statuses == ("Active",)
+    assert options(["Active", "Review"]).active_statuses == ("Active", "Review")
+    assert options("Active, Indirect").active_statuses == ("Active", "Indirect")
+    with pytest.raises(AirflowFailException, match="Whitelisted can never"):
+        options("Active,Whitelisted")
 
 
 def test_default_rejects_path() -> None:
