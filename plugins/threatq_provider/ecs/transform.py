@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import IO, Any, TextIO
+from typing import IO, Any, NamedTuple, TextIO
 from urllib.parse import urlsplit
 
+from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds, top_level_scalars
 from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds, prune, short, to_long
 from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
 from threatq_provider.ecs.errors import IndicatorRejected
@@ -496,12 +497,12 @@ def indicator_to_ecs(
         now=now,
         duration=options.expiration,
     )
-    if expired_at is not None:
     # Status policy (ours, issue 12): a status outside it ends the IOC at its last update, unless
     # one of Elastic's rules already ended it earlier (an Expired indicator keeps Elastic's reason).
     if updated is not None and not options.status_policy.allows(status_name(raw)):
         if expired_at is None or expired_at > updated:
             expired_at, reason = updated, REASON_STATUS_POLICY
+    if expired_at is not None:
         tq["ioc_expired_at"] = expired_at
         tq["ioc_expiration_reason"] = reason
 
@@ -679,7 +680,10 @@ def _repair_surrogates(value: Any, path: str, paths: list[str]) -> Any:
             return _LONE_SURROGATE.sub(_REPLACEMENT, value)
         return value
     if isinstance(value, list):
-        return [_repair_surrogates(item, path, paths) for item in value]
+        items = []
+        for item in value:  # a loop, not a comprehension: one stack frame per nesting level
+            items.append(_repair_surrogates(item, path, paths))
+        return items
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for key, item in value.items():
@@ -698,6 +702,56 @@ def _escaped(text: str) -> str:
     """``text`` with surrogate code points written as JSON ``\\u`` escapes (a ``str`` line may hold
     them raw; ``event.original`` must be writable as UTF-8 and read the same as a ``bytes`` line)."""
     return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class _Reject(NamedTuple):
+    reason: str
+    message: str
+    raw: object
+
+
+def _too_deep(text: str, line_no: int) -> _Reject:
+    ident = top_level_scalars(text, ("id",)).get("id")
+    return _Reject("too_deeply_nested", f"line {line_no}: indicator {ident}: nested more than {MAX_DEPTH} levels deep "
+                   "(ThreatQ records are about 5); not mapped", text)
+
+
+def _map_line(
+    text: str,
+    line_no: int,
+    *,
+    now: datetime,
+    options: EcsOptions,
+    tables: Tables,
+    decode: Callable[[str], Any],
+    encode: Callable[[Any], str],
+) -> _Reject | tuple[str, bool]:
+    """The Python path of one non-blank line: ``(document JSON, flagged)`` or why it is rejected."""
+    # Deeper than MAX_DEPTH is refused at that fixed depth, not wherever a parser's recursion
+    # happens to give out (it depends on the caller's stack); both engines (native hands deep
+    # lines to Python) and the poll apply the same limit.
+    if depth_exceeds(text):
+        return _too_deep(text, line_no)
+    notes: list[str] = []
+    try:
+        raw = decode(text)
+    except ValueError as exc:
+        repaired = _decode_with_surrogates(text)
+        if repaired is None:
+            return _Reject("invalid_json", f"line {line_no}: {exc}", text)
+        raw, paths = repaired
+        if "value" in paths:
+            # The IOC itself: a repaired value would be another indicator, never seen in traffic.
+            ident = raw.get("id") if isinstance(raw, dict) else None
+            return _Reject("invalid_value", f"line {line_no}: indicator {ident}: the value holds a lone UTF-16 "
+                           "surrogate; not a usable IOC", json.loads(text))
+        notes = [f"threatq.{path}: lone UTF-16 surrogate replaced with U+FFFD" for path in paths]
+        text = _escaped(text)
+    try:
+        doc = indicator_to_ecs(raw, now=now, options=options, original=text, tables=tables, notes=notes)
+    except IndicatorRejected as exc:
+        return _Reject(exc.reason, f"line {line_no}: {exc}", raw)
+    return encode(doc), "error" in doc
 
 
 def transform_stream(
@@ -719,7 +773,9 @@ def transform_stream(
         skipped.
     :param out: receives one ECS document per line.
     :param rejects: receives ``{"reason", "message", "line_no", "raw"}`` per rejected line; ``raw``
-        is the parsed object, or the original text when it did not parse.
+        is the parsed object, or the original text when it did not parse. A line nested deeper
+        than ``_jsonscan.MAX_DEPTH`` (512) levels is rejected as ``too_deeply_nested`` (never a
+        ``RecursionError``), naming the indicator id where the line has one at its top level.
     :param now: the run's clock.
     :param options: transform options.
     :param engine: ``auto`` (native when installed), ``native`` (required) or ``python``.
@@ -754,31 +810,17 @@ def transform_stream(
         if not text:
             continue
         counts.read += 1
-        notes: list[str] = []
         try:
-            raw = decode(text)
-        except ValueError as exc:
-            repaired = _decode_with_surrogates(text)
-            if repaired is None:
-                _reject(rejects, counts, "invalid_json", f"line {line_no}: {exc}", line_no, text)
-                continue
-            raw, paths = repaired
-            if "value" in paths:
-                # The IOC itself: a repaired value would be another indicator, never seen in traffic.
-                ident = raw.get("id") if isinstance(raw, dict) else None
-                _reject(rejects, counts, "invalid_value", f"line {line_no}: indicator {ident}: the value holds a "
-                        "lone UTF-16 surrogate; not a usable IOC", line_no, json.loads(text))
-                continue
-            notes = [f"threatq.{path}: lone UTF-16 surrogate replaced with U+FFFD" for path in paths]
-            text = _escaped(text)
-        try:
-            doc = indicator_to_ecs(raw, now=now, options=options, original=text, tables=tables, notes=notes)
-        except IndicatorRejected as exc:
-            _reject(rejects, counts, exc.reason, f"line {line_no}: {exc}", line_no, raw)
+            outcome = _map_line(text, line_no, now=now, options=options, tables=tables, decode=decode, encode=encode)
+        except RecursionError:  # nested deeper than this stack allows, below MAX_DEPTH: same reject
+            outcome = _too_deep(text, line_no)
+        if isinstance(outcome, _Reject):
+            _reject(rejects, counts, outcome.reason, outcome.message, line_no, outcome.raw)
             continue
-        if "error" in doc:
+        document, flagged = outcome
+        if flagged:
             counts.flagged += 1
-        write(encode(doc))
+        write(document)
         write("\n")
         counts.written += 1
     # Lines the native mapper wrote were read and written; counted once here, off the hot loop.

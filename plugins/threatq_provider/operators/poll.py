@@ -26,11 +26,13 @@ import json
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from threatq_provider.operators._common import fail_fast, optional
+from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds
+from threatq_provider.operators._common import fail_fast, optional, sibling_ndjson_path
+from threatq_provider.threatq.paging import UnparsedRow
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -109,8 +111,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         ``threatq_collection_cursor__<collection>``. (templated)
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
-        "lone_surrogates", "lone_surrogate_ids"}`` (indicators staged with ``\\u`` escapes because
-        their text held lone UTF-16 surrogates: their count and the first 100 ids).
+        "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids"}``: ``rejected`` counts by
+        reason the records that could not be staged (listed in ``rejects_path``,
+        ``raw.rejects.ndjson``: nested too deeply); ``lone_surrogates`` the ones staged with ``\\u``
+        escapes because their text held lone UTF-16 surrogates (and the first 100 ids).
     """
 
     template_fields: Sequence[str] = (
@@ -170,7 +174,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                 written, pages = self._stage_pages(
                     raw_path,
                     client.iter_indicator_pages(
-                        plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"]
+                        plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"],
+                        keep_unparsed=True,
                     ),
                     plan,
                 )
@@ -235,14 +240,28 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         return stage_dir
 
     def _stage_pages(self, raw_path: ObjectStoragePath, pages: Any, plan: dict[str, Any]) -> tuple[int, int]:
+        """Stream ``pages`` to ``raw_path``; records that cannot be staged go to the rejects file
+        beside it (one per line, with their id and reason), so one bad record never blocks a feed."""
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
         written = n_pages = 0
         escaped: list[Any] = plan.setdefault("lone_surrogate_ids", [])
-        with raw_path.open("wb") as out:
+        rejected: dict[str, int] = plan.setdefault("rejected", {})
+        rejects_path = ObjectStoragePath(rejects_path_of(str(raw_path)))
+        plan["rejects_path"] = str(rejects_path)
+        # Both files are written whole on every try, so a retry never keeps a previous try's rejects.
+        with raw_path.open("wb") as out, rejects_path.open("wb") as rejects:
             for page in pages:
                 n_pages += 1
                 for indicator in page:
-                    line, was_escaped = ndjson_line(indicator)
-                    if was_escaped:
+                    staged = stage_record(indicator)
+                    if staged.reject is not None:
+                        rejected[staged.reject["reason"]] = rejected.get(staged.reject["reason"], 0) + 1
+                        rejects.write(_json_line(staged.reject))
+                        self.log.warning("Indicator %s not staged: %s (see %s)", indicator.get("id"),
+                                         staged.reject["message"], rejects_path)
+                        continue
+                    if staged.escaped:
                         escaped.append(indicator.get("id"))
                         if len(escaped) <= _LOGGED_IDS:
                             self.log.warning(
@@ -250,7 +269,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                                 "sent); the transform replaces it with U+FFFD and flags the document",
                                 indicator.get("id"),
                             )
-                    out.write(line)
+                    out.write(staged.line)
                     written += 1
         if len(escaped) > _LOGGED_IDS:
             self.log.warning("%d indicators held lone UTF-16 surrogates (first %d logged)", len(escaped), _LOGGED_IDS)
@@ -267,13 +286,16 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         wanted = set(plan["types"] or ())
 
         def pages() -> Any:
-            feed = client.iter_collection_pages(plan["collection"], cursor=cursor, page_size=plan["page_size"])
+            feed = client.iter_collection_pages(plan["collection"], cursor=cursor, page_size=plan["page_size"],
+                                                keep_unparsed=True)
             for page in feed:
                 if page.next_cursor:
                     reached["cursor"] = page.next_cursor
                 # A data collection is a saved search: its criteria choose the types; the run's
                 # type filter narrows it further here.
-                yield [i for i in page.indicators if not wanted or _type_name(i) in wanted]
+                # A row too deep to parse has no type to filter on: it goes to the rejects, seen.
+                yield [i for i in page.indicators
+                       if not wanted or isinstance(i, UnparsedRow) or _type_name(i) in wanted]
 
         written, n_pages = self._stage_pages(raw_path, pages(), plan)
         return written, n_pages, reached["cursor"]
@@ -303,9 +325,69 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "cursor_start": plan.get("cursor_start"),
             "next_cursor": plan.get("next_cursor"),
             "polled_at": iso(plan.get("polled_at")),
+            "rejected": dict(plan.get("rejected", {})),
+            "rejects_path": plan.get("rejects_path"),
             "lone_surrogates": len(plan.get("lone_surrogate_ids", ())),
             "lone_surrogate_ids": plan.get("lone_surrogate_ids", [])[:_XCOM_IDS],
         }
+
+
+def rejects_path_of(raw_path: str) -> str:
+    """``…/raw.ndjson`` → ``…/raw.rejects.ndjson``: records the poll could not stage."""
+    return sibling_ndjson_path(raw_path, "rejects")
+
+
+class StagedRecord(NamedTuple):
+    """What :func:`stage_record` made of one record: a line to stage, or a reject entry."""
+
+    line: bytes
+    escaped: bool
+    reject: dict[str, Any] | None
+
+
+def stage_record(indicator: dict[str, Any]) -> StagedRecord:
+    """The NDJSON line of one indicator, or the reject entry when it cannot be staged.
+
+    A record nested deeper than :data:`~threatq_provider._jsonscan.MAX_DEPTH` levels (ThreatQ's are
+    about 5; Python's JSON code recurses per level and gives up near 1,000) is rejected here, at
+    that fixed depth, whether or not the client could still parse it: reason
+    ``too_deeply_nested``, with its id, ``updated_at`` and text as the server sent it.
+
+    :param indicator: one row of a page (an :class:`~threatq_provider.threatq.paging.UnparsedRow`
+        when the client could not parse it).
+    :return: the staged line (or ``b""``), whether it was escaped, and the reject entry (or ``None``).
+    """
+    text: str | None
+    if isinstance(indicator, UnparsedRow):
+        text = indicator.text
+    else:
+        try:
+            line, escaped = ndjson_line(indicator)
+        except RecursionError:
+            text = None
+        else:
+            if not depth_exceeds(line):
+                return StagedRecord(line, escaped, None)
+            text = line.decode("utf-8").rstrip("\n")
+    ident = indicator.get("id")
+    reject = {
+        "reason": "too_deeply_nested",
+        "message": f"indicator {ident}: nested more than {MAX_DEPTH} levels deep (ThreatQ records are about 5); "
+                   "not staged",
+        "id": ident,
+        "updated_at": indicator.get("updated_at"),
+        "raw": text,
+    }
+    return StagedRecord(b"", False, reject)
+
+
+def _json_line(entry: dict[str, Any]) -> bytes:
+    """A rejects-file line: UTF-8 JSON, with ``\\u`` escapes where a lone surrogate needs them."""
+    text = json.dumps(entry, ensure_ascii=False)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(entry, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def ndjson_line(indicator: dict[str, Any]) -> tuple[bytes, bool]:

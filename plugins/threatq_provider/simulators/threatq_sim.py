@@ -96,7 +96,7 @@ from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 from threatq_provider.simulators._http import BackgroundServer
 from threatq_provider.simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
-from threatq_provider.simulators.faults import FaultPlan, FaultRule
+from threatq_provider.simulators.faults import DEFAULT_NEST_DEPTH, FaultPlan, FaultRule
 from threatq_provider.simulators.query import QueryError, compile_expr
 from threatq_provider.simulators.shaping import (
     EVENT_RELATIONS,

@@ -67,8 +67,10 @@ from threatq_provider.threatq.errors import (
     ThreatQValidationError,
     mask_body,
 )
+from threatq_provider._jsonscan import split_member, top_level_scalars
 from threatq_provider.threatq.paging import (
     CollectionPage,
+    UnparsedRow,
     after_clause,
     any_of,
     rows_of,
@@ -491,12 +493,54 @@ class ThreatQClient:
             return ThreatQServerError(status, method, path, excerpt)
         return ThreatQAPIError(status, method, path, excerpt)
 
-    def _parse_json(self, method: str, path: str, resp: requests.Response) -> Any:
+    def _parse_json(self, method: str, path: str, resp: requests.Response, page: str | None = None) -> Any:
         try:
             return resp.json()
         except ValueError:
             raise ThreatQResponseError(resp.status_code, method, path, self._excerpt(resp.text or ""),
                                        detail="body is not valid JSON") from None
+        except RecursionError:
+            # Nested deeper than the parser recurses (~1,000 levels): a typed error, or for a
+            # page its rows one by one, so one bad row does not sink the others.
+            if page is None:
+                raise ThreatQResponseError(resp.status_code, method, path, self._excerpt(resp.text[:400]),
+                                           detail="body nested too deeply to parse") from None
+            return self._split_page(method, path, resp.text, page)
+
+    def _split_page(self, method: str, path: str, text: str, page: str) -> dict[str, Any]:
+        """A page too deep to parse whole, parsed row by row (see :class:`.paging.UnparsedRow`)."""
+        def unusable(why: str) -> ThreatQResponseError:
+            return ThreatQResponseError(200, method, path, self._excerpt(text[:400]), detail=f"{page}: {why}")
+
+        split = split_member(text, "data")
+        if split is None:
+            raise unusable("body nested too deeply to parse, and its rows cannot be told apart")
+        try:
+            envelope = jsonlib.loads(split.envelope)
+        except (ValueError, RecursionError):
+            raise unusable("body nested too deeply to parse, and its rows cannot be told apart") from None
+        rows: list[Any] = []
+        for member in split.members:
+            try:
+                rows.append(jsonlib.loads(member))
+            except RecursionError:
+                rows.append(UnparsedRow(top_level_scalars(member), member))
+            except ValueError:
+                raise unusable("body is not valid JSON") from None
+        if not isinstance(envelope, dict):
+            raise unusable("body nested too deeply to parse, and its rows cannot be told apart")
+        envelope["data"] = rows
+        return envelope
+
+    def _parsed_rows(self, method: str, path: str, rows: list[dict[str, Any]], page: str,
+                     keep_unparsed: bool) -> list[dict[str, Any]]:
+        """``rows``, refusing an :class:`UnparsedRow` unless the caller takes them."""
+        if not keep_unparsed:
+            for row in rows:
+                if isinstance(row, UnparsedRow):
+                    raise ThreatQResponseError(200, method, path, "", detail=f"{page}: row id {row.get('id')} is "
+                                               "nested too deeply to parse")
+        return rows
 
     def request_json(
         self,
@@ -506,6 +550,7 @@ class ThreatQClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool | None = None,
+        page: str | None = None,
     ) -> Any:
         """Authenticated call returning parsed JSON (``None`` for an empty 2xx body, e.g. 204).
 
@@ -515,6 +560,9 @@ class ThreatQClient:
         :param json: JSON body.
         :param idempotent: may the call be re-sent after it possibly reached the server?
             Default: ``True`` for GET/HEAD/PUT/DELETE and ``POST …/query``, else ``False``.
+        :param page: for a page of a listing, where it is (e.g. ``cursorMark=…``): a body nested too
+            deeply to parse whole is then parsed row by row, a row still too deep coming back as an
+            :class:`~threatq_provider.threatq.paging.UnparsedRow`; the error otherwise names it.
         :return: the parsed body.
         """
         method = method.upper()
@@ -524,7 +572,7 @@ class ThreatQClient:
         resp = self._send(method, path, params=clean, json=json, idempotent=idempotent)
         if not resp.content:
             return None
-        return self._parse_json(method, path, resp)
+        return self._parse_json(method, path, resp, page)
 
     def _get(self, path: str, **params: Any) -> Any:
         return self.request_json("GET", path, params=params)
@@ -648,6 +696,7 @@ class ThreatQClient:
         page_size: int | None,
         with_: Iterable[str] | str | None,
         fields: Iterable[str] | None,
+        keep_unparsed: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """Pages of ``POST /api/<collection>/query`` in ``(updated_at, id)`` order, each row once.
 
@@ -682,8 +731,10 @@ class ThreatQClient:
                 params.update(sort="updated_at", cursorMark=cursor)
             else:
                 params["sort"] = _SORT
-            payload = self.request_json("POST", path, params=params, json=body)
-            rows = self._page_rows("POST", path, payload)
+            page = (f"page cursorMark={cursor}" if cursor is not None
+                    else f"page after id {last[1]} updated_at {last[0]}" if last else "first page")
+            payload = self.request_json("POST", path, params=params, json=body, page=page)
+            rows = self._parsed_rows("POST", path, self._page_rows("POST", path, payload), page, keep_unparsed)
             try:
                 fresh = [r for r in rows if last is None or sort_key(r) > last]
                 keys = [sort_key(r) for r in fresh]
@@ -751,6 +802,7 @@ class ThreatQClient:
         page_size: int | None = None,
         with_: Iterable[str] | str | None = DEFAULT_WITH,
         fields: Iterable[str] | None = None,
+        keep_unparsed: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """Pages of indicators with ``updated_since <= updated_at < updated_until``.
 
@@ -765,6 +817,10 @@ class ThreatQClient:
         :param page_size: rows per request (default: the client's ``page_size``).
         :param with_: relations to embed (default :data:`DEFAULT_WITH`).
         :param fields: optional ``fields`` list sent in the query body.
+        :param keep_unparsed: yield a row nested too deeply to parse as an
+            :class:`~threatq_provider.threatq.paging.UnparsedRow` (its text, id and ``updated_at``)
+            in its place, so the caller can set it aside and page on; ``False`` raises
+            :class:`ThreatQResponseError` naming the row's id and page.
         :return: iterator of non-empty lists of indicator dicts.
         """
         since = to_threatq_time(updated_since, "updated_since")
@@ -781,7 +837,8 @@ class ThreatQClient:
             clauses.append(any_of("status_name", names))
         if since == until:
             return
-        yield from self._iter_keyset("indicators", clauses, page_size=page_size, with_=with_, fields=fields)
+        yield from self._iter_keyset("indicators", clauses, page_size=page_size, with_=with_, fields=fields,
+                                     keep_unparsed=keep_unparsed)
 
     def iter_indicators(self, updated_since: datetime | str, updated_until: datetime | str,
                         **kwargs: Any) -> Iterator[dict[str, Any]]:
@@ -796,6 +853,7 @@ class ThreatQClient:
         cursor: str = "*",
         page_size: int | None = None,
         fields: Iterable[str] | None = None,
+        keep_unparsed: bool = False,
     ) -> Iterator[CollectionPage]:
         """Pages of a data collection (saved Threat Library search), by ``cursorMark``.
 
@@ -808,6 +866,7 @@ class ThreatQClient:
         :param cursor: ``"*"`` for the start, else a saved ``next_cursor``.
         :param page_size: rows per request.
         :param fields: ``fields`` list (default :data:`DEFAULT_COLLECTION_FIELDS`; ``()`` sends none).
+        :param keep_unparsed: as for :meth:`iter_indicator_pages`.
         :return: iterator of :class:`CollectionPage`.
         """
         if not isinstance(collection_hash, str) or not collection_hash.strip():
@@ -818,8 +877,10 @@ class ThreatQClient:
         path = f"/api/indicators/query/hash/{quote(collection_hash.strip(), safe='')}"
         field_list = _join(DEFAULT_COLLECTION_FIELDS if fields is None else fields)
         while True:
-            payload = self._get(path, sort="updated_at", limit=size, cursorMark=cursor, fields=field_list)
-            rows = self._page_rows("GET", path, payload)
+            page = f"page cursorMark={cursor}"
+            payload = self.request_json("GET", path, params={"sort": "updated_at", "limit": size, "cursorMark": cursor,
+                                                             "fields": field_list}, page=page)
+            rows = self._parsed_rows("GET", path, self._page_rows("GET", path, payload), page, keep_unparsed)
             nxt = payload.get("nextCursorMark") if isinstance(payload, dict) else None
             nxt = nxt if isinstance(nxt, str) and nxt else None
             if not rows:
@@ -839,8 +900,9 @@ class ThreatQClient:
         size = self._page_size(page_size)
         offset = 0
         while True:
-            payload = self._get(path, **params, limit=size, offset=offset)
-            rows = self._page_rows("GET", path, payload)
+            page = f"page offset={offset}"
+            payload = self.request_json("GET", path, params={**params, "limit": size, "offset": offset}, page=page)
+            rows = self._parsed_rows("GET", path, self._page_rows("GET", path, payload), page, False)
             yield from rows
             offset += len(rows)
             total = total_of(payload)

@@ -58,6 +58,21 @@ class CollectionPage:
     next_cursor: str | None
 
 
+class UnparsedRow(dict[str, Any]):
+    """A row of a page nested too deeply for the JSON parser (ThreatQ records are ~5 levels deep).
+
+    The page was parsed row by row (``_jsonscan.split_member``); this row still was not. As a dict it
+    holds only the row's top-level scalars the scanner read (``id``, ``updated_at``), so paging
+    can move past it; ``text`` is the row as the server sent it, for a rejects file.
+
+    :ivar text: the row's JSON text.
+    """
+
+    def __init__(self, scalars: dict[str, Any], text: str) -> None:
+        super().__init__(scalars)
+        self.text = text
+
+
 def to_threatq_time(value: datetime | str, field: str = "time") -> str:
     """Format a datetime (aware → converted to UTC; naive → taken as UTC) or an ISO string.
 

@@ -120,3 +120,10 @@ def test_data_faults_load_from_a_json_plan_and_the_control_endpoint(threatq_sim_
     assert added.status_code == 201 and added.json()["data"][0]["nest_depth"] == 5
     listed = requests.get(f"{sim.url}/_sim/faults", timeout=10).json()["data"]
     assert [r["page_cap"] for r in listed] == [25, None] and listed[0]["triggered"] == 1
+
+
+def test_nesting_is_1000_levels_unless_told(sim):
+    api = api_session(sim)
+    sim.faults.add({"path_regex": "^/api/indicators/4", "times": None, "nest_indicator": 4})
+    text = api.get(f"{sim.url}/api/indicators/4", params={"with": "attributes"}, timeout=10).text
+    assert "[" * 1000 + '"' in text and "[" * 1001 not in text

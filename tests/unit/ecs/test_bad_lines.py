@@ -101,3 +101,49 @@ def test_other_broken_json_is_still_invalid_json():
                                + r' "\ud800"'])
     assert counts.rejected == {"invalid_json": 2}
     assert all(r["reason"] == "invalid_json" for r in rejects)
+
+
+# ---- deep nesting ------------------------------------------------------------------------------
+
+def _deep(depth: int, **extra: Any) -> str:
+    return _line(VAL="[" * depth + '"x"' + "]" * depth).replace('"id": 17', f'"id": {extra.get("id", 17)}')
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+@pytest.mark.parametrize("depth", [1_000, 5_000, 200_000])
+def test_a_line_nested_too_deep_is_a_reject_naming_the_indicator_not_a_recursion_error(depth, engine):
+    from threatq_provider.ecs import native
+
+    if engine == "native" and not native.available():
+        pytest.skip("threatq_ecs_native not installed")
+    docs, rejects, counts = _run([_line(), _deep(depth, id=18).encode(), _line().replace('"id": 17', '"id": 19')],
+                                 engine)
+    assert [d["threatq"]["id"] for d in docs] == [17, 19], "the lines around it are mapped"
+    assert counts.rejected == {"too_deeply_nested": 1}
+    reject = rejects[0]
+    assert reject["reason"] == "too_deeply_nested" and reject["line_no"] == 2
+    assert "indicator 18" in reject["message"] and "512 levels" in reject["message"]
+    assert reject["raw"].startswith('{"id": 18'), "the reject keeps the line as staged"
+
+
+def test_the_limit_is_a_fixed_depth():
+    # attribute value depth + 3 (the object, attributes, the attribute) = the line's depth
+    docs, rejects, _ = _run([_deep(509), _deep(510)])
+    assert len(docs) == 1 and docs[0]["threatq"]["attributes"][0]["value"] is not None
+    assert [r["reason"] for r in rejects] == ["too_deeply_nested"]
+
+
+def test_a_deep_line_without_an_id_is_still_a_reject():
+    _, rejects, counts = _run(["[" * 3000 + "]" * 3000])
+    assert counts.rejected == {"too_deeply_nested": 1} and "indicator None" in rejects[0]["message"]
+
+
+def test_a_recursion_error_below_the_limit_is_the_same_reject(monkeypatch):
+    from threatq_provider.ecs import transform
+
+    def explode(*args: Any, **kwargs: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(transform, "indicator_to_ecs", explode)
+    _, rejects, counts = _run([_line()])
+    assert counts.rejected == {"too_deeply_nested": 1} and "indicator 17" in rejects[0]["message"]

@@ -264,6 +264,10 @@ def _awkward_lines() -> list[str | bytes]:
             '"V"', '"\\udc00 low"'),
         json.dumps(_indicator("FQDN", "evil.example", {"descr\ud800": "key"}), ensure_ascii=True),
         json.dumps(_indicator("FQDN", "evil.example", {"description": "raw " + chr(0xDBFF)}), ensure_ascii=False),
+        # issue #18: deeper than the native parser goes (64) but within 512 levels, and beyond
+        json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "[" * 300 + "1" + "]" * 300),
+        json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "[" * 600 + "1" + "]" * 600),
+        json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "{\"a\":" * 2000 + "1" + "}" * 2000),
     ]
     return lines
 

@@ -28,11 +28,11 @@ class FakeClient:
         self.calls = []
         self.closed = 0
 
-    def iter_indicator_pages(self, since, until, *, types=None, page_size=None):
+    def iter_indicator_pages(self, since, until, *, types=None, page_size=None, keep_unparsed=False):
         self.calls.append(("window", since, until, types, page_size))
         yield from self.pages
 
-    def iter_collection_pages(self, collection, *, cursor, page_size=None):
+    def iter_collection_pages(self, collection, *, cursor, page_size=None, keep_unparsed=False):
         self.calls.append(("collection", collection, cursor, page_size))
         for rows, nxt in self.collection_pages:
             yield SimpleNamespace(indicators=rows, next_cursor=nxt)

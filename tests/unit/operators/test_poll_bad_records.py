@@ -48,3 +48,49 @@ def test_collection_mode_reports_the_cursor_past_a_poisoned_page(tmp_path, fake_
     out = _op(tmp_path, mode="collection", collection="abc").execute({})
     assert out["indicators"] == 3 and out["next_cursor"] == "CUR3"
     assert out["lone_surrogate_ids"] == [17]
+
+
+# -- records nested too deeply (issue #18, item 7) -------------------------------------------------
+
+def _unparsed(ident: int, depth: int = 3_000):
+    from threatq_provider.threatq.paging import UnparsedRow
+
+    text = f'{{"id": {ident}, "updated_at": "2026-01-01 00:00:00", "v": ' + "[" * depth + "1" + "]" * depth + "}"
+    return UnparsedRow({"id": ident, "updated_at": "2026-01-01 00:00:00"}, text)
+
+
+def _deep_dict(ident: int, depth: int) -> dict:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return {"id": ident, "value": "deep.example", "attributes": [{"name": "n", "value": value}]}
+
+
+def test_records_too_deep_go_to_the_poll_rejects_with_id_and_reason_and_the_rest_is_staged(tmp_path, fake_client):
+    fake_client.pages = [[{"id": 1, "value": "a"}, _unparsed(2), _deep_dict(3, 600), _deep_dict(4, 100)],
+                         [{"id": 5, "value": "b"}]]
+    out = _op(tmp_path, window_start=START, window_end=END).execute({})
+    staged = [json.loads(line)["id"] for line in (tmp_path / "run" / "raw.ndjson").read_text().splitlines()]
+    assert staged == [1, 4, 5] and out["indicators"] == 3
+    assert out["rejected"] == {"too_deeply_nested": 2}
+    assert out["rejects_path"] == f"file://{tmp_path}/run/raw.rejects.ndjson"
+    rejects = [json.loads(line) for line in (tmp_path / "run" / "raw.rejects.ndjson").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejects] == [(2, "too_deeply_nested"), (3, "too_deeply_nested")]
+    assert "indicator 2: nested more than 512 levels deep" in rejects[0]["message"]
+    assert rejects[0]["raw"] == _unparsed(2).text and rejects[0]["updated_at"] == "2026-01-01 00:00:00"
+    assert json.loads(rejects[1]["raw"])["id"] == 3
+
+
+def test_a_rerun_without_bad_records_leaves_an_empty_rejects_file(tmp_path, fake_client):
+    fake_client.pages = [[_unparsed(2)]]
+    _op(tmp_path, window_start=START, window_end=END).execute({})
+    fake_client.pages = [[{"id": 1, "value": "a"}]]
+    out = _op(tmp_path, window_start=START, window_end=END).execute({})
+    assert out["rejected"] == {} and (tmp_path / "run" / "raw.rejects.ndjson").read_text() == ""
+
+
+def test_a_type_filter_does_not_hide_an_unparsed_collection_row(tmp_path, fake_client, variables):
+    fake_client.collection_pages = [([{"id": 1, "value": "x", "type": {"name": "FQDN"}}, _unparsed(2)], "CUR1")]
+    out = _op(tmp_path, mode="collection", collection="abc", types="IP Address").execute({})
+    assert out["indicators"] == 0 and out["rejected"] == {"too_deeply_nested": 1}
+    assert out["next_cursor"] == "CUR1"

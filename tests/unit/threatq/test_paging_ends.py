@@ -182,3 +182,74 @@ def test_offset_paging_ending_short_of_the_total_is_a_typed_error(tq):
         list(make_client().iter_event_indicators(5, page_size=10))
     assert (err.value.expected, err.value.received) == (11, 6)
     assert "/api/events/5/indicators" in str(err.value)
+
+
+# -- pages nested too deeply to parse whole (issue #18, item 7) ----------------------------------
+
+def _deep_row(ident: int, depth: int = 3_000) -> str:
+    return (f'{{"id": {ident}, "updated_at": "{TS}", "attributes": [{{"value": '
+            + "[" * depth + '"x"' + "]" * depth + "}]}")
+
+
+def _page_text(rows: list[str], **envelope: Any) -> str:
+    head = json.dumps(envelope)[1:-1]
+    return "{" + head + (", " if head else "") + '"data": [' + ", ".join(rows) + "]}"
+
+
+def test_a_deep_row_is_a_typed_error_naming_it_and_its_page_by_default(tq):
+    tq.post(QUERY, text=_page_text(['{"id": 1, "updated_at": "%s"}' % TS, _deep_row(2)], total=2,
+                                   nextCursorMark="m1"))
+    with pytest.raises(ThreatQResponseError) as err:
+        list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=5))
+    assert "page cursorMark=*: row id 2 is nested too deeply to parse" in str(err.value)
+    assert err.value.path == "/api/indicators/query" and err.value.status == 200
+
+
+@pytest.mark.parametrize("cursor", [True, False], ids=["cursor", "keyset"])
+def test_kept_unparsed_rows_come_back_in_place_and_paging_moves_past_them(tq, cursor):
+    from threatq_provider.threatq.paging import UnparsedRow
+
+    first = _page_text(['{"id": 1, "updated_at": "%s"}' % TS, _deep_row(2)], total=3,
+                       **({"nextCursorMark": "m1"} if cursor else {}))
+    second = _page_text(['{"id": 3, "updated_at": "%s"}' % TS], total=3 if cursor else 1,
+                        **({"nextCursorMark": "m2"} if cursor else {}))
+    tq.post(QUERY, [{"text": first}, {"text": second}])
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2, keep_unparsed=True))
+    rows = [r for p in pages for r in p]
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    bad = rows[1]
+    assert isinstance(bad, UnparsedRow) and dict(bad) == {"id": 2, "updated_at": TS}
+    assert bad.text == _deep_row(2) and not isinstance(rows[0], UnparsedRow)
+    if not cursor:  # the keyset filter of the next page starts after the unparsed row
+        after = json.loads(tq.request_history[-1].body)["filters"]["+and"][-1]
+        assert after["+and"][1]["+or"][1]["+and"][1] == {"id": {"+gt": 2}}
+
+
+def test_collection_pages_keep_the_envelope_cursor_of_a_deep_page(tq):
+    url = f"{BASE}/api/indicators/query/hash/abc"
+    tq.get(url, [{"text": _page_text([_deep_row(7), '{"id": 8}'], total=2, nextCursorMark="c1")},
+                 {"json": {"total": 2, "data": {}, "nextCursorMark": "c2"}}])
+    pages = list(make_client().iter_collection_pages("abc", keep_unparsed=True))
+    assert [(len(p.indicators), p.next_cursor) for p in pages] == [(2, "c1")]
+    assert pages[0].indicators[0].text.startswith('{"id": 7')
+
+
+@pytest.mark.parametrize("body", [
+    '{"total": 1, "data": {"deep": ' + "[" * 3000 + "]" * 3000 + "}}",  # no rows to tell apart
+    '{"total": 1, "meta": ' + "[" * 3000 + "]" * 3000 + ', "data": [{"id": 1}]}',  # the envelope is deep
+])
+def test_a_page_too_deep_to_split_is_a_typed_error_naming_the_page(tq, body):
+    tq.post(QUERY, text=body)
+    with pytest.raises(ThreatQResponseError) as err:
+        list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", keep_unparsed=True))
+    assert "page cursorMark=*: body nested too deeply to parse, and its rows cannot be told apart" in str(err.value)
+
+
+def test_deep_related_rows_and_objects_are_typed_errors(tq):
+    tq.get(f"{BASE}/api/events/5/indicators", text=_page_text([_deep_row(9)], total=1))
+    tq.get(f"{BASE}/api/indicators/9", text='{"data": ' + _deep_row(9) + "}")
+    client = make_client()
+    with pytest.raises(ThreatQResponseError, match="page offset=0: row id 9 is nested too deeply to parse"):
+        list(client.iter_event_indicators(5))
+    with pytest.raises(ThreatQResponseError, match="body nested too deeply to parse"):
+        client.get_indicator(9)
