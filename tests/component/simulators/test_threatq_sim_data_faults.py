@@ -127,3 +127,22 @@ def test_nesting_is_1000_levels_unless_told(sim):
     sim.faults.add({"path_regex": "^/api/indicators/4", "times": None, "nest_indicator": 4})
     text = api.get(f"{sim.url}/api/indicators/4", params={"with": "attributes"}, timeout=10).text
     assert "[" * 1000 + '"' in text and "[" * 1001 not in text
+
+
+def test_the_bad_data_example_plan_reproduces_the_three_faults_for_a_client(threatq_sim_factory):
+    """include/simulator/faults.bad-data.example.json, as a user would start the simulator with it."""
+    from pathlib import Path
+
+    from threatq_provider.threatq.client import PasswordGrant, ThreatQClient
+    from threatq_provider.threatq.paging import UnparsedRow
+
+    example = Path(__file__).resolve().parents[3] / "include" / "simulator" / "faults.bad-data.example.json"
+    sim = threatq_sim_factory(indicators=400, events=2, faults=FaultPlan.from_json(example))
+    window = ("2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z")
+    truth = [i["id"] for i in sim.corpus.iter_indicators(*window)]
+    with ThreatQClient(sim.url, auth=PasswordGrant(sim.client_id, sim.username, sim.password)) as client:
+        pages = list(client.iter_indicator_pages(*window, page_size=500, keep_unparsed=True))
+    rows = {r["id"]: r for p in pages for r in p}
+    assert max(len(p) for p in pages) == 100 and sorted(rows) == sorted(truth)
+    assert rows[17]["description"].endswith("\ud83d")
+    assert isinstance(rows[42], UnparsedRow) and "[" * 1000 in rows[42].text
