@@ -146,3 +146,13 @@ def test_the_bad_data_example_plan_reproduces_the_three_faults_for_a_client(thre
     assert max(len(p) for p in pages) == 100 and sorted(rows) == sorted(truth)
     assert rows[17]["description"].endswith("\ud83d")
     assert isinstance(rows[42], UnparsedRow) and "[" * 1000 in rows[42].text
+
+
+def test_every_data_fault_rule_in_the_readme_loads():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Data faults change what a correct answer contains", 1)[1].split("\n\n", 2)[1]
+    rules = [FaultRule.from_dict(json.loads(m)) for m in re.findall(r"^\| `(\{.*?\})` \|", section, re.M)]
+    assert sorted(k for r in rules for k in r.data_kinds) == ["nest_indicator", "page_cap", "poison_indicator"]
