@@ -44,8 +44,8 @@ def test_first_load_indexes_every_document_once_in_active_and_history(es_client,
     counts = _load(es_client, names, _lines())
 
     assert counts.as_dict() | {"rejected": {}} == {
-        "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "skipped_deleted": 0, "rejected": {},
-        "rejected_total": 0,
+        "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "skipped_deleted": 0,
+        "withheld_by_reason": {}, "removed_by_reason": {}, "rejected": {}, "rejected_total": 0,
         "history_written": 8, "history_existing": 0, "history_rejected": 0, "history_rejected_by_type": {},
         "rejected_documents": 0, "dead_lettered": 0,
     }
