@@ -18,6 +18,11 @@ One operator, three ways of choosing what to read (``mode``):
 The operator streams page by page to ``<stage_uri>/raw.ndjson`` (one indicator per line) under an
 ``ObjectStoragePath``, so memory stays flat and any worker can read the file. A rerun of the same
 run writes the same path, replacing its own file. The XCom is a small dict of paths and counts.
+
+One bad record never blocks the feed: a record no UTF-8 writer can hold (a lone surrogate) is
+staged with ``\\u`` escapes, as ThreatQ sent it, for the transform to repair; a record nested too
+deeply to stage goes to ``raw.rejects.ndjson`` with its id and reason, and the rest of its page is
+staged (so, in collection mode, the cursor moves past it).
 """
 
 from __future__ import annotations
