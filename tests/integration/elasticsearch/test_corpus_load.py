@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from threatq_provider.ecs.expiry import REASON_STATUS_POLICY
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.transform import indicator_to_ecs
 from threatq_provider.elasticsearch.loader import load_ndjson
@@ -33,7 +34,13 @@ def test_every_transformed_corpus_document_is_accepted_and_the_sweep_matches_the
                          history_prefix=names.history_prefix, dead_letter=dead)
 
     assert dead.getvalue() == "" and counts.rejected_total == 0
-    assert counts.indexed == len({d["threatq"]["id"] for d in docs})
+    # Statuses outside the status policy (default: Active only) never reach the active index; every
+    # document, theirs too, is accepted by the history, whose mapping is the same.
+    withheld = {d["threatq"]["id"] for d in docs if d["threatq"].get("ioc_expiration_reason") == REASON_STATUS_POLICY}
+    assert withheld and dict(counts.withheld_by_reason) == {"status_policy": len(withheld)}
+    assert counts.indexed == len({d["threatq"]["id"] for d in docs} - withheld)
+    assert (counts.history_written, counts.history_rejected) == (len(docs), 0)
+    docs = [d for d in docs if d["threatq"]["id"] not in withheld]
     # Sweep in the middle of the corpus' expiry range; compare with the documents themselves.
     expiries = sorted(d["threatq"]["ioc_expired_at"] for d in docs if d["threatq"].get("ioc_expired_at"))
     now = datetime.fromisoformat(expiries[len(expiries) // 2].replace("Z", "+00:00"))
