@@ -15,9 +15,12 @@ Connection: `threatq_default` (ThreatQ).
 
 from __future__ import annotations
 
+import json
+
 import pendulum
 from airflow.sdk import DAG, Param
 
+from threatq_provider._resources import data_file
 from threatq_provider.operators.actions import (
     ThreatQCreateEventOperator,
     ThreatQCreateIndicatorOperator,
@@ -29,7 +32,12 @@ from threatq_provider.operators.actions import (
 )
 
 THREATQ_CONN_ID = "threatq_default"
-STATUSES = ["Active", "Expired", "Indirect", "Review", "Whitelisted"]
+ENUMERATIONS = json.loads(data_file("threatq", "enumerations.json").read_text())
+# The form's choices, from ThreatQ's lists: drop-downs of indicator types and statuses; the standard
+# event types only as suggestions, since an admin can add event types.
+INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
+STATUSES = [s["name"] for s in ENUMERATIONS["indicator_statuses"]]
+EVENT_TYPES = [t["name"] for t in ENUMERATIONS["event_types"]]
 
 # [START threatq_actions]
 with DAG(
@@ -40,12 +48,18 @@ with DAG(
     tags=["threatq", "example"],
     doc_md=__doc__,
     params={
-        "value": Param("203.0.113.77", type="string", description="Indicator value to record."),
-        "type": Param("IP Address", type="string", description="ThreatQ indicator type name."),
-        "status": Param("Review", type="string", enum=STATUSES, description="Indicator status."),
-        "source": Param("Airflow", type="string", description="Source name recorded in ThreatQ."),
-        "event_title": Param("Suspicious beaconing", type="string", description="Title of the event to create."),
-        "event_type": Param("Command and Control", type="string", description="ThreatQ event type name."),
+        "value": Param("203.0.113.77", type="string", minLength=1, title="Indicator value",
+                       description="Indicator value to record."),
+        "type": Param("IP Address", type="string", enum=INDICATOR_TYPES, title="Indicator type",
+                      description="ThreatQ indicator type."),
+        "status": Param("Review", type="string", enum=STATUSES, title="Indicator status",
+                        description="Status of the recorded indicator."),
+        "source": Param("Airflow", type="string", minLength=1, title="Source",
+                        description="Source name recorded in ThreatQ."),
+        "event_title": Param("Suspicious beaconing", type="string", minLength=1, title="Event title",
+                             description="Title of the event to create."),
+        "event_type": Param("Command and Control", type="string", examples=EVENT_TYPES, minLength=1,
+                            title="Event type", description="ThreatQ event type name (suggestions: the standard types)."),
     },
 ) as dag:
     create_indicator = ThreatQCreateIndicatorOperator(

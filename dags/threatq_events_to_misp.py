@@ -13,30 +13,57 @@ Connections: `threatq_default` (ThreatQ), `misp_default` (MISP).
 
 from __future__ import annotations
 
+import json
+
 import pendulum
 from airflow.sdk import DAG, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from threatq_provider.misp.options import DISTRIBUTIONS
+from threatq_provider._resources import data_file
+from threatq_provider.misp.options import DISTRIBUTION_LABELS, DISTRIBUTIONS
 from threatq_provider.operators.share import MispShareEventOperator, ThreatQSelectEventsOperator
 
 THREATQ_CONN_ID = "threatq_default"
 MISP_CONN_ID = "misp_default"
 MAX_PARALLEL_SHARES = 4
+# `format: date-time` gives the UI its date picker; the pattern checks the value even where
+# jsonschema's optional date-time checker (rfc3339-validator) is not installed.
+ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
+# ThreatQ's standard event types: the choices of the form's multi-select (custom types: conf JSON).
+EVENT_TYPES = [t["name"] for t in json.loads(data_file("threatq", "enumerations.json").read_text())["event_types"]]
 
+# The trigger form (Airflow 3 UI) picks a widget from the schema: a top-level `examples` list makes an
+# array a multi-select, `enum` a drop-down, "null" in `type` an optional field (no asterisk; the form
+# sends null for an emptied field). Null always means the default.
 # [START threatq_misp_params]
 PARAMS = {
-    "event_ids": Param([], type="array", items={"type": "integer"},
-                       description="Share exactly these ThreatQ event ids (manual run); empty = the data interval."),
-    "updated_since": Param("", type="string", description="ISO start (included) replacing the data interval's."),
-    "updated_until": Param("", type="string", description="ISO end (excluded) replacing the data interval's."),
-    "event_types": Param([], type="array", items={"type": "string"}, description="Event types to share; empty = all."),
-    "tags": Param([], type="array", items={"type": "string"}, description="Share events with any of these tags."),
-    "sources": Param([], type="array", items={"type": "string"}, description="Share events from any of these sources."),
-    "publish": Param(True, type="boolean", description="Publish each MISP event after it is created or updated."),
+    "event_ids": Param([], type=["array", "null"], title="Event ids",
+                       # Integers from the API, digit strings from the form's one-per-line box (blank lines ignored).
+                       items={"anyOf": [{"type": "integer", "minimum": 1},
+                                        {"type": "string", "pattern": r"^\s*([1-9][0-9]*)?\s*$"}]},
+                       description="Share exactly these ThreatQ event ids, one per line; empty = the events "
+                       "updated in the window."),
+    "updated_since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+                           title="Updated since (UTC)", description="Window start (included); empty = the data "
+                           "interval's start."),
+    "updated_until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+                           title="Updated until (UTC)", description="Window end (excluded); empty = the data "
+                           "interval's end."),
+    "event_types": Param([], type=["array", "null"], items={"type": "string"}, examples=EVENT_TYPES,
+                         uniqueItems=True, title="Event types",
+                         description="Share only events of these types; empty = all. Custom types: Advanced "
+                         "Options > Configuration JSON."),
+    "tags": Param([], type=["array", "null"], items={"type": "string"}, title="Tags",
+                  description="Share only events with any of these tags, one per line; empty = all."),
+    "sources": Param([], type=["array", "null"], items={"type": "string"}, title="Sources",
+                     description="Share only events from any of these sources, one per line; empty = all."),
+    "publish": Param(True, type=["boolean", "null"], title="Publish",
+                     description="Publish each MISP event after it is created or updated."),
     "distribution": Param("your_organisation_only", type="string", enum=list(DISTRIBUTIONS),
+                          values_display=DISTRIBUTION_LABELS, title="Distribution",
                           description="MISP distribution of the shared events."),
-    "sharing_group": Param("", type="string", description="Sharing group name (distribution sharing_group)."),
+    "sharing_group": Param(None, type=["null", "string"], title="Sharing group",
+                           description="MISP sharing group name; needed when Distribution is Sharing group."),
 }
 # [END threatq_misp_params]
 
@@ -67,7 +94,7 @@ with DAG(
         task_id="share_event",
         threatq_conn_id=THREATQ_CONN_ID,
         misp_conn_id=MISP_CONN_ID,
-        publish="{{ params.publish }}",
+        publish="{{ params.publish is not false }}",  # null (API) = the default, true
         distribution="{{ params.distribution }}",
         sharing_group="{{ params.sharing_group }}",
         # The status policy shared with the Elasticsearch side: only these statuses get the IDS flag.

@@ -53,27 +53,36 @@ INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
 # Statuses a run may make active for detection (the status policy refuses Whitelisted).
 STATUSES = [s["name"] for s in ENUMERATIONS["indicator_statuses"] if s["name"] != "Whitelisted"]
 
+# The trigger form (Airflow 3 UI) picks a widget from the schema: a top-level `examples` list makes an
+# array a multi-select, `enum` a drop-down, "null" in `type` an optional field (no asterisk; the form
+# sends null for an emptied field). Null always means the default.
 # [START threatq_indicator_params]
 PARAMS = {
     "mode": Param(
-        "window", type="string", enum=["window", "collection", "full_resync"],
+        "window", type="string", enum=["window", "collection", "full_resync"], title="Mode",
+        values_display={"window": "Window (the run's data interval)", "collection": "Data collection (cursorMark)",
+                        "full_resync": "Full resync (every indicator)"},
         description="window: the run's data interval; collection: a data collection by cursorMark; "
         "full_resync: every indicator.",
     ),
-    "collection": Param(None, type=["null", "string"], description="Data collection hash (collection mode)."),
+    "collection": Param(None, type=["null", "string"], title="Data collection hash",
+                        description="Data collection hash (collection mode)."),
     "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
-                   description="Override the window start (UTC, included)."),
+                   title="Window start (UTC)", description="Override the window start (UTC, included)."),
     "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
-                   description="Override the window end (UTC, excluded)."),
-    "indicator_types": Param([], type="array", items={"type": "string", "enum": INDICATOR_TYPES},
-                             uniqueItems=True, description="Only these ThreatQ indicator types; empty = all."),
+                   title="Window end (UTC)", description="Override the window end (UTC, excluded)."),
+    "indicator_types": Param([], type=["array", "null"], items={"type": "string", "enum": INDICATOR_TYPES},
+                             examples=INDICATOR_TYPES, uniqueItems=True, title="Indicator types",
+                             description="Only these ThreatQ indicator types; empty = all."),
     "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
-                                     description="IOC lifetime after its last update, e.g. 90d, 12h, 30m."),
+                                     examples=["30d", "90d", "180d", "365d"], title="IOC expiration duration",
+                                     description="IOC lifetime after its last update: <n>d, <n>h or <n>m, "
+                                     "e.g. 90d, 12h, 30m."),
     "active_statuses": Param(None, type=["null", "array"], items={"type": "string", "enum": STATUSES},
-                             uniqueItems=True,
+                             examples=STATUSES, uniqueItems=True, title="Active statuses",
                              description="ThreatQ statuses that keep an IOC in the active index (status policy); "
                              "null = the Variable threatq_active_statuses, else Active only. Whitelisted never."),
-    "dry_run": Param(False, type="boolean",
+    "dry_run": Param(False, type=["boolean", "null"], title="Dry run",
                      description="Poll and transform, write nothing to Elasticsearch."),
 }
 # [END threatq_indicator_params]

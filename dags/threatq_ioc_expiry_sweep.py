@@ -36,9 +36,13 @@ ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_UR
 
 # [START threatq_sweep_params]
 PARAMS = {
-    "dry_run": Param(False, type="boolean", description="Count what would be removed, remove nothing."),
-    "history_retention": Param("5d", type="string", pattern="^[1-9][0-9]*[dhm]$",
-                               description="Keep history documents this long, e.g. 5d, 36h."),
+    # "null" in the type: optional in the trigger form (no asterisk); null means the default, false.
+    "dry_run": Param(False, type=["boolean", "null"], title="Dry run",
+                     description="Count what would be removed, remove nothing."),
+    # `examples` gives the form's text box suggestions; the pattern is checked at trigger time.
+    "history_retention": Param("5d", type="string", pattern="^[1-9][0-9]*[dhm]$", examples=["1d", "5d", "30d"],
+                               title="History retention",
+                               description="Keep history documents this long: <n>d, <n>h or <n>m, e.g. 5d, 36h."),
 }
 # [END threatq_sweep_params]
 

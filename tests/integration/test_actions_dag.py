@@ -94,9 +94,17 @@ def test_a_wrong_param_is_refused_before_any_task_runs(airflow_db, actions_dag):
         actions_dag.test(run_conf={"status": "Bogus"})
 
 
-def test_unknown_indicator_type_fails_the_task_and_its_dependants(airflow_db, actions_dag, threatq_conn, threatq_sim):
-    run = actions_dag.test(run_conf={"type": "Domain"})
+def test_an_indicator_type_outside_threatqs_list_is_refused_before_any_task_runs(airflow_db, actions_dag):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="param type"):  # a drop-down of the 34 types
+        actions_dag.test(run_conf={"type": "Domain"})
+
+
+def test_unknown_event_type_fails_the_task_and_its_dependants(airflow_db, actions_dag, threatq_conn, threatq_sim):
+    # Event types are free text (an admin can add some), so ThreatQ is the judge.
+    run = actions_dag.test(run_conf={"event_type": "No Such Event Type"})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["create_indicator"] == "failed"
-    assert states["get_indicator"] == "upstream_failed"
-    assert states["create_event"] == "success"
+    assert states["create_event"] == "failed"
+    assert states["get_event"] == "upstream_failed"
+    assert states["create_indicator"] == "success"

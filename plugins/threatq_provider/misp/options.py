@@ -23,6 +23,14 @@ DISTRIBUTIONS: dict[str, int] = {
     "all_communities": 3,
     "sharing_group": 4,
 }
+#: How MISP's UI names each distribution (labels of the DAG's drop-down).
+DISTRIBUTION_LABELS: dict[str, str] = {
+    "your_organisation_only": "Your organisation only",
+    "this_community_only": "This community only",
+    "connected_communities": "Connected communities",
+    "all_communities": "All communities",
+    "sharing_group": "Sharing group",
+}
 ANALYSIS_LEVELS: dict[str, int] = {"initial": 0, "ongoing": 1, "completed": 2}
 THREAT_LEVELS: dict[str, int] = {"high": 1, "medium": 2, "low": 3, "undefined": 4}
 IP_TYPES: tuple[str, ...] = ("ip-dst", "ip-src")

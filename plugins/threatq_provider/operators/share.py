@@ -41,7 +41,7 @@ RELATED_PAGE = 1000
 
 
 def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
-    """ThreatQ ids from an int, a list, ``"[1, 2]"``, ``"1,2"`` or ``""`` (rendered templates).
+    """ThreatQ ids from an int, a list (blank strings skipped), ``"[1, 2]"``, ``"1,2"`` or ``""`` (rendered templates).
 
     :param value: the raw value.
     :param name: argument name for the error message.
@@ -61,6 +61,8 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
         value = [value]
     ids: list[int] = []
     for item in value:
+        if isinstance(item, str) and not item.strip():
+            continue  # a blank line of the trigger form's one-id-per-line box
         try:
             ident = int(str(item).strip())
         except ValueError:

@@ -30,7 +30,8 @@ def test_every_argument_is_templated():
         ThreatQSelectEventsOperator.template_fields)
 
 
-@pytest.mark.parametrize(("raw", "ids"), [(5, [5]), ("[3, 4, 3]", [3, 4]), ("1,2", [1, 2]), ([], []), ("", [])])
+@pytest.mark.parametrize(("raw", "ids"), [(5, [5]), ("[3, 4, 3]", [3, 4]), ("1,2", [1, 2]), ([], []), ("", []),
+                                         (["12", " 15", "", "  "], [12, 15])])  # the form's lines
 def test_event_ids_accept_rendered_templates(raw, ids):
     assert parse_ids(raw) == ids
 
