@@ -44,7 +44,7 @@ def generate(path: str, n: int) -> None:
 
     from threatq_provider.ecs.options import EcsOptions
     from threatq_provider.ecs.transform import indicator_to_ecs
-    from threatq_provider.simulators.corpus import Corpus
+    from threatq_simulators.corpus import Corpus
 
     now = datetime(2026, 6, 1, tzinfo=timezone.utc)
     options = EcsOptions()

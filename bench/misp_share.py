@@ -28,7 +28,7 @@ from pymisp import PyMISP  # noqa: E402
 from threatq_provider.misp.exporter import MispExporter  # noqa: E402
 from threatq_provider.misp.mapping import event_to_misp  # noqa: E402
 from threatq_provider.misp.options import ShareOptions  # noqa: E402
-from threatq_provider.simulators.misp_double import DEFAULT_API_KEY, MispDouble  # noqa: E402
+from threatq_simulators.misp_double import DEFAULT_API_KEY, MispDouble  # noqa: E402
 
 
 def generate(n: int, seed: int) -> tuple[dict, list[dict]]:

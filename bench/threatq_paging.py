@@ -51,7 +51,7 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 120
 
 
 def _sim_defaults() -> tuple[str, str]:
-    from threatq_provider.simulators import threatq_sim
+    from threatq_simulators import threatq_sim
 
     return threatq_sim.DEFAULT_CLIENT_ID, threatq_sim.DEFAULT_CLIENT_SECRET
 
@@ -92,12 +92,12 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.mode == "collection" and not args.collection:
-        from threatq_provider.simulators.corpus import Corpus
+        from threatq_simulators.corpus import Corpus
 
         # Collection hashes depend on the seed only; an empty corpus is enough to read them.
         args.collection = Corpus(seed=args.seed, indicators=0, events=0).collections[0]["hash"]
     port = _free_port()
-    cmd = [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", str(port),
+    cmd = [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", str(port),
            "--indicators", str(args.indicators), "--seed", str(args.seed)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "plugins") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -29,8 +29,8 @@ import requests
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 sys.path.insert(0, str(PLUGINS))
 
-from threatq_provider.simulators.corpus import Corpus  # noqa: E402
-from threatq_provider.simulators.threatq_sim import (  # noqa: E402
+from threatq_simulators.corpus import Corpus  # noqa: E402
+from threatq_simulators.threatq_sim import (  # noqa: E402
     DEFAULT_CLIENT_ID,
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
@@ -77,7 +77,7 @@ def run_window(s: requests.Session, url: str, page: int, since: str, until: str)
 
 
 def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--indicators",
+    cmd = [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", "0", "--indicators",
            str(args.n), "--events", "10", "--seed", str(args.seed), "--mode", args.mode,
            "--max-limit", str(max(args.page_size, 1000))]
     env = {**os.environ, "PYTHONPATH": str(PLUGINS) + os.pathsep + os.environ.get("PYTHONPATH", "")}

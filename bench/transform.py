@@ -1,7 +1,7 @@
 """Throughput of the ThreatQ → ECS transform, single process.
 
 Generates a seeded corpus of raw ThreatQ indicators of every default type, with attributes and
-sources (the simulator's corpus when ``threatq_provider.simulators.corpus`` exists, else the
+sources (the simulator's corpus when ``threatq_simulators.corpus`` exists, else the
 generator below), then times, after a warm-up, the median of ``--repeats`` runs of:
 
 * ``indicator_to_ecs``: the mapping alone, on parsed dicts;
@@ -143,10 +143,10 @@ def generate(n: int, seed: int) -> Iterator[dict[str, Any]]:
 
 def corpus(n: int, seed: int) -> tuple[list[dict[str, Any]], str]:
     try:
-        from threatq_provider.simulators.corpus import Corpus
+        from threatq_simulators.corpus import Corpus
     except ImportError:
         return list(generate(n, seed)), "bench generator (simulators.corpus not available)"
-    return list(Corpus(seed, indicators=n).iter_indicators()), "simulator corpus (threatq_provider.simulators.corpus)"
+    return list(Corpus(seed, indicators=n).iter_indicators()), "simulator corpus (threatq_simulators.corpus)"
 
 
 class _Sink(io.StringIO):

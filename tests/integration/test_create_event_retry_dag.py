@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.threatq import threatq_conn_json
-from threatq_provider.simulators.faults import FaultRule
+from threatq_simulators.faults import FaultRule
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
 

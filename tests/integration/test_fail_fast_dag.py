@@ -15,8 +15,8 @@ import pytest
 from tests.fixtures.misp import misp_connection_json
 from tests.fixtures.threatq import threatq_conn_json
 from tests.fixtures.tls import UntrustedTLSServer
-from threatq_provider.simulators.faults import FaultRule
-from threatq_provider.simulators.misp_double import FaultRule as MispFaultRule
+from threatq_simulators.faults import FaultRule
+from threatq_simulators.misp_double import FaultRule as MispFaultRule
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from threatq_provider.simulators.faults import FaultPlan
+from threatq_simulators.faults import FaultPlan
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include"
 

@@ -12,7 +12,7 @@ import pytest
 from tests.component.misp.test_share import share
 from tests.fixtures.threatq import threatq_conn_json
 from threatq_provider.operators.share import MispShareEventOperator
-from threatq_provider.simulators.faults import FaultPlan, FaultRule
+from threatq_simulators.faults import FaultPlan, FaultRule
 
 pytestmark = pytest.mark.component
 

@@ -141,7 +141,7 @@ def test_galaxy_clusters_can_be_found_and_attached(double, pymisp_client):
 
 
 def test_the_cli_documents_its_defaults():
-    out = subprocess.run([sys.executable, "-m", "threatq_provider.simulators.misp_cli", "--help"],
+    out = subprocess.run([sys.executable, "-m", "threatq_simulators.misp_cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "--port" in out and "8481" in out and "--faults" in out
 

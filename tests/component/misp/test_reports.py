@@ -15,7 +15,7 @@ from tests.component.misp.test_share import share
 from tests.fixtures.misp import misp_connection_json
 from threatq_provider.misp.mapping import event_uuid, report_uuid
 from threatq_provider.operators.share import MispSendInvestigationOperator, MispShareEventOperator
-from threatq_provider.simulators.misp_double import FaultRule
+from threatq_simulators.misp_double import FaultRule
 
 pytestmark = pytest.mark.component
 

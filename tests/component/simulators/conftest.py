@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+from threatq_simulators.threatq_sim import ThreatQSimulator
 
 
 def token_for(sim: ThreatQSimulator) -> str:

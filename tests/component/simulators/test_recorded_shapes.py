@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from threatq_provider.simulators.corpus import Corpus
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.corpus import Corpus
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     ThreatQSimulator,

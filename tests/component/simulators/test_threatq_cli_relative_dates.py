@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from threatq_provider.simulators.threatq_cli import corpus_bounds
-from threatq_provider.simulators.threatq_sim import DEFAULT_CLIENT_ID, DEFAULT_PASSWORD, DEFAULT_USERNAME
+from threatq_simulators.threatq_cli import corpus_bounds
+from threatq_simulators.threatq_sim import DEFAULT_CLIENT_ID, DEFAULT_PASSWORD, DEFAULT_USERNAME
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=timezone.utc)
 
@@ -35,7 +35,7 @@ def test_relative_bounds_count_back_from_start_up(start, end, expected) -> None:
 def test_a_misspelt_relative_bound_reaches_the_corpus_and_is_refused() -> None:
     # "now-7w" is not a relative form, so the corpus parses it as a date and says it cannot.
     result = subprocess.run(
-        [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--start", "now-7w"],
+        [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", "0", "--start", "now-7w"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode != 0
@@ -46,7 +46,7 @@ def test_a_misspelt_relative_bound_reaches_the_corpus_and_is_refused() -> None:
 def test_served_indicators_end_at_start_up() -> None:
     before = datetime.now(timezone.utc).replace(microsecond=0)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--indicators", "200",
+        [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", "0", "--indicators", "200",
          "--events", "2", "--start", "now-2d", "--end", "now"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

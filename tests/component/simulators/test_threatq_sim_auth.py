@@ -7,7 +7,7 @@ import base64
 import pytest
 import requests
 
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_PASSWORD,
@@ -152,7 +152,7 @@ def test_simulator_logs_never_carry_credentials(threatq_sim_factory, caplog) -> 
                                                       "refresh_token": tok["refresh_token"]}, timeout=10)
         requests.get(f"{sim.url}/api/nothing", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10)
     # only the simulator's own records (urllib3 on the client side logs full URLs by itself)
-    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("threatq_provider.simulators"))
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("threatq_simulators"))
     assert "/api/token" in text
     for secret in ("canary-SECRET-in-query-77", tok["refresh_token"], tok["access_token"]):
         assert secret not in text

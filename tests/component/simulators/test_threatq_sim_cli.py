@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import requests
 
-from threatq_provider.simulators.threatq_cli import build_parser
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.threatq_cli import build_parser
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_PASSWORD,
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.component
 
 
 def test_help_lists_every_flag_with_its_default() -> None:
-    out = subprocess.run([sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--help"],
+    out = subprocess.run([sys.executable, "-m", "threatq_simulators.threatq_cli", "--help"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     flat = " ".join(out.split())
     for flag in ("--port", "--host", "--indicators", "--events", "--seed", "--start", "--end", "--mode", "--faults",
@@ -40,7 +40,7 @@ def test_runs_serves_and_stops_on_sigterm(tmp_path) -> None:
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps([{"path_regex": "^/api/indicator/statuses", "status": 503, "times": 1}]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--indicators", "50",
+        [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", "0", "--indicators", "50",
          "--events", "3", "--mode", "legacy", "--faults", str(plan), "--id-offset", "10", "--token-ttl", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -78,7 +78,7 @@ def test_runs_serves_and_stops_on_sigterm(tmp_path) -> None:
 def test_a_chosen_password_and_client_secret_are_not_printed() -> None:
     canary_pw, canary_secret = "canary-PW-cli-5c1d", "canary-SECRET-cli-8e2f"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "threatq_provider.simulators.threatq_cli", "--port", "0", "--indicators", "5",
+        [sys.executable, "-m", "threatq_simulators.threatq_cli", "--port", "0", "--indicators", "5",
          "--events", "1", "--password", canary_pw, "--client-secret", canary_secret],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

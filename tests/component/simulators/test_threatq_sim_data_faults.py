@@ -8,8 +8,8 @@ import json
 import pytest
 import requests
 
-from threatq_provider.simulators.faults import FaultPlan, FaultRule
-from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+from threatq_simulators.faults import FaultPlan, FaultRule
+from threatq_simulators.threatq_sim import ThreatQSimulator
 
 from .conftest import api_session
 

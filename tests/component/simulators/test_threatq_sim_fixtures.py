@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.fixtures.threatq import THREATQ_CONN_ID, threatq_conn_json
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+from threatq_simulators.threatq_sim import ThreatQSimulator
 
 from .conftest import api_session
 

@@ -7,8 +7,8 @@ import base64
 import pytest
 import requests
 
-from threatq_provider.simulators.corpus import Corpus
-from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+from threatq_simulators.corpus import Corpus
+from threatq_simulators.threatq_sim import ThreatQSimulator
 
 from .conftest import api_session
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from threatq_provider.simulators.faults import FaultRule
+from threatq_simulators.faults import FaultRule
 from threatq_provider.threatq.errors import ThreatQIncompleteError
 
 from .test_client_sim import WINDOW, client_for

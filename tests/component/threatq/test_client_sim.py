@@ -11,9 +11,9 @@ import socket
 
 import pytest
 
-from threatq_provider.simulators.corpus import Corpus
-from threatq_provider.simulators.faults import FaultRule
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.corpus import Corpus
+from threatq_simulators.faults import FaultRule
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_PASSWORD,

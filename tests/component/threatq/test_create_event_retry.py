@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures.threatq import threatq_conn_json
 from threatq_provider.operators.actions import ThreatQCreateEventOperator
-from threatq_provider.simulators.faults import FaultRule
+from threatq_simulators.faults import FaultRule
 from threatq_provider.threatq.errors import ThreatQConnectionError
 
 pytestmark = pytest.mark.component

@@ -24,8 +24,8 @@ def start_simulator(*, seed: int, indicators: int, events: int, start: Any, end:
     For module-scoped fixtures (the scheduler test), which cannot use the function-scoped
     ``threatq_sim_factory``.
     """
-    from threatq_provider.simulators.corpus import Corpus
-    from threatq_provider.simulators.threatq_sim import ThreatQSimulator
+    from threatq_simulators.corpus import Corpus
+    from threatq_simulators.threatq_sim import ThreatQSimulator
 
     corpus = Corpus(seed=seed, indicators=indicators, events=events, start=start, end=end)
     sim = ThreatQSimulator(corpus, client_secret=CANARY_SECRET, faults=faults)

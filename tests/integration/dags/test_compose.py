@@ -118,7 +118,7 @@ def test_compose_runs_the_installed_provider_not_the_checkout(compose):
 def test_threatq_sim_data_ends_at_start_up(compose):
     from datetime import datetime, timedelta, timezone
 
-    from threatq_provider.simulators.threatq_cli import build_parser, corpus_bounds
+    from threatq_simulators.threatq_cli import build_parser, corpus_bounds
 
     command = compose["services"]["threatq-sim"]["command"]
     parsed = build_parser().parse_args(shlex.split(command))
@@ -174,7 +174,7 @@ def test_simulator_command_lines_are_accepted_by_their_clis(compose, service, mo
     import importlib
 
     svc = compose["services"][service]
-    cli = importlib.import_module(f"threatq_provider.simulators.{module}")
+    cli = importlib.import_module(f"threatq_simulators.{module}")
     argv = shlex.split(svc["command"]) if isinstance(svc["command"], str) else list(svc["command"])
     parsed = cli.build_parser().parse_args(argv)  # SystemExit (a failure) on an unknown flag
     assert parsed.port

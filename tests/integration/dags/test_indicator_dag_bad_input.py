@@ -46,7 +46,7 @@ def assert_all_written(load: dict, n: int) -> None:
 def test_a_silent_page_cap_still_loads_every_indicator_of_the_window(
     airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch
 ):
-    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+    from threatq_simulators.faults import FaultPlan, FaultRule
 
     # The DAG asks 500 rows a page; the server (or a proxy) serves 100, with a correct total.
     plan = FaultPlan([FaultRule(path_regex="^/api/indicators/query", times=None, page_cap=100)])
@@ -70,7 +70,7 @@ def test_a_silent_page_cap_still_loads_every_indicator_of_the_window(
 def test_a_server_ending_short_of_its_total_fails_the_run_and_loads_nothing(
     airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch, capfd
 ):
-    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+    from threatq_simulators.faults import FaultPlan, FaultRule
 
     monkeypatch.setenv("AIRFLOW_VAR_THREATQ_PAGE_SIZE", "500")
     sim = tq_sim_factory(seed=24, indicators=1_200, events=5, start=CORPUS_START, end=CORPUS_END)
@@ -102,7 +102,7 @@ def test_a_poisoned_indicator_in_collection_mode_is_flagged_and_the_feed_moves_o
     # Read the metadata DB directly: the test is not a task, and this is where the Execution API wrote.
     from airflow.models.variable import Variable
 
-    from threatq_provider.simulators.faults import FaultRule
+    from threatq_simulators.faults import FaultRule
 
     sim = tq_sim_factory(seed=25, indicators=1_500, events=5, start=CORPUS_START, end=CORPUS_END)
     tq_conn(sim)
@@ -136,7 +136,7 @@ def test_a_poisoned_indicator_in_collection_mode_is_flagged_and_the_feed_moves_o
 def test_an_indicator_nested_too_deep_is_a_poll_reject_and_the_window_loads(
     airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn
 ):
-    from threatq_provider.simulators.faults import FaultRule
+    from threatq_simulators.faults import FaultRule
 
     sim = tq_sim_factory(seed=26, indicators=800, events=5, start=CORPUS_START, end=CORPUS_END)
     tq_conn(sim)

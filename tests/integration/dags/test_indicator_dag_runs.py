@@ -188,7 +188,7 @@ def test_stage_retention_runs_after_a_failed_poll_and_the_run_still_fails(airflo
 def test_faults_mid_run_still_end_with_exactly_the_ground_truth(
     airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch, caplog
 ):
-    from threatq_provider.simulators.faults import FaultPlan, FaultRule
+    from threatq_simulators.faults import FaultPlan, FaultRule
 
     # Three faults in the middle of the paging: a burst of 429s, every token expired (the next
     # call gets a 401 and must renew), two 503s. Small pages so the run has ~30 requests.

@@ -14,7 +14,7 @@ from threatq_provider.ecs.transform import indicator_to_ecs
 from threatq_provider.elasticsearch.loader import load_ndjson
 from threatq_provider.elasticsearch.sweeper import sweep_expired
 from threatq_provider.elasticsearch.templates import IndexNames, install_templates
-from threatq_provider.simulators.corpus import Corpus
+from threatq_simulators.corpus import Corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 

@@ -20,7 +20,7 @@ from threatq_provider.elasticsearch.loader import load_ndjson
 from threatq_provider.elasticsearch.sweeper import sweep_expired, sweep_tombstones
 from threatq_provider.elasticsearch.templates import IndexNames, install_templates
 from threatq_provider.elasticsearch.tombstones import prune_tombstones
-from threatq_provider.simulators.corpus import Corpus
+from threatq_simulators.corpus import Corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 

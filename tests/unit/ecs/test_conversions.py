@@ -103,7 +103,7 @@ def test_copy_list_matches_copying_each_item() -> None:
 
 def test_compiled_copies_match_the_generic_loop_on_the_simulator_corpus() -> None:
     from threatq_provider.ecs import transform
-    from threatq_provider.simulators.corpus import Corpus
+    from threatq_simulators.corpus import Corpus
 
     tables = {
         "sources": transform._SOURCE_KINDS,

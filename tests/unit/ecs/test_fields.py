@@ -50,10 +50,9 @@ def _raws() -> Iterator[dict[str, Any]]:
                "attributes": [{"name": "A b", "value": "v", "sources": [{"name": "s"}], "created_at": "x"}],
                "sources": [{"name": "S", "tlp_name": "TLP:GREEN", "provider": "P", "tlp_id": 3}]}
     yield {"id": 2, "value": "x" * 9000, "type": {"name": "IP Address"}, "description": "d" * 9000}
-    if (REPO_ROOT / "plugins" / "threatq_provider" / "simulators" / "corpus.py").exists():
-        from threatq_provider.simulators.corpus import Corpus
+    from threatq_simulators.corpus import Corpus
 
-        yield from Corpus(11, indicators=2000).iter_indicators()
+    yield from Corpus(11, indicators=2000).iter_indicators()
 
 
 def _docs() -> Iterator[dict[str, Any]]:

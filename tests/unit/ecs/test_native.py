@@ -29,7 +29,7 @@ from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.options import EcsOptions
 from threatq_provider.ecs.tables import load_tables
 from threatq_provider.ecs.transform import HIVES, OBJECT_KINDS, TransformCounts, transform_stream
-from threatq_provider.simulators.corpus import Corpus
+from threatq_simulators.corpus import Corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFORMANCE = REPO_ROOT / "tests" / "data" / "conformance" / "elastic-ti_threatq"

@@ -115,7 +115,7 @@ def test_invalid_engine_fails_when_the_dag_is_parsed() -> None:
 
 def test_engines_write_the_same_file_and_say_which_ran(stage: Path) -> None:
     from threatq_provider.ecs import native
-    from threatq_provider.simulators.corpus import Corpus
+    from threatq_simulators.corpus import Corpus
 
     corpus = [json.dumps(r) for r in Corpus(5, indicators=300).iter_indicators()]
     (stage / "corpus.ndjson").write_text("\n".join(corpus) + "\n{oops\n", encoding="utf-8")

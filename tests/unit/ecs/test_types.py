@@ -141,7 +141,7 @@ def test_readme_type_table_matches_generator() -> None:
 
 
 def test_every_type_the_simulator_generates_has_a_home() -> None:
-    from threatq_provider.simulators.corpus import Corpus
+    from threatq_simulators.corpus import Corpus
 
     tables = load_tables()
     seen: set[str] = set()

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from threatq_provider.simulators.corpus import Corpus, ValidationError, load_enumerations
-from threatq_provider.simulators.timefmt import to_epoch
+from threatq_simulators.corpus import Corpus, ValidationError, load_enumerations
+from threatq_simulators.timefmt import to_epoch
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 HEX = {"MD5": 32, "SHA-1": 40, "SHA-256": 64, "SHA-384": 96, "SHA-512": 128, "GOST Hash": 64}

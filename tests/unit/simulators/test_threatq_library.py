@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from threatq_provider.simulators import corpus as corpus_module
-from threatq_provider.simulators.corpus import Corpus
+from threatq_simulators import corpus as corpus_module
+from threatq_simulators.corpus import Corpus
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from threatq_provider.simulators.faults import FaultPlan, FaultRule
-from threatq_provider.simulators.query import QueryError, compile_expr, parse_sort, updated_at_bounds
-from threatq_provider.simulators.timefmt import to_epoch
+from threatq_simulators.faults import FaultPlan, FaultRule
+from threatq_simulators.query import QueryError, compile_expr, parse_sort, updated_at_bounds
+from threatq_simulators.timefmt import to_epoch
 
 ROW = {"value": "evil.example.com", "type_name": "FQDN", "status_name": "Active", "score": 7,
        "updated_at": "2026-01-03 10:00:00", "tags": ["c2", "apt"], "expires_at": None}

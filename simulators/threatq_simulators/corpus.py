@@ -32,15 +32,14 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
-from threatq_provider._resources import data_file
-from threatq_provider.simulators.query import (
+from threatq_simulators.query import (
     canonical_field,
     compile_expr,
     parse_sort,
     updated_at_bounds,
 )
-from threatq_provider.simulators.timefmt import fmt, to_epoch
-from threatq_provider.simulators.values import generate_value
+from threatq_simulators.timefmt import fmt, to_epoch
+from threatq_simulators.values import generate_value
 
 __all__ = ["Corpus", "ValidationError", "LIBRARY_COLLECTIONS", "load_enumerations", "load_seed_data"]
 
@@ -95,11 +94,14 @@ class ValidationError(ValueError):
 
 @lru_cache(maxsize=1)
 def _enumerations_text() -> str:
-    return data_file("threatq", "enumerations.json").read_text(encoding="utf-8")
+    # The simulators' own copy of ThreatQ's default enumerations: they import nothing of the
+    # provider. tests/unit/test_packaging.py keeps it identical to the provider's table.
+    return files(__package__ or __name__).joinpath("data", "threatq_enumerations.json").read_text(encoding="utf-8")
 
 
 def load_enumerations() -> dict[str, Any]:
-    """The default ThreatQ enumerations (the provider's ``threatq/enumerations.json``), a fresh copy."""
+    """The default ThreatQ enumerations (``data/threatq_enumerations.json`` of this package, the same
+    table as the provider's ``threatq/enumerations.json``), a fresh copy."""
     return json.loads(_enumerations_text())
 
 

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from threatq_provider.simulators.timefmt import TimeParseError, to_epoch
+from threatq_simulators.timefmt import TimeParseError, to_epoch
 
 __all__ = ["QueryError", "DATE_FIELDS", "compile_expr", "updated_at_bounds", "parse_sort"]
 

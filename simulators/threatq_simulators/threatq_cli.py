@@ -20,9 +20,9 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
-from threatq_provider.simulators.corpus import Corpus
-from threatq_provider.simulators.faults import FaultPlan
-from threatq_provider.simulators.threatq_sim import (
+from threatq_simulators.corpus import Corpus
+from threatq_simulators.faults import FaultPlan
+from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_PASSWORD,

@@ -52,7 +52,7 @@ from typing import Any
 from pymisp.abstract import describe_types as _DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
-from threatq_provider.simulators._http import BackgroundServer
+from threatq_simulators._http import BackgroundServer
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from threatq_provider.simulators.misp_double import (
+from threatq_simulators.misp_double import (
     DEFAULT_API_KEY,
     DEFAULT_SHARING_GROUPS,
     MISP_VERSION,

@@ -94,11 +94,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
-from threatq_provider.simulators._http import BackgroundServer
-from threatq_provider.simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
-from threatq_provider.simulators.faults import DEFAULT_NEST_DEPTH, FaultPlan, FaultRule
-from threatq_provider.simulators.query import QueryError, compile_expr
-from threatq_provider.simulators.shaping import (
+from threatq_simulators._http import BackgroundServer
+from threatq_simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
+from threatq_simulators.faults import DEFAULT_NEST_DEPTH, FaultPlan, FaultRule
+from threatq_simulators.query import QueryError, compile_expr
+from threatq_simulators.shaping import (
     EVENT_RELATIONS,
     INDICATOR_RELATIONS,
     LIBRARY_RELATIONS,

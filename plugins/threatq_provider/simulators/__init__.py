@@ -1,1 +1,0 @@
-"""simulators package."""

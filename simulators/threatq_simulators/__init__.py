@@ -1,0 +1,1 @@
+"""The ThreatQ simulator and the MISP double (the ``threatq-simulators`` distribution)."""
