@@ -191,3 +191,21 @@ def test_dockerfile_builds_on_the_locked_airflow_version():
     assert "--no-index --find-links /tmp/threatq-wheels" in dockerfile
     assert "'airflow-provider-threatq[native]'" in dockerfile
     assert " -e " not in dockerfile and "THREATQ_PROVIDER_INCLUDE_DIR" not in dockerfile
+
+
+def test_simulators_run_from_their_own_image_not_the_airflow_one(compose):
+    # The simulators are their own distribution (simulators/); the Airflow image, which every
+    # worker runs, installs the provider without them (docs/packaging.md).
+    dockerfile = (REPO / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
+    airflow_image = compose["services"]["airflow-scheduler"]["image"]
+    for name in ("threatq-sim", "misp-double"):
+        svc = compose["services"][name]
+        assert svc["build"]["target"] in stages, f"{name}: no stage {svc['build']['target']} in the Dockerfile"
+        assert svc["image"] != airflow_image
+        assert svc["entrypoint"] == [name]
+    simulators_stage = dockerfile.split("AS simulators\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "--find-links /tmp/threatq-wheels" in simulators_stage and " threatq-simulators" in simulators_stage
+    airflow_stage = dockerfile.rsplit("\nFROM ${AIRFLOW_IMAGE}\n", 1)[1]
+    assert "simulators" not in airflow_stage
+    assert "COPY simulators /src/simulators" in dockerfile  # scripts/build-wheels builds its wheel
