@@ -16,6 +16,17 @@ _ALLOW_INSECURE_HTTP = {
     "schema": {"type": "boolean", "default": False},
 }
 
+#: Port stays visible although the URL can carry the port: Airflow 3.3's Test button posts "port": 0
+#: for an empty Port, and the API refuses that as "The host or port to test differs from the stored
+#: connection" (fixed upstream by apache/airflow#73298, after 3.3.2). With Port filled in the Test
+#: button works; the hooks use Port only for a URL without a port (a port in the URL wins).
+_PORT_LABEL = "Port (for the Test button)"
+
+
+def _port_placeholder(default: int) -> str:
+    return f"{default}: the URL's port; Airflow 3.3's Test button needs it"
+
+
 _THREATQ_FIELDS = {
     "client_id": {
         "label": "Client ID",
@@ -165,11 +176,12 @@ PROVIDER_INFO: dict = {
             "hook-class-name": "threatq_provider.threatq.hook.ThreatQHook",
             "hook-name": "ThreatQ",
             "ui-field-behaviour": {
-                "hidden-fields": ["schema", "port", "extra"],
+                "hidden-fields": ["schema", "extra"],
                 "relabeling": {"host": "ThreatQ URL", "login": "Username (email)",
-                               "password": "Password or client secret"},
+                               "password": "Password or client secret", "port": _PORT_LABEL},
                 "placeholders": {
                     "host": "https://threatq.example.com",
+                    "port": _port_placeholder(443),
                     "login": "analyst@example.com; empty: client-credentials grant, Password = client secret",
                 },
             },
@@ -180,9 +192,9 @@ PROVIDER_INFO: dict = {
             "hook-class-name": "threatq_provider.misp.hook.MispHook",
             "hook-name": "MISP",
             "ui-field-behaviour": {
-                "hidden-fields": ["schema", "port", "login", "extra"],
-                "relabeling": {"host": "MISP URL", "password": "API key"},
-                "placeholders": {"host": "https://misp.example.com"},
+                "hidden-fields": ["schema", "login", "extra"],
+                "relabeling": {"host": "MISP URL", "password": "API key", "port": _PORT_LABEL},
+                "placeholders": {"host": "https://misp.example.com", "port": _port_placeholder(443)},
             },
             "conn-fields": _MISP_FIELDS,
         },
@@ -191,10 +203,10 @@ PROVIDER_INFO: dict = {
             "hook-class-name": "threatq_provider.elasticsearch.hook.ElasticsearchEcsHook",
             "hook-name": "Elasticsearch (ECS threat intel)",
             "ui-field-behaviour": {
-                "hidden-fields": ["schema", "port", "extra"],
+                "hidden-fields": ["schema", "extra"],
                 "relabeling": {"host": "Hosts (comma-separated URLs)", "login": "Username (basic auth)",
-                               "password": "Password or API key"},
-                "placeholders": {"host": "https://es1:9200,https://es2:9200",
+                               "password": "Password or API key", "port": _PORT_LABEL},
+                "placeholders": {"host": "https://es1:9200,https://es2:9200", "port": _port_placeholder(9200),
                                  "login": "elastic; empty: Password is an API key (base64 id:key)"},
             },
             "conn-fields": _ES_FIELDS,

@@ -91,7 +91,9 @@ from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 meta = {h.connection_type: h for h in HookMetaService.hook_meta_data()}
 print(json.dumps({t: {"extra": {k: v["schema"] for k, v in (m.extra_fields or {}).items()},
                       "host": m.standard_fields.host.title if m.standard_fields.host else None,
-                      "login_hidden": m.standard_fields.login.hidden if m.standard_fields.login else None}
+                      "login_hidden": m.standard_fields.login.hidden if m.standard_fields.login else None,
+                      "port": [m.standard_fields.port.hidden, m.standard_fields.port.title]
+                      if m.standard_fields.port else None}
                   for t, m in meta.items() if t in ("threatq", "misp", "elasticsearch_ecs")}))
 """
 
@@ -111,6 +113,8 @@ def test_ui_api_serves_the_connection_forms_of_provider_info():
             assert form["extra"][key]["title"] == field["label"]
             assert form["extra"][key].get("format") == field["schema"].get("format")
     assert forms["misp"]["login_hidden"] is True and forms["threatq"]["login_hidden"] is False
+    # Port is shown: Airflow 3.3's Test button needs a stored port (issue #14, apache/airflow#73298).
+    assert {t: f["port"] for t, f in forms.items()} == dict.fromkeys(forms, [False, "Port (for the Test button)"])
 
 
 _PLUGIN_PROBE = """

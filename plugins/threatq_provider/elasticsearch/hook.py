@@ -43,6 +43,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
+from threatq_provider._conn_test import names_requested_connection
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
@@ -239,6 +240,7 @@ class ElasticsearchEcsHook(BaseHook):
         """Same as :meth:`get_client` (Airflow's generic hook entry point)."""
         return self._client
 
+    @names_requested_connection("elasticsearch_conn_id")  # the UI tests a copy under a random id
     def test_connection(self) -> tuple[bool, str]:
         """Ask the cluster for its health (works without the monitor/main privilege of ``GET /``).
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider._conn_extras import ALLOW_INSECURE_HTTP, as_bool, plain_http_refusal
+from threatq_provider._conn_test import names_requested_connection
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
@@ -210,6 +211,7 @@ class MispHook(BaseHook):
         """
         return call(action, getattr(self.client, method), *args, secret=self.client_kwargs["key"], **kwargs)
 
+    @names_requested_connection("misp_conn_id")  # the UI tests a copy under a random id
     def test_connection(self) -> tuple[bool, str]:
         """Check URL, TLS and API key by building the client. :return: ``(ok, message)`` without secrets."""
         try:

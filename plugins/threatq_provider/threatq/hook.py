@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
+from threatq_provider._conn_test import names_requested_connection
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
@@ -198,6 +199,7 @@ class ThreatQHook(BaseHook):
         if client is not None:
             client.close()
 
+    @names_requested_connection("threatq_conn_id")  # the UI tests a copy under a random id
     def test_connection(self) -> tuple[bool, str]:
         """Fetch a token and make one cheap read; used by the UI's Test button and the CLI.
 
