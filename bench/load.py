@@ -157,7 +157,10 @@ def main() -> int:
     from elasticsearch import Elasticsearch
 
     url = node_url(args.url)
-    client = Elasticsearch(url, request_timeout=300)
+    from elasticsearch.serializer import OrjsonSerializer
+
+    # The hook's client (orjson), for both sides: the ratio compares loaders, not serializers.
+    client = Elasticsearch(url, request_timeout=300, serializer=OrjsonSerializer())
     with tempfile.TemporaryDirectory(prefix="tq-bench-load-") as tmp:
         path = os.path.join(tmp, "ecs.ndjson")
         subprocess.run([sys.executable, __file__, "--generate", path, "--n", str(args.n)], check=True)

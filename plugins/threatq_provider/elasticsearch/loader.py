@@ -1,8 +1,8 @@
 """Idempotent bulk loader: ECS NDJSON → the active-IOC index and the append-only history.
 
-Per document (one NDJSON line from the ECS transform) two bulk actions are sent through
-``elasticsearch.helpers.streaming_bulk``, chunked by bytes and by count, 429 retried with
-exponential backoff:
+Per document (one NDJSON line from the ECS transform) two bulk actions are sent, in requests
+bounded by bytes and by count, a few requests in flight at once (``max_in_flight``), 429 retried
+with exponential backoff:
 
 - active index (alias): ``index`` with ``_id`` = ``threatq.id`` and ``version_type=external``.
   The version (:mod:`.versioning`) is ``updated_at`` in seconds (major) joined with the time the
@@ -56,20 +56,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import islice
-from typing import Any, TextIO
+from typing import Any, TextIO, overload
 
-from elasticsearch import Elasticsearch, helpers
+import orjson
+from elasticsearch import ApiError, Elasticsearch
 
 from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
 from threatq_provider.elasticsearch.names import (
     ACTIVE_ALIAS,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_CHUNK_DOCS,
+    DEFAULT_MAX_IN_FLIGHT,
     HISTORY_PREFIX,
     TOMBSTONE_INDEX,
 )
@@ -197,14 +201,15 @@ class _DeadLetter:
         self.sink = sink
         self.counts = counts
 
-    def write(self, index: str | None, doc_id: str | None, status: int | None, reason: str, line: str) -> None:
+    def write(self, index: str | None, doc_id: str | None, status: int | None, reason: str,
+              line: str | bytes) -> None:
         self.counts.dead_lettered += 1
         if self.sink is None:
             return
         try:
             document: Any = json.loads(line)
-        except ValueError:
-            document = line
+        except ValueError:  # not JSON, or not UTF-8: kept as text, undecodable bytes replaced
+            document = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
         record = {"index": index, "id": doc_id, "status": status, "reason": reason[:_REASON_CHARS],
                   "document": document}
         self.sink.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
@@ -214,7 +219,7 @@ class _DeadLetter:
 class _Pending:
     """One line in flight, shared by its active and history actions until both results are back."""
 
-    line: str
+    line: bytes
     doc_id: str = ""
     version: int = 0
     refused: bool = False
@@ -232,18 +237,27 @@ class _Versioning:
     max_future_skew: timedelta
 
 
+def _loads(line: bytes) -> Any:
+    """orjson where it can; the standard library for what orjson refuses but JSON allows (integers
+    beyond 64 bits, NaN), so a line is judged exactly as before the fast path."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
 def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Versioning, counts: LoadCounts,
            dead: _DeadLetter) -> Iterator[_Pending]:
     """NDJSON lines → entries with id and version; lines that cannot be versioned go to the dead letter."""
     for raw in lines:
-        line = (raw.decode("utf-8") if isinstance(raw, bytes) else raw).strip()
+        line = (raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw).strip()
         if not line:
             continue
         counts.read += 1
         try:
-            doc = json.loads(line)
+            doc = _loads(line)
             doc_id = str(doc["threatq"]["id"])
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError (not UTF-8) is a ValueError too
             counts.rejected["invalid_json"] += 1
             counts.rejected_documents += 1
             dead.write(active_index, None, None, "invalid_json: line is not a JSON object", line)
@@ -266,38 +280,177 @@ def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Vers
         yield _Pending(line, doc_id, version, withhold=TOMBSTONE_STATUS_POLICY if policy else None)
 
 
-def _actions(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_index: str | None, batch: int,
-             active_index: str, history_index: str | None, pending: dict[tuple[str, str], list[_Pending]],
-             counts: LoadCounts) -> Iterator[dict[str, Any]]:
-    """Turn entries into bulk actions, a batch at a time; remember each line until its results come back.
+@dataclass(slots=True)
+class _Request:
+    """One bulk request: its NDJSON body, each action's place in it (for retries) and what the
+    action was (op type, index, ``_id``, the line's entry), in body order: Elasticsearch answers
+    items in that order, so results are matched by position."""
+
+    body: bytearray = field(default_factory=bytearray)
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    actions: list[tuple[str, str, str, _Pending]] = field(default_factory=list)
+    ids: set[str] = field(default_factory=set)
+    future: Future[list[tuple[str, dict[str, Any]]]] | None = None
+
+    def add(self, op: str, index: str, doc_id: str, entry: _Pending, meta: bytes, source: bytes | None) -> None:
+        start = len(self.body)
+        self.body += meta
+        if source is not None:
+            self.body += source
+            self.body += b"\n"
+        self.spans.append((start, len(self.body)))
+        self.actions.append((op, index, doc_id, entry))
+        self.ids.add(entry.doc_id)
+
+
+class _Meta:
+    """Action lines of one load, with the index names encoded once."""
+
+    def __init__(self, active_index: str, history_index: str | None) -> None:
+        self.active = b'{"index":{"_index":' + orjson.dumps(active_index) + b',"_id":'
+        self.delete = b'{"delete":{"_index":' + orjson.dumps(active_index) + b',"_id":'
+        self.history = None if history_index is None else (
+            b'{"create":{"_index":' + orjson.dumps(history_index) + b',"_id":')
+
+    @staticmethod
+    def versioned(prefix: bytes, doc_id: str, version: int) -> bytes:
+        return b"%s%s,\"version\":%d,\"version_type\":\"external\"}}\n" % (prefix, orjson.dumps(doc_id), version)
+
+    @staticmethod
+    def plain(prefix: bytes, doc_id: str) -> bytes:
+        return b"%s%s}}\n" % (prefix, orjson.dumps(doc_id))
+
+
+def _requests(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_index: str | None, batch: int,
+              chunk_bytes: int, active_index: str, history_index: str | None,
+              counts: LoadCounts) -> Iterator[_Request]:
+    """Entries → bulk requests of at most ``batch`` lines and about ``chunk_bytes`` bytes.
 
     Each batch's ids are looked up in the tombstone index first (one ``mget``); a copy at or below
-    its tombstone's version gets no active-index action. Both actions of a line share one
+    its tombstone's version gets no active-index action. Runs in the caller's thread, so the
+    lookups and the status-policy tombstones happen in the order of the file, whatever requests
+    are in flight (no request writes tombstones). Both actions of a line share one
     :class:`_Pending`, so a line refused by the active index and by the history counts as one
-    rejected document; it is dropped with its last result (memory stays flat whatever the number
-    of rejects).
+    rejected document.
     """
+    meta = _Meta(active_index, history_index)
+    request = _Request()
     while chunk := list(islice(entries, batch)):
         removed = tombstone_versions(client, tombstone_index, (e.doc_id for e in chunk)) if tombstone_index else {}
         covered = _withhold(client, tombstone_index, [e for e in chunk if e.withhold and removed.get(e.doc_id, -1) < e.version])
         for entry in chunk:
+            if request.actions and len(request.body) + 2 * len(entry.line) + 512 > chunk_bytes:
+                yield request
+                request = _Request()
             doc_id, version = entry.doc_id, entry.version
             if removed.get(doc_id, -1) >= version:
                 counts.skipped_deleted += 1
             elif entry.withhold and doc_id in covered:
                 counts.withheld_by_reason[entry.withhold] += 1
-                pending.setdefault((_DELETE_OP, doc_id), []).append(entry)
-                yield {"_op_type": _DELETE_OP, "_index": active_index, "_id": doc_id, "version": version,
-                       "version_type": "external"}
+                request.add(_DELETE_OP, active_index, doc_id, entry, meta.versioned(meta.delete, doc_id, version), None)
             else:
-                pending.setdefault((_ACTIVE_OP, doc_id), []).append(entry)
-                yield {"_op_type": _ACTIVE_OP, "_index": active_index, "_id": doc_id, "version": version,
-                       "version_type": "external", "_source": entry.line}
-            if history_index is not None:
+                request.add(_ACTIVE_OP, active_index, doc_id, entry, meta.versioned(meta.active, doc_id, version),
+                            entry.line)
+            if meta.history is not None and history_index is not None:
                 hist_id = f"{doc_id}-{version}"
-                pending.setdefault((_HISTORY_OP, hist_id), []).append(entry)
-                yield {"_op_type": _HISTORY_OP, "_index": history_index, "_id": hist_id,
-                       "_source": history_line(entry.line)}
+                request.add(_HISTORY_OP, history_index, hist_id, entry, meta.plain(meta.history, hist_id),
+                            history_line(entry.line))
+        if request.actions:  # a request never spans two tombstone batches
+            yield request
+            request = _Request()
+
+
+#: Only what the results are read for (``_index``: the concrete index behind the alias, named in the
+#: dead letter): Elasticsearch then leaves out ``_id``, ``_version``, ``_shards``, ``_seq_no`` and
+#: ``_primary_term`` of every item, most of a response's bytes.
+_FILTER_PATH = "errors,items.*._index,items.*.status,items.*.result,items.*.error"
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    max_retries: int
+    initial_backoff: float
+    max_backoff: float
+
+
+def _send(client: Elasticsearch, request: _Request, retry: _Retry) -> list[tuple[str, dict[str, Any]]]:
+    """POST one bulk request (in a worker thread); retry what Elasticsearch answered 429.
+
+    As ``helpers.streaming_bulk`` does: items answered 429 are sent again, alone, after a backoff
+    doubling from ``initial_backoff`` up to ``max_backoff``, at most ``max_retries`` times; a whole
+    request answered 429 likewise; any other error of the request raises.
+
+    :return: ``(op type, result)`` per action, in body order.
+    """
+    results: list[tuple[str, dict[str, Any]] | None] = [None] * len(request.spans)
+    todo = list(range(len(request.spans)))
+    payload = bytes(request.body)  # the client passes bytes through as the body (not a bytearray)
+    for attempt in range(retry.max_retries + 1):
+        if attempt:
+            time.sleep(min(retry.max_backoff, retry.initial_backoff * 2 ** (attempt - 1)))
+        try:
+            items = client.bulk(operations=payload, filter_path=_FILTER_PATH).body["items"]
+        except ApiError as exc:
+            if exc.meta.status != 429 or attempt == retry.max_retries:
+                raise
+            continue
+        again = []
+        for pos, item in zip(todo, items, strict=True):
+            op_type, result = next(iter(item.items()))
+            if result.get("status") == 429 and attempt < retry.max_retries:
+                again.append(pos)
+            else:
+                results[pos] = (op_type, result)
+        if not again:
+            break
+        todo = again
+        payload = b"".join(request.body[a:b] for a, b in (request.spans[p] for p in todo))
+    return [r for r in results if r is not None]
+
+
+def _settle(request: _Request, counts: LoadCounts, dead: _DeadLetter) -> None:
+    """Count one answered request and dead-letter its refusals (in the caller's thread)."""
+    assert request.future is not None
+    for (op, index, doc_id, entry), (_op_type, item) in zip(request.actions, request.future.result(), strict=True):
+        status = item.get("status")
+        ok = status is not None and 200 <= status < 300
+        if op == _DELETE_OP:  # a copy withheld by the status policy: remove any older one
+            if ok:
+                counts.removed_by_reason[entry.withhold or TOMBSTONE_STATUS_POLICY] += 1
+            elif status == 409:
+                counts.skipped_stale += 1  # a newer copy is there; it stays
+            elif status != 404:  # 404: it was not in the active index
+                kind, text = _reason(item)
+                counts.rejected[kind] += 1
+                if not entry.refused:
+                    entry.refused = True
+                    counts.rejected_documents += 1
+                dead.write(item.get("_index", index), doc_id, status, text, entry.line)
+            continue
+        if not ok and status != 409 and not entry.refused:
+            entry.refused = True
+            counts.rejected_documents += 1
+        if op == _ACTIVE_OP:
+            if ok:
+                if item.get("result") == "created":
+                    counts.indexed += 1
+                else:
+                    counts.updated += 1
+            elif status == 409:
+                counts.skipped_stale += 1
+            else:
+                kind, text = _reason(item)
+                counts.rejected[kind] += 1
+                dead.write(item.get("_index", index), doc_id, status, text, entry.line)
+        elif ok:
+            counts.history_written += 1
+        elif status == 409:
+            counts.history_existing += 1
+        else:
+            kind, text = _reason(item)
+            counts.history_rejected += 1
+            counts.history_rejected_by_type[kind] += 1
+            dead.write(item.get("_index", index), doc_id, status, text, entry.line)
 
 
 def _withhold(client: Elasticsearch, tombstone_index: str | None, entries: list[_Pending]) -> set[str]:
@@ -317,10 +470,16 @@ def _withhold(client: Elasticsearch, tombstone_index: str | None, entries: list[
 
 _ACTIVE_LABEL = '"is_ioc_transform_source":"false"'
 _HISTORY_LABEL = '"is_ioc_transform_source":"true"'
+_ACTIVE_LABEL_B = _ACTIVE_LABEL.encode()
+_HISTORY_LABEL_B = _HISTORY_LABEL.encode()
 
 
-def history_line(line: str) -> str:
-    """The history copy of an ECS line: ``labels.is_ioc_transform_source`` is ``"true"``.
+@overload
+def history_line(line: str) -> str: ...
+@overload
+def history_line(line: bytes) -> bytes: ...
+def history_line(line: str | bytes) -> str | bytes:
+    """The history copy of an ECS line (str or UTF-8 bytes, returned as given): ``labels.is_ioc_transform_source`` is ``"true"``.
 
     The transform writes ``"false"``, the value of Elastic's latest (destination) index, as the
     document's last key. The history, like Elastic's raw source data stream, keeps every version,
@@ -330,9 +489,14 @@ def history_line(line: str) -> str:
     the value in the document. The compact line is edited from its end (JSON escapes quotes inside
     strings, so the pattern can only be the key itself); any other shape is parsed and rewritten.
     """
-    head, found, tail = line.rpartition(_ACTIVE_LABEL)
-    if found:
-        return head + _HISTORY_LABEL + tail
+    if isinstance(line, bytes):
+        head, found, tail = line.rpartition(_ACTIVE_LABEL_B)
+        if found:
+            return head + _HISTORY_LABEL_B + tail
+        return history_line(line.decode("utf-8", "surrogatepass")).encode("utf-8", "surrogatepass")
+    head, found_s, tail_s = line.rpartition(_ACTIVE_LABEL)
+    if found_s:
+        return head + _HISTORY_LABEL + tail_s
     doc = json.loads(line)
     labels = doc.get("labels") if isinstance(doc.get("labels"), dict) else {}
     doc["labels"] = {**labels, "is_ioc_transform_source": "true"}
@@ -365,11 +529,19 @@ def load_ndjson(
     dead_letter: TextIO | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     chunk_docs: int = DEFAULT_CHUNK_DOCS,
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     max_retries: int = 5,
     initial_backoff: float = 1.0,
     max_backoff: float = 60.0,
 ) -> LoadCounts:
     """Load ECS NDJSON lines into the active index and the history, idempotently.
+
+    Up to ``max_in_flight`` bulk requests are sent at once (worker threads) while the next one is
+    built. Everything that decides what is written (parsing, versions, tombstone look-ups and
+    writes) and everything that reads the answers (counts, dead letter) stays in the calling
+    thread, in file order; a request that shares an id with one in flight waits for it, so two
+    copies of one indicator are written in file order and the counts are those of a load one
+    request at a time.
 
     :param client: an Elasticsearch client.
     :param lines: NDJSON lines (str or bytes), one ECS document each; blank lines are skipped.
@@ -384,75 +556,45 @@ def load_ndjson(
     :param max_future_skew: how far ``updated_at`` may lie after the load's clock.
     :param now: the load's clock for that check (default the current time; tests pass one).
     :param dead_letter: text stream that receives rejected documents as NDJSON (optional).
-    :param chunk_bytes: largest bulk request body in bytes.
-    :param chunk_docs: most documents per bulk request.
+    :param chunk_bytes: largest bulk request body in bytes (a single larger line is sent alone).
+    :param chunk_docs: most documents (lines) per bulk request and per tombstone look-up.
+    :param max_in_flight: most bulk requests awaiting their answer at once (at least 1).
     :param max_retries: retries of a document answered 429, with exponential backoff.
     :param initial_backoff: first backoff in seconds (doubles per retry).
     :param max_backoff: longest backoff in seconds.
     :return: the counts; rejects do not raise here (see :func:`check_reject_threshold`).
-    :raises ValueError: ``observed_at`` outside the range a version can hold (a wrong clock).
+    :raises ValueError: ``observed_at`` outside the range a version can hold (a wrong clock), or
+        ``max_in_flight`` below 1.
     :raises TombstoneError: the tombstone index could not be read.
     """
+    if int(max_in_flight) < 1:
+        raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
     counts = LoadCounts()
     dead = _DeadLetter(dead_letter, counts)
-    pending: dict[tuple[str, str], list[_Pending]] = {}
-    per_doc = 1 if history_prefix is None else 2
     history_index = None if history_prefix is None else history_prefix + history_suffix(history_date)
     versioning = _Versioning(observed_part(observed_at), now or datetime.now(timezone.utc), max_future_skew)
     entries = _parse(lines, active_index=active_index, versioning=versioning, counts=counts, dead=dead)
-    actions = _actions(entries, client=client, tombstone_index=tombstone_index, batch=chunk_docs,
-                       active_index=active_index, history_index=history_index, pending=pending, counts=counts)
-    results = helpers.streaming_bulk(
-        client, actions, chunk_size=chunk_docs * per_doc, max_chunk_bytes=chunk_bytes,
-        raise_on_error=False, raise_on_exception=True, max_retries=max_retries,
-        initial_backoff=initial_backoff, max_backoff=max_backoff, retry_on_status=(429,),
-    )
-    for ok, result in results:
-        op_type, item = next(iter(result.items()))
-        key = (op_type, str(item.get("_id")))
-        queue = pending.get(key)
-        entry = queue.pop(0) if queue else _Pending("")
-        if queue is not None and not queue:
-            del pending[key]
-        line = entry.line
-        status = item.get("status")
-        if op_type == _DELETE_OP:  # a copy withheld by the status policy: remove any older one
-            if ok:
-                counts.removed_by_reason[entry.withhold or TOMBSTONE_STATUS_POLICY] += 1
-            elif status == 409:
-                counts.skipped_stale += 1  # a newer copy is there; it stays
-            elif status != 404:  # 404: it was not in the active index
-                kind, text = _reason(item)
-                counts.rejected[kind] += 1
-                if not entry.refused:
-                    entry.refused = True
-                    counts.rejected_documents += 1
-                dead.write(item.get("_index"), item.get("_id"), status, text, line)
-            continue
-        if not ok and status != 409 and not entry.refused:
-            entry.refused = True
-            counts.rejected_documents += 1
-        if op_type == _ACTIVE_OP:
-            if ok:
-                if item.get("result") == "created":
-                    counts.indexed += 1
-                else:
-                    counts.updated += 1
-            elif status == 409:
-                counts.skipped_stale += 1
-            else:
-                kind, text = _reason(item)
-                counts.rejected[kind] += 1
-                dead.write(item.get("_index"), item.get("_id"), status, text, line)
-        elif ok:
-            counts.history_written += 1
-        elif status == 409:
-            counts.history_existing += 1
-        else:
-            kind, text = _reason(item)
-            counts.history_rejected += 1
-            counts.history_rejected_by_type[kind] += 1
-            dead.write(item.get("_index"), item.get("_id"), status, text, line)
+    requests = _requests(entries, client=client, tombstone_index=tombstone_index, batch=chunk_docs,
+                         chunk_bytes=chunk_bytes, active_index=active_index, history_index=history_index,
+                         counts=counts)
+    retry = _Retry(max_retries, initial_backoff, max_backoff)
+    in_flight: deque[_Request] = deque()
+    with ThreadPoolExecutor(max_workers=int(max_in_flight), thread_name_prefix="tq-bulk") as pool:
+        try:
+            for request in requests:
+                # Settle in order: the oldest first, and every request up to the last that shares an id.
+                while in_flight and (len(in_flight) >= max_in_flight
+                                     or any(not request.ids.isdisjoint(r.ids) for r in in_flight)):
+                    _settle(in_flight.popleft(), counts, dead)
+                request.future = pool.submit(_send, client, request, retry)
+                in_flight.append(request)
+            while in_flight:
+                _settle(in_flight.popleft(), counts, dead)
+        except BaseException:
+            for request in in_flight:
+                if request.future is not None:
+                    request.future.cancel()
+            raise
     log.info("load: %s", counts.as_dict())
     return counts
 

@@ -17,3 +17,6 @@ TOMBSTONE_INDEX = "threatq-ioc-tombstones"
 #: Largest bulk request body, and most documents per bulk request.
 DEFAULT_CHUNK_BYTES = 5 * 1024 * 1024
 DEFAULT_CHUNK_DOCS = 2000
+#: Most bulk requests in flight at once (the loader builds the next while these are answered).
+#: Two keep a small (1-3 node) cluster's write threads busy without queueing into 429s.
+DEFAULT_MAX_IN_FLIGHT = 2

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
-from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_DOCS
+from threatq_provider.elasticsearch.names import (
+    ACTIVE_ALIAS,
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_CHUNK_DOCS,
+    DEFAULT_MAX_IN_FLIGHT,
+)
 from threatq_provider.operators._common import (
     UNSET,
     ElasticsearchHookMixin,
@@ -56,6 +61,17 @@ def _observed_at(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
+def _positive_int(name: str, value: Any) -> int:
+    """A rendered setting as a positive int, or a ValueError naming it."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}") from None
+    if number < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return number
+
+
 class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
 
@@ -78,12 +94,14 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     :param write_history: also append every version to the daily history indices.
     :param chunk_bytes: largest bulk request in bytes.
     :param chunk_docs: most documents per bulk request.
+    :param max_in_flight: most bulk requests awaiting Elasticsearch's answer at once (default 2,
+        for a small cluster; raise it with the cluster's data nodes and write threads). (templated)
     :param index_prefix: prefix of every index/alias/template name (default none: Elastic's names).
     :return: XCom ``{"path", "dead_letter_path", "templates", <LoadCounts.as_dict()>}``.
     """
 
     template_fields: Sequence[str] = ("source_path", "dead_letter_path", "max_rejects", "max_reject_ratio",
-                                      "observed_at", "max_future_skew")
+                                      "observed_at", "max_future_skew", "max_in_flight")
     ui_color = "#e0f0fe"
 
     def __init__(
@@ -100,6 +118,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         write_history: bool = True,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_docs: int = DEFAULT_CHUNK_DOCS,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         index_prefix: str = "",
         **kwargs: Any,
     ) -> None:
@@ -115,6 +134,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         self.write_history = write_history
         self.chunk_bytes = chunk_bytes
         self.chunk_docs = chunk_docs
+        self.max_in_flight = max_in_flight
         self.index_prefix = index_prefix
 
     @fail_fast
@@ -131,6 +151,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         try:
             observed_part(observed_at)
             max_future_skew = parse_duration(str(self.max_future_skew))
+            max_in_flight = _positive_int("max_in_flight", self.max_in_flight)
         except ValueError as exc:  # a wrong clock or a typo: no retry heals it
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         names = IndexNames(self.index_prefix)
@@ -146,7 +167,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
                                      history_date=context.get("data_interval_end"), observed_at=observed_at,
                                      tombstone_index=names.tombstone_index, max_future_skew=max_future_skew,
                                      history_prefix=names.history_prefix if self.write_history else None,
-                                     chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs))
+                                     chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs),
+                                     max_in_flight=max_in_flight)
         finally:
             # Release the client's connection pool whether the load succeeded or not.
             self.hook.close()

@@ -95,3 +95,50 @@ def test_a_status_outside_the_policy_is_never_written_and_a_wider_policy_lets_re
     later = _load(es, names, _version("Review", t0), observed=t0 + timedelta(minutes=30), options=wider)
     assert later.indexed == 1
     assert _active(es, names) == {"4242": "Review"}
+
+
+def _copies(iid: int, status: str, updated: datetime) -> str:
+    import json
+
+    line = json.loads(_version(status, updated))
+    return json.dumps({**line, "id": iid, "value": f"198.51.100.{iid % 250}"})
+
+
+def _state(es, names: IndexNames) -> dict:
+    es.indices.refresh(index=f"{names.active_alias},{names.tombstone_index}")
+    active = es.search(index=names.active_alias, size=100, version=True)["hits"]["hits"]
+    stones = es.search(index=names.tombstone_index, size=100, version=True)["hits"]["hits"]
+    return {"active": sorted((h["_id"], h["_version"], h["_source"]["threatq"]["status"]["name"]) for h in active),
+            "tombstones": sorted((h["_id"], h["_version"], h["_source"]["reason"]) for h in stones)}
+
+
+def test_requests_in_flight_load_what_one_request_at_a_time_loads(es_client, es_index_prefix):
+    """Issue 17: four bulk requests in flight, one line each, the same indicators several times in
+    one file (Active, then Whitelisted: withheld with a tombstone, then an older Active copy the
+    tombstone stops, then Active again, newer): counts, active index and tombstones are exactly
+    those of a load one request at a time."""
+    t0 = NOW - timedelta(hours=5)
+    rounds = [("Active", t0), ("Whitelisted", t0 + timedelta(hours=1)), ("Active", t0 + timedelta(minutes=30)),
+              ("Active", t0 + timedelta(hours=2))]
+    # Round after round over three ids: each id's next copy is three requests later, while its
+    # previous one can still be in flight.
+    raw = [_copies(iid, status, updated) for status, updated in rounds for iid in (5001, 5002, 5003)]
+    out, rejects = io.StringIO(), io.StringIO()
+    transform_stream(raw, out, rejects, now=NOW, options=EcsOptions())
+    lines = out.getvalue().splitlines()
+    results = []
+    for run, in_flight in (("serial", 1), ("parallel", 4)):
+        names = IndexNames(f"{es_index_prefix}{run}-")
+        install_templates(es_client, prefix=names.prefix)
+        counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=names.history_prefix,
+                             history_date=NOW, observed_at=NOW, tombstone_index=names.tombstone_index, now=NOW,
+                             chunk_docs=1, max_in_flight=in_flight)
+        results.append((counts.as_dict(), _state(es_client, names)))
+
+    (serial_counts, serial_state), (parallel_counts, parallel_state) = results
+    assert parallel_counts == serial_counts and parallel_state == serial_state
+    assert serial_counts["read"] == 12 and serial_counts["history_written"] == 12
+    assert serial_counts["withheld_by_reason"] == {"status_policy": 3}
+    assert serial_counts["removed_by_reason"] == {"status_policy": 3} and serial_counts["skipped_deleted"] == 3
+    assert [status for _, _, status in serial_state["active"]] == ["Active"] * 3
+    assert [reason for _, _, reason in serial_state["tombstones"]] == ["status_policy"] * 3

@@ -193,3 +193,14 @@ def test_the_opt_in_lets_credentials_go_over_http_with_a_warning(monkeypatch, ca
     kwargs = ElasticsearchEcsHook(elasticsearch_conn_id="es_lab").client_kwargs()
     assert kwargs["basic_auth"] == ("elastic", CANARY)
     assert "sends its password over plain http" in caplog.text and CANARY not in caplog.text
+
+
+def test_the_hooks_client_speaks_json_through_orjson(monkeypatch):
+    from elasticsearch.serializer import OrjsonSerializer
+
+    monkeypatch.setenv("AIRFLOW_CONN_ES_ORJSON", json.dumps({"conn_type": "elasticsearch_ecs",
+                                                             "host": "http://es.example.test:9200"}))
+    client = ElasticsearchEcsHook(elasticsearch_conn_id="es_orjson").get_client()
+
+    for mimetype in ("application/json", "application/vnd.elasticsearch+json"):
+        assert isinstance(client.transport.serializers.get_serializer(mimetype), OrjsonSerializer)

@@ -46,8 +46,11 @@ def fake_client(*, reject_ids=(), throttle_once=(), block_history=False, tombsto
         def bulk(self, *, operations, **kwargs):
             state["requests"] += 1
             items = []
-            for header, body in zip(operations[::2], operations[1::2]):
-                (op, meta), = json.loads(header).items()
+            lines = operations.splitlines() if isinstance(operations, bytes) else list(operations)
+            while lines:
+                (op, meta), = json.loads(lines.pop(0)).items()
+                if op != "delete":
+                    lines.pop(0)  # the document
                 doc_id = meta["_id"]
                 base = {"_index": meta["_index"], "_id": doc_id}
                 if doc_id in throttle_once and doc_id not in state["throttled"]:
@@ -352,3 +355,158 @@ def test_history_label_is_set_on_lines_without_one_or_in_another_layout():
     assert _json.loads(history_line('{"threatq": {"id": 1}}'))["labels"] == {"is_ioc_transform_source": "true"}
     spaced = '{"threatq": {"id": 1}, "labels": {"is_ioc_transform_source": "false", "team": "soc"}}'
     assert _json.loads(history_line(spaced))["labels"] == {"is_ioc_transform_source": "true", "team": "soc"}
+
+
+def test_history_label_works_on_bytes_as_on_text():
+    from threatq_provider.elasticsearch.loader import history_line
+
+    line = '{"threatq":{"id":1},"note":"é","labels":{"is_ioc_transform_source":"false"}}'
+    assert history_line(line.encode()) == history_line(line).encode()
+    assert json.loads(history_line(b'{"threatq": {"id": 1}}'))["labels"] == {"is_ioc_transform_source": "true"}
+
+
+# ---- requests in flight (issue 17) ----------------------------------------------------------
+
+def _ids_of(operations):
+    return {json.loads(line)[next(iter(json.loads(line)))]["_id"].split("-")[0]
+            for line in operations.splitlines() if line.startswith((b'{"index"', b'{"create"', b'{"delete"'))}
+
+
+def test_requests_are_sent_concurrently_up_to_max_in_flight():
+    import threading
+
+    client, state = fake_client()
+    inner = type(client).bulk
+    lock = threading.Lock()
+    live = {"now": 0, "peak": 0}
+    both_in = threading.Barrier(2, timeout=10)
+
+    def bulk(self, *, operations, **kwargs):
+        with lock:
+            live["now"] += 1
+            live["peak"] = max(live["peak"], live["now"])
+        try:
+            if state["requests"] < 2:
+                both_in.wait()  # the first two requests are answered only once both were sent
+            return inner(self, operations=operations, **kwargs)
+        finally:
+            with lock:
+                live["now"] -= 1
+
+    type(client).bulk = bulk
+    counts = load_ndjson(client, [doc(i) for i in range(12)], chunk_docs=2, max_in_flight=2, history_prefix=None)
+
+    assert live["peak"] == 2 and state["requests"] == 6
+    assert counts.indexed == 12 and counts.read == 12
+
+
+def test_a_request_sharing_an_id_with_one_in_flight_waits_for_it():
+    import threading
+    import time
+
+    client, state = fake_client()
+    inner = type(client).bulk
+    lock = threading.Lock()
+    in_flight: list[set[str]] = []
+    overlaps = []
+
+    def bulk(self, *, operations, **kwargs):
+        ids = _ids_of(operations)
+        with lock:
+            overlaps.extend(ids & other for other in in_flight if ids & other)
+            in_flight.append(ids)
+        time.sleep(0.02)
+        try:
+            return inner(self, operations=operations, **kwargs)
+        finally:
+            with lock:
+                in_flight.remove(ids)
+
+    type(client).bulk = bulk
+    # id 1 in the first and the third request: the third waits; 2, 3 and 4 do not.
+    lines = [doc(1), doc(2), doc(3), doc(1, "2026-11-20T11:00:00.000Z"), doc(4)]
+    counts = load_ndjson(client, lines, chunk_docs=1, max_in_flight=3, history_prefix=None)
+
+    assert overlaps == []
+    assert (counts.indexed, counts.updated, counts.skipped_stale) == (4, 1, 0)  # as one request at a time
+    assert state["versions"]["1"] == external_version(T0_S + 3600, 0)
+
+
+def test_a_failed_request_fails_the_load_and_nothing_after_it_is_counted():
+    from elastic_transport import ConnectionError as TransportConnectionError
+
+    client, state = fake_client()
+    inner = type(client).bulk
+
+    def bulk(self, *, operations, **kwargs):
+        if b'"_id":"3"' in operations:
+            raise TransportConnectionError("connection refused")
+        return inner(self, operations=operations, **kwargs)
+
+    type(client).bulk = bulk
+    with pytest.raises(TransportConnectionError):
+        load_ndjson(client, [doc(i) for i in range(8)], chunk_docs=1, max_in_flight=2, history_prefix=None)
+
+
+def test_a_whole_request_answered_429_is_sent_again():
+    from elasticsearch import ApiError
+    from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+
+    client, state = fake_client()
+    inner = type(client).bulk
+    calls = []
+
+    def bulk(self, *, operations, **kwargs):
+        calls.append(operations)
+        if len(calls) == 1:
+            meta = ApiResponseMeta(status=429, http_version="1.1", headers=HttpHeaders(), duration=0.0,
+                                   node=NodeConfig("http", "fake.invalid", 9200))
+            raise ApiError("es_rejected_execution_exception", meta=meta, body={})
+        return inner(self, operations=operations, **kwargs)
+
+    type(client).bulk = bulk
+    counts = load_ndjson(client, [doc(1), doc(2)], history_prefix="h-", initial_backoff=0.01)
+
+    assert calls[0] == calls[1] and counts.indexed == 2 and counts.history_written == 2
+
+
+def test_item_429s_are_retried_alone_and_their_results_land_on_the_right_lines():
+    client, state = fake_client(throttle_once={"2"}, reject_ids={"3"})
+    sent = []
+    inner = type(client).bulk
+
+    def bulk(self, *, operations, **kwargs):
+        sent.append(operations)
+        return inner(self, operations=operations, **kwargs)
+
+    type(client).bulk = bulk
+    dead = io.StringIO()
+    counts = load_ndjson(client, [doc(1), doc(2), doc(3)], history_prefix=None, dead_letter=dead,
+                         initial_backoff=0.01)
+
+    assert len(sent) == 2 and _ids_of(sent[1]) == {"2"}
+    assert counts.indexed == 2 and dict(counts.rejected) == {"document_parsing_exception": 1}
+    assert [json.loads(x)["id"] for x in dead.getvalue().splitlines()] == ["3"]
+
+
+def test_max_in_flight_below_one_is_refused():
+    client, _ = fake_client()
+    with pytest.raises(ValueError, match="max_in_flight"):
+        load_ndjson(client, [doc(1)], max_in_flight=0)
+
+
+def test_a_line_that_is_not_utf8_is_an_invalid_json_reject_not_a_crash():
+    client, _ = fake_client()
+    dead = io.StringIO()
+
+    counts = load_ndjson(client, [b'{"threatq":{"id":"\xff"}}', doc(2)], dead_letter=dead, history_prefix=None)
+
+    assert dict(counts.rejected) == {"invalid_json": 1} and counts.indexed == 1
+    assert json.loads(dead.getvalue())["document"] == '{"threatq":{"id":"\ufffd"}}'
+
+
+def test_integers_beyond_64_bits_are_read_as_before():
+    client, state = fake_client()
+    counts = load_ndjson(client, ['{"@timestamp":"2026-11-20T10:00:00.000Z","threatq":{"id":1,"n":%d}}' % 2**70],
+                         history_prefix=None)
+    assert counts.indexed == 1

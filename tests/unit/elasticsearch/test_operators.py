@@ -116,6 +116,8 @@ def test_a_refused_connection_fails_the_task_without_a_retry(monkeypatch, make):
     ({"observed_at": "yesterday"}, "observed_at is not an ISO-8601 date-time: 'yesterday'"),
     ({"observed_at": "2019-06-01T00:00:00Z"}, "observed_at 2019-06-01T00:00:00+00:00 is outside 2020-01-01"),
     ({"max_future_skew": "1w"}, "duration '1w'"),
+    ({"max_in_flight": "0"}, "max_in_flight must be a positive integer, not '0'"),
+    ({"max_in_flight": "two"}, "max_in_flight must be a positive integer, not 'two'"),
 ])
 def test_load_operator_fails_fast_on_a_bad_clock_or_skew_before_any_request(kwargs, message, tmp_path):
     from airflow.providers.common.compat.sdk import AirflowFailException
@@ -141,11 +143,13 @@ def test_load_operator_passes_the_polls_time_and_the_prefixed_tombstone_index(mo
     source = tmp_path / "ecs.ndjson"
     source.write_text("")
     op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{source}", install_templates=False,
-                                   index_prefix="t-", observed_at="2026-11-20T10:05:00Z", max_future_skew="12h")
+                                   index_prefix="t-", observed_at="2026-11-20T10:05:00Z", max_future_skew="12h",
+                                   max_in_flight="4")
     op.__dict__["hook"] = _ClosingHook()
 
     op.execute({})
 
+    assert seen["max_in_flight"] == 4
     assert seen["observed_at"] == datetime(2026, 11, 20, 10, 5, tzinfo=timezone.utc)
     assert (seen["tombstone_index"], seen["max_future_skew"]) == ("t-threatq-ioc-tombstones", timedelta(hours=12))
 
