@@ -26,5 +26,6 @@ pytest_plugins = [
     "tests.fixtures.airflow",
     "tests.fixtures.threatq",
     "tests.fixtures.elasticsearch",
+    "tests.fixtures.opensearch",
     "tests.fixtures.misp",
 ]
