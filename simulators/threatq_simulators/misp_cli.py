@@ -4,27 +4,25 @@ Example::
 
     misp-double --port 8481 --api-key my-test-key --faults faults.json
 
-``faults.json`` holds a list of fault rules, e.g.
-``[{"method": "POST", "path": "^events/restSearch", "status": 429, "times": 2}]``.
+``faults.json`` is a fault plan in the schema both simulators share (threatq_simulators.faults),
+e.g. ``[{"method": "POST", "path_regex": "^/events/restSearch", "status": 429, "times": 2}]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
-from pathlib import Path
 
 from threatq_simulators.misp_double import (
     DEFAULT_API_KEY,
     DEFAULT_SHARING_GROUPS,
     MISP_VERSION,
-    FaultRule,
     MispDouble,
 )
+from threatq_simulators.faults import MISP, FaultPlan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8481, help="TCP port (0 = any free port)")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY,
                         help="the API key clients must send in the Authorization header")
-    parser.add_argument("--faults", type=Path, default=None,
-                        help="JSON file with a list of fault rules (method, path, status, delay, non_json, "
-                        "drop, skip, times, headers, body)")
+    parser.add_argument("--faults", default=None,
+                        help="fault plan: JSON file path or inline JSON list of rules (the schema threatq-sim "
+                        "uses: method, path_regex, nth, times, status, headers, body, delay_s, action)")
     parser.add_argument("--sharing-group", action="append", default=None, dest="sharing_groups",
                         help=f"sharing group name offered to the user (repeatable; default: "
                         f"{', '.join(DEFAULT_SHARING_GROUPS)})")
@@ -52,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Start the double and serve until SIGINT/SIGTERM. :return: exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    faults = [FaultRule.from_dict(r) for r in json.loads(args.faults.read_text())] if args.faults else []
+    try:
+        faults = (FaultPlan.from_json(args.faults) if args.faults else FaultPlan()).bind(MISP)
+    except (OSError, ValueError) as exc:  # a missing file, bad JSON, a bad or ThreatQ-only rule
+        parser.error(f"--faults: {exc}")
     double = MispDouble(args.host, args.port, args.api_key, faults=faults,
                         sharing_groups=tuple(args.sharing_groups or DEFAULT_SHARING_GROUPS),
                         version=args.misp_version)

@@ -25,8 +25,10 @@ the exporter relies on:
 * event reports (``eventReports/add|edit|view|index|delete``, as EventReportsController answers
   REST calls): UUID unique instance-wide (deleted reports included), distribution 0–5, add/edit/
   delete unpublish the event, the full event view lists the live ones under ``EventReport``;
-* faults as data: ``FaultRule`` (match method, path regex, skip/times) → status, headers, body,
-  delay, non-JSON 200 or a dropped connection.
+* faults as data: the fault plan both simulators share (:mod:`threatq_simulators.faults`: match
+  method, regex on ``/path?query``, nth/times → status with headers and body, delay, reset, close,
+  commit_then_reset, truncate, malformed), also at run time through ``/_sim/faults``; a 429 gets
+  MISP's ``X-Rate-Limit-*`` headers unless the rule sets them.
 
 It imports nothing from the provider's MISP mapping, hook or exporter, so one bug cannot hide on
 both sides. Ground truth: ``events()``, ``requests()`` (a log without bodies).
@@ -45,14 +47,16 @@ import time
 import uuid as uuidlib
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from importlib.resources import files
 from typing import Any
+from urllib.parse import unquote_plus, urlsplit
 
 from pymisp.abstract import describe_types as _DESCRIBE_TYPES
 from pymisp.tools.attributevalidationtool import AttributeValidationTool
 
-from threatq_simulators._http import BackgroundServer
+from threatq_simulators._http import BackgroundServer, FaultingHandler, Reply
+from threatq_simulators.faults import MISP, FaultPlan, FaultRule, control
 
 log = logging.getLogger(__name__)
 
@@ -63,47 +67,6 @@ AUTH_FAILED = ("Authentication failed. Please make sure you pass the API key of 
                "the Authorization header.")
 DEFAULT_SHARING_GROUPS: tuple[str, ...] = ("ThreatQ partners", "National CERT network")
 _ORG = {"id": "1", "name": "ORGNAME", "uuid": "c5de83b4-36ba-49d6-9530-2a315caeece6", "local": True}
-
-
-@dataclass
-class FaultRule:
-    """One injected fault. Matching requests beyond ``skip`` get the fault, at most ``times`` times.
-
-    :param method: HTTP method to match (None = any).
-    :param path: regular expression searched in the request path (None = any).
-    :param status: HTTP status to answer with (None = answer normally after ``delay``).
-    :param body: response body (JSON text unless ``non_json``); MISP-like JSON error when None.
-    :param headers: extra response headers (429 gets ``X-Rate-Limit-*`` by default).
-    :param delay: seconds to wait before answering (drives client timeouts).
-    :param non_json: answer 200 with an HTML page, as a proxy error page would.
-    :param drop: close the connection without answering.
-    :param skip: let this many matching requests through first.
-    :param times: apply at most this many times (None = forever).
-    """
-
-    method: str | None = None
-    path: str | None = None
-    status: int | None = None
-    body: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    non_json: bool = False
-    drop: bool = False
-    skip: int = 0
-    times: int | None = None
-    seen: int = 0
-    applied: int = 0
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaultRule:
-        """Build a rule from a JSON object (the CLI's ``--faults`` file holds a list of them)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k not in ("seen", "applied")}
-        return cls(**known)
-
-    def matches(self, method: str, path: str) -> bool:
-        if self.method and self.method.upper() != method:
-            return False
-        return not (self.path and not re.search(self.path, path))
 
 
 @dataclass(frozen=True)
@@ -245,19 +208,21 @@ class MispDouble(BackgroundServer):
     :param host: interface to bind.
     :param port: TCP port; 0 picks a free one.
     :param api_key: the only API key accepted.
-    :param faults: fault rules applied in order (see ``FaultRule``); ``add_fault`` adds more later.
+    :param faults: the fault plan (a ``FaultPlan`` or its rules, as ``FaultRule`` or dicts; the
+        schema both simulators share, :mod:`threatq_simulators.faults`); ``add_fault`` adds more later.
     :param sharing_groups: names of the sharing groups the user may use (ids 1, 2, …).
     :param version: MISP version reported by ``servers/getVersion``.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = DEFAULT_API_KEY, *,
-                 faults: list[FaultRule] | tuple[FaultRule, ...] = (),
+                 faults: FaultPlan | list[FaultRule | dict[str, Any]] | tuple[FaultRule, ...] = (),
                  sharing_groups: tuple[str, ...] = DEFAULT_SHARING_GROUPS, version: str = MISP_VERSION) -> None:
         self.host = host
         self.port = port
         self.api_key = api_key
         self.version = version
-        self.faults: list[FaultRule] = list(faults)
+        # Bound to this server: a ThreatQ-only rule (data faults, expire_token) is refused here.
+        self.faults = (faults if isinstance(faults, FaultPlan) else FaultPlan(faults)).bind(MISP)
         self._state = _State(tuple(sharing_groups))
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -308,10 +273,7 @@ class MispDouble(BackgroundServer):
 
     def add_fault(self, rule: FaultRule | dict[str, Any]) -> FaultRule:
         """Append a fault rule (a ``FaultRule`` or its dict form). :return: the rule."""
-        rule = rule if isinstance(rule, FaultRule) else FaultRule.from_dict(rule)
-        with self._state.lock:
-            self.faults.append(rule)
-        return rule
+        return self.faults.add(rule)
 
     def sharing_group_id(self, name: str) -> str:
         """Id of a sharing group by name."""
@@ -985,11 +947,11 @@ def _count_attributes(body: Any) -> int:
     return 0
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FaultingHandler):
     double: MispDouble  # set on the per-server subclass
-    protocol_version = "HTTP/1.1"
     server_version = "Apache"  # MISP usually sits behind Apache or nginx
     sys_version = ""
+    _logged: tuple[str, str, bytes] | None = None  # (method, path, body) of the request being answered
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("misp-double: " + format, *args)
@@ -1009,95 +971,68 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._dispatch("DELETE")
 
-    def _fault(self, method: str, path: str) -> FaultRule | None:
-        d = self.double
-        with d._state.lock:
-            for rule in d.faults:
-                if not rule.matches(method, path):
-                    continue
-                rule.seen += 1
-                if rule.seen <= rule.skip or (rule.times is not None and rule.applied >= rule.times):
-                    continue
-                rule.applied += 1
-                return rule
-        return None
-
     def _dispatch(self, method: str) -> None:
         d = self.double
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        path = self.path.split("?", 1)[0].lstrip("/")
-        rule = self._fault(method, path)
-        if rule is not None:
-            if rule.delay:
-                time.sleep(rule.delay)
-            if rule.drop:
-                self._record(method, path, 0, raw, fault=True)
-                self.close_connection = True
-                self.connection.shutdown(2)
-                return
-            # Recorded before the answer leaves: a client that has its answer must find its request
-            # in the log (tests read it right after the call returns).
-            if rule.non_json:
-                self._record(method, path, 200, raw, fault=True)
-                self._send(200, b"<html><body>502 Bad Gateway (proxy)</body></html>", "text/html", {})
-                return
-            if rule.status is not None:
-                headers = dict(rule.headers)
-                if rule.status == 429:
-                    headers.setdefault("X-Rate-Limit-Limit", "5000")
-                    headers.setdefault("X-Rate-Limit-Remaining", "0")
-                    headers.setdefault("X-Rate-Limit-Reset", "900")
-                text = rule.body if rule.body is not None else json.dumps(
-                    {"name": "Rate limit exceeded." if rule.status == 429 else "Injected fault",
-                     "message": "Rate limit exceeded." if rule.status == 429 else "Injected fault",
-                     "url": "/" + path})
-                self._record(method, path, rule.status, raw, fault=True)
-                self._send(rule.status, text.encode(), "application/json", headers)
-                return
+        parts = urlsplit(self.path)
+        path = parts.path.lstrip("/")
+        if path.rstrip("/") == "_sim/faults":  # control plane: no auth, no faults, not logged
+            self._logged = None
+            status, body = control(d.faults, method, raw)
+            self.send_reply(Reply(status, b"" if body is None else json.dumps(body).encode()))
+            return
+        self._logged = (method, path, raw)
+        # Rules see "/path?query" (query decoded), as on the ThreatQ simulator.
+        rule = d.faults.match(method, parts.path, unquote_plus(parts.query))
+        self.serve(rule, lambda: self._answer(method, path, raw), lambda r: self._fault_reply(r, path))
+
+    def _fault_reply(self, rule: FaultRule, path: str) -> Reply:
+        def misp_error(status: int) -> dict[str, str]:
+            message = "Rate limit exceeded." if status == 429 else "Injected fault"
+            return {"name": message, "message": message, "url": "/" + path}
+
+        reply = self.error_body(rule, misp_error)
+        if reply.status == 429:  # as MISP's rate limiter answers
+            reply.headers.setdefault("X-Rate-Limit-Limit", "5000")
+            reply.headers.setdefault("X-Rate-Limit-Remaining", "0")
+            reply.headers.setdefault("X-Rate-Limit-Reset", "900")
+        return reply
+
+    def _answer(self, method: str, path: str, raw: bytes) -> Reply:
+        """The real answer: API-key check, JSON body, routing."""
+        d = self.double
         key = self.headers.get("Authorization") or self.headers.get("X-MISP-AUTH") or ""
-        if key.strip() != d.api_key:
-            self._reply(method, path, raw, _exception_body(403, AUTH_FAILED, "/" + path))
-            return
         try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            self._reply(method, path, raw, _exception_body(400, "Invalid JSON in the request body.", "/" + path))
-            return
-        try:
-            status, payload, headers = d.handle(method, path, body)
+            if key.strip() != d.api_key:
+                raise _exception_body(403, AUTH_FAILED, "/" + path)
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                raise _exception_body(400, "Invalid JSON in the request body.", "/" + path) from None
+            try:
+                status, payload, headers = d.handle(method, path, body)
+            except _Reply:
+                raise
+            except Exception:  # a bug in the double must answer like MISP's 500, not hang the client
+                log.exception("misp-double: internal error on %s %s", method, path)
+                raise _exception_body(500, "An Internal Error Has Occurred.", "/" + path) from None
         except _Reply as reply:
-            self._reply(method, path, raw, reply)
+            status, payload, headers = reply.status, reply.body, reply.headers
+        return Reply(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def record(self, status: int, *, faulted: bool) -> None:
+        # Recorded before the answer leaves: a client that has its answer must find its request
+        # in the log (tests read it right after the call returns).
+        if self._logged is None:
             return
-        except Exception:  # a bug in the double must answer like MISP's 500, not hang the client
-            log.exception("misp-double: internal error on %s %s", method, path)
-            self._reply(method, path, raw, _exception_body(500, "An Internal Error Has Occurred.", "/" + path))
-            return
-        self._reply(method, path, raw, _Reply(status, payload, headers))
-
-    def _reply(self, method: str, path: str, raw: bytes, reply: _Reply) -> None:
-        data = json.dumps(reply.body).encode()
-        self._record(method, path, reply.status, raw)
-        self._send(reply.status, b"" if method == "HEAD" else data, "application/json", reply.headers,
-                   length=len(data) if method == "HEAD" else None)
-
-    def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str], length: int | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data) if length is None else length))
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    def _record(self, method: str, path: str, status: int, raw: bytes, fault: bool = False) -> None:
+        method, path, raw = self._logged
         try:
             count = _count_attributes(json.loads(raw)) if raw else 0
         except ValueError:
             count = 0
         with self.double._state.lock:
-            self.double._state.log.append(RequestRecord(method, path, status, count, len(raw), fault))
+            self.double._state.log.append(RequestRecord(method, path, status, count, len(raw), faulted))
 
 
 def record_as_dict(record: RequestRecord) -> dict[str, Any]:

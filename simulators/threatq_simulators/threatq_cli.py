@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 from threatq_simulators.corpus import Corpus
-from threatq_simulators.faults import FaultPlan
+from threatq_simulators.faults import THREATQ, FaultPlan
 from threatq_simulators.threatq_sim import (
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
@@ -87,11 +87,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     :param argv: arguments (default: ``sys.argv[1:]``).
     :return: process exit code.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     start, end = corpus_bounds(args.start, args.end, now=datetime.now(timezone.utc).replace(microsecond=0))
     corpus = Corpus(seed=args.seed, indicators=args.indicators, events=args.events, start=start,
                     end=end, investigations=args.investigations, id_offset=args.id_offset)
-    faults = FaultPlan.from_json(args.faults) if args.faults else FaultPlan()
+    try:
+        faults = (FaultPlan.from_json(args.faults) if args.faults else FaultPlan()).bind(THREATQ)
+    except (OSError, ValueError) as exc:  # a missing file, bad JSON, a bad or foreign rule
+        parser.error(f"--faults: {exc}")
     sim = ThreatQSimulator(corpus, host=args.host, port=args.port, client_id=args.client_id,
                            username=args.username, password=args.password, client_secret=args.client_secret,
                            token_ttl_s=args.token_ttl, mode=args.mode, faults=faults, max_limit=args.max_limit)

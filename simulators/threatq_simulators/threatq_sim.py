@@ -90,13 +90,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
-from threatq_simulators._http import BackgroundServer
+from threatq_simulators._http import BackgroundServer, FaultingHandler
+from threatq_simulators._http import Reply as Response
 from threatq_simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
-from threatq_simulators.faults import DEFAULT_NEST_DEPTH, FaultPlan, FaultRule
+from threatq_simulators.faults import DEFAULT_NEST_DEPTH, THREATQ, FaultPlan, FaultRule, control
 from threatq_simulators.query import QueryError, compile_expr
 from threatq_simulators.shaping import (
     EVENT_RELATIONS,
@@ -146,18 +147,6 @@ def form1(field: str, message: str, status: int = 400) -> ApiError:
 def form2(message: str, status: int = 400) -> ApiError:
     """Recorded error form 2: ``{"errors":[message]}``."""
     return ApiError(status, {"errors": [message]})
-
-
-class Response:
-    """A prepared answer: status, body bytes, content type, headers."""
-
-    __slots__ = ("status", "body", "content_type", "headers")
-
-    def __init__(self, status: int, body: bytes, content_type: str = _JSON, headers: Mapping[str, str] | None = None):
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = dict(headers or {})
 
 
 def _dumps(obj: Any) -> bytes:
@@ -268,7 +257,8 @@ class ThreatQSimulator(BackgroundServer):
         self.client_secret = client_secret
         self.token_ttl_s = int(token_ttl_s)
         self.mode = mode
-        self.faults = faults if faults is not None else FaultPlan()
+        # Bound to this server: a rule of another server's extension is refused here, not ignored.
+        self.faults = (faults if faults is not None else FaultPlan()).bind(THREATQ)
         self.max_limit = int(max_limit)
         self.default_limit = int(default_limit)
         self.empty_page = empty_page
@@ -1000,21 +990,8 @@ class ThreatQSimulator(BackgroundServer):
         """``/_sim/...``: faults, token expiry, stats (no auth, no faults)."""
         path = req.path.rstrip("/")
         if path == "/_sim/faults":
-            if req.method == "POST":
-                data = req.json([])
-                rules = data.get("rules", [data]) if isinstance(data, Mapping) and "rules" in data else data
-                if isinstance(rules, Mapping):
-                    rules = [rules]
-                try:
-                    added = [self.faults.add(FaultRule.from_dict(r)).to_dict() for r in rules]
-                except (TypeError, ValueError) as exc:
-                    return _json_response({"errors": [f"Bad fault rule: {exc}"]}, 400)
-                return _json_response({"data": added}, 201)
-            if req.method == "DELETE":
-                self.faults.clear()
-                return Response(204, b"")
-            if req.method == "GET":
-                return _json_response({"data": self.faults.to_list()})
+            status, body = control(self.faults, req.method, req.body)
+            return Response(204, b"") if body is None else _json_response(body, status)
         if path == "/_sim/expire-tokens" and req.method == "POST":
             return _json_response({"data": {"expired": self.expire_tokens()}})
         if path == "/_sim/stats":
@@ -1119,10 +1096,9 @@ class _QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FaultingHandler):
     """Thin HTTP/1.1 layer: parse, count, apply faults, delegate to the simulator, write."""
 
-    protocol_version = "HTTP/1.1"
     server_version = "ThreatQSimulator/1.0"
     sys_version = ""
     timeout = 60  # idle keep-alive connections are closed after this
@@ -1170,92 +1146,37 @@ class _Handler(BaseHTTPRequestHandler):
             sim._stats["requests"] += 1
             sim._stats["by_path"][f"{self.command} {parts.path}"] += 1
         if parts.path.startswith("/_sim/"):
-            self._send(sim.control(req))
+            self.send_reply(sim.control(req))
             return
         # rules see the decoded query ("cursorMark=*", not "cursorMark=%2A")
-        rule = sim.faults.match(self.command, parts.path, unquote_plus(parts.query))
+        query = unquote_plus(parts.query)
+        rule = sim.faults.match(self.command, parts.path, query)
         if rule is not None:
             with sim._stats_lock:
                 sim._stats["faults_triggered"] += 1
-                sim._stats["faults_by_kind"][rule.action or (str(rule.status) if rule.status else "delay")] += 1
-            if rule.delay_s:
-                time.sleep(rule.delay_s)
-            if rule.action == "reset":
-                self._reset()
-                return
-            if rule.action == "expire_token":
-                sim.expire_tokens()
-            elif rule.status is not None:
-                self._send(self._fault_response(rule))
-                return
-        data_rules = sim.faults.data_faults(self.command, parts.path, unquote_plus(parts.query))
-        if data_rules:
-            with sim._stats_lock:
-                sim._stats["faults_triggered"] += len(data_rules)
-                for data_rule in data_rules:
-                    for kind in data_rule.data_kinds:
-                        sim._stats["faults_by_kind"][kind] += 1
-        asked = _cap_limit(req, data_rules, sim.default_limit)
-        resp = sim.handle(req)
-        if data_rules:
-            resp = _apply_data_faults(req, resp, data_rules, asked)
-        if rule is not None and rule.action == "commit_then_reset":
-            # The request took effect (e.g. POST /api/events created the event); its answer is lost.
-            self._reset()
-            return
-        if rule is not None and rule.action == "truncate":
-            self._send_truncated(resp)
-            return
-        if rule is not None and rule.action == "malformed":
-            resp = Response(200, resp.body[: max(1, len(resp.body) // 3)] + b'<html>502 Bad Gateway</html>', _JSON)
-        self._send(resp)
+                sim._stats["faults_by_kind"][rule.kind] += 1
 
-    @staticmethod
-    def _fault_response(rule: FaultRule) -> Response:
-        status = int(rule.status or 500)
-        if rule.body is None:
-            body = _dumps({"errors": [f"Simulated failure ({status})."]})
-            ctype = _JSON
-        elif isinstance(rule.body, str):
-            body = rule.body.encode()
-            ctype = "text/html" if rule.body.lstrip().startswith("<") else _JSON
-        else:
-            body = _dumps(rule.body)
-            ctype = _JSON
-        return Response(status, body, ctype, rule.headers)
+        def handle() -> Response:
+            data_rules = sim.faults.data_faults(self.command, parts.path, query)
+            if data_rules:
+                with sim._stats_lock:
+                    sim._stats["faults_triggered"] += len(data_rules)
+                    for data_rule in data_rules:
+                        for kind in data_rule.data_kinds:
+                            sim._stats["faults_by_kind"][kind] += 1
+            asked = _cap_limit(req, data_rules, sim.default_limit)
+            resp = sim.handle(req)
+            return _apply_data_faults(req, resp, data_rules, asked) if data_rules else resp
 
-    def _send(self, resp: Response) -> None:
-        with self.sim._stats_lock:
-            self.sim._stats["by_status"][str(resp.status)] += 1
-        self.send_response(resp.status)
-        if resp.status != 204:
-            self.send_header("Content-Type", resp.content_type + ("; charset=utf-8" if resp.content_type == _JSON else ""))
-            self.send_header("Content-Length", str(len(resp.body)))
-        for k, v in resp.headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if resp.status != 204 and resp.body:
-            self.wfile.write(resp.body)
+        self.serve(rule, handle, lambda r: self.error_body(r, lambda status: {"errors": [f"Simulated failure ({status})."]}),
+                   hooks={"expire_token": sim.expire_tokens})
 
-    def _send_truncated(self, resp: Response) -> None:
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.end_headers()
-        self.wfile.write(resp.body[: len(resp.body) // 2])
-        self.wfile.flush()
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    def record(self, status: int, *, faulted: bool) -> None:
+        if status:
+            with self.sim._stats_lock:
+                self.sim._stats["by_status"][str(status)] += 1
 
-    def _reset(self) -> None:
-        # SO_LINGER with a zero timeout makes close() send RST instead of FIN
-        self.close_connection = True
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:
-            pass
-
+    def send_reply(self, reply: Response, *, faulted: bool = False) -> None:
+        if reply.content_type == _JSON:
+            reply = Response(reply.status, reply.body, _JSON + "; charset=utf-8", reply.headers)
+        super().send_reply(reply, faulted=faulted)

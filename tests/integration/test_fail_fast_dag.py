@@ -16,7 +16,6 @@ from tests.fixtures.misp import misp_connection_json
 from tests.fixtures.threatq import threatq_conn_json
 from tests.fixtures.tls import UntrustedTLSServer
 from threatq_simulators.faults import FaultRule
-from threatq_simulators.misp_double import FaultRule as MispFaultRule
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
 
@@ -81,8 +80,8 @@ def test_permanent_errors_fail_on_the_first_try_and_transient_ones_are_retried(
     flaky_sim = threatq_sim_factory(indicators=60, events=3)
     flaky_sim.faults.add(FaultRule(method="POST", path_regex="^/api/indicators/query", times=1, status=500))
     double = misp_double_factory()
-    flaky_double = misp_double_factory(faults=[MispFaultRule(method="POST", path="^events/add", status=500,
-                                                             times=1)])
+    flaky_double = misp_double_factory(faults=[FaultRule(method="POST", path_regex="^/events/add", status=500,
+                                                         times=1)])
     with UntrustedTLSServer() as tq_tls, UntrustedTLSServer() as misp_tls:
         for conn_id, conn in {
             "THREATQ_DEFAULT": threatq_conn_json(sim),

@@ -66,8 +66,8 @@ def test_call_raises_typed_errors_instead_of_returning_dicts(misp_conn, caplog):
 def test_reads_are_retried_on_503_and_429(misp_conn):
     hook = MispHook()
     client = hook.get_client()
-    misp_conn.add_fault({"method": "GET", "path": "^sharingGroups/index", "status": 503, "times": 1})
-    misp_conn.add_fault({"method": "GET", "path": "^sharingGroups/index", "status": 429, "times": 1,
+    misp_conn.add_fault({"method": "GET", "path_regex": "^/sharingGroups/index", "status": 503, "times": 1})
+    misp_conn.add_fault({"method": "GET", "path_regex": "^/sharingGroups/index", "status": 429, "times": 1,
                          "headers": {"Retry-After": "0"}})
     groups = hook.call("list sharing groups", "sharing_groups")
     assert [g["SharingGroup"]["name"] for g in groups][:1] == ["ThreatQ partners"]
@@ -77,7 +77,7 @@ def test_reads_are_retried_on_503_and_429(misp_conn):
 
 def test_writes_are_not_retried_by_the_client(misp_conn):
     hook = MispHook()
-    misp_conn.add_fault({"method": "POST", "path": "^events/add", "status": 503, "times": 1})
+    misp_conn.add_fault({"method": "POST", "path_regex": "^/events/add", "status": 503, "times": 1})
     from pymisp import MISPEvent
 
     from threatq_provider.misp.errors import MispServerError

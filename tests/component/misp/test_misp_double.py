@@ -123,7 +123,7 @@ def test_rest_search_filters_and_rate_limit_fault(double, pymisp_client):
     pymisp_client.add_event(two)
     assert [e["Event"]["info"] for e in pymisp_client.search(eventinfo="alpha%")] == ["alpha one"]
     assert [e["Event"]["uuid"] for e in pymisp_client.search(tags=["tlp:green"], metadata=True)] == [one.uuid]
-    double.add_fault({"method": "POST", "path": "^events/restSearch", "status": 429, "times": 1})
+    double.add_fault({"method": "POST", "path_regex": "^/events/restSearch", "status": 429, "times": 1})
     assert pymisp_client.search(eventinfo="alpha%")["errors"][0] == 429
     assert any(r.status == 429 and r.fault for r in double.requests())
 

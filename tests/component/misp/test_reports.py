@@ -15,7 +15,7 @@ from tests.component.misp.test_share import share
 from tests.fixtures.misp import misp_connection_json
 from threatq_provider.misp.mapping import event_uuid, report_uuid
 from threatq_provider.operators.share import MispSendInvestigationOperator, MispShareEventOperator
-from threatq_simulators.misp_double import FaultRule
+from threatq_simulators.faults import FaultRule
 
 pytestmark = pytest.mark.component
 
@@ -197,7 +197,8 @@ def test_a_misp_without_event_reports_gets_the_events_published_with_one_warning
                                                                                 monkeypatch, caplog):
     # A MISP older than 2.4.137 (or a proxy blocking the route) answers 404 to every eventReports call.
     not_found = json.dumps({"name": "Not Found", "message": "Not Found", "url": "/eventReports/add"})
-    double = misp_double_factory(faults=[FaultRule(path="^eventReports/", status=404, body=not_found)])
+    double = misp_double_factory(faults=[FaultRule(path_regex="^/eventReports/", times=None, status=404,
+                                                   body=not_found)])
     monkeypatch.setenv("AIRFLOW_CONN_MISP_DEFAULT", misp_connection_json(double.url))
     caplog.set_level(logging.WARNING)
 

@@ -106,7 +106,7 @@ def test_a_5000_attribute_event_is_shared_in_chunks(double, pymisp_client):
 
 
 def test_a_server_error_mid_share_is_raised_and_a_retry_completes_without_duplicates(double, pymisp_client):
-    double.add_fault({"method": "POST", "path": "^attributes/add/", "status": 500, "skip": 1, "times": 1})
+    double.add_fault({"method": "POST", "path_regex": "^/attributes/add/", "status": 500, "nth": 2, "times": 1})
 
     with pytest.raises(MispServerError, match="server error"):
         share(pymisp_client, big_case(30), chunk_size=10)
@@ -122,9 +122,11 @@ def test_a_server_error_mid_share_is_raised_and_a_retry_completes_without_duplic
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ({"method": "POST", "path": "^events/add", "non_json": True}, "not JSON"),
-        ({"path": "^events/view/", "status": 502, "body": "<html>bad gateway</html>"}, "server error"),
-        ({"path": "^events/add", "drop": True}, "unreachable"),
+        ({"method": "POST", "path_regex": "^/events/add", "times": None, "action": "malformed"}, "not JSON"),
+        ({"path_regex": "^/events/view/", "times": None, "status": 502, "body": "<html>bad gateway</html>"},
+         "server error"),
+        ({"path_regex": "^/events/add", "times": None, "action": "close"}, "unreachable"),
+        ({"path_regex": "^/events/add", "times": None, "action": "reset"}, "unreachable"),
     ],
 )
 def test_transport_faults_become_misp_server_errors(double, pymisp_client, case, fault, expected):
@@ -139,7 +141,7 @@ def test_a_slow_server_surfaces_as_a_timeout_error(double, case):
     from tests.fixtures.misp import MISP_CANARY_KEY
 
     client = PyMISP(double.url, MISP_CANARY_KEY, ssl=False, timeout=(2, 0.3))
-    double.add_fault({"path": "^events/view/", "delay": 1.0, "times": 1})
+    double.add_fault({"path_regex": "^/events/view/", "delay_s": 1.0, "times": 1})
     with pytest.raises(MispServerError, match="timeout"):
         share(client, case)
 
