@@ -114,8 +114,9 @@ with DAG(
     transform = EcsTransformOperator(
         task_id="transform",
         source_path="{{ ti.xcom_pull(task_ids='poll')['path'] }}",
-        target_path=STAGE + "/ecs.ndjson",
-        rejects_path=STAGE + "/rejects.ndjson",
+        # Stage files are zstd-compressed NDJSON (zstdcat reads them); readers also take plain files.
+        target_path=STAGE + "/ecs.ndjson.zst",
+        rejects_path=STAGE + "/rejects.ndjson.zst",
         ioc_expiration_duration="{{ params.ioc_expiration_duration }}",
         active_statuses="{{ params.active_statuses or var.value.get('threatq_active_statuses', '') }}",
     )
@@ -123,7 +124,7 @@ with DAG(
         task_id="load",
         source_path="{{ ti.xcom_pull(task_ids='transform')['path'] }}",
         elasticsearch_conn_id=ELASTICSEARCH_CONN_ID,
-        dead_letter_path=STAGE + "/dead_letter.ndjson",
+        dead_letter_path=STAGE + "/dead_letter.ndjson.zst",
         # The poll's time orders copies with the same updated_at: a later poll's wins, a replay's never.
         observed_at="{{ ti.xcom_pull(task_ids='poll').get('polled_at') }}",
         outlets=[ACTIVE_INDEX],

@@ -93,13 +93,15 @@ def resolve_now(value: Any, context: Context) -> datetime:
 
 
 def sibling_ndjson_path(path: str, tag: str) -> str:
-    """``…/ecs.ndjson`` → ``…/ecs.<tag>.ndjson``: a file written beside a stage file.
+    """``…/ecs.ndjson`` → ``…/ecs.<tag>.ndjson``: a file written beside a stage file, compressed
+    like it (``…/ecs.ndjson.zst`` → ``…/ecs.<tag>.ndjson.zst``).
 
     :param path: the stage file's URI (with or without the ``.ndjson`` suffix).
     :param tag: what the sibling holds, e.g. ``"rejects"``.
     :return: the sibling's URI.
     """
-    return f"{path.removesuffix('.ndjson')}.{tag}.ndjson"
+    zst = ".zst" if path.endswith(".zst") else ""
+    return f"{path.removesuffix('.zst').removesuffix('.ndjson')}.{tag}.ndjson{zst}"
 
 
 class ElasticsearchHookMixin:

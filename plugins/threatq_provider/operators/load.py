@@ -146,6 +146,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         from threatq_provider.elasticsearch.sweeper import parse_duration
         from threatq_provider.elasticsearch.templates import IndexNames, install_templates
         from threatq_provider.elasticsearch.versioning import observed_part
+        from threatq_provider.stage_io import open_lines, open_text_writer
 
         observed_at = _observed_at(self.observed_at)
         try:
@@ -162,7 +163,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
             client = self.hook.get_client()
             templates = install_templates(client, prefix=self.index_prefix) if self.install_templates else {}
             dead.parent.mkdir(parents=True, exist_ok=True)
-            with source.open("rb") as src, dead.open("w", encoding="utf-8") as dead_out:
+            with open_lines(source) as src, open_text_writer(dead) as dead_out:
                 counts = load_ndjson(client, src, dead_letter=dead_out, active_index=names.active_alias,
                                      history_date=context.get("data_interval_end"), observed_at=observed_at,
                                      tombstone_index=names.tombstone_index, max_future_skew=max_future_skew,

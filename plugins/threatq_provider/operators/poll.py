@@ -15,7 +15,8 @@ One operator, three ways of choosing what to read (``mode``):
 ``full_resync``
     every indicator (a window from 1970 to 9999).
 
-The operator streams page by page to ``<stage_uri>/raw.ndjson`` (one indicator per line) under an
+The operator streams page by page to ``<stage_uri>/raw.ndjson.zst`` (one indicator per line,
+zstd-compressed, written in blocks: :mod:`threatq_provider.stage_io`) under an
 ``ObjectStoragePath``, so memory stays flat and any worker can read the file. A rerun of the same
 run writes the same path, replacing its own file. The XCom is a small dict of paths and counts.
 
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
 MODES = ("window", "collection", "full_resync")
-RAW_FILE_NAME = "raw.ndjson"
+#: zstd-compressed NDJSON (threatq_provider.stage_io): ~10x smaller; every reader also takes plain files.
+RAW_FILE_NAME = "raw.ndjson.zst"
 # Indicators named one by one in the task log, and in the XCom, when their text needed escaping.
 _LOGGED_IDS = 20
 _XCOM_IDS = 100
@@ -249,13 +251,15 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         beside it (one per line, with their id and reason), so one bad record never blocks a feed."""
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+        from threatq_provider.stage_io import open_writer
+
         written = n_pages = 0
         escaped: list[Any] = plan.setdefault("lone_surrogate_ids", [])
         rejected: dict[str, int] = plan.setdefault("rejected", {})
         rejects_path = ObjectStoragePath(rejects_path_of(str(raw_path)))
         plan["rejects_path"] = str(rejects_path)
         # Both files are written whole on every try, so a retry never keeps a previous try's rejects.
-        with raw_path.open("wb") as out, rejects_path.open("wb") as rejects:
+        with open_writer(raw_path) as out, open_writer(rejects_path) as rejects:
             for page in pages:
                 n_pages += 1
                 for indicator in page:

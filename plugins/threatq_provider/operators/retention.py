@@ -1,7 +1,8 @@
 """Delete old run folders of the stage root, so the NDJSON stage files do not fill the disk.
 
-The indicators DAG writes one folder per run (``<root>/<dag_id>/<run_id>/`` with ``raw.ndjson``,
-``ecs.ndjson``, ``rejects.ndjson``, ``dead_letter.ndjson``): 144 folders a day at the default
+The indicators DAG writes one folder per run (``<root>/<dag_id>/<run_id>/`` with ``raw.ndjson.zst``,
+``ecs.ndjson.zst``, ``rejects.ndjson.zst``, ``dead_letter.ndjson.zst``; folders of earlier releases
+hold plain ``.ndjson``, and go the same way: whole folders by age, whatever their files are called): 144 folders a day at the default
 schedule. :class:`StageRetentionOperator` lists the folders directly under the root it is given and
 deletes each one whose newest file is older than ``retention`` before the run's clock.
 

@@ -36,7 +36,8 @@ class EcsTransformOperator(BaseOperator):
 
     :param source_path: raw NDJSON written by the poll task (ObjectStoragePath URI, e.g.
         ``file:///…/raw.ndjson`` or ``s3://…``). (templated)
-    :param target_path: where the ECS NDJSON goes (replaced on rerun). (templated)
+    :param target_path: where the ECS NDJSON goes (replaced on rerun); zstd-compressed when the
+        name ends ``.zst``. The source may be plain, zstd or gzip (read from its first bytes). (templated)
     :param rejects_path: where rejected lines go, one ``{"reason", "message", "line_no", "raw"}``
         per line; default ``<target without .ndjson>.rejects.ndjson``. (templated)
     :param ioc_expiration_duration: default IOC lifetime after ``updated_at``, ``<n>d``, ``<n>h``
@@ -115,6 +116,7 @@ class EcsTransformOperator(BaseOperator):
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
         from threatq_provider.ecs.transform import transform_stream
+        from threatq_provider.stage_io import open_lines, open_text_writer
 
         options = self._options()
         now = resolve_now(self.now, context)
@@ -124,9 +126,9 @@ class EcsTransformOperator(BaseOperator):
         rejects = ObjectStoragePath(rejects_uri)
         target.parent.mkdir(parents=True, exist_ok=True)
         rejects.parent.mkdir(parents=True, exist_ok=True)
-        with source.open("rb") as src, target.open("w", encoding="utf-8") as out, rejects.open(
-            "w", encoding="utf-8"
-        ) as rej:
+        # Block-buffered stage I/O (zstd where the name ends .zst): one call to the storage's file
+        # per block, not two per line.
+        with open_lines(source) as src, open_text_writer(target) as out, open_text_writer(rejects) as rej:
             try:
                 counts = transform_stream(src, out, rej, now=now, options=options, engine=self.engine)
             except EcsConfigError as exc:  # engine="native" without the module: no retry heals that

@@ -122,5 +122,7 @@ def read_ndjson_ids(path: str) -> list[str]:
     """ThreatQ ids of a raw stage file (one indicator per line)."""
     from airflow.sdk import ObjectStoragePath
 
-    with ObjectStoragePath(path).open("r", encoding="utf-8") as fh:
+    from threatq_provider.stage_io import open_lines
+
+    with open_lines(ObjectStoragePath(path)) as fh:  # zstd, or plain
         return [str(json.loads(line)["id"]) for line in fh if line.strip()]

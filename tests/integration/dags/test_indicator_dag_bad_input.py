@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from threatq_provider.stage_io import read_text
 from tests.integration.dags import helpers
 from tests.integration.dags.test_indicator_dag_runs import (  # noqa: F401 - fixtures used by name
     CORPUS_END,
@@ -122,7 +123,7 @@ def test_a_poisoned_indicator_in_collection_mode_is_flagged_and_the_feed_moves_o
     assert transform["flagged"] >= 1 and report["flagged"] == transform["flagged"]
     assert report["cursor_saved"] is True and Variable.get(cursor_var) == poll["next_cursor"]
     assert_all_written(first["xcom"]["load"], len(truth))
-    ecs = Path(transform["path"].removeprefix("file://")).read_text(encoding="utf-8").splitlines()
+    ecs = read_text(Path(transform["path"].removeprefix("file://"))).splitlines()
     doc = next(d for d in map(json.loads, ecs) if d["threatq"]["id"] == poisoned)
     assert "threatq.description: lone UTF-16 surrogate replaced with U+FFFD" in doc["error"]["message"]
     assert doc["threatq"]["description"].endswith(" \ufffd") and doc["event"]["kind"] == "pipeline_error"
@@ -150,7 +151,7 @@ def test_an_indicator_nested_too_deep_is_a_poll_reject_and_the_window_loads(
     poll, report = run["xcom"]["poll"], run["xcom"]["report"]
     assert poll["indicators"] == len(truth) - 1 and poll["rejected"] == {"too_deeply_nested": 1}
     assert report["poll_rejected"] == {"too_deeply_nested": 1}
-    rejects = [json.loads(line) for line in Path(poll["rejects_path"].removeprefix("file://")).read_text().splitlines()]
+    rejects = [json.loads(line) for line in read_text(Path(poll["rejects_path"].removeprefix("file://"))).splitlines()]
     assert [(r["id"], r["reason"]) for r in rejects] == [(deep, "too_deeply_nested")]
     assert "[" * 3_000 in rejects[0]["raw"], "the reject keeps the row as ThreatQ sent it"
     staged = helpers.read_ndjson_ids(poll["path"])

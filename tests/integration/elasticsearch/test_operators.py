@@ -56,6 +56,29 @@ def test_load_operator_returns_counts_and_paths(es_conn, es_client, es_index_pre
     assert es_client.count(index=IndexNames(es_index_prefix).active_alias)["count"] == 8
 
 
+def test_load_operator_reads_a_zstd_stage_file_and_writes_its_dead_letter_compressed(es_conn, es_client,
+                                                                                   es_index_prefix, tmp_path):
+    """Issue 17: the DAG's stage files are zstd; the dead letter beside one is zstd too."""
+    from threatq_provider.stage_io import compression_of, open_writer, read_text
+
+    source = tmp_path / "ecs.ndjson.zst"
+    with open_writer(source) as out:
+        out.write((DATA / "documents.ndjson").read_bytes())
+        out.write(json.dumps(json.loads((DATA / "bad_ip.json").read_text())).encode() + b"\n")
+    op = ElasticsearchLoadOperator(task_id="load", source_path=f"file://{source}", elasticsearch_conn_id=es_conn,
+                                   index_prefix=es_index_prefix, max_reject_ratio=None, max_in_flight=3,
+                                   chunk_docs=2)
+
+    xcom = op.execute({})
+
+    dead_path = tmp_path / "ecs.dead-letter.ndjson.zst"
+    assert xcom["dead_letter_path"] == f"file://{dead_path}"
+    assert compression_of(dead_path.read_bytes()[:4]) == "zstd"
+    dead = [json.loads(x) for x in read_text(dead_path).splitlines()]
+    assert {d["id"].split("-")[0] for d in dead} == {"1999"}  # the active and the history copy
+    assert xcom["indexed"] == 8 and xcom["rejected_documents"] == 1
+
+
 def test_load_operator_fails_over_the_threshold_after_keeping_accepted_documents(
         es_conn, es_client, es_index_prefix, tmp_path, caplog):
     source = tmp_path / "ecs.ndjson"

@@ -142,3 +142,28 @@ def test_native_engine_required_but_missing_fails_without_retry(stage: Path, mon
                               engine="native")
     with pytest.raises(AirflowFailException, match="threatq_ecs_native"):
         op.execute({"data_interval_end": END})
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_compressed_stage_files_hold_the_same_bytes_as_plain_ones(stage: Path, engine: str) -> None:
+    """Issue 17: a zstd raw file (the poll's) transforms into a zstd ECS file and rejects file whose
+    text is byte for byte what the plain files hold; a plain raw file of an earlier release reads too."""
+    from threatq_provider.ecs.native import available
+    from threatq_provider.stage_io import compression_of, open_writer, read_text
+
+    if engine == "native" and not available():
+        pytest.skip("threatq_ecs_native is not built here (scripts/bootstrap builds it)")
+    with open_writer(stage / "raw.ndjson.zst") as out:
+        out.write((stage / "raw.ndjson").read_bytes())
+    results = {}
+    for name in ("raw.ndjson", "raw.ndjson.zst"):
+        out_dir = stage / name.replace(".", "_")
+        EcsTransformOperator(task_id="t", source_path=f"file://{stage}/{name}", engine=engine,
+                             target_path=f"file://{out_dir}/ecs.ndjson.zst").execute({"data_interval_end": END})
+        assert compression_of((out_dir / "ecs.ndjson.zst").read_bytes()[:4]) == "zstd"
+        results[name] = (read_text(out_dir / "ecs.ndjson.zst"), read_text(out_dir / "ecs.rejects.ndjson.zst"))
+    EcsTransformOperator(task_id="t", source_path=f"file://{stage}/raw.ndjson", engine=engine,
+                         target_path=f"file://{stage}/plain/ecs.ndjson").execute({"data_interval_end": END})
+    plain = ((stage / "plain" / "ecs.ndjson").read_text(), (stage / "plain" / "ecs.rejects.ndjson").read_text())
+    assert results["raw.ndjson"] == results["raw.ndjson.zst"] == plain
+    assert plain[0].count("\n") == 3 and plain[1].count("\n") == 2

@@ -14,6 +14,7 @@ import pytest
 from threatq_provider.operators import poll as poll_mod
 from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator, collection_cursor_variable
 from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
+from threatq_provider.stage_io import compression_of, read_text
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 END = datetime(2026, 1, 2, tzinfo=timezone.utc)
@@ -84,9 +85,11 @@ def _op(tmp_path, **kw):
 def test_window_mode_streams_every_page_to_raw_ndjson_and_returns_paths_and_counts(tmp_path, fake_client):
     fake_client.pages = [[{"id": 1}, {"id": 2}], [{"id": 3}]]
     out = _op(tmp_path, window_start=START, window_end=END.isoformat(), types='["IP Address"]').execute({})
-    lines = (tmp_path / "run" / "raw.ndjson").read_text().splitlines()
+    raw = tmp_path / "run" / "raw.ndjson.zst"
+    assert compression_of(raw.read_bytes()[:4]) == "zstd"  # staged compressed (issue 17)
+    lines = read_text(raw).splitlines()
     assert [json.loads(line)["id"] for line in lines] == [1, 2, 3]
-    assert out["indicators"] == 3 and out["pages"] == 2 and out["path"].endswith("/run/raw.ndjson")
+    assert out["indicators"] == 3 and out["pages"] == 2 and out["path"].endswith("/run/raw.ndjson.zst")
     assert fake_client.calls == [("window", START, END, ["IP Address"], None)]
     assert len(json.dumps(out)) < 1000  # paths and counts only
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from threatq_provider.operators.poll import ndjson_line
+from threatq_provider.stage_io import read_text
 
 from .test_poll_and_report import END, START, _op, fake_client, variables  # noqa: F401 - fixtures
 
@@ -34,7 +35,7 @@ def test_a_poisoned_page_is_staged_whole_and_the_record_is_named(tmp_path, fake_
     fake_client.pages = [[{"id": 16, "value": "a.example"}, POISONED, {"id": 18, "value": "ü.example"}],
                          [{"id": 19, "value": "c.example"}]]
     out = _op(tmp_path, window_start=START, window_end=END).execute({})
-    raw = (tmp_path / "run" / "raw.ndjson").read_bytes()
+    raw = read_text(tmp_path / "run" / "raw.ndjson.zst").encode("utf-8")
     raw.decode("utf-8")  # the stage file is valid UTF-8
     assert [json.loads(line)["id"] for line in raw.splitlines()] == [16, 17, 18, 19], "nothing else on the page lost"
     assert out["indicators"] == 4
@@ -70,11 +71,11 @@ def test_records_too_deep_go_to_the_poll_rejects_with_id_and_reason_and_the_rest
     fake_client.pages = [[{"id": 1, "value": "a"}, _unparsed(2), _deep_dict(3, 600), _deep_dict(4, 100)],
                          [{"id": 5, "value": "b"}]]
     out = _op(tmp_path, window_start=START, window_end=END).execute({})
-    staged = [json.loads(line)["id"] for line in (tmp_path / "run" / "raw.ndjson").read_text().splitlines()]
+    staged = [json.loads(line)["id"] for line in read_text(tmp_path / "run" / "raw.ndjson.zst").splitlines()]
     assert staged == [1, 4, 5] and out["indicators"] == 3
     assert out["rejected"] == {"too_deeply_nested": 2}
-    assert out["rejects_path"] == f"file://{tmp_path}/run/raw.rejects.ndjson"
-    rejects = [json.loads(line) for line in (tmp_path / "run" / "raw.rejects.ndjson").read_text().splitlines()]
+    assert out["rejects_path"] == f"file://{tmp_path}/run/raw.rejects.ndjson.zst"
+    rejects = [json.loads(line) for line in read_text(tmp_path / "run" / "raw.rejects.ndjson.zst").splitlines()]
     assert [(r["id"], r["reason"]) for r in rejects] == [(2, "too_deeply_nested"), (3, "too_deeply_nested")]
     assert "indicator 2: nested more than 512 levels deep" in rejects[0]["message"]
     assert rejects[0]["raw"] == _unparsed(2).text and rejects[0]["updated_at"] == "2026-01-01 00:00:00"
@@ -86,7 +87,7 @@ def test_a_rerun_without_bad_records_leaves_an_empty_rejects_file(tmp_path, fake
     _op(tmp_path, window_start=START, window_end=END).execute({})
     fake_client.pages = [[{"id": 1, "value": "a"}]]
     out = _op(tmp_path, window_start=START, window_end=END).execute({})
-    assert out["rejected"] == {} and (tmp_path / "run" / "raw.rejects.ndjson").read_text() == ""
+    assert out["rejected"] == {} and read_text(tmp_path / "run" / "raw.rejects.ndjson.zst") == ""
 
 
 def test_a_type_filter_does_not_hide_an_unparsed_collection_row(tmp_path, fake_client, variables):
