@@ -210,12 +210,12 @@ class FaultRule:
             raise ValueError(f"unknown fault rule keys: {sorted(unknown)}; known: {sorted(_ALL_KEYS)}")
         return cls(**dict(data))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (shared keys, then any extension key the rule sets) plus the runtime
-        counters ``matched`` and ``triggered``."""
+    def to_dict(self, extension: Extension | None = None) -> dict[str, Any]:
+        """The JSON form plus the runtime counters ``matched`` and ``triggered``: the shared keys,
+        then the keys of ``extension`` (None: of every extension)."""
         out = {k: getattr(self, k) for k in SCHEMA_KEYS}
         out["headers"] = dict(self.headers)
-        for ext in _EXTENSIONS:
+        for ext in _EXTENSIONS if extension is None else (extension,):
             for key in (*ext.data_faults, *ext.keys):
                 out[key] = getattr(self, key)
         return {**out, "matched": self.matched, "triggered": self.triggered}
@@ -363,8 +363,8 @@ class FaultPlan:
         return fired
 
     def to_list(self) -> list[dict[str, Any]]:
-        """Every rule in JSON form with its counters."""
-        return [r.to_dict() for r in self.rules]
+        """Every rule in JSON form with its counters (the keys of the server it is bound to)."""
+        return [r.to_dict(self.extension) for r in self.rules]
 
 
 def control(plan: FaultPlan, method: str, body: bytes) -> tuple[int, Any]:
@@ -395,4 +395,4 @@ def control(plan: FaultPlan, method: str, body: bytes) -> tuple[int, Any]:
         added = plan.extend(rules)
     except (TypeError, ValueError) as exc:
         return 400, {"errors": [f"Bad fault rule: {exc}"]}
-    return 201, {"data": [r.to_dict() for r in added]}
+    return 201, {"data": [r.to_dict(plan.extension) for r in added]}

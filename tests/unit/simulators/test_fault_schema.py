@@ -71,6 +71,9 @@ def test_extend_and_the_control_endpoint_add_all_rules_or_none() -> None:
 def test_a_rule_in_json_form_lists_every_key_and_its_counters() -> None:
     rule = FaultRule.from_dict({"method": "GET", "times": None, "status": 429})
     assert list(rule.to_dict()) == [*SCHEMA_KEYS, *THREATQ.data_faults, *THREATQ.keys, "matched", "triggered"]
+    assert list(rule.to_dict(THREATQ)) == list(rule.to_dict())
+    assert list(rule.to_dict(MISP)) == [*SCHEMA_KEYS, "matched", "triggered"]  # the MISP double lists its own keys
+    assert list(FaultPlan([rule], extension=MISP).to_list()[0]) == list(rule.to_dict(MISP))
     assert FaultRule.from_dict({k: v for k, v in rule.to_dict().items()
                                 if k not in ("matched", "triggered")}) == rule
 
