@@ -26,6 +26,9 @@ from threatq_provider.operators.share import MispShareEventOperator, ThreatQSele
 THREATQ_CONN_ID = "threatq_default"
 MISP_CONN_ID = "misp_default"
 MAX_PARALLEL_SHARES = 4
+# Events per mapped share task: each task pays a worker process, a ThreatQ token and PyMISP's start-up
+# once (~0.5 s); lists of up to 25, spread over the parallel slots, keep that off the per-event cost.
+EVENTS_PER_TASK = 25
 # `format: date-time` gives the UI its date picker; the pattern checks the value even where
 # jsonschema's optional date-time checker (rfc3339-validator) is not installed.
 ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
@@ -89,6 +92,8 @@ with DAG(
         event_types="{{ params.event_types }}",
         tags="{{ params.tags }}",
         sources="{{ params.sources }}",
+        events_per_task=EVENTS_PER_TASK,
+        spread_over=MAX_PARALLEL_SHARES,
     )
     share = MispShareEventOperator.partial(
         task_id="share_event",

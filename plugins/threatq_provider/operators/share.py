@@ -124,6 +124,12 @@ class ThreatQSelectEventsOperator(BaseOperator):
     :param sources: source names to keep (any); empty keeps all. (templated)
     :param max_tasks: most items returned; more events are grouped into lists of ids so the mapped
         share task stays under Airflow's ``max_map_length`` (1024 by default).
+    :param events_per_task: most events per mapped share task (default 1: one id per task). Above
+        1 the events go in lists of at most that many, so each task's fixed costs (a worker
+        process, the ThreatQ token, PyMISP's user and type look-ups) are paid once per list.
+    :param spread_over: fewest lists to spread the events over (the share task's parallelism), so a
+        small selection still keeps every parallel slot busy; lists are never longer than
+        ``events_per_task`` unless ``max_tasks`` requires it.
     :return: the event ids, one per mapped share task, or lists of ids when there are more events
         than ``max_tasks`` (the XCom, mapped over by the share task).
     """
@@ -134,7 +140,7 @@ class ThreatQSelectEventsOperator(BaseOperator):
     def __init__(self, *, threatq_conn_id: str = "threatq_default",
                  window_start: Any = "{{ data_interval_start }}", window_end: Any = "{{ data_interval_end }}",
                  event_ids: Any = None, event_types: Any = (), tags: Any = (), sources: Any = (),
-                 max_tasks: int = 1000, **kwargs: Any) -> None:
+                 max_tasks: int = 1000, events_per_task: int = 1, spread_over: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
         self.window_start = window_start
@@ -144,12 +150,17 @@ class ThreatQSelectEventsOperator(BaseOperator):
         self.tags = tags
         self.sources = sources
         self.max_tasks = max_tasks
+        self.events_per_task = events_per_task
+        self.spread_over = spread_over
 
     def batches(self, ids: list[int]) -> list[int] | list[list[int]]:
-        """One id per item, or ids grouped so that at most ``max_tasks`` items remain."""
-        if len(ids) <= self.max_tasks:
+        """One id per item, or ids in lists of at most ``events_per_task`` (balanced over at least
+        ``spread_over`` lists), longer only where at most ``max_tasks`` items may remain."""
+        per_task = max(1, int(self.events_per_task))
+        if per_task == 1 and len(ids) <= self.max_tasks:
             return ids
-        size = -(-len(ids) // self.max_tasks)  # ceiling division
+        size = min(per_task, -(-len(ids) // max(1, int(self.spread_over))))  # ceiling division
+        size = max(1, size, -(-len(ids) // self.max_tasks))
         return [ids[i:i + size] for i in range(0, len(ids), size)]
 
     @fail_fast

@@ -105,3 +105,49 @@ def test_more_events_than_max_tasks_are_grouped_and_each_group_shares(threatq_co
     assert groups == [[1, 2, 3], [4, 5, 6], [7]]
     xcom = MispShareEventOperator(task_id="share", event_ids=groups[2]).execute({})
     assert xcom["events"] == 1 and len(misp_conn.events()) == 1
+
+
+@pytest.mark.parametrize(("n", "per_task", "spread", "sizes"), [
+    (100, 25, 4, [25, 25, 25, 25]),  # the demo: four tasks, one per parallel slot
+    (10, 25, 4, [3, 3, 3, 1]),  # a small run still uses every slot
+    (1000, 25, 4, [25] * 40),  # bounded: never more than 25 shares in one task
+    (3, 25, 4, [1, 1, 1]),
+    (0, 25, 4, []),
+])
+def test_events_are_shared_in_bounded_lists_spread_over_the_parallel_slots(n, per_task, spread, sizes):
+    """Issue 17: per-task costs (worker, ThreatQ token, PyMISP start-up) are paid per list, not per event."""
+    op = ThreatQSelectEventsOperator(task_id="s", events_per_task=per_task, spread_over=spread)
+    groups = op.batches(list(range(1, n + 1)))
+    assert [len(g) for g in groups] == sizes
+    assert [i for g in groups for i in g] == list(range(1, n + 1))
+
+
+def test_max_tasks_still_bounds_the_number_of_lists():
+    op = ThreatQSelectEventsOperator(task_id="s", events_per_task=2, spread_over=4, max_tasks=3)
+    assert op.batches(list(range(1, 10))) == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_a_list_of_events_is_shared_by_one_task_with_one_client_each(threatq_conn, misp_conn, threatq_sim,
+                                                                       monkeypatch):
+    from threatq_provider.misp.hook import MispHook
+
+    built = []
+    original = MispHook.__dict__["client"].func
+
+    def counting(self):
+        built.append(self.misp_conn_id)
+        return original(self)
+
+    monkeypatch.setattr(MispHook, "client", cached_property_of(counting))
+    ids = [e["id"] for e in threatq_sim.corpus.events[:5]]
+    xcom = MispShareEventOperator(task_id="share", event_ids=ids).execute({})
+    assert xcom["events"] == 5 and len(misp_conn.events()) == 5
+    assert len(built) == 1  # one PyMISP client (user and type look-ups) for the five events
+
+
+def cached_property_of(func):
+    from functools import cached_property
+
+    prop = cached_property(func)
+    prop.__set_name__(None, "client")
+    return prop
