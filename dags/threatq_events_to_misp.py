@@ -8,6 +8,11 @@ from the ThreatQ host and event id, so retries, reruns and backfills update it, 
 A manual trigger with `event_ids` shares exactly those events; `updated_since`/`updated_until`
 replace the window (e.g. a one-off re-share of a week). Runs never overlap.
 
+The window starts at the watermark when that is earlier than the interval (hours the scheduler
+missed are shared by the next run; `save_watermark` logs the gap); with no watermark yet the first
+run reads `initial_lookback` (default 90 days). The watermark (Variable
+`threatq_watermark__threatq_events_to_misp__<instance>__events`) moves only after every share succeeded.
+
 Connections: `threatq_default` (ThreatQ), `misp_default` (MISP).
 """
 
@@ -21,7 +26,11 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from threatq_provider._resources import data_file
 from threatq_provider.misp.options import DISTRIBUTION_LABELS, DISTRIBUTIONS
-from threatq_provider.operators.share import MispShareEventOperator, ThreatQSelectEventsOperator
+from threatq_provider.operators.share import (
+    MispShareEventOperator,
+    ThreatQSaveWatermarkOperator,
+    ThreatQSelectEventsOperator,
+)
 
 THREATQ_CONN_ID = "threatq_default"
 MISP_CONN_ID = "misp_default"
@@ -60,6 +69,10 @@ PARAMS = {
                   description="Share only events with any of these tags, one per line; empty = all."),
     "sources": Param([], type=["array", "null"], items={"type": "string"}, title="Sources",
                      description="Share only events from any of these sources, one per line; empty = all."),
+    "initial_lookback": Param(None, type=["null", "string"], pattern="^[0-9]+[dhm]$",
+                              examples=["0d", "1d", "7d", "30d", "90d"], title="Initial look-back",
+                              description="How far back the first run shares when there is no watermark yet: <n>d, "
+                              "<n>h or <n>m (0d: its own hour). Null = the Variable threatq_initial_lookback, else 90d."),
     "publish": Param(True, type=["boolean", "null"], title="Publish",
                      description="Publish each MISP event after it is created or updated."),
     "distribution": Param("your_organisation_only", type="string", enum=list(DISTRIBUTIONS),
@@ -94,6 +107,9 @@ with DAG(
         sources="{{ params.sources }}",
         events_per_task=EVENTS_PER_TASK,
         spread_over=MAX_PARALLEL_SHARES,
+        # A window given by hand is read as given; otherwise from the watermark, or the look-back.
+        use_watermark="{{ not params.updated_since and not params.updated_until }}",
+        initial_lookback="{{ params.initial_lookback or var.value.get('threatq_initial_lookback', '90d') }}",
     )
     share = MispShareEventOperator.partial(
         task_id="share_event",
@@ -106,4 +122,10 @@ with DAG(
         active_statuses="{{ var.value.get('threatq_active_statuses', '') }}",
         max_active_tis_per_dagrun=MAX_PARALLEL_SHARES,
     ).expand(event_ids=select.output)
-    select >> share
+    # After every share succeeded (or there was none): a failed share is read again by the next run.
+    save_watermark = ThreatQSaveWatermarkOperator(
+        task_id="save_watermark",
+        window="{{ ti.xcom_pull(task_ids='select_events', key='window') }}",
+        trigger_rule="none_failed",
+    )
+    select >> share >> save_watermark

@@ -5,8 +5,12 @@ Every 10 minutes: poll ThreatQ → transform to ECS → bulk load → report. Ea
 NDJSON stage files under the Variable `threatq_stage_root` (default `file:///tmp/threatq-stage`),
 one folder per run (`<root>/<dag_id>/<run_id>/`), and passes only paths and counts in XCom.
 
-* **window** (default): indicators with `updated_at` in `[data_interval_start, data_interval_end)`;
-  `since`/`until` override the window. Backfills replay past intervals.
+* **window** (default): indicators with `updated_at` in `[data_interval_start, data_interval_end)`,
+  started at the watermark instead when that is earlier (intervals the scheduler missed are read by
+  the next run; the report names the gap). No watermark yet: the first run reads `initial_lookback`
+  (default 90 days). `since`/`until` give a window by hand (read as given, the watermark left alone).
+  Backfills replay their own intervals.
+  The watermark (Variable `threatq_watermark__<dag>__<instance>__window`) moves only after a load.
 * **collection**: a ThreatQ data collection paged with `cursorMark`; the cursor lives in the
   Variable `threatq_collection_cursor__<hash>`, saved only after the load succeeded.
 * **full_resync**: every indicator.
@@ -82,6 +86,11 @@ PARAMS = {
                              examples=STATUSES, uniqueItems=True, title="Active statuses",
                              description="ThreatQ statuses that keep an IOC in the active index (status policy); "
                              "null = the Variable threatq_active_statuses, else Active only. Whitelisted never."),
+    "initial_lookback": Param(None, type=["null", "string"], pattern="^[0-9]+[dhm]$",
+                              examples=["0d", "7d", "30d", "90d", "365d"], title="Initial look-back",
+                              description="How far back the first window run reads when there is no watermark yet: "
+                              "<n>d, <n>h or <n>m (0d: its own interval). Null = the Variable "
+                              "threatq_initial_lookback, else 90d."),
     "dry_run": Param(False, type=["boolean", "null"], title="Dry run",
                      description="Poll and transform, write nothing to Elasticsearch."),
 }
@@ -110,6 +119,9 @@ with DAG(
         collection="{{ params.collection }}",
         types="{{ params.indicator_types }}",
         page_size="{{ var.value.get('threatq_page_size', None) }}",  # None: the connection's page_size
+        # A window given by hand is read as given; otherwise from the watermark, or the look-back.
+        use_watermark="{{ not params.since and not params.until }}",
+        initial_lookback="{{ params.initial_lookback or var.value.get('threatq_initial_lookback', '90d') }}",
     )
     transform = EcsTransformOperator(
         task_id="transform",

@@ -168,6 +168,7 @@ class Corpus:
         self._load_enumerations()
         self._build_indicator_arrays()
         self._created: dict[int, dict[str, Any]] = {}
+        self._deleted: set[int] = set()  # ids deleted through the API (DELETE /api/indicators/{id})
         self._created_order: list[tuple[int, int]] = []  # (updated_at, id), ascending
         self._value_index: dict[tuple[int, str], int] | None = None
         self._select_cache: OrderedDict[tuple[Any, ...], tuple[array[int], int]] = OrderedDict()
@@ -284,12 +285,22 @@ class Corpus:
 
     def indicator_exists(self, iid: int) -> bool:
         """Whether an indicator id exists (generated or created)."""
-        return 1 <= iid <= self.n_indicators or iid in self._created
+        return (1 <= iid <= self.n_indicators or iid in self._created) and iid not in self._deleted
 
     @property
     def indicator_count(self) -> int:
-        """Generated plus created indicators."""
-        return self.n_indicators + len(self._created)
+        """Generated plus created indicators, less the deleted ones."""
+        return self.n_indicators + len(self._created) - len(self._deleted)
+
+    def delete_indicator(self, iid: int) -> bool:
+        """Delete an indicator, as ThreatQ's ``DELETE /api/indicators/{id}`` does: gone from every
+        listing, query, collection and look-up (ids are never reused). :return: False if it did not exist."""
+        with self._lock:
+            if not self.indicator_exists(iid):
+                return False
+            self._deleted.add(iid)
+            self.version += 1  # invalidates the query caches
+        return True
 
     # ------------------------------------------------------------------ sources, adversaries
     def _build_sources_and_adversaries(self) -> None:
@@ -462,8 +473,10 @@ class Corpus:
         base = ((self._order_upd[k], self._order[k]) for k in range(a, b))
         with self._lock:
             created = [c for c in self._created_order if (lo is None or c[0] >= lo) and (hi is None or c[0] < hi)]
+        deleted = self._deleted
         for _, iid in heapq.merge(base, created):
-            yield iid
+            if iid not in deleted:
+                yield iid
 
     def _types_filter(self, types: Iterable[str] | None) -> set[str] | None:
         if types is None:
@@ -590,10 +603,11 @@ class Corpus:
             if tidx is None:
                 return []
             hit = index.get((tidx, val))
-            return [hit] if hit is not None else []
-        return sorted(iid for (t, v), iid in index.items() if v == val) if len(index) < 50000 else [
+            return [hit] if hit is not None and hit not in self._deleted else []
+        found = sorted(iid for (t, v), iid in index.items() if v == val) if len(index) < 50000 else [
             iid for t in range(len(self.indicator_types)) if (iid := index.get((t, val))) is not None
         ]
+        return [iid for iid in found if iid not in self._deleted]
 
     def _ensure_value_index(self) -> dict[tuple[int, str], int]:
         with self._lock:
@@ -610,7 +624,7 @@ class Corpus:
         """Indicators whose value contains ``text`` (case-insensitive), id ascending, at most ``limit``."""
         needle = text.strip().lower()
         index = self._ensure_value_index()
-        hits = sorted((iid, v) for (_, v), iid in index.items() if needle in v)
+        hits = sorted((iid, v) for (_, v), iid in index.items() if needle in v and iid not in self._deleted)
         return [(iid, self._full(iid)["value"]) for iid, _ in hits[:limit]]
 
     # ------------------------------------------------------------------ creation

@@ -21,6 +21,7 @@ GET         /api/indicators/query/hash/{hash}               data-collection feed
                                                             sort (updated_at|id), fields
 GET         /api/indicators/{id}[/details]                  with= (detail form)
 GET         /api/indicators/{id}/events                     related events (paged)
+DELETE      /api/indicators/{id}                            delete (204); gone from every listing after
 POST        /api/indicators                                 create; array or object body; 201
                                                             ``{total, data:[...]}`` with ``existing``
 GET         /api/indicator/types[/{id}]                     ?name= (``%`` wildcard)
@@ -375,6 +376,7 @@ class ThreatQSimulator(BackgroundServer):
             ("GET", r"/api/indicators/(?P<id>\d+)", self._h_indicator_get),
             ("GET", r"/api/indicators/(?P<id>\d+)/details", self._h_indicator_details),
             ("GET", r"/api/indicators/(?P<id>\d+)/events", self._h_indicator_events),
+            ("DELETE", r"/api/indicators/(?P<id>\d+)", self._h_indicator_delete),
             ("GET", r"/api/indicator/types", self._h_meta_list("indicator_types")),
             ("GET", r"/api/indicator/types/(?P<id>\d+)", self._h_meta_get("indicator_types")),
             ("GET", r"/api/indicator/statuses", self._h_meta_list("statuses")),
@@ -652,6 +654,10 @@ class ThreatQSimulator(BackgroundServer):
         iid = self._indicator_id(req)
         proj = self._projection(req, "detail")
         return _json_response({"data": self._shape(iid, proj)})
+
+    def _h_indicator_delete(self, req: Request) -> Response:
+        self.corpus.delete_indicator(self._indicator_id(req))  # 404 when unknown or deleted already
+        return Response(204, b"")
 
     def _h_indicator_details(self, req: Request) -> Response:
         iid = self._indicator_id(req)

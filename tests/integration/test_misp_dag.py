@@ -40,9 +40,15 @@ def misp_dag():
 
 @pytest.fixture
 def sim(threatq_sim_factory, monkeypatch):
-    """A ThreatQ simulator whose 24 events were all updated within four hours."""
+    """A ThreatQ simulator whose 24 events were all updated within four hours.
+
+    Each simulator is a new ThreatQ instance (its own port) with no watermark yet; the initial
+    look-back is 0d here, so a first run shares its own hour only (the look-back and the watermark
+    have their own tests below).
+    """
     sim = threatq_sim_factory(indicators=400, events=24, start=START, end=END, seed=7)
     monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", threatq_conn_json(sim))
+    monkeypatch.setenv("AIRFLOW_VAR_THREATQ_INITIAL_LOOKBACK", "0d")
     return sim
 
 
@@ -188,3 +194,62 @@ def test_the_dag_file_parses_without_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / f"{DAG_ID}.py")],
                          capture_output=True, text=True, check=True, timeout=120)
     assert [line for line in out.stdout.splitlines() if line.startswith("HEAVY=")] == ["HEAVY="]
+
+
+def _save_watermark_xcom(run: Any) -> dict[str, Any]:
+    ti = next(t for t in run.get_task_instances() if t.task_id == "save_watermark")
+    assert str(ti.state) == "success"
+    return ti.xcom_pull(task_ids="save_watermark")
+
+
+def test_a_first_run_shares_the_initial_lookback(airflow_db, misp_dag, sim, misp_conn, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_VAR_THREATQ_INITIAL_LOOKBACK")  # the default: 90 days
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 6, tz="UTC"))
+
+    assert run.state == "success"
+    assert run.data_interval_start == pendulum.datetime(2024, 3, 1, 5, tz="UTC")  # an hour with no event
+    end = run.data_interval_end
+    everything = expected_events(sim.corpus, end - pendulum.duration(days=90), end)
+    assert len(everything) == 24 and misp_view(misp_conn) == everything
+    saved = _save_watermark_xcom(run)
+    assert saved["window_kind"] == "initial_lookback" and saved["watermark_saved"] is True
+    assert saved["watermark"] == "2024-03-01T06:00:00Z"
+
+
+def test_hours_the_scheduler_missed_are_shared_by_the_next_run_which_names_the_gap(
+        airflow_db, misp_dag, sim, misp_conn):
+    first = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 1, tz="UTC"))  # [00:00, 01:00)
+    assert first.state == "success"
+    assert misp_view(misp_conn) == expected_events(sim.corpus, first.data_interval_start, first.data_interval_end)
+
+    # 01:00 to 07:00 never ran; the 07:00-08:00 run shares them too.
+    run = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 8, tz="UTC"))
+
+    assert run.state == "success"
+    saved = _save_watermark_xcom(run)
+    assert saved["gap_closed"] == {"start": "2024-03-01T01:00:00Z", "end": "2024-03-01T07:00:00Z", "intervals": 6}
+    assert (saved["window_start"], saved["window_end"]) == ("2024-03-01T01:00:00Z", "2024-03-01T08:00:00Z")
+    assert saved["watermark"] == "2024-03-01T08:00:00Z"
+    everything = expected_events(sim.corpus, pendulum.parse(START), pendulum.parse(END))
+    assert len(everything) == 24 and misp_view(misp_conn) == everything
+
+
+def test_a_failed_share_keeps_the_watermark_so_the_next_run_shares_again(
+        airflow_db, misp_dag, sim, misp_conn):
+    first = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 1, tz="UTC"))
+    assert first.state == "success" and _save_watermark_xcom(first)["watermark"] == "2024-03-01T01:00:00Z"
+    for task in misp_dag.tasks:
+        task.retries = 0
+    misp_conn.add_fault({"method": "POST", "path_regex": "^/events/add", "status": 500, "times": None})
+    failed = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 2, tz="UTC"))
+    assert failed.state == "failed"
+    states = {t.task_id: str(t.state) for t in failed.get_task_instances()}
+    assert states["save_watermark"] == "upstream_failed"
+    misp_conn.faults.clear()
+
+    again = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 3, tz="UTC"))
+    assert again.state == "success"
+    saved = _save_watermark_xcom(again)
+    assert saved["window_start"] == "2024-03-01T01:00:00Z"  # the failed hour is read again
+    assert misp_view(misp_conn) == expected_events(sim.corpus, pendulum.parse(START),
+                                                   pendulum.datetime(2024, 3, 1, 3, tz="UTC"))

@@ -10,7 +10,8 @@ Family::
     ├── TemplateInstallError        an index template or the first active index could not be made
     ├── RejectThresholdExceeded     the loader rejected more documents than allowed
     ├── TombstoneError              tombstones could not be read (a load must not go on blind)
-    └── SweepIncomplete             documents still match the expiry query after the bounded retries
+    ├── SweepIncomplete             documents still match the expiry query after the bounded retries
+    └── ReconcileLimitExceeded      a deletion reconciliation would remove more than its safety limit
 """
 
 from __future__ import annotations
@@ -71,6 +72,26 @@ class RejectThresholdExceeded(ElasticsearchEcsError):
                  _part(f"history {history_rejected}", self.history_by_reason)]
         super().__init__(f"{rejected} of {total} documents rejected ({'; '.join(parts)}), over the limit "
                          f"{limit}{where}")
+
+
+class ReconcileLimitExceeded(ElasticsearchEcsError):
+    """The deletion reconciliation found more IOCs missing from ThreatQ than it may remove at once.
+
+    Nothing was removed. :param missing: documents ThreatQ no longer lists. :param active: the
+    instance's active documents. :param max_percent: the limit, in percent of ``active``.
+    """
+
+    def __init__(self, missing: int, active: int, max_percent: float) -> None:
+        self.missing = missing
+        self.active = active
+        self.max_percent = max_percent
+        share = 100.0 * missing / active if active else 100.0
+        super().__init__(
+            f"{missing} of {active} active IOCs ({share:.1f}%) are no longer listed by ThreatQ, over the safety "
+            f"limit of {max_percent:g}%: nothing was removed. A ThreatQ answering with less than it has (a user "
+            "without access to some sources, a restore in progress) looks the same as a mass deletion; check it, "
+            "then run again with allow_mass_delete (or a higher max_delete_percent)"
+        )
 
 
 def _part(head: str, by_reason: Mapping[str, int]) -> str:

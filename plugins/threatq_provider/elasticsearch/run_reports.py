@@ -31,6 +31,14 @@ RUNS_MAPPING: dict[str, Any] = {
         "mode": {"type": "keyword"},
         "window_start": {"type": "date"},
         "window_end": {"type": "date"},
+        # The run's own data interval, why the window read differs from it, and the gap it closed.
+        "interval_start": {"type": "date"},
+        "interval_end": {"type": "date"},
+        "window_kind": {"type": "keyword"},
+        "gap_start": {"type": "date"},
+        "gap_end": {"type": "date"},
+        "gap_intervals": {"type": "long"},
+        "watermark": {"type": "date"},
         "transform_engine": {"type": "keyword"},
         "dry_run": {"type": "boolean"},
         "transform_rejected_by_reason": {"type": "flattened"},
@@ -67,9 +75,12 @@ def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: dat
         "unchanged": int(summary.get("unchanged") or 0),
         "load_rejected": int(summary.get("load_rejected") or 0),
     }
-    for key in ("window_start", "window_end"):
+    for key in ("window_start", "window_end", "interval_start", "interval_end", "window_kind", "watermark"):
         if summary.get(key):
             doc[key] = str(summary[key])
+    gap = summary.get("gap_closed")
+    if isinstance(gap, dict) and gap.get("start"):
+        doc.update(gap_start=str(gap["start"]), gap_end=str(gap["end"]), gap_intervals=int(gap.get("intervals") or 0))
     return doc
 
 
@@ -85,6 +96,8 @@ def index_run_report(client: Elasticsearch, document: dict[str, Any], *, index: 
         except Exception as exc:  # another run created it first
             if "resource_already_exists_exception" not in str(exc):
                 raise
+    else:  # an index created by an earlier release: add the fields it lacks (additive, idempotent)
+        client.indices.put_mapping(index=index, properties=RUNS_MAPPING["properties"])
     doc_id = f"{document['dag_id']}/{document['run_id']}"
     client.index(index=index, id=doc_id, document=document)
     log.info("run report %s written to %s", doc_id, index)

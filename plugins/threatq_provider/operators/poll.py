@@ -4,8 +4,10 @@ One operator, three ways of choosing what to read (``mode``):
 
 ``window``
     indicators whose ``updated_at`` falls in ``[window_start, window_end)`` — the run's data
-    interval, so a backfill is the same DAG over past intervals and keeps no state (dlt's
-    stateless backfill).
+    interval. With ``use_watermark`` the window starts at the watermark when that is earlier, so
+    intervals the scheduler never ran are read by the next run; without a watermark it reads the
+    initial look-back; a backfill run reads its own interval (:mod:`threatq_provider.threatq.watermark`).
+    The operator only *reads* the watermark; the report task saves it once the load succeeded.
 ``collection``
     a ThreatQ data collection (saved search) paged with ``cursorMark``, as Elastic's
     ``ti_threatq`` integration reads it. The cursor to start from is read from an Airflow
@@ -119,9 +121,18 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :param page_size: indicators per API page; ``None`` uses the client's default. (templated)
     :param cursor_variable: Variable holding the collection cursor; default
         ``threatq_collection_cursor__<collection>``. (templated)
+    :param use_watermark: in window mode, start at the watermark when it is earlier than
+        ``window_start``, and read the initial look-back when there is none; a full resync may move
+        it to its poll time. The report task moves it after the load. The DAG sets it unless the run
+        gives its own window; off (the default), the window is read as given and no state is kept.
+        (templated)
+    :param initial_lookback: how far back the first run reads (``<n>d``/``<n>h``/``<n>m``; default
+        ``90d``). (templated)
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
-        "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids"}``: ``rejected`` counts by
+        "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids", "instance", "watermark",
+        "highest_updated_at"}``: ``window_start``/``window_end`` are the window actually read, and
+        ``watermark`` says why (its ``kind``, the ``gap`` it closed, the Variable); ``rejected`` counts by
         reason the records that could not be staged (listed in ``rejects_path``,
         ``raw.rejects.ndjson``: nested too deeply); ``lone_surrogates`` the ones staged with ``\\u``
         escapes because their text held lone UTF-16 surrogates (and the first 100 ids).
@@ -136,6 +147,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         "types",
         "page_size",
         "cursor_variable",
+        "use_watermark",
+        "initial_lookback",
     )
     ui_color = "#e8f0fe"
 
@@ -151,6 +164,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         types: Any = None,
         page_size: Any = None,
         cursor_variable: str | None = None,
+        use_watermark: Any = False,
+        initial_lookback: Any = "90d",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -163,6 +178,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         self.types = types
         self.page_size = page_size
         self.cursor_variable = cursor_variable
+        self.use_watermark = use_watermark
+        self.initial_lookback = initial_lookback
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
@@ -174,6 +191,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         plan["polled_at"] = datetime.now(timezone.utc)
         hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
         try:
+            if plan["mode"] != "collection":  # a collection's state is its cursor
+                self._plan_watermark(plan, hook, context)
             client = hook.get_client()
             stage_dir = self._stage_dir()
             raw_path = stage_dir / RAW_FILE_NAME
@@ -239,6 +258,24 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             else None,
         }
 
+    def _plan_watermark(self, plan: dict[str, Any], hook: Any, context: Context) -> None:
+        """Widen a window run to the watermark (or the initial look-back); note it for the report."""
+        from threatq_provider.operators import _watermark
+        from threatq_provider.operators._common import as_bool
+
+        if not as_bool(self.use_watermark, "use_watermark"):
+            return  # a window given by hand (or an operator used on its own): read as given, no state
+        instance = hook.instance()
+        plan["instance"] = instance.name
+        dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
+        window, info = _watermark.plan(
+            context, dag_id=dag_id, instance=instance.name, mode="window", filters={"types": plan["types"]},
+            start=plan["window_start"], end=plan["window_end"],
+            initial_lookback=self.initial_lookback, full=plan["mode"] == "full_resync")
+        plan["window_start"], plan["window_end"] = window.start, window.end
+        plan["watermark"] = info
+        self.log.info("Reading ThreatQ %s (watermark Variable %s)", _watermark.describe(info), info["variable"])
+
     def _stage_dir(self) -> ObjectStoragePath:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -258,6 +295,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         from threatq_provider.stage_io import open_writer
 
         written = n_pages = 0
+        highest = ""  # ThreatQ's "YYYY-MM-DD HH:MM:SS" sorts as text
         escaped: list[Any] = plan.setdefault("lone_surrogate_ids", [])
         rejected: dict[str, int] = plan.setdefault("rejected", {})
         rejects_path = ObjectStoragePath(rejects_path_of(str(raw_path)))
@@ -285,6 +323,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                             )
                     out.write(staged.line)
                     written += 1
+                    updated = indicator.get("updated_at")
+                    if isinstance(updated, str) and updated > highest:
+                        highest = updated
+        plan["highest_updated_at"] = highest or None
         if len(escaped) > _LOGGED_IDS:
             self.log.warning("%d indicators held lone UTF-16 surrogates (first %d logged)", len(escaped), _LOGGED_IDS)
         return written, n_pages
@@ -347,6 +389,9 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "rejects_path": plan.get("rejects_path"),
             "lone_surrogates": len(plan.get("lone_surrogate_ids", ())),
             "lone_surrogate_ids": plan.get("lone_surrogate_ids", [])[:_XCOM_IDS],
+            "instance": plan.get("instance"),
+            "watermark": plan.get("watermark"),
+            "highest_updated_at": plan.get("highest_updated_at"),
         }
 
 

@@ -1,10 +1,11 @@
-"""The last task of the indicator DAG: one summary line, and the collection cursor saved.
+"""The last task of the indicator DAG: one summary line, and the collection cursor or the watermark saved.
 
 The data-collection cursor (``cursorMark``) is saved here, after the load task succeeded, and
 never by the poll task: Singer's rule — state is written only once the data it covers is safe.
 If the load fails the cursor stays where it was and the next run re-reads the same pages; the
 loader's idempotent ``_id``s make that re-read harmless. In a dry run nothing was loaded, so the
-cursor is not moved either.
+cursor is not moved either. The window-mode watermark (:mod:`threatq_provider.threatq.watermark`)
+follows the same rule: it moves here, over the window the poll actually read, only after a load.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         an ``error.message``),
         "loaded", "unchanged", "load_rejected" (documents refused by the active or history index),
         "withheld_by_reason", "removed_by_reason" (status policy), "transform_engine", "dry_run",
-        "cursor_saved", "next_cursor"}``, plus ``run_report_indexed``
+        "cursor_saved", "next_cursor", "interval_start", "interval_end", "window_kind", "gap_closed",
+        "watermark", "watermark_saved"}``, plus ``run_report_indexed``
         when ``elasticsearch_conn_id`` is set and the run loaded (not a dry run).
     """
 
@@ -87,6 +89,13 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
 
             Variable.set(poll["cursor_variable"], poll["next_cursor"])
             cursor_saved = True
+        mark = poll.get("watermark") if isinstance(poll.get("watermark"), dict) else {}
+        saved = {"saved": False, "watermark": mark.get("read")}
+        if loaded and mark:
+            from threatq_provider.operators._watermark import save_watermark
+
+            saved = save_watermark(mark, polled_at=poll.get("polled_at"), run_id=str(context.get("run_id") or ""),
+                                   highest_updated_at=poll.get("highest_updated_at"))
         summary = {
             "mode": poll.get("mode"),
             "window_start": poll.get("window_start"),
@@ -109,6 +118,13 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
             "dry_run": not loaded,
             "cursor_saved": cursor_saved,
             "next_cursor": poll.get("next_cursor"),
+            # The window above is what was read; the interval is what the scheduler asked for.
+            "interval_start": mark.get("interval_start"),
+            "interval_end": mark.get("interval_end"),
+            "window_kind": mark.get("kind"),
+            "gap_closed": mark.get("gap"),
+            "watermark": saved.get("watermark"),
+            "watermark_saved": bool(saved.get("saved")),
         }
         self.log.info(
             "ThreatQ run: mode=%s window=[%s, %s) polled=%s poll_rejected=%s transformed=%s (engine %s) "
@@ -129,6 +145,15 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
             summary["dry_run"],
             cursor_saved,
         )
+        if mark:
+            from threatq_provider.operators._watermark import describe
+
+            self.log.info("Window read: %s; watermark %s (%s)", describe(mark), summary["watermark"],
+                          "moved" if summary["watermark_saved"] else "unchanged")
+            if mark.get("gap"):
+                gap = mark["gap"]
+                self.log.warning("Gap closed: %s missed interval(s) [%s, %s) were read by this run",
+                                 gap.get("intervals"), gap.get("start"), gap.get("end"))
         if self.elasticsearch_conn_id and not summary["dry_run"]:  # a dry run writes nothing
             summary["run_report_indexed"] = self._index_report(summary, context)
         return summary

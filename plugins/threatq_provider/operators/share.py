@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -130,17 +131,24 @@ class ThreatQSelectEventsOperator(BaseOperator):
     :param spread_over: fewest lists to spread the events over (the share task's parallelism), so a
         small selection still keeps every parallel slot busy; lists are never longer than
         ``events_per_task`` unless ``max_tasks`` requires it.
+    :param use_watermark: start the window at the watermark when that is earlier (missed intervals
+        are read by the next run), and read the initial look-back when there is none
+        (:mod:`threatq_provider.threatq.watermark`); ``ThreatQSaveWatermarkOperator`` moves it after
+        the shares succeeded. (templated)
+    :param initial_lookback: how far back the first run reads (``<n>d``/``<n>h``/``<n>m``). (templated)
     :return: the event ids, one per mapped share task, or lists of ids when there are more events
-        than ``max_tasks`` (the XCom, mapped over by the share task).
+        than ``max_tasks`` (the XCom, mapped over by the share task). The window read (and why, the
+        gap it closed, the watermark Variable) is the XCom key ``window`` (``None`` for ids given).
     """
 
     template_fields: Sequence[str] = ("threatq_conn_id", "window_start", "window_end", "event_ids", "event_types",
-                                      "tags", "sources")
+                                      "tags", "sources", "use_watermark", "initial_lookback")
 
     def __init__(self, *, threatq_conn_id: str = "threatq_default",
                  window_start: Any = "{{ data_interval_start }}", window_end: Any = "{{ data_interval_end }}",
                  event_ids: Any = None, event_types: Any = (), tags: Any = (), sources: Any = (),
-                 max_tasks: int = 1000, events_per_task: int = 1, spread_over: int = 1, **kwargs: Any) -> None:
+                 max_tasks: int = 1000, events_per_task: int = 1, spread_over: int = 1, use_watermark: Any = False,
+                 initial_lookback: Any = "90d", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.threatq_conn_id = threatq_conn_id
         self.window_start = window_start
@@ -152,6 +160,8 @@ class ThreatQSelectEventsOperator(BaseOperator):
         self.max_tasks = max_tasks
         self.events_per_task = events_per_task
         self.spread_over = spread_over
+        self.use_watermark = use_watermark
+        self.initial_lookback = initial_lookback
 
     def batches(self, ids: list[int]) -> list[int] | list[list[int]]:
         """One id per item, or ids in lists of at most ``events_per_task`` (balanced over at least
@@ -165,23 +175,91 @@ class ThreatQSelectEventsOperator(BaseOperator):
 
     @fail_fast
     def execute(self, context: Context) -> list[int] | list[list[int]]:
+        from threatq_provider.operators import _watermark
+        from threatq_provider.operators._common import as_bool
+        from threatq_provider.operators.poll import _as_datetime
         from threatq_provider.threatq.hook import ThreatQHook
 
+        ti = context.get("ti")
         given = parse_ids(self.event_ids)
         if given:
             self.log.info("Sharing %d event(s) given by id", len(given))
+            if ti is not None:
+                ti.xcom_push(key="window", value=None)
             return self.batches(given)
         filters = {"event_types": parse_names(self.event_types), "tags": parse_names(self.tags),
                    "sources": parse_names(self.sources)}
+        start = _as_datetime(self.window_start, "window_start")
+        end = _as_datetime(self.window_end, "window_end")
+        if start is None or end is None or start >= end:
+            raise AirflowFailException(f"the window [{self.window_start}, {self.window_end}) is empty or reversed")
         hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
-        start, end = str(self.window_start), str(self.window_end)
+        info: dict[str, Any] | None = None
         try:
+            if as_bool(self.use_watermark, "use_watermark"):
+                dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
+                window, info = _watermark.plan(context, dag_id=dag_id, instance=hook.instance().name,
+                                               mode="events", filters=filters, start=start, end=end,
+                                               initial_lookback=self.initial_lookback)
+                self.log.info("Reading ThreatQ events %s (watermark Variable %s)", _watermark.describe(info),
+                              info["variable"])
+                info["polled_at"] = _watermark.iso(datetime.now(timezone.utc))
+                start, end = window.start, window.end
             events = hook.get_client().iter_events(start, end, with_=("type", "tags", "sources"))
             ids = [int(e["id"]) for e in events if event_matches(e, **filters)]
         finally:
             hook.close()
-        self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start, end, filters)
+        if info is not None:
+            info["events"] = len(ids)
+        self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start.isoformat(), end.isoformat(),
+                      filters)
+        if ti is not None:
+            ti.xcom_push(key="window", value=info)
         return self.batches(ids)
+
+
+class ThreatQSaveWatermarkOperator(BaseOperator):
+    """Move the watermark of a window once everything read from it is safe (the last task of a DAG).
+
+    Give it ``trigger_rule="none_failed"`` after the tasks that write: it runs when they succeeded or
+    had nothing to do, never after a failure, so a failed share is read again by the next run.
+
+    :param window: the ``window`` XCom of ``ThreatQSelectEventsOperator`` (or a poll's ``watermark``
+        dict with ``polled_at``); ``None`` (ids given by hand) saves nothing. (templated)
+    :return: XCom ``{"window_start", "window_end", "interval_start", "interval_end", "window_kind",
+        "gap_closed", "events", "watermark", "watermark_saved", "previous"}``.
+    """
+
+    template_fields: Sequence[str] = ("window",)
+
+    def __init__(self, *, window: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.window = window
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from threatq_provider.operators._watermark import describe, save_watermark
+        from threatq_provider.operators.report import _as_dict
+
+        info = _as_dict(self.window)
+        saved = save_watermark(info or None, polled_at=info.get("polled_at"),
+                               run_id=str(context.get("run_id") or ""))
+        summary = {
+            "window_start": info.get("window_start"), "window_end": info.get("window_end"),
+            "interval_start": info.get("interval_start"), "interval_end": info.get("interval_end"),
+            "window_kind": info.get("kind"), "gap_closed": info.get("gap"), "events": info.get("events"),
+            "watermark": saved.get("watermark"), "watermark_saved": bool(saved.get("saved")),
+            "previous": saved.get("previous"),
+        }
+        if info:
+            self.log.info("Window read: %s; watermark %s (%s)", describe(info), summary["watermark"],
+                          "moved" if summary["watermark_saved"] else "unchanged")
+            if info.get("gap"):
+                gap = info["gap"]
+                self.log.warning("Gap closed: %s missed interval(s) [%s, %s) were read by this run",
+                                 gap.get("intervals"), gap.get("start"), gap.get("end"))
+        else:
+            self.log.info("No window was read (events given by id): the watermark stays")
+        return summary
 
 
 class _MispShareBase(BaseOperator):

@@ -840,6 +840,42 @@ class ThreatQClient:
         yield from self._iter_keyset("indicators", clauses, page_size=page_size, with_=with_, fields=fields,
                                      keep_unparsed=keep_unparsed)
 
+    def iter_indicator_ids(self, *, page_size: int | None = None) -> Iterator[list[int]]:
+        """Pages of the ids of every indicator ThreatQ has, ascending, ids only.
+
+        ``POST /api/indicators/query?sort=id`` with ``fields=["id"]`` and the keyset filter
+        ``id > <last id>``: each page costs the server an index seek, memory stays flat, and an
+        indicator created or deleted meanwhile cannot make the paging skip or repeat one. It ends on
+        an empty page only (a capped page is simply followed by the next), so a short page never
+        passes for the end. For the deletion reconciliation, which merges this stream with the
+        active index's ids.
+
+        :param page_size: ids per request (default: the client's ``page_size``).
+        :return: iterator of non-empty lists of ids, strictly ascending across pages.
+        :raises ThreatQResponseError: a row without an integer id, or ids out of order (the merge
+            would be wrong), or a server that ignores the filter.
+        """
+        size = self._page_size(page_size)
+        path = "/api/indicators/query"
+        last: int | None = None
+        while True:
+            clauses = [] if last is None else [{"id": {"+gt": last}}]
+            body = {"criteria": {}, "filters": {"+and": clauses}, "fields": ["id"]}
+            page = f"page after id {last}" if last is not None else "first page"
+            payload = self.request_json("POST", path, params={"limit": size, "sort": "id"}, json=body, page=page)
+            rows = self._page_rows("POST", path, payload)
+            try:
+                ids = [int(row["id"]) for row in rows]
+            except (KeyError, TypeError, ValueError):
+                raise ThreatQResponseError(200, "POST", path, "", detail=f"{page}: a row has no integer id") from None
+            if not ids:
+                return
+            if any(b <= a for a, b in zip(ids, ids[1:])) or (last is not None and ids[0] <= last):
+                raise ThreatQResponseError(200, "POST", path, "",
+                                           detail=f"{page}: ids not strictly ascending (sort=id ignored?)")
+            yield ids
+            last = ids[-1]
+
     def iter_indicators(self, updated_since: datetime | str, updated_until: datetime | str,
                         **kwargs: Any) -> Iterator[dict[str, Any]]:
         """Indicators of :meth:`iter_indicator_pages`, one by one (same arguments)."""

@@ -20,6 +20,9 @@ Password       –                         account password (password grant), or
 –              ``page_size``             rows per page when polling (default 1000)
 –              ``allow_insecure_http``   send the credentials to an ``http://`` URL (default false:
                                          refused, loopback included)
+–              ``instance``              name of this ThreatQ instance (default: derived from the host);
+                                         see :mod:`threatq_provider.threatq.instance`
+–              ``ui_base_url``           base URL of ThreatQ's web UI for links back (default: the host)
 =============  ========================  ==========================================================
 
 The grant follows from the fields alone: Login set means the password grant, Login empty means
@@ -52,6 +55,7 @@ from threatq_provider._conn_extras import (
 from threatq_provider.threatq.auth import ClientCredentials, PasswordGrant
 from threatq_provider.threatq.client import RetryPolicy, ThreatQClient
 from threatq_provider.threatq.errors import ThreatQError, ThreatQValidationError, mask_body
+from threatq_provider.threatq.instance import ThreatQInstance, derive_instance_name, validate_instance_name
 
 # Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
 log = logging.getLogger(__name__)
@@ -131,6 +135,36 @@ class ThreatQHook(BaseHook):
             "timeout": (min(CONNECT_TIMEOUT_S, read_timeout), read_timeout),
             "page_size": page_size,
         }
+
+    def instance(self) -> ThreatQInstance:
+        """The ThreatQ instance this connection reads (extra ``instance``, else derived from the host).
+
+        :return: the :class:`~threatq_provider.threatq.instance.ThreatQInstance`; ``explicit`` when
+            the extra names it (only then are document ids prefixed and MISP UUIDs re-keyed).
+        :raises ThreatQValidationError: the extra is not a valid name, or the host has none to derive.
+        """
+        conn = self.get_connection(self.threatq_conn_id)
+        named = self._extra(conn.extra_dejson or {}, "instance")
+        try:
+            if named not in (None, ""):
+                return ThreatQInstance(validate_instance_name(named), explicit=True)
+            return ThreatQInstance(derive_instance_name(self._base_url(conn)))
+        except ValueError as exc:
+            raise ThreatQValidationError("instance", named, reason=f"connection {self.threatq_conn_id!r}: {exc}") from None
+
+    def ui_base_url(self) -> str | None:
+        """Base URL of the ThreatQ web UI for links back (extra ``ui_base_url``, else the host URL).
+
+        :return: the URL without a trailing slash.
+        """
+        conn = self.get_connection(self.threatq_conn_id)
+        given = self._extra(conn.extra_dejson or {}, "ui_base_url")
+        if given not in (None, ""):
+            url = str(given).strip().rstrip("/")
+            if not url.lower().startswith(("https://", "http://")):
+                raise ThreatQValidationError("ui_base_url", given, reason="an http(s):// URL is required")
+            return url
+        return self._base_url(conn)
 
     def _grant(self, conn: Any, extras: dict[str, Any]) -> ClientCredentials | PasswordGrant:
         """Login set → password grant; Login empty → client credentials with Password as the secret."""

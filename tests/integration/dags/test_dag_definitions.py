@@ -70,6 +70,7 @@ def test_param_defaults_reproduce_the_scheduled_run(dagbag):
         "indicator_types": [],
         "ioc_expiration_duration": "90d",
         "active_statuses": None,  # the Variable threatq_active_statuses, else Active only
+        "initial_lookback": None,  # the Variable threatq_initial_lookback, else 90d
         "dry_run": False,
     }
 

@@ -59,14 +59,15 @@ EXPECTED = {
     "threatq_indicators_to_elasticsearch": {
         "mode": "drop-down", "collection": "text", "since": "date-time picker", "until": "date-time picker",
         "indicator_types": "multi-select", "ioc_expiration_duration": "text with suggestions",
-        "active_statuses": "multi-select", "dry_run": "switch",
+        "active_statuses": "multi-select", "initial_lookback": "text with suggestions", "dry_run": "switch",
     },
     "threatq_events_to_misp": {
         "event_ids": "one per line", "updated_since": "date-time picker", "updated_until": "date-time picker",
         "event_types": "multi-select", "tags": "one per line", "sources": "one per line", "publish": "switch",
-        "distribution": "drop-down", "sharing_group": "text",
+        "distribution": "drop-down", "sharing_group": "text", "initial_lookback": "text with suggestions",
     },
     "threatq_ioc_expiry_sweep": {"dry_run": "switch", "history_retention": "text with suggestions"},
+    "threatq_deletion_reconcile": {"dry_run": "switch", "max_delete_percent": "number", "allow_mass_delete": "switch"},
     "example_threatq_actions": {
         "value": "text", "type": "drop-down", "status": "drop-down", "source": "text", "event_title": "text",
         "event_type": "text with suggestions",

@@ -6,7 +6,7 @@ The end-to-end behaviour against the simulator and a real Airflow is in tests/in
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
@@ -40,12 +40,17 @@ class FakeClient:
 
 
 @pytest.fixture
-def fake_client(monkeypatch):
+def fake_client(monkeypatch, variables):
+    from threatq_provider.threatq.instance import ThreatQInstance
+
     client = FakeClient()
 
     class FakeHook:
         def __init__(self, threatq_conn_id):
             self.conn_id = threatq_conn_id
+
+        def instance(self):
+            return ThreatQInstance("threatq.example.com")
 
         def get_client(self):
             return client
@@ -91,7 +96,7 @@ def test_window_mode_streams_every_page_to_raw_ndjson_and_returns_paths_and_coun
     assert [json.loads(line)["id"] for line in lines] == [1, 2, 3]
     assert out["indicators"] == 3 and out["pages"] == 2 and out["path"].endswith("/run/raw.ndjson.zst")
     assert fake_client.calls == [("window", START, END, ["IP Address"], None)]
-    assert len(json.dumps(out)) < 1000  # paths and counts only
+    assert len(json.dumps(out)) < 2000  # paths, counts and the window read (watermark): never indicators
 
 
 def test_full_resync_reads_from_1970_to_9999(tmp_path, fake_client):
@@ -198,3 +203,74 @@ def test_a_local_stage_folder_is_private_to_the_worker_user(tmp_path, fake_clien
     mode = stat.S_IMODE(os.stat(tmp_path / "run").st_mode)
     assert mode == 0o700, oct(mode)
     assert out["stage_dir"].endswith("/run")
+
+
+# -- watermark (threatq_provider.threatq.watermark; the DAG-level proof is in tests/integration/dags) --
+
+WM_KEY = "threatq_watermark__adhoc_airflow__threatq.example.com__window"
+LOADED = {"indexed": 3, "updated": 0, "skipped_stale": 0}
+
+
+def _poll_and_report(tmp_path, *, context=None, load=LOADED, **kw):
+    out = _op(tmp_path, window_start=START, window_end=END, use_watermark=True, **kw).execute(context or {})
+    report = ThreatQRunReportOperator(task_id="r", poll_result=out, transform_result={"written": 3},
+                                      load_result=load).execute(context or {})
+    return out, report
+
+
+def test_first_window_run_reads_the_lookback_and_the_report_creates_the_watermark(tmp_path, fake_client, variables):
+    out, report = _poll_and_report(tmp_path, initial_lookback="30d")
+    assert fake_client.calls[0][1:3] == (END - timedelta(days=30), END)
+    assert (out["window_start"], out["window_end"]) == ((END - timedelta(days=30)).isoformat(), END.isoformat())
+    assert out["watermark"]["kind"] == "initial_lookback" and out["watermark"]["variable"] == WM_KEY
+    assert report["window_kind"] == "initial_lookback" and report["watermark_saved"] is True
+    assert json.loads(variables[WM_KEY])["watermark"] == "2026-01-02T00:00:00Z"
+
+
+def test_a_later_run_reads_from_the_watermark_and_the_report_names_the_gap(tmp_path, fake_client, variables):
+    variables[WM_KEY] = json.dumps({"watermark": "2025-12-25T00:00:00Z"})
+    out, report = _poll_and_report(tmp_path)
+    assert fake_client.calls[0][1] == datetime(2025, 12, 25, tzinfo=timezone.utc)
+    assert report["gap_closed"] == {"start": "2025-12-25T00:00:00Z", "end": "2026-01-01T00:00:00Z", "intervals": 7}
+    assert (report["interval_start"], report["interval_end"]) == ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    assert json.loads(variables[WM_KEY])["watermark"] == "2026-01-02T00:00:00Z"
+
+
+def test_a_backfill_reads_its_own_interval_and_never_moves_the_watermark_back(tmp_path, fake_client, variables):
+    variables[WM_KEY] = json.dumps({"watermark": "2026-02-01T00:00:00Z"})
+    backfill = {"dag_run": SimpleNamespace(run_type="backfill")}
+    out, report = _poll_and_report(tmp_path, context=backfill)
+    assert fake_client.calls[0][1:3] == (START, END)
+    assert out["watermark"]["kind"] == "backfill" and report["watermark_saved"] is False
+    assert json.loads(variables[WM_KEY])["watermark"] == "2026-02-01T00:00:00Z"
+
+
+def test_a_dry_run_or_a_filtered_run_leaves_the_watermark_alone(tmp_path, fake_client, variables):
+    _out, dry = _poll_and_report(tmp_path, load=None)
+    assert dry["watermark_saved"] is False and WM_KEY not in variables
+    out, report = _poll_and_report(tmp_path, types=["FQDN"])
+    assert out["watermark"]["variable"].startswith(WM_KEY + "__") and report["watermark_saved"] is True
+    assert WM_KEY not in variables, "a filtered run moved the unfiltered watermark"
+
+
+def test_a_window_given_by_hand_is_read_as_given_and_an_unreadable_watermark_fails_the_task(
+        tmp_path, fake_client, variables):
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    variables[WM_KEY] = "last tuesday"
+    with pytest.raises(AirflowFailException, match=WM_KEY):
+        _op(tmp_path, window_start=START, window_end=END, use_watermark=True).execute({})
+    variables[WM_KEY] = "2025-06-01T00:00:00Z"
+    out = _op(tmp_path, window_start=START, window_end=END, use_watermark=False).execute({})
+    assert fake_client.calls[-1][1:3] == (START, END) and out["watermark"] is None
+    report = ThreatQRunReportOperator(task_id="r", poll_result=out, transform_result={"written": 3},
+                                      load_result=LOADED).execute({})
+    assert report["watermark_saved"] is False and variables[WM_KEY] == "2025-06-01T00:00:00Z"
+
+
+def test_a_full_resync_moves_the_watermark_to_its_poll_time(tmp_path, fake_client, variables):
+    out = _op(tmp_path, mode="full_resync", use_watermark=True).execute({})
+    report = ThreatQRunReportOperator(task_id="r", poll_result=out, transform_result={"written": 0},
+                                      load_result=LOADED).execute({})
+    assert report["watermark_saved"] is True
+    assert json.loads(variables[WM_KEY])["watermark"] == out["polled_at"].replace("+00:00", "Z")

@@ -1,0 +1,103 @@
+"""Remove from the active index the IOCs deleted in ThreatQ (:mod:`threatq_provider.elasticsearch.reconcile`).
+
+A short recipe: list ThreatQ's indicator ids (ids only, keyset paging), merge them with the active
+index's ids of the same ThreatQ instance, and tombstone then delete what ThreatQ no longer has,
+counted by reason (``deleted_in_threatq``). A dry run only counts. Over the safety limit the task
+fails without retry and removes nothing (a retry would find the same), unless
+``allow_mass_delete`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+# Light constants only: parsing a DAG must not import the Elasticsearch client.
+from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
+from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, fail_fast, optional
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
+    """Take the IOCs that ThreatQ no longer has out of the active index.
+
+    :param threatq_conn_id: the ThreatQ connection (its instance selects the documents checked).
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param dry_run: count only, remove nothing. (templated)
+    :param max_delete_percent: refuse to remove more than this share (in %) of the instance's active
+        IOCs in one run (default 10). (templated)
+    :param allow_mass_delete: remove even above ``max_delete_percent`` (after checking that ThreatQ
+        really lost them). (templated)
+    :param margin: documents updated this close to the start of ThreatQ's listing are left for the
+        next run: ``<n>d``/``<n>h``/``<n>m``/``<n>s`` (default ``1h``). (templated)
+    :param page_size: ids per ThreatQ request (default: the connection's ``page_size``). (templated)
+    :param index_prefix: prefix of every index name (default none: Elastic's names).
+    :return: XCom ``{"instance", "active", "checked", "threatq_ids", "missing", "deleted", "conflicts",
+        "failed", "tombstones", "tombstone_failures", "by_reason", "sample_ids" (first 100 ThreatQ ids),
+        "limit", "max_delete_percent", "dry_run", "refused", "started_at"}``.
+    """
+
+    template_fields: Sequence[str] = ("dry_run", "max_delete_percent", "allow_mass_delete", "margin", "page_size")
+    ui_color = "#fde8e8"
+
+    def __init__(self, *, threatq_conn_id: str = "threatq_default",
+                 elasticsearch_conn_id: str = "elasticsearch_default", dry_run: Any = False,
+                 max_delete_percent: Any = 10, allow_mass_delete: Any = False, margin: Any = "1h",
+                 page_size: Any = None, index_prefix: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threatq_conn_id = threatq_conn_id
+        self.elasticsearch_conn_id = elasticsearch_conn_id
+        self.dry_run = dry_run
+        self.max_delete_percent = max_delete_percent
+        self.allow_mass_delete = allow_mass_delete
+        self.margin = margin
+        self.page_size = page_size
+        self.index_prefix = index_prefix
+
+    def _arguments(self) -> dict[str, Any]:
+        from threatq_provider.elasticsearch.sweeper import parse_duration
+
+        try:
+            percent = float(self.max_delete_percent if self.max_delete_percent not in (None, "", "None") else 10)
+            margin = parse_duration(str(self.margin or "1h"))
+            page_size = optional(self.page_size, int)
+        except (TypeError, ValueError) as exc:
+            raise AirflowFailException(f"task {self.task_id}: {exc}") from None
+        if not 0 <= percent <= 100:
+            raise AirflowFailException(f"max_delete_percent must be between 0 and 100; got {percent:g}")
+        return {"dry_run": as_bool(self.dry_run, "dry_run"), "max_delete_percent": percent,
+                "allow_mass_delete": as_bool(self.allow_mass_delete, "allow_mass_delete"), "margin": margin,
+                "page_size": page_size}
+
+    @fail_fast
+    def execute(self, context: Context) -> dict[str, Any]:
+        from threatq_provider.elasticsearch.errors import ReconcileLimitExceeded
+        from threatq_provider.elasticsearch.reconcile import reconcile_deletions
+        from threatq_provider.threatq.hook import ThreatQHook
+
+        args = self._arguments()
+        tq = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
+        try:
+            instance = tq.instance()
+            started_at = datetime.now(UTC)  # before ThreatQ's first request
+            ids = tq.get_client().iter_indicator_ids(page_size=args.pop("page_size"))
+            result = reconcile_deletions(
+                self.hook.get_client(), ids, started_at=started_at, index=self.index_prefix + ACTIVE_ALIAS,
+                tombstone_index=self.index_prefix + TOMBSTONE_INDEX, instance=instance.name,
+                explicit_instance=instance.explicit, **args)
+        except ReconcileLimitExceeded as exc:
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            tq.close()
+            self.hook.close()
+        result["instance"] = instance.name
+        self.log.info("Deletion reconciliation (%s): %d active IOCs, %d ids in ThreatQ, %d no longer in ThreatQ, "
+                      "%d removed (tombstones %d, conflicts %d)%s; first ids %s", instance.name, result["active"],
+                      result["threatq_ids"], result["missing"], result["deleted"], result["tombstones"],
+                      result["conflicts"], " (dry run)" if result["dry_run"] else "", result["sample_ids"][:20])
+        return result
