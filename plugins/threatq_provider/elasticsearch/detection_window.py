@@ -36,8 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
-
+from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
 
 __all__ = ["DEFAULT_MARGIN", "DEFAULT_WINDOW", "RefreshCounts", "due_query", "refresh_detection_window"]
@@ -90,12 +89,12 @@ def due_query(now: datetime, *, window: timedelta = DEFAULT_WINDOW, margin: time
     }}
 
 
-def refresh_detection_window(client: Elasticsearch, *, index: str = ACTIVE_ALIAS, now: datetime,
+def refresh_detection_window(client: Any, *, index: str = ACTIVE_ALIAS, now: datetime,
                              window: timedelta = DEFAULT_WINDOW, margin: timedelta = DEFAULT_MARGIN,
                              dry_run: bool = False, chunk_docs: int = 1000) -> RefreshCounts:
     """Bring the active IOCs about to leave the rules' window back to ``@timestamp`` = ``now``.
 
-    :param client: an Elasticsearch client.
+    :param client: a client of either library (:mod:`.cluster`).
     :param index: the active index or its alias.
     :param now: the refresh clock (the operator passes the run's ``data_interval_end``).
     :param window: the rules' look-back on ``@timestamp`` (30 days for Elastic's prebuilt rules).
@@ -110,6 +109,7 @@ def refresh_detection_window(client: Elasticsearch, *, index: str = ACTIVE_ALIAS
         log.info("detection window: %s does not exist yet; nothing to refresh", index)
         return counts
     stamp = _iso(now)
+    helpers = cluster(client).helpers
     hits = helpers.scan(client, index=index, query={"query": query}, seq_no_primary_term=True,
                         _source=["@timestamp", "threatq.updated_at"])
 
@@ -127,7 +127,7 @@ def refresh_detection_window(client: Elasticsearch, *, index: str = ACTIVE_ALIAS
                    "doc": {"@timestamp": stamp, "threatq": tq}}
 
     for ok, result in helpers.streaming_bulk(client, actions(), chunk_size=chunk_docs, raise_on_error=False,
-                                             raise_on_exception=True, max_retries=3, retry_on_status=(429,)):
+                                             raise_on_exception=True, max_retries=3):  # retries 429s
         item = result["update"]
         if ok:
             counts.refreshed += 1

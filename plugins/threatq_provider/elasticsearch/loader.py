@@ -25,10 +25,12 @@ with exponential backoff:
   ``withheld_by_reason`` (every such copy) and ``removed_by_reason`` (those that were in the active
   index). When its status returns into the policy, ThreatQ's new ``updated_at`` (or a later poll)
   gives a higher version than the tombstone's, and the copy is written again.
-- history: ``create`` into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
+- history: ``create`` with ``_id`` = ``"<id>-<version>"`` into the history data stream
+  ``<history_prefix>default`` where the cluster has data streams (:mod:`.cluster`; the template
+  makes it one), else into the daily index ``<history_prefix>YYYY.MM.DD`` of the load's day
   (``history_date``; the operator passes the run's ``data_interval_end``, so a retried task writes
-  to the same index) with ``_id`` = ``"<id>-<version>"``; 409 means that version is already
-  there (``history_existing``). The history copy says ``labels.is_ioc_transform_source: "true"``
+  to the same index); 409 means that version is already there (``history_existing``). The
+  history copy says ``labels.is_ioc_transform_source: "true"``
   (:func:`history_line`), so detection rules skip it. Every version read goes to the history, also the
   ``skipped_stale`` and ``skipped_deleted`` ones (it records what ThreatQ said, not what the
   active index kept). One index per load day, as Elastic's ILM deletes source data by ingest age;
@@ -50,6 +52,9 @@ failure goes to the dead-letter NDJSON (``{"index", "id", "status", "reason", "d
 counts *documents* (``rejected_documents``): a line refused by either index, or by both, counts
 once, so a history index that refuses writes (a closed or write-blocked index, a mapping
 conflict) fails the load like an active-index reject does instead of losing the history silently.
+
+One contract for both targets: the client is an ``elasticsearch`` or an ``opensearch-py`` client,
+called through :mod:`.cluster` (the bulk body, 429 status and helpers of either library).
 """
 
 from __future__ import annotations
@@ -66,14 +71,15 @@ from itertools import islice
 from typing import Any, TextIO, overload
 
 import orjson
-from elasticsearch import ApiError, Elasticsearch
 
+from threatq_provider.elasticsearch.cluster import Cluster, cluster
 from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
 from threatq_provider.elasticsearch.names import (
     ACTIVE_ALIAS,
     DEFAULT_CHUNK_BYTES,
     DEFAULT_CHUNK_DOCS,
     DEFAULT_MAX_IN_FLIGHT,
+    HISTORY_DATA_STREAM_NAMESPACE,
     HISTORY_PREFIX,
     TOMBSTONE_INDEX,
 )
@@ -321,7 +327,7 @@ class _Meta:
         return b"%s%s}}\n" % (prefix, orjson.dumps(doc_id))
 
 
-def _requests(entries: Iterator[_Pending], *, client: Elasticsearch, tombstone_index: str | None, batch: int,
+def _requests(entries: Iterator[_Pending], *, client: Any, tombstone_index: str | None, batch: int,
               chunk_bytes: int, active_index: str, history_index: str | None,
               counts: LoadCounts) -> Iterator[_Request]:
     """Entries → bulk requests of at most ``batch`` lines and about ``chunk_bytes`` bytes.
@@ -373,7 +379,7 @@ class _Retry:
     max_backoff: float
 
 
-def _send(client: Elasticsearch, request: _Request, retry: _Retry) -> list[tuple[str, dict[str, Any]]]:
+def _send(target: Cluster, request: _Request, retry: _Retry) -> list[tuple[str, dict[str, Any]]]:
     """POST one bulk request (in a worker thread); retry what Elasticsearch answered 429.
 
     As ``helpers.streaming_bulk`` does: items answered 429 are sent again, alone, after a backoff
@@ -389,9 +395,9 @@ def _send(client: Elasticsearch, request: _Request, retry: _Retry) -> list[tuple
         if attempt:
             time.sleep(min(retry.max_backoff, retry.initial_backoff * 2 ** (attempt - 1)))
         try:
-            items = client.bulk(operations=payload, filter_path=_FILTER_PATH).body["items"]
-        except ApiError as exc:
-            if exc.meta.status != 429 or attempt == retry.max_retries:
+            items = target.bulk(payload, filter_path=_FILTER_PATH)
+        except target.api_error as exc:
+            if target.status(exc) != 429 or attempt == retry.max_retries:
                 raise
             continue
         again = []
@@ -453,7 +459,7 @@ def _settle(request: _Request, counts: LoadCounts, dead: _DeadLetter) -> None:
             dead.write(item.get("_index", index), doc_id, status, text, entry.line)
 
 
-def _withhold(client: Elasticsearch, tombstone_index: str | None, entries: list[_Pending]) -> set[str]:
+def _withhold(client: Any, tombstone_index: str | None, entries: list[_Pending]) -> set[str]:
     """Tombstones for the copies withheld from the active index; the ids now covered.
 
     Without a tombstone index every id counts as covered (nothing then guards against a replay,
@@ -516,7 +522,7 @@ def _reason(item: dict[str, Any]) -> tuple[str, str]:
 
 
 def load_ndjson(
-    client: Elasticsearch,
+    client: Any,
     lines: Iterable[str | bytes],
     *,
     active_index: str = ACTIVE_ALIAS,
@@ -543,11 +549,13 @@ def load_ndjson(
     copies of one indicator are written in file order and the counts are those of a load one
     request at a time.
 
-    :param client: an Elasticsearch client.
+    :param client: an ``elasticsearch`` or ``opensearch-py`` client (or its :class:`~.cluster.Cluster`).
     :param lines: NDJSON lines (str or bytes), one ECS document each; blank lines are skipped.
     :param active_index: the active index or its alias (:data:`ACTIVE_ALIAS`).
-    :param history_prefix: prefix of the daily history indices; ``None`` writes no history.
-    :param history_date: the day whose history index receives this load (default: today, UTC).
+    :param history_prefix: prefix of the history data stream (``<prefix>default``, clusters with
+        data streams) or of the daily history indices; ``None`` writes no history.
+    :param history_date: the day whose daily history index receives this load (default: today,
+        UTC; not used with a data stream).
     :param observed_at: when the poll read these documents from ThreatQ (the poll task's start).
         It orders copies with the same ``updated_at`` (a later poll wins); without it they never
         replace one another (minor part 0).
@@ -571,8 +579,13 @@ def load_ndjson(
         raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
     counts = LoadCounts()
     dead = _DeadLetter(dead_letter, counts)
-    history_index = None if history_prefix is None else history_prefix + history_suffix(history_date)
     versioning = _Versioning(observed_part(observed_at), now or datetime.now(timezone.utc), max_future_skew)
+    target = cluster(client)
+    client = target.client
+    history_index = None
+    if history_prefix is not None:
+        stream = target.capabilities.data_streams
+        history_index = history_prefix + (HISTORY_DATA_STREAM_NAMESPACE if stream else history_suffix(history_date))
     entries = _parse(lines, active_index=active_index, versioning=versioning, counts=counts, dead=dead)
     requests = _requests(entries, client=client, tombstone_index=tombstone_index, batch=chunk_docs,
                          chunk_bytes=chunk_bytes, active_index=active_index, history_index=history_index,
@@ -586,7 +599,7 @@ def load_ndjson(
                 while in_flight and (len(in_flight) >= max_in_flight
                                      or any(not request.ids.isdisjoint(r.ids) for r in in_flight)):
                     _settle(in_flight.popleft(), counts, dead)
-                request.future = pool.submit(_send, client, request, retry)
+                request.future = pool.submit(_send, target, request, retry)
                 in_flight.append(request)
             while in_flight:
                 _settle(in_flight.popleft(), counts, dead)

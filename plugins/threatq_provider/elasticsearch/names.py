@@ -12,6 +12,9 @@ ACTIVE_ALIAS = "logs-ti_threatq_latest.threat"
 #: Prefix of the daily history indices ``<prefix>YYYY.MM.DD``.
 HISTORY_PREFIX = "logs-ti_threatq.threat_history-"
 HISTORY_PATTERN = HISTORY_PREFIX + "*"
+#: The history data stream is ``<prefix>default`` (Elastic's ``<type>-<dataset>-<namespace>``) on
+#: clusters with data streams; elsewhere the history is daily indices ``<prefix>YYYY.MM.DD``.
+HISTORY_DATA_STREAM_NAMESPACE = "default"
 #: Hidden index of tombstones (IOCs removed from the active index, at the version removed).
 TOMBSTONE_INDEX = "threatq-ioc-tombstones"
 #: Largest bulk request body, and most documents per bulk request.

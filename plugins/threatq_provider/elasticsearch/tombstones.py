@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from elasticsearch import Elasticsearch, helpers
-
+from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.errors import TombstoneError
 from threatq_provider.elasticsearch.versioning import split_version
 
@@ -75,11 +74,11 @@ def _body(stone: Tombstone, deleted_at: str) -> dict[str, Any]:
     return body
 
 
-def write_tombstones(client: Elasticsearch, index: str, stones: Iterable[Tombstone], *,
+def write_tombstones(client: Any, index: str, stones: Iterable[Tombstone], *,
                      deleted_at: datetime | None = None) -> tuple[set[str], int]:
     """Write tombstones (one bulk request per call; give it a batch).
 
-    :param client: an Elasticsearch client.
+    :param client: a client of either library (:mod:`.cluster`).
     :param index: the tombstone index (see ``IndexNames.tombstone_index``).
     :param stones: what is about to be removed.
     :param deleted_at: when (default now, UTC); pruning counts from it.
@@ -94,6 +93,7 @@ def write_tombstones(client: Elasticsearch, index: str, stones: Iterable[Tombsto
     failed = 0
     if not actions:
         return covered, failed
+    helpers = cluster(client).helpers
     for ok, result in helpers.streaming_bulk(client, actions, chunk_size=len(actions), raise_on_error=False,
                                              max_retries=5, initial_backoff=1.0):
         item = result["index"]
@@ -105,10 +105,10 @@ def write_tombstones(client: Elasticsearch, index: str, stones: Iterable[Tombsto
     return covered, failed
 
 
-def tombstone_versions(client: Elasticsearch, index: str, ids: Iterable[str]) -> dict[str, int]:
+def tombstone_versions(client: Any, index: str, ids: Iterable[str]) -> dict[str, int]:
     """The tombstone version of each id that has one (one ``mget``, no ``_source``).
 
-    :param client: an Elasticsearch client.
+    :param client: a client of either library (:mod:`.cluster`).
     :param index: the tombstone index; a missing index means no tombstones.
     :param ids: document ids (``threatq.id``).
     :return: id → version of its tombstone.
@@ -118,7 +118,7 @@ def tombstone_versions(client: Elasticsearch, index: str, ids: Iterable[str]) ->
     if not unique:
         return {}
     found: dict[str, int] = {}
-    for doc in client.mget(index=index, ids=unique, source=False)["docs"]:
+    for doc in cluster(client).mget_versions(index, unique):
         if doc.get("found"):
             found[str(doc["_id"])] = int(doc["_version"])
         elif "error" in doc:
@@ -130,30 +130,46 @@ def tombstone_versions(client: Elasticsearch, index: str, ids: Iterable[str]) ->
     return found
 
 
-def _expired_tombstones(client: Elasticsearch, index: str, cutoff: str, batch_size: int) -> Iterator[dict[str, Any]]:
+def _expired_tombstones(client: Any, index: str, cutoff: str, batch_size: int) -> Iterator[dict[str, Any]]:
     query = {"query": {"range": {"deleted_at": {"lt": cutoff}}}}
-    return helpers.scan(client, index=index, query=query, size=batch_size, _source=False, version=True,
-                        ignore_unavailable=True)
+    return cluster(client).helpers.scan(client, index=index, query=query, size=batch_size, _source=False,
+                                        version=True, ignore_unavailable=True)
 
 
-def prune_tombstones(client: Elasticsearch, index: str, *, before: datetime, batch_size: int = 1000) -> int:
+def prune_tombstones(client: Any, index: str, *, before: datetime, batch_size: int = 1000) -> int:
     """Delete tombstones written before ``before``.
 
     Each delete carries the version it saw (``version_type=external`` keeps a tombstone that a
-    newer removal rewrote meanwhile: the delete answers 409 and the tombstone stays).
+    newer removal rewrote meanwhile: the delete answers 409 and the tombstone stays). Where the
+    cluster has ``_delete_by_query`` (:mod:`.cluster`), one request does it on the cluster with the
+    same safety: a rewritten tombstone has a new ``deleted_at`` (past the cutoff), and one rewritten
+    between the request's own read and its delete is a version conflict, skipped
+    (``conflicts=proceed``).
 
-    :param client: an Elasticsearch client.
+    :param client: a client of either library (:mod:`.cluster`).
     :param index: the tombstone index (missing: nothing to prune).
     :param before: cutoff; the sweep passes now minus the tombstone retention.
     :param batch_size: documents per scroll page and per bulk.
     :return: how many were deleted.
     """
     cutoff = _iso(before) or ""
+    target = cluster(client)
+    if target.capabilities.delete_by_query:
+        try:
+            resp = client.delete_by_query(index=index, body={"query": {"range": {"deleted_at": {"lt": cutoff}}}},
+                                          conflicts="proceed", refresh=True, scroll_size=batch_size)
+        except target.api_error as exc:
+            if target.status(exc) == 404:
+                return 0  # no tombstone index: nothing was ever removed
+            raise
+        for failure in resp.get("failures") or []:
+            log.warning("tombstone prune: %s", failure)
+        return int(resp.get("deleted", 0))
     actions = ({"_op_type": "delete", "_index": h["_index"], "_id": h["_id"], "version": h["_version"],
                 "version_type": "external_gte"} for h in _expired_tombstones(client, index, cutoff, batch_size))
     deleted = 0
-    for ok, result in helpers.streaming_bulk(client, actions, chunk_size=batch_size, raise_on_error=False,
-                                             max_retries=5, initial_backoff=1.0):
+    for ok, result in target.helpers.streaming_bulk(client, actions, chunk_size=batch_size, raise_on_error=False,
+                                                    max_retries=5, initial_backoff=1.0):
         item = result["delete"]
         if ok:
             deleted += 1

@@ -1,4 +1,8 @@
-"""The bulk loader against the real node: idempotent, newest version wins, bad documents dead-lettered."""
+"""The bulk loader against both real nodes: idempotent, newest version wins, bad documents dead-lettered.
+
+One loader contract, two targets: each test runs on Elastic's test node (``es``; history in daily
+indices) and on OpenSearch's (``os``; the ``opensearch-py`` client, history in a data stream).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
 from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
-from threatq_provider.elasticsearch.templates import IndexNames, install_templates
+from threatq_provider.elasticsearch.templates import IndexNames, history_target, install_templates
 
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 DATA = Path(__file__).resolve().parents[2] / "data" / "elasticsearch"
@@ -24,14 +29,14 @@ def _lines() -> list[str]:
 
 def _ids(client, index: str) -> list[str]:
     client.indices.refresh(index=index)
-    hits = client.search(index=index, size=1000, query={"match_all": {}})["hits"]["hits"]
+    hits = client.search(index=index, body={"size": 1000, "query": {"match_all": {}}})["hits"]["hits"]
     return sorted(h["_id"] for h in hits)
 
 
 @pytest.fixture
-def names(es_client, es_index_prefix) -> IndexNames:
-    install_templates(es_client, prefix=es_index_prefix)
-    return IndexNames(es_index_prefix)
+def names(search_client, search_index_prefix) -> IndexNames:
+    install_templates(search_client, prefix=search_index_prefix)
+    return IndexNames(search_index_prefix)
 
 
 def _load(client, names: IndexNames, lines, dead_letter=None):
@@ -40,8 +45,8 @@ def _load(client, names: IndexNames, lines, dead_letter=None):
                        dead_letter=dead_letter, chunk_docs=3)
 
 
-def test_first_load_indexes_every_document_once_in_active_and_history(es_client, names):
-    counts = _load(es_client, names, _lines())
+def test_first_load_indexes_every_document_once_in_active_and_history(search_client, names):
+    counts = _load(search_client, names, _lines())
 
     assert counts.as_dict() | {"rejected": {}} == {
         "read": 8, "indexed": 8, "updated": 0, "skipped_stale": 0, "skipped_deleted": 0,
@@ -49,31 +54,31 @@ def test_first_load_indexes_every_document_once_in_active_and_history(es_client,
         "history_written": 8, "history_existing": 0, "history_rejected": 0, "history_rejected_by_type": {},
         "rejected_documents": 0, "dead_lettered": 0,
     }
-    assert _ids(es_client, names.active_alias) == sorted(str(json.loads(x)["threatq"]["id"]) for x in _lines())
+    assert _ids(search_client, names.active_alias) == sorted(str(json.loads(x)["threatq"]["id"]) for x in _lines())
 
 
-def test_loading_twice_gives_the_same_documents_and_no_duplicates(es_client, names):
-    _load(es_client, names, _lines())
-    active_before, history_before = _ids(es_client, names.active_alias), _ids(es_client, names.history_pattern)
+def test_loading_twice_gives_the_same_documents_and_no_duplicates(search_client, names):
+    _load(search_client, names, _lines())
+    active_before, history_before = _ids(search_client, names.active_alias), _ids(search_client, names.history_pattern)
 
-    again = _load(es_client, names, _lines())
+    again = _load(search_client, names, _lines())
 
-    assert _ids(es_client, names.active_alias) == active_before
-    assert _ids(es_client, names.history_pattern) == history_before
+    assert _ids(search_client, names.active_alias) == active_before
+    assert _ids(search_client, names.history_pattern) == history_before
     assert (again.indexed, again.updated, again.skipped_stale) == (0, 0, 8)
     assert (again.history_written, again.history_existing, again.rejected_total) == (0, 8, 0)
 
 
-def test_an_older_version_does_not_overwrite_a_newer_one(es_client, names):
+def test_an_older_version_does_not_overwrite_a_newer_one(search_client, names):
     doc = json.loads(_lines()[0])
     newer = json.loads(json.dumps(doc))
     newer["@timestamp"] = "2026-11-24T10:00:00.000Z"
     newer["threat"]["indicator"]["confidence"] = "High"
-    _load(es_client, names, [json.dumps(newer)])
+    _load(search_client, names, [json.dumps(newer)])
 
-    replay = _load(es_client, names, [json.dumps(doc)])
+    replay = _load(search_client, names, [json.dumps(doc)])
 
-    stored = es_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))
+    stored = search_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))
     assert stored["_source"]["threat"]["indicator"]["confidence"] == "High"
     assert stored["_version"] == 1795514400 << 31  # 2026-11-24T10:00:00Z in seconds, no poll time given
     assert (replay.skipped_stale, replay.rejected_total) == (1, 0)
@@ -81,26 +86,26 @@ def test_an_older_version_does_not_overwrite_a_newer_one(es_client, names):
     assert replay.history_written == 1
 
 
-def test_a_newer_version_replaces_the_stored_one_and_counts_as_updated(es_client, names):
+def test_a_newer_version_replaces_the_stored_one_and_counts_as_updated(search_client, names):
     doc = json.loads(_lines()[0])
-    _load(es_client, names, [json.dumps(doc)])
+    _load(search_client, names, [json.dumps(doc)])
     doc["@timestamp"] = "2026-11-24T10:00:00.000Z"
     doc["threat"]["indicator"]["confidence"] = "High"
 
-    counts = _load(es_client, names, [json.dumps(doc)])
+    counts = _load(search_client, names, [json.dumps(doc)])
 
     assert (counts.indexed, counts.updated) == (0, 1)
-    assert es_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))["_source"]["threat"]["indicator"][
+    assert search_client.get(index=names.active_alias, id=str(doc["threatq"]["id"]))["_source"]["threat"]["indicator"][
         "confidence"] == "High"
 
 
-def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_indexed(es_client, names):
+def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_indexed(search_client, names):
     bad = json.loads((DATA / "bad_ip.json").read_text())
     lines = _lines()
     lines.insert(3, json.dumps(bad))
     dead = io.StringIO()
 
-    counts = load_ndjson(es_client, lines, active_index=names.active_alias,
+    counts = load_ndjson(search_client, lines, active_index=names.active_alias,
                          tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          dead_letter=dead, chunk_docs=100)  # one batch
 
@@ -113,27 +118,27 @@ def test_a_bad_value_goes_to_the_dead_letter_while_the_rest_of_its_batch_is_inde
     assert sum(counts.rejected.values()) == 1 and counts.history_rejected == 1
     assert counts.dead_lettered == 2  # the active and the history copy, each with its index
     assert counts.rejected_documents == 1  # one document, refused by both indices
-    assert "1999" not in _ids(es_client, names.active_alias)
-    assert len(_ids(es_client, names.active_alias)) == 8
+    assert "1999" not in _ids(search_client, names.active_alias)
+    assert len(_ids(search_client, names.active_alias)) == 8
 
 
-def test_invalid_lines_are_dead_lettered_without_reaching_elasticsearch(es_client, names):
+def test_invalid_lines_are_dead_lettered_without_reaching_elasticsearch(search_client, names):
     dead = io.StringIO()
     lines = ["{not json", json.dumps({"@timestamp": "2026-11-20T10:00:00.000Z"}),
              json.dumps({"threatq": {"id": 5}, "@timestamp": "yesterday"}), *_lines()[:2]]
 
-    counts = _load(es_client, names, lines, dead_letter=dead)
+    counts = _load(search_client, names, lines, dead_letter=dead)
 
     assert dict(counts.rejected) == {"invalid_json": 1, "missing_threatq_id": 1, "invalid_timestamp": 1}
     assert counts.indexed == 2 and len(dead.getvalue().splitlines()) == 3
 
 
-def test_elastic_conformance_documents_load(es_client, names):
+def test_elastic_conformance_documents_load(search_client, names):
     expected = json.loads((CONFORMANCE / "test-threatq-sample-ndjson.log-expected.json").read_text())["expected"]
     # Elastic's fixtures keep the ThreatQ id as a string and carry no history duplicates.
     lines = [json.dumps(d) for d in expected]
 
-    counts = _load(es_client, names, lines)
+    counts = _load(search_client, names, lines)
 
     assert counts.rejected_total == 0 and counts.indexed == len(expected)
 
@@ -142,18 +147,24 @@ LOAD_DAY = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
 
 
 def _block_history_writes(client, names: IndexNames) -> str:
-    """Create the load day's history index from its template and refuse writes to it."""
-    index = names.history_prefix + "2026.11.21"
-    client.indices.create(index=index)
-    client.indices.put_settings(index=index, settings={"index.blocks.write": True})
+    """Create the load's history target from its template (the load day's index, or the data stream)
+    and refuse writes to it; the concrete index that will refuse them."""
+    target = history_target(client, names, LOAD_DAY)
+    if cluster(client).capabilities.data_streams:
+        client.indices.create_data_stream(name=target)
+        index = client.indices.get_data_stream(name=target)["data_streams"][0]["indices"][-1]["index_name"]
+    else:
+        index = target
+        client.indices.create(index=index)
+    client.indices.put_settings(index=index, body={"index.blocks.write": True})
     return index
 
 
-def test_a_history_index_that_refuses_writes_is_counted_dead_lettered_and_trips_the_threshold(es_client, names):
-    history_index = _block_history_writes(es_client, names)
+def test_a_history_index_that_refuses_writes_is_counted_dead_lettered_and_trips_the_threshold(search_client, names):
+    history_index = _block_history_writes(search_client, names)
     dead = io.StringIO()
 
-    counts = load_ndjson(es_client, _lines(), active_index=names.active_alias,
+    counts = load_ndjson(search_client, _lines(), active_index=names.active_alias,
                          tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          history_date=LOAD_DAY, dead_letter=dead, chunk_docs=3)
 
@@ -173,17 +184,20 @@ def test_a_history_index_that_refuses_writes_is_counted_dead_lettered_and_trips_
                                "over the limit max_reject_ratio=0.01; see file:///stage/ecs.dead-letter.ndjson")
 
 
-def test_active_and_history_rejects_are_named_apart_and_each_document_counts_once(es_client, names):
-    _block_history_writes(es_client, names)
+def test_active_and_history_rejects_are_named_apart_and_each_document_counts_once(search_client, names):
+    _block_history_writes(search_client, names)
     lines = _lines()
     lines.insert(2, json.dumps(json.loads((DATA / "bad_ip.json").read_text())))
 
-    counts = load_ndjson(es_client, lines, active_index=names.active_alias,
+    counts = load_ndjson(search_client, lines, active_index=names.active_alias,
                          tombstone_index=names.tombstone_index, history_prefix=names.history_prefix,
                          history_date=LOAD_DAY, chunk_docs=4)
 
     assert (counts.read, counts.rejected_total, counts.history_rejected, counts.rejected_documents) == (9, 1, 9, 9)
-    with pytest.raises(RejectThresholdExceeded, match=r"^9 of 9 documents rejected \(active index 1: "
-                       r"document_parsing_exception=1; history 9: cluster_block_exception=9\), "
+    # Each product names a value its mapping refuses in its own words.
+    parse_error = {"elasticsearch": "document_parsing_exception",
+                   "opensearch": "mapper_parsing_exception"}[cluster(search_client).flavor]
+    with pytest.raises(RejectThresholdExceeded, match=rf"^9 of 9 documents rejected \(active index 1: "
+                       rf"{parse_error}=1; history 9: cluster_block_exception=9\), "
                        r"over the limit max_rejects=5$"):
         check_reject_threshold(counts, max_rejects=5, max_reject_ratio=None)

@@ -1,4 +1,9 @@
-"""The expiry sweep against the real node deletes exactly what the source data says is expired."""
+"""The expiry sweep against both real nodes deletes exactly what the source data says is expired.
+
+Parametrized over Elastic's minimal test node (``es``: optimistic bulk deletes, daily history
+indices) and OpenSearch's full-module node (``os``: pinned ``_delete_by_query``, the history a
+data stream with rollover); the concurrent-write and tombstone guarantees are the same on both.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.loader import load_ndjson
 from threatq_provider.elasticsearch.sweeper import sweep_expired, sweep_history
 from threatq_provider.elasticsearch.templates import IndexNames, install_templates
@@ -63,70 +69,86 @@ def _expected_expired(docs: list[dict], now: datetime) -> dict[int, str]:
 
 def _ids(client, index: str) -> set[int]:
     client.indices.refresh(index=index)
-    hits = client.search(index=index, size=10000, _source=False, query={"match_all": {}})["hits"]["hits"]
+    hits = client.search(index=index, body={"size": 10000, "query": {"match_all": {}}}, _source=False)["hits"]["hits"]
     return {int(h["_id"]) for h in hits}
 
 
 @pytest.fixture
-def loaded(es_client, es_index_prefix):
-    install_templates(es_client, prefix=es_index_prefix)
-    names = IndexNames(es_index_prefix)
+def loaded(search_client, search_index_prefix):
+    install_templates(search_client, prefix=search_index_prefix)
+    names = IndexNames(search_index_prefix)
     docs = _source_documents()
-    counts = load_ndjson(es_client, [json.dumps(d) for d in docs], active_index=names.active_alias,
+    counts = load_ndjson(search_client, [json.dumps(d) for d in docs], active_index=names.active_alias,
                          tombstone_index=names.tombstone_index,
                          history_prefix=None)
     assert counts.indexed == len(docs)
     return names, docs
 
 
-def test_sweep_deletes_exactly_the_expired_set_and_nothing_else(es_client, loaded):
+def test_sweep_deletes_exactly_the_expired_set_and_nothing_else(search_client, loaded):
     names, docs = loaded
     expected = _expected_expired(docs, NOW)
     all_ids = {d["threatq"]["id"] for d in docs}
     assert 0 < len(expected) < len(all_ids)  # the data exercises both sides
 
-    result = sweep_expired(es_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
+    result = sweep_expired(search_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
 
-    assert _ids(es_client, names.active_alias) == all_ids - set(expected)
+    assert _ids(search_client, names.active_alias) == all_ids - set(expected)
     assert (result["matched"], result["deleted"], result["remaining"]) == (len(expected), len(expected), 0)
     assert result["by_reason"] == dict(Counter(expected.values()))
+    by_query = cluster(search_client).capabilities.delete_by_query
+    assert result["delete_path"] == ("delete_by_query" if by_query else "bulk")
+    # Every deleted IOC left a tombstone, at the version it was deleted with.
+    assert _ids(search_client, names.tombstone_index) == set(expected)
+    assert result["tombstones"] == len(expected)
 
 
-def test_dry_run_counts_by_reason_and_deletes_nothing(es_client, loaded):
+def test_dry_run_counts_by_reason_and_deletes_nothing(search_client, loaded):
     names, docs = loaded
     expected = _expected_expired(docs, NOW)
 
-    result = sweep_expired(es_client, now=NOW, index=names.active_alias, dry_run=True,
+    result = sweep_expired(search_client, now=NOW, index=names.active_alias, dry_run=True,
                            tombstone_index=names.tombstone_index)
 
-    assert _ids(es_client, names.active_alias) == {d["threatq"]["id"] for d in docs}
+    assert _ids(search_client, names.active_alias) == {d["threatq"]["id"] for d in docs}
     assert (result["matched"], result["deleted"], result["dry_run"]) == (len(expected), 0, True)
     assert result["by_reason"] == dict(Counter(expected.values()))
 
 
 class _WritesDuringFirstDelete:
-    """Client proxy: just before the sweep's first delete bulk, a loader writes newer versions."""
+    """Client proxy: just before the sweep's first delete (a bulk of deletes, or a delete by query),
+    after the batch was read and tombstoned, a loader writes newer versions."""
 
     def __init__(self, client, on_first_delete):
         self._client = client
-        self._hook = on_first_delete
+        self._hook = [on_first_delete]
 
     def options(self, **kwargs):
-        return _WritesDuringFirstDelete(self._client.options(**kwargs), self._hook)
+        proxy = _WritesDuringFirstDelete(self._client.options(**kwargs), None)
+        proxy._hook = self._hook  # shared: fires once whichever copy deletes first
+        return proxy
+
+    def _fire(self):
+        if self._hook and self._hook[0] is not None:
+            hook, self._hook[0] = self._hook[0], None
+            hook()
 
     def bulk(self, *args, **kwargs):
-        ops = kwargs.get("operations") or []
-        if self._hook is not None and any(b'"delete"' in op if isinstance(op, bytes) else "delete" in str(op)
-                                          for op in ops):
-            hook, self._hook = self._hook, None
-            hook()
+        ops = [*args, *kwargs.values()]
+        flat = [x for op in ops for x in (op if isinstance(op, list) else [op])]
+        if any(b'"delete"' in op if isinstance(op, bytes) else '"delete"' in str(op) for op in flat):
+            self._fire()
         return self._client.bulk(*args, **kwargs)
+
+    def delete_by_query(self, *args, **kwargs):
+        self._fire()
+        return self._client.delete_by_query(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._client, name)
 
 
-def test_concurrent_writes_during_the_sweep_win_over_the_delete(es_client, loaded):
+def test_concurrent_writes_during_the_sweep_win_over_the_delete(search_client, loaded):
     names, docs = loaded
     expected = _expected_expired(docs, NOW)
     revived_ids = sorted(expected)[:20]
@@ -139,23 +161,30 @@ def test_concurrent_writes_during_the_sweep_win_over_the_delete(es_client, loade
         revived.append(json.dumps(doc))
 
     def concurrent_load():
-        load_ndjson(es_client, revived, active_index=names.active_alias,
-                    tombstone_index=names.tombstone_index, history_prefix=None)
+        counts = load_ndjson(search_client, revived, active_index=names.active_alias,
+                             tombstone_index=names.tombstone_index, history_prefix=None)
+        assert counts.updated == len(revived)  # newer than their tombstones: written
 
-    result = sweep_expired(_WritesDuringFirstDelete(es_client, concurrent_load), now=NOW,
+    result = sweep_expired(_WritesDuringFirstDelete(search_client, concurrent_load), now=NOW,
                            index=names.active_alias, tombstone_index=names.tombstone_index)
 
-    remaining = _ids(es_client, names.active_alias)
+    remaining = _ids(search_client, names.active_alias)
     all_ids = {d["threatq"]["id"] for d in docs}
     assert remaining == (all_ids - set(expected)) | set(revived_ids)
     assert result["conflicts"] >= len(revived_ids)
     assert result["deleted"] == len(expected) - len(revived_ids)
     assert result["remaining"] == 0
-    stored = es_client.get(index=names.active_alias, id=str(revived_ids[0]))["_source"]
+    stored = search_client.get(index=names.active_alias, id=str(revived_ids[0]))["_source"]
     assert stored["threatq"]["ioc_expired_at"] == _ms(NOW + timedelta(days=30))
+    assert result["delete_path"] == ("delete_by_query" if cluster(search_client).capabilities.delete_by_query
+                                     else "bulk")
+    # Every IOC that left the active index has a tombstone (the revived ones have one at the old
+    # version, which blocks only that version).
+    assert set(expected) - set(revived_ids) <= _ids(search_client, names.tombstone_index)
 
 
 def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es_index_prefix):
+    """The fallback (Elastic's test node, no data streams): one history index per load day."""
     install_templates(es_client, prefix=es_index_prefix)
     names = IndexNames(es_index_prefix)
     days = [NOW - timedelta(days=k) for k in range(9)]
@@ -174,10 +203,40 @@ def test_history_sweep_deletes_whole_days_older_than_the_retention(es_client, es
     left = sorted(es_client.indices.get_alias(index=names.history_pattern))
     assert left == sorted(set(names.history_prefix + d.strftime("%Y.%m.%d") for d in days) - set(expected_deleted))
     assert len(expected_deleted) == 3 and len(left) == 6
+    assert result["data_stream"] is None
 
 
-def test_sweep_before_any_load_finds_nothing_and_does_not_fail(es_client, es_index_prefix):
-    names = IndexNames(es_index_prefix)
-    result = sweep_expired(es_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
+def test_history_data_stream_rolls_over_and_old_backing_indices_go(os_client, os_index_prefix):
+    """The full path (OpenSearch's node): the history is a data stream, rolled over by the sweep when
+    its write index is a day old, and backing indices whose content ended before the retention go."""
+    install_templates(os_client, prefix=os_index_prefix)
+    names = IndexNames(os_index_prefix)
+    load_ndjson(os_client, [json.dumps({"@timestamp": _ms(NOW), "threatq": {"id": 1}})],
+                active_index=names.active_alias, history_prefix=names.history_prefix,
+                tombstone_index=names.tombstone_index)
+    stream = names.history_data_stream
+    first = [i["index_name"] for i in os_client.indices.get_data_stream(name=stream)["data_streams"][0]["indices"]]
+    real_now = datetime.now(timezone.utc)
+
+    young = sweep_history(os_client, now=real_now, retention="5d", prefix=names.history_prefix)
+    dry = sweep_history(os_client, now=real_now + timedelta(days=10), retention="5d", dry_run=True,
+                        prefix=names.history_prefix)
+    result = sweep_history(os_client, now=real_now + timedelta(days=10), retention="5d",
+                           prefix=names.history_prefix)
+
+    assert (young["data_stream"], young["rolled_over"], young["deleted_indices"]) == (stream, False, [])
+    assert (dry["rolled_over"], dry["deleted_indices"]) == (True, first)
+    assert (result["rolled_over"], result["deleted_indices"]) == (True, first)
+    after = [i["index_name"] for i in os_client.indices.get_data_stream(name=stream)["data_streams"][0]["indices"]]
+    assert len(after) == 1 and after[0] not in first  # the new write index, empty, stays
+    again = load_ndjson(os_client, [json.dumps({"@timestamp": _ms(NOW), "threatq": {"id": 2}})],
+                        active_index=names.active_alias, history_prefix=names.history_prefix,
+                        tombstone_index=names.tombstone_index)
+    assert again.history_written == 1
+
+
+def test_sweep_before_any_load_finds_nothing_and_does_not_fail(search_client, search_index_prefix):
+    names = IndexNames(search_index_prefix)
+    result = sweep_expired(search_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
 
     assert (result["matched"], result["deleted"], result["remaining"]) == (0, 0, 0)
