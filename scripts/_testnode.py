@@ -65,6 +65,13 @@ class Node:
         self.port = int(env("PORT", str(product.default_port)))
         self.transport_port = int(env("TRANSPORT_PORT", str(self.port + 100)))
         self.heap = env("HEAP", "512m")
+        # One node of a multi-node cluster on loopback (scripts/cluster): <env>_SEED_HOSTS lists the
+        # transport addresses of every node; unset, the node is single-node.
+        self.cluster_name = env("CLUSTER_NAME", "tq-local")
+        self.node_name = env("NODE_NAME", "tq-node")
+        self.seed_hosts = [h.strip() for h in env("SEED_HOSTS", "").split(",") if h.strip()]
+        # Read on the cluster's first start only (bootstrapping), ignored once it has formed.
+        self.initial_masters = [n.strip() for n in env("INITIAL_MASTERS", self.node_name).split(",") if n.strip()]
         self.start_timeout = float(env("START_TIMEOUT", "240"))
         self.java_home_choice = env("JAVA_HOME", None)
         self.artifact = f"{product.group}:{product.name}:{self.version}:zip"
@@ -168,9 +175,8 @@ class Node:
 
     def settings(self) -> dict[str, object]:
         settings: dict[str, object] = {
-            "cluster.name": "tq-local",
-            "node.name": "tq-node",
-            "discovery.type": "single-node",
+            "cluster.name": self.cluster_name,
+            "node.name": self.node_name,
             "network.host": "127.0.0.1",
             "http.port": self.port,
             "transport.port": self.transport_port,
@@ -182,6 +188,11 @@ class Node:
             "action.destructive_requires_name": False,
             **self.p.extra_settings,
         }
+        if self.seed_hosts:
+            settings["discovery.seed_hosts"] = self.seed_hosts
+            settings["cluster.initial_master_nodes"] = self.initial_masters
+        else:
+            settings["discovery.type"] = "single-node"
         for module, (key, value) in self.p.settings_if_module.items():
             if (self.dist / "modules" / module).exists():
                 settings[key] = value
