@@ -36,7 +36,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from threatq_provider._resources import data_file
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
 from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator
-from threatq_provider.operators.report import ThreatQRunReportOperator, skip_when_dry_run
+from threatq_provider.operators.report import ThreatQRunReportOperator, record_attempt, skip_when_dry_run
 from threatq_provider.operators.retention import StageRetentionOperator
 from threatq_provider.operators.transform import EcsTransformOperator
 
@@ -106,7 +106,8 @@ with DAG(
     max_active_runs=1,
     params=PARAMS,
     render_template_as_native_obj=True,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30)},
+    # record_attempt: each task keeps its try number in XCom, so the report names what was retried.
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "on_execute_callback": record_attempt},
     tags=["threatq", "elasticsearch", "ecs"],
 ) as dag:
     poll = ThreatQPollIndicatorsOperator(

@@ -42,6 +42,8 @@ RUNS_MAPPING: dict[str, Any] = {
         "transform_engine": {"type": "keyword"},
         "dry_run": {"type": "boolean"},
         "transform_rejected_by_reason": {"type": "flattened"},
+        # Tasks of the run that needed more than one try (a worker died, a node or the store was away).
+        "retried": {"type": "keyword"},
         **{name: {"type": "long"} for name in _COUNTS},
     },
 }
@@ -78,6 +80,8 @@ def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: dat
     for key in ("window_start", "window_end", "interval_start", "interval_end", "window_kind", "watermark"):
         if summary.get(key):
             doc[key] = str(summary[key])
+    if summary.get("retried"):
+        doc["retried"] = [str(task) for task in summary["retried"]]
     gap = summary.get("gap_closed")
     if isinstance(gap, dict) and gap.get("start"):
         doc.update(gap_start=str(gap["start"]), gap_end=str(gap["end"]), gap_intervals=int(gap.get("intervals") or 0))

@@ -25,6 +25,25 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
+#: XCom key under which :func:`record_attempt` keeps a task's try number.
+ATTEMPT_KEY = "attempt"
+
+
+def record_attempt(context: Context) -> None:
+    """``on_execute_callback`` of the DAG's tasks: push the task's try number (XCom ``attempt``).
+
+    Airflow clears a task's XComs when a new try starts, so the value left is the try that
+    produced the task's result; the report reads it to say what was retried (a worker that died,
+    an Elasticsearch node or the object store away for a while).
+
+    :param context: the task's Airflow context.
+    :return: nothing.
+    """
+    ti = context.get("ti")
+    if ti is not None and getattr(ti, "try_number", None):
+        ti.xcom_push(key=ATTEMPT_KEY, value=int(ti.try_number))
+
+
 def skip_when_dry_run(context: Context) -> None:
     """``pre_execute`` hook for write tasks: skip the task when the run's ``dry_run`` param is set.
 
@@ -53,7 +72,9 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         "loaded", "unchanged", "load_rejected" (documents refused by the active or history index),
         "withheld_by_reason", "removed_by_reason" (status policy), "transform_engine", "dry_run",
         "cursor_saved", "next_cursor", "interval_start", "interval_end", "window_kind", "gap_closed",
-        "watermark", "watermark_saved"}``, plus ``run_report_indexed``
+        "watermark", "watermark_saved", "attempts" (try number of each upstream task that recorded
+        one with :func:`record_attempt`, and of this task), "retried" (the tasks of this run that
+        needed more than one try)}``, plus ``run_report_indexed``
         when ``elasticsearch_conn_id`` is set and the run loaded (not a dry run).
     """
 
@@ -126,6 +147,8 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
             "watermark": saved.get("watermark"),
             "watermark_saved": bool(saved.get("saved")),
         }
+        summary["attempts"] = self._attempts(context)
+        summary["retried"] = sorted(task for task, tries in summary["attempts"].items() if tries > 1)
         self.log.info(
             "ThreatQ run: mode=%s window=[%s, %s) polled=%s poll_rejected=%s transformed=%s (engine %s) "
             "rejected=%s flagged=%s loaded=%s "
@@ -145,6 +168,9 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
             summary["dry_run"],
             cursor_saved,
         )
+        if summary["retried"]:
+            self.log.warning("Retried in this run: %s", ", ".join(
+                f"{task} (attempt {summary['attempts'][task]})" for task in summary["retried"]))
         if mark:
             from threatq_provider.operators._watermark import describe
 
@@ -157,6 +183,20 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         if self.elasticsearch_conn_id and not summary["dry_run"]:  # a dry run writes nothing
             summary["run_report_indexed"] = self._index_report(summary, context)
         return summary
+
+    def _attempts(self, context: Context) -> dict[str, int]:
+        """Try numbers of the upstream tasks (their ``attempt`` XCom) and of this task."""
+        ti = context.get("ti")
+        if ti is None:
+            return {}
+        attempts: dict[str, int] = {}
+        for task_id in sorted(self.get_flat_relative_ids(upstream=True)):
+            value = ti.xcom_pull(task_ids=task_id, key=ATTEMPT_KEY)
+            if isinstance(value, int) and not isinstance(value, bool):
+                attempts[task_id] = value
+        if getattr(ti, "try_number", None):
+            attempts[self.task_id] = int(ti.try_number)
+        return attempts
 
     def _index_report(self, summary: dict[str, Any], context: Context) -> bool:
         from threatq_provider.elasticsearch.run_reports import index_run_report, run_document

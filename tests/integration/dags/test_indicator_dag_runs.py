@@ -124,6 +124,9 @@ def test_window_run_loads_exactly_the_active_indicators_and_a_rerun_changes_noth
     staged = helpers.read_ndjson_ids(poll["path"])
     assert sorted(staged) == sorted(helpers.all_ids(corpus)), "the staged window is not the corpus window"
     assert first["xcom"]["report"]["loaded"] > 0
+    # Every task recorded its try (record_attempt, the DAG's on_execute_callback): nothing retried.
+    assert first["xcom"]["report"]["attempts"] == {"poll": 1, "transform": 1, "load": 1, "report": 1}
+    assert first["xcom"]["report"]["retried"] == []
 
     before = helpers.utcnow()
     _run(dagbag, SWEEP)
