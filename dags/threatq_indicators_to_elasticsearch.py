@@ -140,6 +140,8 @@ with DAG(
         dead_letter_path=STAGE + "/dead_letter.ndjson.zst",
         # The poll's time orders copies with the same updated_at: a later poll's wins, a replay's never.
         observed_at="{{ ti.xcom_pull(task_ids='poll').get('polled_at') }}",
+        # Bulk requests awaiting Elasticsearch at once: 2 suits a small cluster; raise with its data nodes.
+        max_in_flight="{{ var.value.get('threatq_bulk_max_in_flight', 2) }}",
         outlets=[ACTIVE_INDEX],
         pre_execute=skip_when_dry_run,
     )

@@ -28,33 +28,37 @@ def prefetch(items: Iterable[T], *, ahead: int = 1, name: str = "prefetch") -> I
     """Iterate ``items`` in a background thread, at most ``ahead`` items ahead of the consumer.
 
     :param items: the source (e.g. the client's page generator).
-    :param ahead: items fetched and waiting at most (memory bound: ``ahead + 2`` items alive).
+    :param ahead: items fetched or waiting at most (memory bound: ``ahead + 1`` items alive).
     :param name: the thread's name (seen in stack dumps and py-spy).
     :return: the same items, in order; the source's exception is re-raised here.
     """
     if ahead < 1:
         raise ValueError(f"ahead must be at least 1, not {ahead!r}")
-    handover: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=ahead)
+    handover: queue.Queue[tuple[bool, object]] = queue.Queue()
+    # A slot is taken before each fetch and given back when the consumer takes an item, so at most
+    # ``ahead`` items are fetched or waiting besides the one the consumer holds (a page of 1,000
+    # indicators is tens of MB as Python objects).
+    slots = threading.Semaphore(ahead)
     stop = threading.Event()
 
-    def put(entry: tuple[bool, object]) -> bool:
+    def slot() -> bool:
         while not stop.is_set():
-            try:
-                handover.put(entry, timeout=_POLL_S)
+            if slots.acquire(timeout=_POLL_S):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def run() -> None:
         source = iter(items)
         try:
-            for item in source:
-                if not put((True, item)):
+            while slot():
+                try:
+                    item = next(source)
+                except StopIteration:
+                    handover.put((True, _END))
                     return
-            put((True, _END))
+                handover.put((True, item))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put((False, exc))
+            handover.put((False, exc))
         finally:
             close = getattr(source, "close", None)
             if close is not None:
@@ -65,6 +69,7 @@ def prefetch(items: Iterable[T], *, ahead: int = 1, name: str = "prefetch") -> I
     try:
         while True:
             ok, value = handover.get()
+            slots.release()
             if not ok:
                 assert isinstance(value, BaseException)
                 raise value

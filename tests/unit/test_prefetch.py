@@ -34,9 +34,10 @@ def test_the_next_item_is_fetched_while_the_consumer_works_on_the_current_one():
     feed = prefetch(source(), ahead=1)
     assert next(feed) == 0
     deadline = time.monotonic() + 5
-    while len(fetched) < 3 and time.monotonic() < deadline:  # 1 waits in the hand-over, 2 is held
+    while len(fetched) < 2 and time.monotonic() < deadline:  # 1 is fetched while 0 is worked on
         time.sleep(0.01)
-    assert fetched == [0, 1, 2]
+    time.sleep(0.1)
+    assert fetched == [0, 1]  # and no further: one ahead
     assert list(feed) == [1, 2]
 
 
@@ -51,8 +52,11 @@ def test_look_ahead_is_bounded():
     feed = prefetch(source(), ahead=2)
     next(feed)
     time.sleep(0.3)
-    # one consumed, two waiting, one held by the producer blocked on the full hand-over
-    assert len(fetched) <= 4
+    # one held by the consumer, two fetched ahead; no third until the consumer takes one
+    assert len(fetched) == 3
+    next(feed)
+    time.sleep(0.3)
+    assert len(fetched) == 4
     feed.close()
 
 

@@ -292,21 +292,29 @@ class _Request:
     action was (op type, index, ``_id``, the line's entry), in body order: Elasticsearch answers
     items in that order, so results are matched by position."""
 
-    body: bytearray = field(default_factory=bytearray)
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    body: bytes = b""
     spans: list[tuple[int, int]] = field(default_factory=list)
     actions: list[tuple[str, str, str, _Pending]] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
     future: Future[list[tuple[str, dict[str, Any]]]] | None = None
 
     def add(self, op: str, index: str, doc_id: str, entry: _Pending, meta: bytes, source: bytes | None) -> None:
-        start = len(self.body)
-        self.body += meta
+        start = self.size
+        self.parts.append(meta)
+        self.size += len(meta)
         if source is not None:
-            self.body += source
-            self.body += b"\n"
-        self.spans.append((start, len(self.body)))
+            self.parts += (source, b"\n")
+            self.size += len(source) + 1
+        self.spans.append((start, self.size))
         self.actions.append((op, index, doc_id, entry))
         self.ids.add(entry.doc_id)
+
+    def seal(self) -> _Request:
+        """Join the body once (the client sends bytes as they are); the parts go."""
+        self.body, self.parts = b"".join(self.parts), []
+        return self
 
 
 class _Meta:
@@ -345,8 +353,8 @@ def _requests(entries: Iterator[_Pending], *, client: Any, tombstone_index: str 
         removed = tombstone_versions(client, tombstone_index, (e.doc_id for e in chunk)) if tombstone_index else {}
         covered = _withhold(client, tombstone_index, [e for e in chunk if e.withhold and removed.get(e.doc_id, -1) < e.version])
         for entry in chunk:
-            if request.actions and len(request.body) + 2 * len(entry.line) + 512 > chunk_bytes:
-                yield request
+            if request.actions and request.size + 2 * len(entry.line) + 512 > chunk_bytes:
+                yield request.seal()
                 request = _Request()
             doc_id, version = entry.doc_id, entry.version
             if removed.get(doc_id, -1) >= version:
@@ -362,7 +370,7 @@ def _requests(entries: Iterator[_Pending], *, client: Any, tombstone_index: str 
                 request.add(_HISTORY_OP, history_index, hist_id, entry, meta.plain(meta.history, hist_id),
                             history_line(entry.line))
         if request.actions:  # a request never spans two tombstone batches
-            yield request
+            yield request.seal()
             request = _Request()
 
 
@@ -390,7 +398,7 @@ def _send(target: Cluster, request: _Request, retry: _Retry) -> list[tuple[str, 
     """
     results: list[tuple[str, dict[str, Any]] | None] = [None] * len(request.spans)
     todo = list(range(len(request.spans)))
-    payload = bytes(request.body)  # the client passes bytes through as the body (not a bytearray)
+    payload = request.body
     for attempt in range(retry.max_retries + 1):
         if attempt:
             time.sleep(min(retry.max_backoff, retry.initial_backoff * 2 ** (attempt - 1)))
