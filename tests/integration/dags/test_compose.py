@@ -162,7 +162,11 @@ def test_compose_connections_parse_and_point_at_the_compose_services(compose):
     known_types = {c["connection-type"] for c in PROVIDER_INFO["connection-types"]}
     env = compose["services"]["airflow-scheduler"]["environment"]
     conns = {k: json.loads(v) for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
-    assert set(conns) == {"AIRFLOW_CONN_THREATQ_DEFAULT", "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", "AIRFLOW_CONN_MISP_DEFAULT"}
+    assert set(conns) == {"AIRFLOW_CONN_THREATQ_DEFAULT", "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", "AIRFLOW_CONN_MISP_DEFAULT",
+                          "AIRFLOW_CONN_AWS_DEFAULT"}
+    aws = conns.pop("AIRFLOW_CONN_AWS_DEFAULT")  # the Amazon provider's type: the stage store of profile celery
+    assert aws["conn_type"] == "aws"
+    assert aws["extra"]["endpoint_url"].split("//", 1)[1].split(":")[0] in compose["services"]
     for key, conn in conns.items():
         assert conn["conn_type"] in known_types, f"{key}: unknown conn_type {conn['conn_type']}"
         host = conn["host"].split("//", 1)[1].split(":")[0]
@@ -209,3 +213,47 @@ def test_simulators_run_from_their_own_image_not_the_airflow_one(compose):
     airflow_stage = dockerfile.rsplit("\nFROM ${AIRFLOW_IMAGE}\n", 1)[1]
     assert "simulators" not in airflow_stage
     assert "COPY simulators /src/simulators" in dockerfile  # scripts/build-wheels builds its wheel
+
+
+def test_celery_profile_adds_the_scale_out_shape_and_stays_opt_in(compose):
+    """Profile "celery": Redis, the S3-compatible store with its bucket, two Celery workers; the
+    default (no profile, no variables) keeps the LocalExecutor and a local stage folder."""
+    services = compose["services"]
+    celery = {name for name, svc in services.items() if "celery" in (svc.get("profiles") or [])}
+    assert celery == {"redis", "s3", "s3-init", "airflow-worker-1", "airflow-worker-2"}
+    assert all(svc.get("profiles") in (None, ["celery"]) for svc in services.values())
+    for name in ("airflow-scheduler", "airflow-apiserver", "airflow-dag-processor", "airflow-triggerer", "postgres"):
+        assert not services[name].get("profiles"), f"{name} must run without the profile"
+
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # ${AIRFLOW_EXECUTOR:-LocalExecutor}
+    assert env["AIRFLOW_VAR_THREATQ_STAGE_ROOT"].startswith("file://")
+    raw = COMPOSE.read_text()
+    assert "${AIRFLOW_EXECUTOR:-LocalExecutor}" in raw and "${THREATQ_STAGE_ROOT:-file://" in raw
+    assert env["AIRFLOW__CELERY__BROKER_URL"].split("//", 1)[1].split(":")[0] == "redis"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://") and "@postgres/" in env[
+        "AIRFLOW__CELERY__RESULT_BACKEND"]
+
+    workers = [services[f"airflow-worker-{i}"] for i in (1, 2)]
+    assert {w["hostname"] for w in workers} == {"airflow-worker-1", "airflow-worker-2"}
+    for worker in workers:
+        assert worker["command"] == "celery worker"
+        assert worker["image"] == services["airflow-scheduler"]["image"]  # the same image as the scheduler
+        assert worker["environment"] == env  # same executor, broker, connections and stage root
+        assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert worker["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+        assert not worker.get("ports")
+
+    # The store, its bucket and the connection agree; the stage root the header names uses them.
+    store = services["s3"]
+    aws = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert store["image"].split(":")[0].endswith("s3proxy") and "minio" not in store["image"]
+    assert (aws["login"], aws["password"]) == (store["environment"]["S3PROXY_IDENTITY"],
+                                              store["environment"]["S3PROXY_CREDENTIAL"])
+    assert aws["extra"]["endpoint_url"] == "http://s3:80" == store["environment"]["S3PROXY_ENDPOINT"].replace(
+        "0.0.0.0", "s3")
+    init = "\n".join(services["s3-init"]["command"])
+    assert 'create_bucket(Bucket="tq-stage")' in init and "http://s3:80" in init
+    assert aws["login"] in init and aws["password"] in init
+    assert "THREATQ_STAGE_ROOT=s3://aws_default@tq-stage/stage" in raw
+    compile(services["s3-init"]["command"][2], "s3-init", "exec")  # the one-shot script parses
