@@ -1,6 +1,7 @@
-"""Airflow hook that turns an Elasticsearch connection into a cached ``Elasticsearch`` client.
+"""Airflow hook that turns a search-cluster connection into a cached client: ``Elasticsearch``, or
+``opensearchpy.OpenSearch`` for an OpenSearch connection. The connection's type chooses the target.
 
-Two connection types are accepted, so users can reuse the one they already have:
+Three connection types are accepted, so users can reuse the one they already have:
 
 ``elasticsearch_ecs`` (this provider; form declared in :mod:`threatq_provider.provider_info`)
 
@@ -25,6 +26,12 @@ Password       –                     basic-auth password, or (Login empty) an 
 
 ``elasticsearch`` (Airflow's Elasticsearch provider): Host, Port (default 9200), Schema
 (``http`` default, as that provider does), Login/Password, and the same extras.
+
+``opensearch`` (Airflow's OpenSearch provider): the OpenSearch target. That provider's hook builds
+the client (:mod:`threatq_provider.opensearch.connection`: Host, Port, Login/Password, extras
+``use_ssl``, ``verify_certs``, …; credentials over plain http refused unless
+``allow_insecure_http``). Loads, templates and sweeps are the same code for both targets
+(:mod:`.cluster`).
 
 Legacy ``extra__<conn_type>__<key>`` extras are read when the plain key is absent; a legacy
 ``api_key`` extra still wins over Login/Password, with a deprecation warning.
@@ -60,6 +67,8 @@ from threatq_provider.elasticsearch.errors import ConnectionConfigError, Elastic
 # Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
 log = logging.getLogger(__name__)
 DEFAULT_REQUEST_TIMEOUT = 60.0
+#: Airflow's OpenSearch provider's connection type: the OpenSearch target.
+OPENSEARCH_CONN_TYPE = "opensearch"
 _USERINFO = re.compile(r"//[^/@\s]+@")
 
 
@@ -171,6 +180,11 @@ def safe_error_text(exc: BaseException) -> str:
         return f"HTTP {exc.meta.status} {exc.error}"
     if isinstance(exc, TransportError):
         return f"{type(exc).__name__}: {_USERINFO.sub('//***@', str(exc.message))[:200]}"
+    if type(exc).__module__.startswith("opensearchpy"):
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int):
+            return f"HTTP {status} {getattr(exc, 'error', '')}"
+        return f"{type(exc).__name__}: {_USERINFO.sub('//***@', str(getattr(exc, 'error', '')))[:200]}"
     return type(exc).__name__
 
 
@@ -227,32 +241,46 @@ class ElasticsearchEcsHook(BaseHook):
         return kwargs
 
     @cached_property
-    def _client(self) -> Elasticsearch:
+    def _client(self) -> Any:
+        conn = self.get_connection(self.elasticsearch_conn_id)
+        if conn.conn_type == OPENSEARCH_CONN_TYPE:
+            from threatq_provider.opensearch.connection import opensearch_client
+
+            return opensearch_client(self.elasticsearch_conn_id, conn)
         # orjson encodes and decodes request and response bodies several times faster than the
         # standard library (bulk responses, scroll pages), the client's own supported option.
         return Elasticsearch(**self.client_kwargs(), serializer=OrjsonSerializer())
 
-    def get_client(self) -> Elasticsearch:
+    @property
+    def target(self) -> str:
+        """``"opensearch"`` for an ``opensearch`` connection, else ``"elasticsearch"`` (reads the connection)."""
+        conn = self.get_connection(self.elasticsearch_conn_id)
+        return "opensearch" if conn.conn_type == OPENSEARCH_CONN_TYPE else "elasticsearch"
+
+    def get_client(self) -> Any:
         """The cached client of this hook.
 
-        :return: an ``elasticsearch.Elasticsearch``.
+        :return: an ``elasticsearch.Elasticsearch``, or an ``opensearchpy.OpenSearch`` for an
+            ``opensearch`` connection.
         """
         return self._client
 
-    def get_conn(self) -> Elasticsearch:
+    def get_conn(self) -> Any:
         """Same as :meth:`get_client` (Airflow's generic hook entry point)."""
         return self._client
 
     @names_requested_connection("elasticsearch_conn_id")  # the UI tests a copy under a random id
     def test_connection(self) -> tuple[bool, str]:
-        """Ask the cluster for its health (works without the monitor/main privilege of ``GET /``).
+        """Ask the cluster (Elasticsearch or OpenSearch) for its health (works without the
+        monitor/main privilege of ``GET /``).
 
         :return: ``(ok, message)``; the message never carries a credential.
         """
         try:
             health = self.get_client().cluster.health()
         except Exception as exc:  # the UI button must answer, whatever failed
-            return False, f"Elasticsearch not reachable: {safe_error_text(exc)}"
+            product = "OpenSearch" if type(exc).__module__.startswith("opensearchpy") else "Elasticsearch"
+            return False, f"{product} not reachable: {safe_error_text(exc)}"
         return True, f"Connected to cluster {health['cluster_name']!r}, status {health['status']}"
 
     def close(self) -> None:

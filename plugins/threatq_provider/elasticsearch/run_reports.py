@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from threatq_provider.elasticsearch.cluster import OPENSEARCH, cluster
 
 __all__ = ["RUNS_INDEX", "RUNS_MAPPING", "index_run_report", "run_document"]
 
@@ -88,21 +88,42 @@ def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: dat
     return doc
 
 
-def index_run_report(client: Elasticsearch, document: dict[str, Any], *, index: str = RUNS_INDEX) -> str:
+def runs_mapping(flavor: str) -> dict[str, Any]:
+    """:data:`RUNS_MAPPING` for ``flavor``: OpenSearch calls Elasticsearch's ``flattened`` type ``flat_object``."""
+    if flavor != OPENSEARCH:
+        return RUNS_MAPPING
+    props = {k: ({"type": "flat_object"} if v.get("type") == "flattened" else v)
+             for k, v in RUNS_MAPPING["properties"].items()}
+    return {**RUNS_MAPPING, "properties": props}
+
+
+def index_run_report(client: Any, document: dict[str, Any], *, index: str = RUNS_INDEX) -> str:
     """Write one run's document (creating the index with :data:`RUNS_MAPPING` on first use).
 
     :return: the document ``_id`` (``<dag_id>/<run_id>``).
     """
+    flavor = cluster(client).flavor
+    mapping = runs_mapping(flavor)
+    settings = {"number_of_shards": 1, "auto_expand_replicas": "0-1"}
+    # Each library's own keywords (opensearch-py takes bodies only as body=).
+    opensearch = flavor == OPENSEARCH
     if not client.indices.exists(index=index):
         try:
-            client.indices.create(index=index, mappings=RUNS_MAPPING,
-                                  settings={"number_of_shards": 1, "auto_expand_replicas": "0-1"})
+            if opensearch:
+                client.indices.create(index=index, body={"mappings": mapping, "settings": settings})
+            else:
+                client.indices.create(index=index, mappings=mapping, settings=settings)
         except Exception as exc:  # another run created it first
             if "resource_already_exists_exception" not in str(exc):
                 raise
-    else:  # an index created by an earlier release: add the fields it lacks (additive, idempotent)
-        client.indices.put_mapping(index=index, properties=RUNS_MAPPING["properties"])
+    elif opensearch:  # an index created by an earlier release: add the fields it lacks (additive, idempotent)
+        client.indices.put_mapping(index=index, body={"properties": mapping["properties"]})
+    else:
+        client.indices.put_mapping(index=index, properties=mapping["properties"])
     doc_id = f"{document['dag_id']}/{document['run_id']}"
-    client.index(index=index, id=doc_id, document=document)
+    if opensearch:
+        client.index(index=index, id=doc_id, body=document)
+    else:
+        client.index(index=index, id=doc_id, document=document)
     log.info("run report %s written to %s", doc_id, index)
     return doc_id
