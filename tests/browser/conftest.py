@@ -39,6 +39,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ADMIN, ADMIN_PASSWORD = "admin", "ui-test-Adm1n"
 DAG_IDS = ("threatq_indicators_to_elasticsearch", "threatq_events_to_misp", "threatq_ioc_expiry_sweep",
            "example_threatq_actions")
+UNPAUSED_AT_START = ("threatq_indicators_to_elasticsearch", "threatq_events_to_misp")
 
 # The simulator's data: indicators and events updated yesterday (UTC). With the indicators DAG on a
 # daily cron (THREATQ_INDICATORS_CRON), a manual run's data interval is exactly that day.
@@ -68,6 +69,11 @@ class Api:
 
     def get(self, path: str, **params: Any) -> Any:
         resp = self.http.get(f"{self.base}/api/v2{path}", params=params, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        resp = self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
         resp.raise_for_status()
         return resp.json()
 
@@ -171,6 +177,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, es_url: str, es_client: Any)
         api = Api(f"http://127.0.0.1:{port}")
         for dag_id in DAG_IDS:
             api.wait_dag(dag_id)
+        # Unpaused now, so the run their schedule starts on unpausing (catchup off: the latest
+        # interval) overlaps the first browser steps instead of delaying the first trigger. The
+        # sweep and the actions DAG stay paused: tests unpause them through the UI.
+        for dag_id in UNPAUSED_AT_START:
+            api.patch(f"/dags/{dag_id}", {"is_paused": False})
         yield SimpleNamespace(url=api.base, api=api, env=env, sim=sim, misp=misp, home=home, es=es_client)
     finally:
         subprocess.run([SERVICES, "stop"], env=env, capture_output=True, timeout=120)
