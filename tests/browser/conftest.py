@@ -1,11 +1,12 @@
 """A real Airflow UI in a real browser: one api-server + scheduler + dag-processor + triggerer
-(``scripts/airflow-services``) for the whole folder, Debian's Chromium driven by Playwright.
+(``scripts/airflow-services``) for the test module, Debian's Chromium driven by Playwright.
 
-* ``stack`` (session): the services on their own SQLite home, the simple auth manager with one
-  known user (``ADMIN``/``ADMIN_PASSWORD``), ``AIRFLOW_CONN_*`` connections to a ThreatQ
+* ``stack`` (module: stopped once the module is done, not at the end of the suite): the
+  services on their own SQLite home, the simple auth manager with one known user
+  (``ADMIN``/``ADMIN_PASSWORD``), ``AIRFLOW_CONN_*`` connections to a ThreatQ
   simulator (indicators and events updated yesterday), a MISP double and the local
   Elasticsearch node; ``[core] test_connection`` enabled so the UI shows the Test button.
-* ``browser`` (session): Chromium from ``CHROMIUM`` (default ``/usr/bin/chromium``), launched
+* ``browser`` (module): Chromium from ``CHROMIUM`` (default ``/usr/bin/chromium``), launched
   with ``executable_path``: Playwright's own browser download (``playwright install``) is never
   used. A missing Chromium fails the tests, with the command that installs it (never a skip).
 * ``page``: a fresh browser context logged in as ``ADMIN``.
@@ -120,7 +121,7 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
@@ -131,7 +132,7 @@ def browser(chromium: str) -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, es_url: str, es_client: Any) -> Iterator[SimpleNamespace]:
     from tests.fixtures.misp import MISP_CANARY_KEY, MispDouble, misp_connection_json
     from tests.fixtures.threatq import threatq_conn_json
