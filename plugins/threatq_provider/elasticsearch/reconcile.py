@@ -7,8 +7,9 @@ flat memory:
 
 * ThreatQ: the ids of every indicator it has (``ThreatQClient.iter_indicator_ids``, keyset paging
   on ``id``, ids only);
-* Elasticsearch: the active index's documents of that ThreatQ instance, sorted by ``threatq.id``
-  through a point in time with ``search_after`` (a consistent view however long the merge takes).
+* Elasticsearch (or OpenSearch): the active index's documents of that ThreatQ instance, sorted by
+  ``threatq.id`` through a point in time with ``search_after`` (a consistent view however long the
+  merge takes; each library opens and closes it its own way, :func:`_open_pit`).
 
 An active document whose id ThreatQ does not list is gone from ThreatQ. What is found is spooled
 to a temporary file (flat memory) and nothing is removed before **both** streams ended: a ThreatQ
@@ -40,8 +41,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from elasticsearch import Elasticsearch, NotFoundError, helpers
-
+from threatq_provider.elasticsearch.cluster import OPENSEARCH, Cluster, cluster
 from threatq_provider.elasticsearch.errors import ReconcileLimitExceeded
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
 from threatq_provider.elasticsearch.templates import ensure_tombstone_index
@@ -98,24 +98,41 @@ def instance_filter(instance: str | None, *, explicit: bool) -> dict[str, Any] |
                      "minimum_should_match": 1}}
 
 
-def iter_active_docs(client: Elasticsearch, index: str, *, query: dict[str, Any], batch_size: int = 5000,
+def _open_pit(target: Cluster, index: str, keep_alive: str) -> str:
+    if target.flavor == OPENSEARCH:
+        return str(target.client.create_pit(index=index, params={"keep_alive": keep_alive})["pit_id"])
+    return str(target.client.open_point_in_time(index=index, keep_alive=keep_alive)["id"])
+
+
+def _close_pit(target: Cluster, pit: str) -> None:
+    if target.flavor == OPENSEARCH:
+        target.client.delete_pit(body={"pit_id": [pit]})
+    else:
+        target.client.close_point_in_time(body={"id": pit})
+
+
+def iter_active_docs(client: Any, index: str, *, query: dict[str, Any], batch_size: int = 5000,
                      keep_alive: str = "5m") -> Iterator[ActiveDoc]:
     """The documents matching ``query``, ascending by ``threatq.id``, through a point in time.
 
-    :param client: an Elasticsearch client.
+    :param client: an Elasticsearch or OpenSearch client.
     :param index: the active index or alias.
     :param query: the selection (instance, age).
     :param batch_size: hits per page.
     :param keep_alive: how long the point in time lives between pages.
     :return: iterator of :class:`ActiveDoc`.
     """
-    pit = client.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
+    target = cluster(client)
+    pit = _open_pit(target, index, keep_alive)
     try:
         after: list[Any] | None = None
         while True:
-            resp = client.search(pit={"id": pit, "keep_alive": keep_alive}, query=query, size=batch_size,
-                                 sort=[{_ID_FIELD: {"order": "asc"}}], search_after=after, source=False,
-                                 seq_no_primary_term=True, version=True, track_total_hits=False)
+            body: dict[str, Any] = {"pit": {"id": pit, "keep_alive": keep_alive}, "query": query, "size": batch_size,
+                                    "sort": [{_ID_FIELD: {"order": "asc"}}], "_source": False,
+                                    "seq_no_primary_term": True, "version": True, "track_total_hits": False}
+            if after is not None:
+                body["search_after"] = after
+            resp = client.search(body=body)
             pit = resp.get("pit_id", pit)
             hits = resp["hits"]["hits"]
             if not hits:
@@ -126,7 +143,7 @@ def iter_active_docs(client: Elasticsearch, index: str, *, query: dict[str, Any]
             after = hits[-1]["sort"]
     finally:
         try:
-            client.close_point_in_time(id=pit)
+            _close_pit(target, pit)
         except Exception as exc:  # it expires by itself; never hide the scan's own error
             log.warning("reconcile: could not close the point in time: %s", exc)
 
@@ -152,7 +169,7 @@ def missing_from(docs: Iterable[ActiveDoc], threatq_id_pages: Iterable[Iterable[
             yield doc
 
 
-def _delete(client: Elasticsearch, batch: list[ActiveDoc], tombstone_index: str | None,
+def _delete(client: Any, batch: list[ActiveDoc], tombstone_index: str | None,
             out: dict[str, Any]) -> None:
     """Tombstone, then delete, one batch (only what its tombstone covers)."""
     if tombstone_index is not None:
@@ -163,8 +180,9 @@ def _delete(client: Elasticsearch, batch: list[ActiveDoc], tombstone_index: str 
         batch = [d for d in batch if d.doc_id in covered]
     actions = [{"_op_type": "delete", "_index": d.index, "_id": d.doc_id, "if_seq_no": d.seq_no,
                 "if_primary_term": d.primary_term} for d in batch]
-    for ok, result in helpers.streaming_bulk(client, actions, chunk_size=max(len(actions), 1), raise_on_error=False,
-                                             max_retries=5, initial_backoff=1.0):
+    for ok, result in cluster(client).helpers.streaming_bulk(client, actions, chunk_size=max(len(actions), 1),
+                                                             raise_on_error=False, max_retries=5,
+                                                             initial_backoff=1.0):
         item = result["delete"]
         if ok:
             out["deleted"] += 1
@@ -176,7 +194,7 @@ def _delete(client: Elasticsearch, batch: list[ActiveDoc], tombstone_index: str 
 
 
 def reconcile_deletions(
-    client: Elasticsearch,
+    client: Any,
     threatq_id_pages: Iterable[Iterable[int]],
     *,
     started_at: datetime,
@@ -192,7 +210,7 @@ def reconcile_deletions(
 ) -> dict[str, Any]:
     """Remove from the active index the IOCs whose ids ThreatQ no longer lists.
 
-    :param client: an Elasticsearch client.
+    :param client: an Elasticsearch or OpenSearch client.
     :param threatq_id_pages: ThreatQ's ids, ascending (pages of ints); read to the end before
         anything is removed.
     :param started_at: when ThreatQ's list was started (before its first request).
@@ -218,10 +236,12 @@ def reconcile_deletions(
                            "started_at": _iso(started_at), "max_delete_percent": max_delete_percent}
     try:
         client.indices.refresh(index=index)
-    except NotFoundError:
+    except Exception as exc:
+        if not cluster(client).is_not_found(exc):
+            raise
         log.info("reconcile: %s does not exist yet (nothing loaded); nothing to check", index)
         return out
-    out["active"] = client.count(index=index, query=selection or {"match_all": {}})["count"]
+    out["active"] = client.count(index=index, body={"query": selection or {"match_all": {}}})["count"]
     out["limit"] = int(out["active"] * max_delete_percent / 100)
     old_enough = {"range": {"@timestamp": {"lt": _iso(started_at - margin)}}}
     query = {"bool": {"filter": [old_enough] + ([selection] if selection else [])}}

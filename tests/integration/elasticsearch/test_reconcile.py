@@ -1,4 +1,5 @@
-"""Deletion reconciliation on the real node against the ThreatQ simulator over HTTP (#13 item 2).
+"""Deletion reconciliation on the real nodes (Elasticsearch and OpenSearch) against the ThreatQ
+simulator over HTTP (#13 item 2).
 
 The active index is loaded from the simulator's corpus through the real transform and loader;
 indicators are then deleted in the simulator (``DELETE /api/indicators/{id}``) and the
@@ -32,21 +33,21 @@ OPTIONS = EcsOptions(ioc_expiration_duration="3650d")
 
 
 @pytest.fixture
-def names(es_client, es_index_prefix) -> IndexNames:
-    install_templates(es_client, prefix=es_index_prefix)
-    return IndexNames(es_index_prefix)
+def names(search_client, search_index_prefix) -> IndexNames:
+    install_templates(search_client, prefix=search_index_prefix)
+    return IndexNames(search_index_prefix)
 
 
 @pytest.fixture
-def loaded(threatq_sim_factory, es_client, names):
+def loaded(threatq_sim_factory, search_client, names):
     """A simulator of 3,000 indicators, and its Active ones loaded into the active index."""
     sim = threatq_sim_factory(seed=23, indicators=3_000, events=5, start=START, end=END)
     lines = [json.dumps(indicator_to_ecs(raw, now=NOW, options=OPTIONS)) for raw in sim.corpus.iter_indicators()
              if raw["status"]["name"] == "Active"]
-    counts = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None,
+    counts = load_ndjson(search_client, lines, active_index=names.active_alias, history_prefix=None,
                          tombstone_index=names.tombstone_index, observed_at=NOW)
     assert counts.indexed == len(lines) > 1000
-    es_client.indices.refresh(index=names.active_alias)
+    search_client.indices.refresh(index=names.active_alias)
     client = ThreatQClient(sim.url, auth=PasswordGrant(sim.client_id, sim.username, sim.password), verify=False)
     yield sim, client, lines
     client.close()
@@ -63,70 +64,70 @@ def _reconcile(es, names, client, **kwargs):
                                **kwargs)
 
 
-def test_indicators_deleted_in_threatq_leave_the_active_index_with_a_tombstone(es_client, names, loaded):
+def test_indicators_deleted_in_threatq_leave_the_active_index_with_a_tombstone(search_client, names, loaded):
     sim, client, lines = loaded
-    before = _active_ids(es_client, names)
+    before = _active_ids(search_client, names)
     assert len(before) == len(lines)
     gone = sorted(before)[::40][:50]  # 50 spread over the id range, first and low ids included
     for iid in gone:
         client.request_json("DELETE", f"/api/indicators/{iid}")
-    assert _reconcile(es_client, names, client, dry_run=True)["missing"] == len(gone)
-    assert _active_ids(es_client, names) == before, "a dry run removed something"
+    assert _reconcile(search_client, names, client, dry_run=True)["missing"] == len(gone)
+    assert _active_ids(search_client, names) == before, "a dry run removed something"
 
-    result = _reconcile(es_client, names, client)
+    result = _reconcile(search_client, names, client)
 
     assert (result["missing"], result["deleted"], result["tombstones"]) == (len(gone), len(gone), len(gone))
     assert result["by_reason"] == {"deleted_in_threatq": len(gone)}
     assert result["threatq_ids"] == 3_000 - len(gone) and result["checked"] == len(before)
     assert sorted(result["sample_ids"]) == gone
-    assert _active_ids(es_client, names) == before - set(gone)
-    stones = es_client.mget(index=names.tombstone_index, ids=[str(i) for i in gone])["docs"]
+    assert _active_ids(search_client, names) == before - set(gone)
+    stones = search_client.mget(index=names.tombstone_index, body={"ids": [str(i) for i in gone]})["docs"]
     assert all(s["found"] and s["_source"]["reason"] == "deleted_in_threatq" for s in stones)
     # Nothing left to do; and replaying the old load brings none of them back.
-    assert _reconcile(es_client, names, client)["missing"] == 0
-    es_client.indices.put_settings(index=names.active_alias, settings={"index.gc_deletes": "0s"})
-    replay = load_ndjson(es_client, lines, active_index=names.active_alias, history_prefix=None,
+    assert _reconcile(search_client, names, client)["missing"] == 0
+    search_client.indices.put_settings(index=names.active_alias, body={"index.gc_deletes": "0s"})
+    replay = load_ndjson(search_client, lines, active_index=names.active_alias, history_prefix=None,
                          tombstone_index=names.tombstone_index, observed_at=NOW)
     assert (replay.skipped_deleted, replay.indexed) == (len(gone), 0)
-    assert _active_ids(es_client, names) == before - set(gone)
+    assert _active_ids(search_client, names) == before - set(gone)
 
 
-def test_the_safety_limit_refuses_a_mass_deletion_and_removes_nothing(es_client, names, loaded):
+def test_the_safety_limit_refuses_a_mass_deletion_and_removes_nothing(search_client, names, loaded):
     sim, client, lines = loaded
-    before = _active_ids(es_client, names)
+    before = _active_ids(search_client, names)
     gone = sorted(before)[: len(before) // 5]  # 20 % of the active index
     for iid in gone:
         sim.corpus.delete_indicator(iid)
 
-    dry = _reconcile(es_client, names, client, dry_run=True)
+    dry = _reconcile(search_client, names, client, dry_run=True)
     assert dry["refused"] is True and dry["missing"] == len(gone) and dry["limit"] == len(before) // 10
     with pytest.raises(ReconcileLimitExceeded, match=rf"{len(gone)} of {len(before)} active IOCs .* nothing was removed"):
-        _reconcile(es_client, names, client)
-    assert _active_ids(es_client, names) == before
-    assert not es_client.indices.exists(index=names.tombstone_index) or es_client.count(
+        _reconcile(search_client, names, client)
+    assert _active_ids(search_client, names) == before
+    assert not search_client.indices.exists(index=names.tombstone_index) or search_client.count(
         index=names.tombstone_index)["count"] == 0
 
     # Told to: a higher limit, or allow_mass_delete.
-    done = _reconcile(es_client, names, client, allow_mass_delete=True)
-    assert done["deleted"] == len(gone) and _active_ids(es_client, names) == before - set(gone)
+    done = _reconcile(search_client, names, client, allow_mass_delete=True)
+    assert done["deleted"] == len(gone) and _active_ids(search_client, names) == before - set(gone)
 
 
-def test_recently_updated_documents_and_other_instances_are_left_alone(es_client, names, loaded):
+def test_recently_updated_documents_and_other_instances_are_left_alone(search_client, names, loaded):
     sim, client, lines = loaded
-    before = _active_ids(es_client, names)
+    before = _active_ids(search_client, names)
     newest = max(before, key=lambda i: sim.corpus.indicator(i)["updated_at"])
     sim.corpus.delete_indicator(newest)
     # Started within the margin (1 h) of the newest document's update: the next run decides.
     updated = datetime.fromisoformat(sim.corpus.indicator(newest)["updated_at"].replace(" ", "T") + "+00:00")
-    recent = reconcile_deletions(es_client, client.iter_indicator_ids(), index=names.active_alias,
+    recent = reconcile_deletions(search_client, client.iter_indicator_ids(), index=names.active_alias,
                                  tombstone_index=names.tombstone_index, started_at=updated + timedelta(minutes=30))
-    assert recent["missing"] == 0 and newest in _active_ids(es_client, names)
+    assert recent["missing"] == 0 and newest in _active_ids(search_client, names)
     # Documents of another (named) instance are not this instance's to check.
-    other = reconcile_deletions(es_client, client.iter_indicator_ids(), index=names.active_alias,
+    other = reconcile_deletions(search_client, client.iter_indicator_ids(), index=names.active_alias,
                                 tombstone_index=names.tombstone_index, started_at=datetime.now(UTC),
                                 instance="partner", explicit_instance=True)
     assert (other["active"], other["missing"]) == (0, 0)
-    mine = reconcile_deletions(es_client, client.iter_indicator_ids(), index=names.active_alias,
+    mine = reconcile_deletions(search_client, client.iter_indicator_ids(), index=names.active_alias,
                                tombstone_index=names.tombstone_index, started_at=datetime.now(UTC),
                                instance=sim.url.split("://")[1], explicit_instance=False)
     assert (mine["active"], mine["deleted"]) == (len(before), 1)
