@@ -132,6 +132,8 @@ with DAG(
         rejects_path=STAGE + "/rejects.ndjson.zst",
         ioc_expiration_duration="{{ params.ioc_expiration_duration }}",
         active_statuses="{{ params.active_statuses or var.value.get('threatq_active_statuses', '') }}",
+        # threat.indicator.reference = <ui_base_url>/indicators/<id>/details (connection extra, else its URL)
+        threatq_url="{{ ti.xcom_pull(task_ids='poll').get('ui_base_url') }}",
     )
     load = ElasticsearchLoadOperator(
         task_id="load",

@@ -818,6 +818,8 @@ struct Engine {
     ecs_version: String,
     /// (path, value) written on every document, in order (tables.Tables.constants).
     constants: Vec<(Vec<String>, String)>,
+    /// (threat.indicator field, ThreatQ date keys by preference), in order (tables.Tables.indicator_dates).
+    indicator_dates: Vec<(String, Vec<String>)>,
     keep: bool,
     preserve_original: bool,
     threatq_url: Option<String>,
@@ -950,6 +952,16 @@ impl Engine {
                 _ => unreachable!("ids are integers"),
             };
             parts.indicator.insert("reference", s(format!("{base}/indicators/{id}/details")));
+        }
+        // first_seen, last_seen, modified_at (transform.py): the first date of each row the object has.
+        for (name, keys) in &self.indicator_dates {
+            let date = keys.iter().find_map(|key| match parts.tq.get(key) {
+                Some(V::Str(t)) => Some(t.clone()),
+                _ => None,
+            });
+            if let Some(date) = date {
+                parts.indicator.insert(name.as_str(), V::Str(date));
+            }
         }
         self.sources(&mut parts)?;
 
@@ -1413,6 +1425,11 @@ impl Engine {
             let value = pair[1].as_str().ok_or_else(|| table_error("constant value"))?;
             constants.push((path_of(&pair[0], "constant path")?, value.to_owned()));
         }
+        let mut indicator_dates = Vec::new();
+        for pair in tables["indicator_dates"].as_array().ok_or_else(|| table_error("indicator_dates"))? {
+            let name = pair[0].as_str().ok_or_else(|| table_error("indicator_dates field"))?;
+            indicator_dates.push((name.to_owned(), path_of(&pair[1], "indicator_dates keys")?));
+        }
         let reason = &tables["expiration_reasons"];
         let reasons = Reasons {
             expired_at: text_of(&reason["expired_at"], "expiration_reasons")?,
@@ -1432,6 +1449,7 @@ impl Engine {
             keyword_max_chars: usize::try_from(keyword_max_chars).map_err(|_| table_error("keyword_max_chars"))?,
             ecs_version: tables["ecs_version"].as_str().ok_or_else(|| table_error("ecs_version"))?.to_owned(),
             constants,
+            indicator_dates,
             keep: keep_duplicates,
             preserve_original,
             threatq_url,

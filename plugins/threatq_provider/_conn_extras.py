@@ -17,6 +17,24 @@ POSITIVE_REQUIRED = "a positive number is required"
 #: ``http://``. Loopback URLs are not exempt: a connection's proxy extra, a port forward or a
 #: sidecar can carry "127.0.0.1" traffic off the host in clear text, and one rule is easier to audit.
 ALLOW_INSECURE_HTTP = "allow_insecure_http"
+#: ThreatQ connection extras that name the instance (state keys, document ids, MISP UUIDs) and the
+#: web UI that links back to it (``threat.indicator.reference``).
+INSTANCE = "instance"
+UI_BASE_URL = "ui_base_url"
+
+
+def as_http_url(value: Any, invalid: Callable[[str], Exception]) -> str | None:
+    """An ``http(s)://`` base URL extra without its trailing slash (``None`` when absent).
+
+    :raises Exception: what ``invalid`` builds, when the value is not an http(s) URL with a host.
+    """
+    if value is None or str(value).strip() == "":
+        return None
+    url = str(value).strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise invalid("an http:// or https:// URL with a host is required")
+    return url
 
 
 def extra_value(extras: dict[str, Any], conn_type: str, key: str) -> Any:

@@ -66,6 +66,19 @@ _THREATQ_FIELDS = {
         "schema": {"type": ["integer", "null"], "default": 1000, "minimum": 1, "maximum": 10000},
     },
     "allow_insecure_http": _ALLOW_INSECURE_HTTP,
+    "ui_base_url": {
+        "label": "ThreatQ UI base URL",
+        "description": "Base URL of the ThreatQ web UI for links back from each IOC "
+        "(threat.indicator.reference = <url>/indicators/<id>/details). Empty: the ThreatQ URL above.",
+        "schema": {"type": ["string", "null"], "pattern": "^(https?://.+)?$"},
+    },
+    "instance": {
+        "label": "Instance name",
+        "description": "Short name of this ThreatQ instance (a-z, 0-9, '.', '_', '-'), needed when several "
+        "instances feed one cluster: it prefixes the Elasticsearch document ids and keys MISP UUIDs and the "
+        "sync state. Empty: derived from the host, documents keep _id = the ThreatQ id (one instance).",
+        "schema": {"type": ["string", "null"], "pattern": "^([a-z0-9][a-z0-9._-]{0,62})?$"},
+    },
 }
 
 _MISP_FIELDS = {

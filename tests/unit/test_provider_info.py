@@ -35,7 +35,7 @@ def test_provider_info_declares_threatq_connection_type_with_its_fields():
     (threatq,) = [c for c in info["connection-types"] if c["connection-type"] == "threatq"]
     assert threatq["hook-class-name"] == "threatq_provider.threatq.hook.ThreatQHook"
     assert set(threatq["conn-fields"]) == {"client_id", "client_secret", "verify_tls", "ca_bundle", "proxy",
-                                           "timeout", "page_size", "allow_insecure_http"}
+                                           "timeout", "page_size", "allow_insecure_http", "ui_base_url", "instance"}
     assert threatq["conn-fields"]["client_secret"]["schema"]["format"] == "password"
 
 

@@ -114,6 +114,7 @@ def tables_json(tables: Tables, object_kinds: Mapping[str, ObjectKinds], hives: 
             "tlp_spellings": dict(tables.tlp_spellings),
             "hives": dict(hives),
             "constants": [[list(path), value] for path, value in tables.constants],
+            "indicator_dates": [[name, list(keys)] for name, keys in tables.indicator_dates],
             "expiration_reasons": {
                 "expired_at": REASON_EXPIRED_AT,
                 "expires_at": REASON_EXPIRES_AT,

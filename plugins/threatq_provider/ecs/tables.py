@@ -71,6 +71,8 @@ class Tables:
     :param tlp_spellings: upper-cased spelling → ECS TLP value.
     :param constants: (field path, value) written on every document, in order (the values of
         Elastic's latest index that its rules and views filter on).
+    :param indicator_dates: (``threat.indicator`` field, ThreatQ date keys in order of preference),
+        in order: the field takes the first of those dates the indicator has.
     """
 
     ecs_version: str
@@ -82,6 +84,7 @@ class Tables:
     tlp_prefixes: tuple[str, ...]
     tlp_spellings: Mapping[str, str]
     constants: tuple[tuple[tuple[str, ...], str], ...] = ()
+    indicator_dates: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def _rule(row: Mapping[str, Any]) -> TypeRule:
@@ -137,6 +140,7 @@ def build_tables(data: Mapping[str, Any]) -> Tables:
     if bad:
         raise EcsTableError(f"TLP spellings map to values outside ECS's list: {bad}")
     constants = _constants(data.get("document_constants") or {})
+    indicator_dates = _indicator_dates(data.get("indicator_dates") or {})
     return Tables(
         ecs_version=str(data["ecs_version"]),
         keyword_max_chars=int(data["keyword_max_chars"]),
@@ -147,7 +151,25 @@ def build_tables(data: Mapping[str, Any]) -> Tables:
         tlp_prefixes=tuple(str(p).upper() for p in tlp["prefixes"]),
         tlp_spellings=MappingProxyType(spellings),
         constants=constants,
+        indicator_dates=indicator_dates,
     )
+
+
+#: ``threat.indicator`` date fields the ``indicator_dates`` table may fill (ECS 8.17).
+_INDICATOR_DATE_FIELDS = ("first_seen", "last_seen", "modified_at")
+
+
+def _indicator_dates(table: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    out = []
+    for name, keys in table.items():
+        if name.startswith("_"):
+            continue
+        if name not in _INDICATOR_DATE_FIELDS:
+            raise EcsTableError(f"indicator_dates: {name!r} is not one of {', '.join(_INDICATOR_DATE_FIELDS)}")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys):
+            raise EcsTableError(f"indicator_dates: {name!r} needs a non-empty list of ThreatQ date keys")
+        out.append((name, tuple(keys)))
+    return tuple(out)
 
 
 # Keys the transform builds itself: a constant there would silently overwrite mapped data.

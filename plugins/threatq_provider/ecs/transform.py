@@ -485,6 +485,13 @@ def indicator_to_ecs(
         _place_value(rule, value, doc, indicator, tq, related, tables, errors)
     if options.threatq_url is not None:
         indicator["reference"] = f"{options.threatq_url}/indicators/{indicator_id}/details"
+    # first_seen, last_seen, modified_at: from ThreatQ's dates, as the table says (converted above).
+    for name, keys in tables.indicator_dates:
+        for key in keys:
+            date = tq.get(key)
+            if type(date) is str:
+                indicator[name] = date
+                break
     keep = options.preserve_duplicate_custom_fields
     _sources(tq, indicator, tables, errors, keep)
 

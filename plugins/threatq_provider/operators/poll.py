@@ -131,7 +131,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
         "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids", "instance", "watermark",
-        "highest_updated_at"}``: ``window_start``/``window_end`` are the window actually read, and
+        "highest_updated_at", "ui_base_url"}``: ``window_start``/``window_end`` are the window actually read, and
         ``watermark`` says why (its ``kind``, the ``gap`` it closed, the Variable); ``rejected`` counts by
         reason the records that could not be staged (listed in ``rejects_path``,
         ``raw.rejects.ndjson``: nested too deeply); ``lone_surrogates`` the ones staged with ``\\u``
@@ -191,6 +191,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         plan["polled_at"] = datetime.now(timezone.utc)
         hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
         try:
+            # Where links back to ThreatQ point (threat.indicator.reference, set by the transform).
+            plan["ui_base_url"] = hook.ui_base_url()
             if plan["mode"] != "collection":  # a collection's state is its cursor
                 self._plan_watermark(plan, hook, context)
             client = hook.get_client()
@@ -392,6 +394,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "instance": plan.get("instance"),
             "watermark": plan.get("watermark"),
             "highest_updated_at": plan.get("highest_updated_at"),
+            "ui_base_url": plan.get("ui_base_url"),
         }
 
 

@@ -46,6 +46,9 @@ from threatq_provider._conn_test import names_requested_connection
 from threatq_provider._connection_form import field_behaviour, form_widgets
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
+    INSTANCE,
+    UI_BASE_URL,
+    as_http_url,
     as_bool,
     as_positive_number,
     extra_value,
@@ -144,7 +147,7 @@ class ThreatQHook(BaseHook):
         :raises ThreatQValidationError: the extra is not a valid name, or the host has none to derive.
         """
         conn = self.get_connection(self.threatq_conn_id)
-        named = self._extra(conn.extra_dejson or {}, "instance")
+        named = self._extra(conn.extra_dejson or {}, INSTANCE)
         try:
             if named not in (None, ""):
                 return ThreatQInstance(validate_instance_name(named), explicit=True)
@@ -158,13 +161,8 @@ class ThreatQHook(BaseHook):
         :return: the URL without a trailing slash.
         """
         conn = self.get_connection(self.threatq_conn_id)
-        given = self._extra(conn.extra_dejson or {}, "ui_base_url")
-        if given not in (None, ""):
-            url = str(given).strip().rstrip("/")
-            if not url.lower().startswith(("https://", "http://")):
-                raise ThreatQValidationError("ui_base_url", given, reason="an http(s):// URL is required")
-            return url
-        return self._base_url(conn)
+        given = self._extra(conn.extra_dejson or {}, UI_BASE_URL)
+        return as_http_url(given, _invalid(UI_BASE_URL, given)) or self._base_url(conn)
 
     def _grant(self, conn: Any, extras: dict[str, Any]) -> ClientCredentials | PasswordGrant:
         """Login set → password grant; Login empty → client credentials with Password as the secret."""

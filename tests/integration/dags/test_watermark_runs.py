@@ -14,6 +14,7 @@ Ground truth comes from the simulator's corpus and ``helpers`` (the expiry rules
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -57,11 +58,15 @@ def _sweep_and_check(dagbag, es, truth) -> dict:
 
 
 def test_a_fresh_deployment_first_run_loads_the_initial_lookback(
-    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn  # noqa: F811
+    airflow_db, dagbag, airflow_env, es_clean, tq_sim_factory, tq_conn, monkeypatch  # noqa: F811
 ):
     end = _floor10(helpers.utcnow()) - timedelta(hours=1)  # the run's interval: [end - 10 min, end)
     sim = tq_sim_factory(seed=31, indicators=4_000, events=5, start=end - timedelta(days=120), end=end)
     tq_conn(sim)
+    # The connection names the ThreatQ web UI (#13 item 5): every IOC links back to it.
+    conn = json.loads(os.environ["AIRFLOW_CONN_THREATQ_DEFAULT"])
+    conn["extra"]["ui_base_url"] = "https://threatq.example.test/"
+    monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", json.dumps(conn))
     truth = list(sim.corpus.iter_indicators(end - timedelta(days=90), end))
     older = list(sim.corpus.iter_indicators(None, end - timedelta(days=90)))
     assert truth and older, "the corpus must reach both inside and before the look-back"
@@ -78,6 +83,20 @@ def test_a_fresh_deployment_first_run_loads_the_initial_lookback(
     assert report["watermark_saved"] is True and _watermark(sim)["watermark"] == _iso(end)
     docs = _sweep_and_check(dagbag, es_clean, truth)
     assert not set(docs) & set(helpers.all_ids(older)), "an indicator older than the look-back was loaded"
+    # ECS dates and the link back (#13 item 5), from the simulator's own values.
+    by_id = {str(raw["id"]): raw for raw in truth}
+    for tq_id, hit in docs.items():
+        indicator, raw = hit["_source"]["threat"]["indicator"], by_id[tq_id]
+        assert indicator["reference"] == f"https://threatq.example.test/indicators/{tq_id}/details"
+        assert indicator["first_seen"] == _ecs_date(raw["created_at"])
+        assert indicator["last_seen"] == _ecs_date(raw["touched_at"])
+        # (@timestamp too, unless the sweep's detection window moved it: modified_at keeps ThreatQ's time)
+        assert indicator["modified_at"] == _ecs_date(raw["updated_at"]) == hit["_source"]["threatq"]["updated_at"]
+
+
+def _ecs_date(threatq_date: str) -> str:
+    """ThreatQ's ``YYYY-MM-DD HH:MM:SS`` (UTC) as Elastic writes it."""
+    return threatq_date.replace(" ", "T") + ".000Z"
 
 
 def test_six_missed_intervals_are_read_by_the_next_run_and_its_report_names_the_gap(

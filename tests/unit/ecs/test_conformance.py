@@ -118,6 +118,20 @@ def ours_tlp_prefix_accepted(expected: Doc, raw: Doc) -> None:
         expected["threat"]["indicator"]["marking"] = {"tlp": marks}
 
 
+def ours_indicator_dates(expected: Doc, raw: Doc) -> None:
+    """Elastic's mapping declares ``threat.indicator.first_seen``, ``last_seen`` and ``modified_at``
+    but its pipeline fills none (issue 13 item 5). We fill them from ThreatQ's dates as Elastic
+    converts them into ``threatq.*`` (so the values are Elastic's own): first_seen = created_at,
+    last_seen = touched_at (else updated_at), modified_at = updated_at (= ``@timestamp``)."""
+    tq, indicator = expected["threatq"], expected["threat"]["indicator"]
+    for name in ("first_seen", "last_seen", "modified_at"):
+        assert name not in indicator
+    if tq.get("created_at"):
+        indicator["first_seen"] = tq["created_at"]
+    indicator["last_seen"] = tq.get("touched_at") or expected["@timestamp"]
+    indicator["modified_at"] = expected["@timestamp"]
+
+
 # ---- Cases ----------------------------------------------------------------------------------
 
 # Elastic's pipeline-test config adds both preserve tags (PROVENANCE.md, "Test-runner settings").
@@ -131,6 +145,7 @@ PIPELINE_DELTAS: tuple[Callable[[Doc, Doc], None], ...] = (
     delta_pipeline_tests_have_no_duration,
     delta_latest_index_fields,
     ours_tlp_prefix_accepted,
+    ours_indicator_dates,
 )
 
 
@@ -147,7 +162,7 @@ def _pipeline_case(log: str, expected: str, extra: tuple[Callable[[Doc, Doc], No
 def _system_case() -> list[Any]:
     doc = json.loads((FIXTURES / "sample_event.json").read_text(encoding="utf-8"))
     deltas = (delta_agent_fields, delta_latest_index_fields, delta_1_33_provider_from_source_name,
-              ours_tlp_prefix_accepted)
+              ours_tlp_prefix_accepted, ours_indicator_dates)
     return [pytest.param(doc["event"]["original"], doc, SYSTEM_TEST_OPTIONS, deltas, id="sample_event.json")]
 
 

@@ -50,7 +50,9 @@ def test_the_mapping_itself_is_unchanged_by_the_constants():
     doc = indicator_to_ecs({"id": 1, "value": "192.0.2.1", "type": {"name": "IP Address"},
                             "updated_at": "2026-11-01 00:00:00"}, now=NOW, options=EcsOptions())
     assert doc["event"]["kind"] == "enrichment" and doc["event"]["category"] == ["threat"]
-    assert doc["threat"]["indicator"] == {"type": "ipv4-addr", "ip": "192.0.2.1"}
+    assert doc["threat"]["indicator"] == {"type": "ipv4-addr", "ip": "192.0.2.1",
+                                          "last_seen": "2026-11-01T00:00:00.000Z",  # updated_at (no touched_at)
+                                          "modified_at": "2026-11-01T00:00:00.000Z"}
 
 
 def test_label_is_the_last_key_of_the_document():

@@ -280,3 +280,38 @@ def test_comments_are_converted_like_attributes() -> None:
     doc = indicator_to_ecs(_raw(comments=[{"id": 3, "indicator_id": 77, "value": "seen in C2", "created_at": "2026-01-01 00:00:00"}]),
                            now=NOW, options=EcsOptions())
     assert doc["threatq"]["comments"] == [{"id": "3", "indicator_id": "77", "value": "seen in C2", "created_at": "2026-01-01T00:00:00.000Z"}]
+
+
+# -- threat.indicator dates (#13 item 5): the indicator_dates table of threatq_to_ecs.json ------
+
+
+def test_first_seen_last_seen_and_modified_at_come_from_threatq_dates():
+    from threatq_provider.ecs.options import EcsOptions
+    from threatq_provider.ecs.transform import indicator_to_ecs
+
+    now = datetime(2026, 11, 25, tzinfo=UTC)
+    raw = {"id": 7, "value": "198.51.100.7", "type": {"name": "IP Address"}, "status": {"name": "Active"},
+           "created_at": "2026-01-02 03:04:05", "updated_at": "2026-11-01 00:00:00",
+           "touched_at": "2026-11-20 10:00:00", "last_detected_at": "2026-11-21 11:00:00"}
+    indicator = indicator_to_ecs(raw, now=now, options=EcsOptions())["threat"]["indicator"]
+    assert (indicator["first_seen"], indicator["last_seen"], indicator["modified_at"]) == (
+        "2026-01-02T03:04:05.000Z", "2026-11-20T10:00:00.000Z", "2026-11-01T00:00:00.000Z")
+    # Without touched_at, last_seen is the last change; without created_at, no first_seen.
+    bare = {k: v for k, v in raw.items() if k not in ("touched_at", "created_at")}
+    indicator = indicator_to_ecs(bare, now=now, options=EcsOptions())["threat"]["indicator"]
+    assert "first_seen" not in indicator and indicator["last_seen"] == indicator["modified_at"] == (
+        "2026-11-01T00:00:00.000Z")
+    # An unparsable created_at is flagged on threatq.created_at and sets no first_seen.
+    bad = indicator_to_ecs({**raw, "created_at": "yesterday"}, now=now, options=EcsOptions())
+    assert "first_seen" not in bad["threat"]["indicator"] and bad["event"]["kind"] == "pipeline_error"
+
+
+def test_the_dates_table_is_checked_when_loaded():
+    from threatq_provider.ecs.errors import EcsTableError
+    from threatq_provider.ecs.tables import _indicator_dates
+
+    assert _indicator_dates({"_comment": "x", "first_seen": ["created_at"]}) == (("first_seen", ("created_at",)),)
+    with pytest.raises(EcsTableError, match="not one of"):
+        _indicator_dates({"seen_at": ["created_at"]})
+    with pytest.raises(EcsTableError, match="non-empty list"):
+        _indicator_dates({"last_seen": []})

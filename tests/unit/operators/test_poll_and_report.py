@@ -52,6 +52,9 @@ def fake_client(monkeypatch, variables):
         def instance(self):
             return ThreatQInstance("threatq.example.com")
 
+        def ui_base_url(self):
+            return "https://threatq.example.com"
+
         def get_client(self):
             return client
 

@@ -198,3 +198,33 @@ def test_test_connection_reports_the_plain_http_refusal(monkeypatch, requests_mo
     assert ok is False and "misconfigured" in message and "allow_insecure_http" in message
     assert requests_mock.call_count == 0  # nothing was sent
     assert CANARY not in message
+
+
+# -- instance and UI base URL (#13 items 4-5) ---------------------------------------------------
+
+
+def test_the_instance_is_named_by_the_extra_or_derived_from_the_host(monkeypatch):
+    from threatq_provider.threatq.instance import ThreatQInstance
+
+    set_conn(monkeypatch)
+    assert ThreatQHook().instance() == ThreatQInstance("tq.example.test", explicit=False)
+    set_conn(monkeypatch, host="http://127.0.0.1:8480/")
+    assert ThreatQHook().instance() == ThreatQInstance("127.0.0.1:8480", explicit=False)
+    set_conn(monkeypatch, extra={"client_id": "cid", "instance": "Partner-A"})
+    named = ThreatQHook().instance()
+    assert named == ThreatQInstance("partner-a", explicit=True) and named.document_id(42) == "partner-a:42"
+    assert ThreatQInstance("tq.example.test").document_id(42) == "42"  # the default instance keeps its ids
+    set_conn(monkeypatch, extra={"client_id": "cid", "instance": "prod/eu"})
+    with pytest.raises(ThreatQValidationError, match="instance") as err:
+        ThreatQHook().instance()
+    assert CANARY not in str(err.value)
+
+
+def test_the_ui_base_url_is_the_extra_or_the_host(monkeypatch):
+    set_conn(monkeypatch)
+    assert ThreatQHook().ui_base_url() == "https://tq.example.test"
+    set_conn(monkeypatch, extra={"client_id": "cid", "ui_base_url": "https://threatq-ui.example.test/"})
+    assert ThreatQHook().ui_base_url() == "https://threatq-ui.example.test"
+    set_conn(monkeypatch, extra={"client_id": "cid", "ui_base_url": "threatq-ui.example.test"})
+    with pytest.raises(ThreatQValidationError, match="ui_base_url"):
+        ThreatQHook().ui_base_url()
