@@ -138,6 +138,8 @@ PERMANENT_ERRORS: tuple[tuple[str, str, str], ...] = (
     (_ES, "ConnectionConfigError", "the Elasticsearch connection is unusable"),
     ("elasticsearch", "AuthenticationException", "Elasticsearch refused the credentials (401)"),
     ("elasticsearch", "AuthorizationException", "Elasticsearch denied this user the operation (403)"),
+    ("opensearchpy.exceptions", "AuthenticationException", "OpenSearch refused the credentials (401)"),
+    ("opensearchpy.exceptions", "AuthorizationException", "OpenSearch denied this user the operation (403)"),
 )
 _USERINFO = re.compile(r"//[^/@\s]+@")
 

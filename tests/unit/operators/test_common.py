@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import elasticsearch
+import opensearchpy
 import pytest
 import requests
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
@@ -80,6 +81,8 @@ PERMANENT = [
     ConnectionConfigError("es", "host", "no host URL"),
     _es_api_error(elasticsearch.AuthenticationException, 401),
     _es_api_error(elasticsearch.AuthorizationException, 403),
+    opensearchpy.exceptions.AuthenticationException(401, "security_exception", {}),
+    opensearchpy.exceptions.AuthorizationException(403, "security_exception", {}),
     _certificate_failure_wrapped_as_libraries_do(),
 ]
 TRANSIENT = [
@@ -92,6 +95,8 @@ TRANSIENT = [
     MispRejected("stale timestamp", status=403),  # a concurrent edit: the retry re-reads the event
     TemplateInstallError("could not install"),
     _es_api_error(elasticsearch.ConflictError, 409),
+    opensearchpy.exceptions.ConflictError(409, "version_conflict_engine_exception", {}),
+    opensearchpy.exceptions.ConnectionTimeout("TIMEOUT", "read timed out", None),
     ConnectionError("reset"),
     AirflowException("some other failure"),
 ]
