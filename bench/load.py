@@ -157,10 +157,10 @@ def main() -> int:
     from elasticsearch import Elasticsearch
 
     url = node_url(args.url)
-    from elasticsearch.serializer import OrjsonSerializer
+    from threatq_provider.elasticsearch.serializers import client_serializers
 
     # The hook's client (orjson), for both sides: the ratio compares loaders, not serializers.
-    client = Elasticsearch(url, request_timeout=300, serializer=OrjsonSerializer())
+    client = Elasticsearch(url, request_timeout=300, serializers=client_serializers())
     with tempfile.TemporaryDirectory(prefix="tq-bench-load-") as tmp:
         path = os.path.join(tmp, "ecs.ndjson")
         subprocess.run([sys.executable, __file__, "--generate", path, "--n", str(args.n)], check=True)

@@ -49,10 +49,10 @@ from urllib.parse import urlsplit
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
-from elasticsearch.serializer import OrjsonSerializer
 
 from threatq_provider._conn_test import names_requested_connection
 from threatq_provider._connection_form import field_behaviour, form_widgets
+from threatq_provider.elasticsearch.serializers import client_serializers
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
     as_bool,
@@ -247,9 +247,8 @@ class ElasticsearchEcsHook(BaseHook):
             from threatq_provider.opensearch.connection import opensearch_client
 
             return opensearch_client(self.elasticsearch_conn_id, conn)
-        # orjson encodes and decodes request and response bodies several times faster than the
-        # standard library (bulk responses, scroll pages), the client's own supported option.
-        return Elasticsearch(**self.client_kwargs(), serializer=OrjsonSerializer())
+        # orjson for JSON bodies, and the loader's bulk bodies sent without a copy (.serializers).
+        return Elasticsearch(**self.client_kwargs(), serializers=client_serializers())
 
     @property
     def target(self) -> str:

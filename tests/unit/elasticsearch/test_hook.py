@@ -198,9 +198,25 @@ def test_the_opt_in_lets_credentials_go_over_http_with_a_warning(monkeypatch, ca
 def test_the_hooks_client_speaks_json_through_orjson(monkeypatch):
     from elasticsearch.serializer import OrjsonSerializer
 
+    from threatq_provider.elasticsearch.serializers import BulkBodySerializer
+
     monkeypatch.setenv("AIRFLOW_CONN_ES_ORJSON", json.dumps({"conn_type": "elasticsearch_ecs",
                                                              "host": "http://es.example.test:9200"}))
     client = ElasticsearchEcsHook(elasticsearch_conn_id="es_orjson").get_client()
 
     for mimetype in ("application/json", "application/vnd.elasticsearch+json"):
         assert isinstance(client.transport.serializers.get_serializer(mimetype), OrjsonSerializer)
+    for mimetype in ("application/x-ndjson", "application/vnd.elasticsearch+x-ndjson"):
+        assert isinstance(client.transport.serializers.get_serializer(mimetype), BulkBodySerializer)
+
+
+def test_a_ready_bulk_body_is_sent_as_it_is_and_action_lists_as_the_client_sends_them():
+    from elasticsearch.serializer import NdjsonSerializer
+
+    from threatq_provider.elasticsearch.serializers import BulkBodySerializer
+
+    body = b'{"index":{"_id":"1"}}\n{"a":"\xc3\xa9"}\n'
+    assert BulkBodySerializer().dumps(body) is body  # no copy of a 5 MiB body
+    actions = ['{"index":{"_id":"1"}}', {"a": "é", "n": 1}, b'{"delete":{"_id":"2"}}']
+    assert BulkBodySerializer().dumps(actions) == NdjsonSerializer().dumps(actions)
+    assert BulkBodySerializer().dumps(b'{"a":1}') == b'{"a":1}\n'  # no final newline: the client's rule
