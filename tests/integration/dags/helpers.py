@@ -74,8 +74,9 @@ def es_active_docs(es: Any) -> dict[str, dict[str, Any]]:
 
     Asserts that no indicator appears twice (nothing doubled).
     """
-    from elasticsearch import helpers
+    from threatq_provider.elasticsearch.cluster import cluster
 
+    helpers = cluster(es).helpers  # either library's: the DAG tests run on both nodes
     if not es.indices.exists_alias(name=ACTIVE_ALIAS) and not es.indices.exists(index=ACTIVE_ALIAS):
         return {}
     es.indices.refresh(index=ACTIVE_ALIAS)
@@ -90,8 +91,15 @@ def es_active_docs(es: Any) -> dict[str, dict[str, Any]]:
 def wipe_threatq_indices(es: Any) -> None:
     """Delete the DAGs' indices (active and history; templates stay, the loader reinstalls them).
 
-    Only names starting with ``logs-ti_threatq``: other tests' indices carry a unique prefix.
+    Only names starting with ``logs-ti_threatq``: other tests' indices carry a unique prefix. On a
+    node with data streams the history is one (``logs-ti_threatq.threat_history-default``): its
+    backing indices go with it.
     """
+    from threatq_provider.elasticsearch.cluster import cluster
+
+    target = cluster(es)
+    if target.capabilities.data_streams:
+        target.delete_data_streams(THREATQ_INDEX_PATTERN)
     es.indices.delete(index=THREATQ_INDEX_PATTERN, expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
     # the sweep's tombstones (threatq_provider.elasticsearch.names.TOMBSTONE_INDEX, hidden)
     es.indices.delete(index="threatq-ioc-tombstones", ignore_unavailable=True)
