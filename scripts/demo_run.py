@@ -93,8 +93,18 @@ def run(dagbag: Any, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[d
     return xcoms(dag_run), took
 
 
+#: ``elasticsearch`` or ``opensearch`` (scripts/demo --target); only the summary's words depend on it:
+#: the DAGs choose the target by the type of the connection elasticsearch_default.
+TARGET = os.environ.get("TQ_DEMO_TARGET", "elasticsearch")
+TARGET_NAME = {"elasticsearch": "Elasticsearch", "opensearch": "OpenSearch"}.get(TARGET, TARGET)
+
+
 def wipe_demo_indices(es: Any) -> None:
     """The demo starts from empty ThreatQ indices on its local node, so its counts are its own."""
+    from threatq_provider.elasticsearch.cluster import cluster
+
+    if cluster(es).capabilities.data_streams:  # the history is a data stream there
+        cluster(es).delete_data_streams("logs-ti_threatq*")
     es.indices.delete(index="logs-ti_threatq*", expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
 
 
@@ -107,7 +117,8 @@ def es_client() -> Any:
 
 def active_by_type(es: Any) -> Counter:
     es.indices.refresh(index=ACTIVE_ALIAS)
-    resp = es.search(index=ACTIVE_ALIAS, size=0, aggs={"t": {"terms": {"field": "threatq.type.name", "size": 100}}})
+    resp = es.search(index=ACTIVE_ALIAS, body={"size": 0, "aggs": {"t": {"terms": {"field": "threatq.type.name",
+                                                                                  "size": 100}}}})
     counts = Counter({b["key"]: b["doc_count"] for b in resp["aggregations"]["t"]["buckets"]})
     return counts
 
@@ -153,14 +164,14 @@ def main() -> None:
     print = lines.append  # noqa: A001 - the summary is collected, then shown and saved
     print("")
     print("=" * 72)
-    print("ThreatQ → Elasticsearch / MISP demo summary")
+    print(f"ThreatQ → {TARGET_NAME} / MISP demo summary")
     print("=" * 72)
     print(f"polled from ThreatQ simulator : {poll.get('indicators')} indicators in {poll.get('pages')} pages")
     rejected = transform.get("rejected")
     n_rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
     print(f"transformed to ECS            : {transform.get('written')} written, {n_rejected} rejected "
           f"(engine {transform.get('engine')}, {transform.get('native_lines')} lines native)")
-    print(f"loaded into Elasticsearch     : {load.get('read')} read, {load.get('indexed')} new, "
+    print(f"loaded into {TARGET_NAME:<18}: {load.get('read')} read, {load.get('indexed')} new, "
           f"{load.get('updated')} updated, {load.get('skipped_stale')} unchanged, {load.get('rejected_total')} rejected; "
           f"{load.get('history_written')} history documents")
     print(f"swept from the active index   : {swept.get('deleted')} expired IOCs deleted, by reason:")
