@@ -45,6 +45,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
+import msgspec
 import requests
 from urllib3.exceptions import NameResolutionError, NewConnectionError
 
@@ -495,7 +496,14 @@ class ThreatQClient:
 
     def _parse_json(self, method: str, path: str, resp: requests.Response, page: str | None = None) -> Any:
         try:
-            return resp.json()
+            try:
+                # msgspec parses a page of indicators several times faster than the standard
+                # library, and like it raises RecursionError past Python's recursion limit (the
+                # too-deep path below is unchanged). What it refuses (not UTF-8, a lone surrogate
+                # escape, NaN) is parsed as before, with the same outcome.
+                return msgspec.json.decode(resp.content)
+            except msgspec.DecodeError:
+                return resp.json()
         except ValueError:
             raise ThreatQResponseError(resp.status_code, method, path, self._excerpt(resp.text or ""),
                                        detail="body is not valid JSON") from None
