@@ -134,6 +134,7 @@ with DAG(
         active_statuses="{{ params.active_statuses or var.value.get('threatq_active_statuses', '') }}",
         # threat.indicator.reference = <ui_base_url>/indicators/<id>/details (connection extra, else its URL)
         threatq_url="{{ ti.xcom_pull(task_ids='poll').get('ui_base_url') }}",
+        instance="{{ ti.xcom_pull(task_ids='poll').get('instance') }}",  # threatq.instance
     )
     load = ElasticsearchLoadOperator(
         task_id="load",
@@ -142,6 +143,8 @@ with DAG(
         dead_letter_path=STAGE + "/dead_letter.ndjson.zst",
         # The poll's time orders copies with the same updated_at: a later poll's wins, a replay's never.
         observed_at="{{ ti.xcom_pull(task_ids='poll').get('polled_at') }}",
+        # "<instance>:" for a ThreatQ instance named on its connection: several share the index.
+        document_id_prefix="{{ ti.xcom_pull(task_ids='poll').get('document_id_prefix') }}",
         # Bulk requests awaiting Elasticsearch at once: 2 suits a small cluster; raise with its data nodes.
         max_in_flight="{{ var.value.get('threatq_bulk_max_in_flight', 2) }}",
         outlets=[ACTIVE_INDEX],

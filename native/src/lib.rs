@@ -823,6 +823,8 @@ struct Engine {
     keep: bool,
     preserve_original: bool,
     threatq_url: Option<String>,
+    /// ThreatQ instance name written to threatq.instance (options.instance); `None`: none.
+    instance: Option<String>,
     expiration_seconds: i64,
     /// Case-folded status names that keep an IOC active (options.status_policy); `None`: no policy.
     active_statuses: Option<Vec<String>>,
@@ -920,6 +922,9 @@ impl Engine {
         tq.insert("updated_at", s(updated.clone()));
         tq.remove("value");
         tq.insert("indicator_value", V::Str(value.clone()));
+        if let Some(name) = &self.instance {
+            tq.insert("instance", s(name.as_str()));
+        }
         normalise_threatq(&mut tq, &self.kinds)?;
 
         let mut parts = Parts { doc: Obj::default(), indicator: Obj::with_capacity(8), tq, related: Obj::default() };
@@ -1375,7 +1380,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
 impl Engine {
     /// :param tables_json: the loaded tables, as `threatq_provider.ecs.native.tables_json` writes them.
     #[new]
-    #[pyo3(signature = (tables_json, *, keep_duplicates, preserve_original, threatq_url, expiration_seconds, active_statuses = None))]
+    #[pyo3(signature = (tables_json, *, keep_duplicates, preserve_original, threatq_url, expiration_seconds, active_statuses = None, instance = None))]
     fn new(
         tables_json: &str,
         keep_duplicates: bool,
@@ -1383,6 +1388,7 @@ impl Engine {
         threatq_url: Option<String>,
         expiration_seconds: i64,
         active_statuses: Option<Vec<String>>,
+        instance: Option<String>,
     ) -> PyResult<Self> {
         let tables: Json = serde_json::from_str(tables_json).map_err(|e| table_error(&e.to_string()))?;
         let confidence = tables["confidence"]
@@ -1453,6 +1459,7 @@ impl Engine {
             keep: keep_duplicates,
             preserve_original,
             threatq_url,
+            instance,
             expiration_seconds,
             active_statuses,
         })

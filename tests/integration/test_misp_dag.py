@@ -253,3 +253,31 @@ def test_a_failed_share_keeps_the_watermark_so_the_next_run_shares_again(
     assert saved["window_start"] == "2024-03-01T01:00:00Z"  # the failed hour is read again
     assert misp_view(misp_conn) == expected_events(sim.corpus, pendulum.parse(START),
                                                    pendulum.datetime(2024, 3, 1, 3, tz="UTC"))
+
+
+def test_two_threatq_instances_share_one_misp_without_colliding(airflow_db, misp_dag, sim, misp_conn,
+                                                                threatq_sim_factory, monkeypatch):
+    """#13 item 4: a second instance (a partner's) with the same event ids, named on its connection."""
+    window = {"updated_since": START, "updated_until": END}
+    first = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 5, tz="UTC"), run_conf=window)
+    assert first.state == "success"
+    prod = {e["uuid"] for e in misp_conn.events()}
+    assert len(prod) == 24
+
+    partner = threatq_sim_factory(indicators=400, events=24, start=START, end=END, seed=7)  # same ids
+    conn = json.loads(threatq_conn_json(partner))
+    conn["extra"]["instance"] = "partner"
+    monkeypatch.setenv("AIRFLOW_CONN_THREATQ_DEFAULT", json.dumps(conn))
+    second = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 6, tz="UTC"), run_conf=window)
+
+    assert second.state == "success"
+    events = misp_conn.events()
+    assert len(events) == 48 and prod < {e["uuid"] for e in events}, "the partner's events replaced ours"
+    by_id: dict[int, int] = {}
+    for event in events:
+        tq_id = next(int(t["name"].split('"')[1]) for t in event["Tag"] if t["name"].startswith("threatq:event-id="))
+        by_id[tq_id] = by_id.get(tq_id, 0) + 1
+    assert set(by_id.values()) == {2}, "each ThreatQ event id is in MISP once per instance"
+    # Sharing the partner again updates its own events in place.
+    again = misp_dag.test(logical_date=pendulum.datetime(2024, 3, 1, 7, tz="UTC"), run_conf=window)
+    assert again.state == "success" and len(misp_conn.events()) == 48

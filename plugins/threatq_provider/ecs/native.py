@@ -145,6 +145,7 @@ def line_mapper(
         keep_duplicates=options.preserve_duplicate_custom_fields,
         preserve_original=options.preserve_original_event,
         threatq_url=options.threatq_url,
+        instance=options.instance,
         expiration_seconds=int(options.expiration.total_seconds()),
         active_statuses=sorted(options.status_policy.folded),
     )

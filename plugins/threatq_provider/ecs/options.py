@@ -59,6 +59,9 @@ class EcsOptions:
         ``threatq.updated_at`` and ``threatq.sources[].provider``/``tlp_name`` next to the ECS
         fields that copy them, and tag ``preserve_duplicate_custom_fields`` (Elastic's option of
         the same name). On by default: the 0-10 score is finer than the confidence buckets.
+    :param instance: name of the ThreatQ instance the indicator comes from, written to
+        ``threatq.instance`` (``ThreatQHook.instance()``: several instances can share one index);
+        ``None`` writes none.
     :param active_statuses: ThreatQ statuses that make an IOC active for detection (the status
         policy, ``threatq_provider.threatq.status_policy``); default ``None`` = the table's default
         (Active only). Whitelisted is refused. An indicator with another status expires at its
@@ -70,6 +73,7 @@ class EcsOptions:
     threatq_url: str | None = None
     preserve_duplicate_custom_fields: bool = True
     active_statuses: tuple[str, ...] | None = None
+    instance: str | None = None
     expiration: timedelta = field(init=False, repr=False, compare=False)
     status_policy: StatusPolicy = field(init=False, repr=False, compare=False)
 
@@ -81,6 +85,9 @@ class EcsOptions:
             raise EcsConfigError(f"invalid active_statuses: {exc}") from None
         object.__setattr__(self, "status_policy", policy)
         object.__setattr__(self, "active_statuses", policy.active)
+        if self.instance is not None and (not isinstance(self.instance, str) or not 0 < len(self.instance) <= 128
+                                          or self.instance != self.instance.strip()):
+            raise EcsConfigError(f"invalid instance {self.instance!r}: expected a name of 1-128 characters")
         if self.threatq_url is not None:
             if not isinstance(self.threatq_url, str) or not self.threatq_url.startswith(("http://", "https://")):
                 raise EcsConfigError(

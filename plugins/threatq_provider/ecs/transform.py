@@ -456,6 +456,8 @@ def indicator_to_ecs(
         tq.pop("updated_at", None)
     del tq["value"]
     tq["indicator_value"] = raw["value"]
+    if options.instance is not None:  # which ThreatQ instance (several can share one index)
+        tq["instance"] = options.instance
     _normalise_threatq(tq, errors)
 
     # Threat fields (steps 11-13, §2.4).

@@ -253,8 +253,10 @@ def _loads(line: bytes) -> Any:
 
 
 def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Versioning, counts: LoadCounts,
-           dead: _DeadLetter) -> Iterator[_Pending]:
-    """NDJSON lines → entries with id and version; lines that cannot be versioned go to the dead letter."""
+           dead: _DeadLetter, id_prefix: str = "") -> Iterator[_Pending]:
+    """NDJSON lines → entries with id and version; lines that cannot be versioned go to the dead letter.
+
+    The ``_id`` is ``id_prefix`` + ``threatq.id`` (the prefix names a ThreatQ instance: ``partner:``)."""
     for raw in lines:
         line = (raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw).strip()
         if not line:
@@ -262,7 +264,7 @@ def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Vers
         counts.read += 1
         try:
             doc = _loads(line)
-            doc_id = str(doc["threatq"]["id"])
+            doc_id = id_prefix + str(doc["threatq"]["id"])
         except ValueError:  # UnicodeDecodeError (not UTF-8) is a ValueError too
             counts.rejected["invalid_json"] += 1
             counts.rejected_documents += 1
@@ -547,6 +549,7 @@ def load_ndjson(
     max_retries: int = 5,
     initial_backoff: float = 1.0,
     max_backoff: float = 60.0,
+    id_prefix: str = "",
 ) -> LoadCounts:
     """Load ECS NDJSON lines into the active index and the history, idempotently.
 
@@ -578,6 +581,9 @@ def load_ndjson(
     :param max_retries: retries of a document answered 429, with exponential backoff.
     :param initial_backoff: first backoff in seconds (doubles per retry).
     :param max_backoff: longest backoff in seconds.
+    :param id_prefix: put before ``threatq.id`` in every ``_id`` (active index, history, tombstones):
+        ``<instance>:`` for a ThreatQ instance named on its connection, so several instances, whose
+        ids overlap, share one index; ``""`` (default) keeps ``_id`` = ``threatq.id``.
     :return: the counts; rejects do not raise here (see :func:`check_reject_threshold`).
     :raises ValueError: ``observed_at`` outside the range a version can hold (a wrong clock), or
         ``max_in_flight`` below 1.
@@ -594,7 +600,8 @@ def load_ndjson(
     if history_prefix is not None:
         stream = target.capabilities.data_streams
         history_index = history_prefix + (HISTORY_DATA_STREAM_NAMESPACE if stream else history_suffix(history_date))
-    entries = _parse(lines, active_index=active_index, versioning=versioning, counts=counts, dead=dead)
+    entries = _parse(lines, active_index=active_index, versioning=versioning, counts=counts, dead=dead,
+                     id_prefix=id_prefix)
     requests = _requests(entries, client=client, tombstone_index=tombstone_index, batch=chunk_docs,
                          chunk_bytes=chunk_bytes, active_index=active_index, history_index=history_index,
                          counts=counts)

@@ -317,7 +317,8 @@ def _host_key(threatq_host: str) -> str:
 def event_uuid(threatq_host: str, event_id: Any, kind: str = "event") -> str:
     """Deterministic MISP event UUID for a ThreatQ event (or ``kind="investigation"``).
 
-    :param threatq_host: ThreatQ URL or host name.
+    :param threatq_host: ThreatQ URL or host name, or ``instance:<name>`` for a ThreatQ instance named
+        on its connection (the share operators' ``uuid_scope``).
     :param event_id: the ThreatQ object id.
     :param kind: ``event`` or ``investigation``.
     :return: a uuid5 string.

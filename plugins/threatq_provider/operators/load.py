@@ -97,11 +97,14 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     :param max_in_flight: most bulk requests awaiting Elasticsearch's answer at once (default 2,
         for a small cluster; raise it with the cluster's data nodes and write threads). (templated)
     :param index_prefix: prefix of every index/alias/template name (default none: Elastic's names).
+    :param document_id_prefix: put before ``threatq.id`` in each ``_id`` (the DAG passes the poll's
+        ``document_id_prefix``: ``<instance>:`` for a ThreatQ instance named on its connection,
+        ``""`` otherwise, keeping ``_id`` = ``threatq.id``). (templated)
     :return: XCom ``{"path", "dead_letter_path", "templates", <LoadCounts.as_dict()>}``.
     """
 
     template_fields: Sequence[str] = ("source_path", "dead_letter_path", "max_rejects", "max_reject_ratio",
-                                      "observed_at", "max_future_skew", "max_in_flight")
+                                      "observed_at", "max_future_skew", "max_in_flight", "document_id_prefix")
     ui_color = "#e0f0fe"
 
     def __init__(
@@ -120,6 +123,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         chunk_docs: int = DEFAULT_CHUNK_DOCS,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         index_prefix: str = "",
+        document_id_prefix: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +140,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         self.chunk_docs = chunk_docs
         self.max_in_flight = max_in_flight
         self.index_prefix = index_prefix
+        self.document_id_prefix = document_id_prefix
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
@@ -169,7 +174,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
                                      tombstone_index=names.tombstone_index, max_future_skew=max_future_skew,
                                      history_prefix=names.history_prefix if self.write_history else None,
                                      chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs),
-                                     max_in_flight=max_in_flight)
+                                     max_in_flight=max_in_flight,
+                                     id_prefix=optional(self.document_id_prefix, str) or "")
         finally:
             # Release the client's connection pool whether the load succeeded or not.
             self.hook.close()

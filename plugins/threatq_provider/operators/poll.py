@@ -62,12 +62,16 @@ FULL_RESYNC_WINDOW = (
 )
 
 
-def collection_cursor_variable(collection: str) -> str:
+def collection_cursor_variable(collection: str, instance: str | None = None) -> str:
     """Name of the Airflow Variable holding the saved ``cursorMark`` of a data collection.
 
     :param collection: the ThreatQ data collection hash.
-    :return: ``threatq_collection_cursor__<hash>``.
+    :param instance: the ThreatQ instance, when its connection names it (hashes are only unique
+        within an instance); ``None`` keeps the name of a single-instance deployment.
+    :return: ``threatq_collection_cursor__<hash>`` or ``threatq_collection_cursor__<instance>__<hash>``.
     """
+    if instance:
+        return f"threatq_collection_cursor__{instance}__{collection}"
     return f"threatq_collection_cursor__{collection}"
 
 
@@ -131,7 +135,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
         "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids", "instance", "watermark",
-        "highest_updated_at", "ui_base_url"}``: ``window_start``/``window_end`` are the window actually read, and
+        "highest_updated_at", "ui_base_url", "document_id_prefix"}``: ``window_start``/``window_end`` are the window actually read, and
         ``watermark`` says why (its ``kind``, the ``gap`` it closed, the Variable); ``rejected`` counts by
         reason the records that could not be staged (listed in ``rejects_path``,
         ``raw.rejects.ndjson``: nested too deeply); ``lone_surrogates`` the ones staged with ``\\u``
@@ -191,8 +195,14 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         plan["polled_at"] = datetime.now(timezone.utc)
         hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
         try:
-            # Where links back to ThreatQ point (threat.indicator.reference, set by the transform).
+            # Where links back to ThreatQ point (threat.indicator.reference, set by the transform), and
+            # which instance this is (threatq.instance; a named one prefixes the document ids).
             plan["ui_base_url"] = hook.ui_base_url()
+            instance = hook.instance()
+            plan["instance"] = instance.name
+            plan["document_id_prefix"] = instance.document_id("")
+            if instance.explicit and plan["mode"] == "collection" and not self.cursor_variable:
+                plan["cursor_variable"] = collection_cursor_variable(plan["collection"], instance.name)
             if plan["mode"] != "collection":  # a collection's state is its cursor
                 self._plan_watermark(plan, hook, context)
             client = hook.get_client()
@@ -267,11 +277,9 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
 
         if not as_bool(self.use_watermark, "use_watermark"):
             return  # a window given by hand (or an operator used on its own): read as given, no state
-        instance = hook.instance()
-        plan["instance"] = instance.name
         dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
         window, info = _watermark.plan(
-            context, dag_id=dag_id, instance=instance.name, mode="window", filters={"types": plan["types"]},
+            context, dag_id=dag_id, instance=plan["instance"], mode="window", filters={"types": plan["types"]},
             start=plan["window_start"], end=plan["window_end"],
             initial_lookback=self.initial_lookback, full=plan["mode"] == "full_resync")
         plan["window_start"], plan["window_end"] = window.start, window.end
@@ -395,6 +403,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "watermark": plan.get("watermark"),
             "highest_updated_at": plan.get("highest_updated_at"),
             "ui_base_url": plan.get("ui_base_url"),
+            "document_id_prefix": plan.get("document_id_prefix", ""),
         }
 
 

@@ -303,6 +303,16 @@ class _MispShareBase(BaseOperator):
         return ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
 
     @cached_property
+    def uuid_scope(self) -> str:
+        """What the MISP UUIDs derive from besides the ThreatQ id: the ThreatQ host, as always, or
+        ``instance:<name>`` for an instance named on its connection (several instances, whose ids
+        overlap, can then share one MISP; the name survives a change of URL)."""
+        from threatq_provider.threatq.hook import ThreatQHook
+
+        instance = ThreatQHook(threatq_conn_id=self.threatq_conn_id).instance()
+        return f"instance:{instance.name}" if instance.explicit else self.threatq.base_url
+
+    @cached_property
     def misp_hook(self) -> Any:
         from threatq_provider.misp.hook import MispHook
 
@@ -444,7 +454,7 @@ class MispShareEventOperator(_MispShareBase):
                 event = self.with_galaxy_relations(self.threatq.get_event(event_id, with_=EVENT_WITH)["data"])
                 mapping = event_to_misp(
                     event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
-                    threatq_host=self.threatq.base_url, options=options,
+                    threatq_host=self.uuid_scope, options=options,
                     attachments=self.attachments(event.get("attachments") or [], options),
                     describe_types=self.misp_hook.get_client().describe_types)
                 results.append(exporter.share(mapping))
@@ -503,7 +513,7 @@ class MispSendInvestigationOperator(_MispShareBase):
             attachments = [a for e in events for a in e.get("attachments") or []]
             attachments += [{"id": aid} for aid in self._ids(inv, "attachments")
                             if aid not in {int(a["id"]) for a in attachments}]
-            mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=tq.base_url,
+            mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=self.uuid_scope,
                                             options=options, attachments=self.attachments(attachments, options),
                                             describe_types=self.misp_hook.get_client().describe_types)
             result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)

@@ -45,6 +45,8 @@ class EcsTransformOperator(BaseOperator):
         task reads anything; an invalid value fails the task without retries. (templated)
     :param preserve_original_event: write the raw JSON to ``event.original``. (templated)
     :param threatq_url: ThreatQ UI base URL for ``threat.indicator.reference``. (templated)
+    :param instance: ThreatQ instance name for ``threatq.instance`` (the DAG passes the poll's
+        ``instance``); unset writes none. (templated)
     :param active_statuses: ThreatQ statuses that keep an IOC in the active index (the status
         policy): a list or a comma-separated string; unset = Active only. Whitelisted is refused;
         a bad value fails the task without retries. (templated)
@@ -65,6 +67,7 @@ class EcsTransformOperator(BaseOperator):
         "threatq_url",
         "active_statuses",
         "now",
+        "instance",
     )
     ui_color = "#fef7e0"
 
@@ -80,6 +83,7 @@ class EcsTransformOperator(BaseOperator):
         active_statuses: Any = None,
         now: str | None = None,
         engine: str = "auto",
+        instance: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +95,7 @@ class EcsTransformOperator(BaseOperator):
         self.threatq_url = threatq_url
         self.active_statuses = active_statuses
         self.now = now
+        self.instance = instance
         try:
             self.engine = check_engine(engine)
         except EcsConfigError as exc:
@@ -107,6 +112,7 @@ class EcsTransformOperator(BaseOperator):
                 preserve_original_event=as_bool(self.preserve_original_event, "preserve_original_event"),
                 threatq_url=optional(self.threatq_url, str),
                 active_statuses=_statuses(self.active_statuses),
+                instance=optional(self.instance, str),
             )
         except EcsConfigError as exc:
             # A configuration error will not heal on retry.

@@ -42,6 +42,7 @@ OPTION_SETS = {
         preserve_original_event=True, threatq_url="https://threatq.example.com/", ioc_expiration_duration="12h"
     ),
     "no-duplicates+30m": EcsOptions(preserve_duplicate_custom_fields=False, ioc_expiration_duration="30m"),
+    "instance": EcsOptions(instance="127.0.0.1:8480", threatq_url="https://threatq.example.com"),  # #13 item 4
     "elastic-pipeline-tests": EcsOptions(preserve_original_event=True, preserve_duplicate_custom_fields=True),
 }
 

@@ -85,7 +85,14 @@ def test_explicit_now_and_preserve_original_event_strings(stage: Path) -> None:
 def test_template_fields_are_the_constructor_arguments() -> None:
     assert set(EcsTransformOperator.template_fields) == {
         "source_path", "target_path", "rejects_path", "ioc_expiration_duration", "preserve_original_event", "threatq_url",
-        "active_statuses", "now"}
+        "active_statuses", "now", "instance"}
+
+
+def test_the_instance_renders_into_threatq_instance() -> None:
+    op = EcsTransformOperator(task_id="t", source_path="file:///a", target_path="file:///b", instance="partner")
+    assert op._options().instance == "partner"
+    unset = EcsTransformOperator(task_id="t", source_path="file:///a", target_path="file:///b", instance="None")
+    assert unset._options().instance is None  # a template that rendered None (an older poll's XCom)
 
 
 def test_active_statuses_render_from_a_list_a_variable_string_or_unset() -> None:
