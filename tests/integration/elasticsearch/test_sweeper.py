@@ -240,3 +240,29 @@ def test_sweep_before_any_load_finds_nothing_and_does_not_fail(search_client, se
     result = sweep_expired(search_client, now=NOW, index=names.active_alias, tombstone_index=names.tombstone_index)
 
     assert (result["matched"], result["deleted"], result["remaining"]) == (0, 0, 0)
+
+
+def test_upgrading_to_a_data_stream_history_keeps_ageing_out_the_old_daily_indices(os_client, os_index_prefix):
+    """A cluster that gained data streams (or an older release's history): the daily index stays
+    until it ages out, new versions go to the data stream."""
+    from threatq_provider.elasticsearch.templates import template_body
+
+    names = IndexNames(os_index_prefix)
+    older = template_body("history", names, cluster(os_client).capabilities.missing_field_types,
+                          ignore_missing_custom=False)
+    os_client.cluster.put_component_template(name=names.custom_component, body={"template": {}})
+    os_client.indices.put_index_template(name=names.history_template, body=older)
+    daily = names.history_prefix + "2026.11.01"
+    os_client.indices.create(index=daily)
+
+    installed = install_templates(os_client, prefix=os_index_prefix)
+    counts = load_ndjson(os_client, [json.dumps({"@timestamp": _ms(NOW), "threatq": {"id": 1}})],
+                         active_index=names.active_alias, history_prefix=names.history_prefix,
+                         tombstone_index=names.tombstone_index)
+    result = sweep_history(os_client, now=NOW, retention="5d", prefix=names.history_prefix)
+
+    assert (installed["history_template"], installed["history"], counts.history_written) == (
+        "installed", "data_stream", 1)
+    assert result["deleted_indices"] == [daily] and result["data_stream"] == names.history_data_stream
+    assert os_client.indices.get_data_stream(name=names.history_data_stream)["data_streams"][0]["name"] == (
+        names.history_data_stream)
