@@ -28,7 +28,8 @@ OFF = "off"
 class DetectionWindowRefreshOperator(ElasticsearchHookMixin, BaseOperator):
     """Refresh ``@timestamp`` of the active IOCs about to leave the rules' look-back window.
 
-    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``, or
+        Airflow's ``opensearch`` (the OpenSearch target; docs/capabilities.md).
     :param window: the rules' window on ``@timestamp``, ``<n>d``/``<n>h``/``<n>m`` (default
         ``30d``, Elastic's prebuilt rules), or ``off``. (templated)
     :param margin: refresh this long before a document would leave the window (default ``2d``). (templated)

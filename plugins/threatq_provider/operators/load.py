@@ -76,7 +76,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
     """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
 
     :param source_path: ECS NDJSON written by the transform task (ObjectStoragePath URI). (templated)
-    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``, or
+        Airflow's ``opensearch`` (the OpenSearch target; docs/capabilities.md).
     :param dead_letter_path: where rejected documents go; default beside the source,
         ``<source without .ndjson>.dead-letter.ndjson``. (templated)
     :param max_rejects: most rejected documents allowed (refused by the active index, the

@@ -35,7 +35,8 @@ class _SweepBase(ElasticsearchHookMixin, BaseOperator):
 class IocExpirySweepOperator(_SweepBase):
     """Delete from the active index every IOC whose ``threatq.ioc_expired_at`` has passed.
 
-    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``, or
+        Airflow's ``opensearch`` (the OpenSearch target; docs/capabilities.md).
     :param dry_run: count by reason only, delete nothing. (templated)
     :param now: ISO-8601 sweep clock; default the run's ``data_interval_end``. (templated)
     :param index: active index or alias; default :data:`ACTIVE_ALIAS` with ``index_prefix``. (templated)
@@ -89,7 +90,8 @@ class HistoryRetentionSweepOperator(_SweepBase):
     """Delete daily history indices older than ``retention`` (Elastic's ILM keeps 5 days).
 
     :param retention: how long history is kept: ``<n>d``, ``<n>h``, ``<n>m``. (templated)
-    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``.
+    :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``, or
+        Airflow's ``opensearch`` (the OpenSearch target; docs/capabilities.md).
     :param dry_run: list only, delete nothing. (templated)
     :param now: ISO-8601 sweep clock; default the run's ``data_interval_end``. (templated)
     :param index_prefix: prefix of every index name (default none: Elastic's names).
