@@ -14,7 +14,8 @@ once fails the run and removes nothing: check ThreatQ (a user that lost access t
 like a mass deletion), then trigger with `allow_mass_delete`. `dry_run` only counts. Documents
 updated in the last hour are left for the next run.
 
-Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch).
+Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch; OpenSearch when the
+connection is of Airflow's `opensearch` type).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ load, the run still fails): it deletes the run folders under `<root>/<dag_id>/` 
 is older than the Variable `threatq_stage_retention` (default `7d`; `<n>d`, `<n>h` or `<n>m`),
 never this run's folder. The Variable `threatq_stage_retention_dry_run` = `true` only counts and logs.
 
-Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch).
+Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch; OpenSearch when the
+connection is of Airflow's `opensearch` type).
 The load task updates the asset `threatq_active_indicators`, which triggers the expiry sweep DAG.
 """
 

@@ -12,7 +12,7 @@ IOCs whose `@timestamp` (ThreatQ's `updated_at`) is about to leave that window g
 the run's time (one partial update each; `threatq.updated_at` keeps ThreatQ's time). The Variable
 `threatq_detection_window` sets the window (default `30d`) or turns it `off`.
 
-Connection: `elasticsearch_default`.
+Connection: `elasticsearch_default` (Elasticsearch; OpenSearch when it is of Airflow's `opensearch` type).
 """
 
 from __future__ import annotations
