@@ -28,8 +28,9 @@ INDICATORS = "threatq_indicators_to_elasticsearch"
 SWEEP = "threatq_ioc_expiry_sweep"
 AIRFLOW = str(REPO / ".venv" / "bin" / "airflow")
 
-# Three whole days, ending a week ago: the backfill's daily intervals cover them exactly, and
-# the run the scheduler creates on unpausing (catchup off: the latest interval) finds nothing.
+# Three whole days, ending a week ago: the backfill's daily intervals cover them exactly. The run
+# the scheduler creates on unpausing (catchup off: the latest interval) has no watermark yet, so it
+# reads the 90-day initial look-back, these three days included (#13 item 1).
 TODAY = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
 DAY0 = TODAY - timedelta(days=10)
 DAY3 = DAY0 + timedelta(days=3)
@@ -210,6 +211,15 @@ def test_backfill_over_three_days_gives_three_runs_whose_union_is_the_ground_tru
 
     before, after = _sweep_now(services)
     helpers.assert_active_index_matches(es_client, corpus, before=before, after=after)
+
+    # The backfill read its own intervals and left the watermark where the unpause run put it (the
+    # end of its interval, today 00:00): older intervals never move it back.
+    instance = services.sim.url.split("://", 1)[1].rstrip("/")
+    key = f"threatq_watermark__{INDICATORS}__{instance}__window"
+    assert json.loads(services.api.get(f"/variables/{key}")["value"])["watermark"] == \
+        TODAY.isoformat().replace("+00:00", "Z")
+    kinds = {services.api.xcom(INDICATORS, run_id, "report")["window_kind"] for run_id in run_ids}
+    assert kinds == {"backfill"}
 
 
 def test_manual_trigger_through_the_rest_api_honours_its_params(services):
