@@ -57,6 +57,8 @@ ENUMERATIONS = json.loads(data_file("threatq", "enumerations.json").read_text())
 INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
 # Statuses a run may make active for detection (the status policy refuses Whitelisted).
 STATUSES = [s["name"] for s in ENUMERATIONS["indicator_statuses"] if s["name"] != "Whitelisted"]
+# Statuses a window run may read (a read filter: Whitelisted too, which the status policy then withholds).
+READ_STATUSES = [s["name"] for s in ENUMERATIONS["indicator_statuses"]]
 
 # The trigger form (Airflow 3 UI) picks a widget from the schema: a top-level `examples` list makes an
 # array a multi-select, `enum` a drop-down, "null" in `type` an optional field (no asterisk; the form
@@ -79,6 +81,17 @@ PARAMS = {
     "indicator_types": Param([], type=["array", "null"], items={"type": "string", "enum": INDICATOR_TYPES},
                              examples=INDICATOR_TYPES, uniqueItems=True, title="Indicator types",
                              description="Only these ThreatQ indicator types; empty = all."),
+    # Window and full-resync filters, as a data collection's criteria (a collection keeps its own).
+    "statuses": Param([], type=["array", "null"], items={"type": "string", "enum": READ_STATUSES},
+                      examples=READ_STATUSES, uniqueItems=True, title="Statuses (read filter)",
+                      description="Only indicators with these ThreatQ statuses; empty = all. Not the status policy "
+                      "(Active statuses), which decides what stays active among what was read."),
+    "min_score": Param(None, type=["null", "integer"], minimum=0, maximum=10, title="Minimum score",
+                       description="Only indicators whose ThreatQ score (0-10) is at least this; empty = all."),
+    "sources": Param([], type=["array", "null"], items={"type": "string"}, uniqueItems=True, title="Sources",
+                     description="Only indicators from any of these ThreatQ sources, one per line; empty = all."),
+    "tags": Param([], type=["array", "null"], items={"type": "string"}, uniqueItems=True, title="Tags",
+                  description="Only indicators carrying any of these tags, one per line; empty = all."),
     "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
                                      examples=["30d", "90d", "180d", "365d"], title="IOC expiration duration",
                                      description="IOC lifetime after its last update: <n>d, <n>h or <n>m, "
@@ -120,6 +133,10 @@ with DAG(
         window_end="{{ params.until or data_interval_end }}",
         collection="{{ params.collection }}",
         types="{{ params.indicator_types }}",
+        statuses="{{ params.statuses }}",
+        min_score="{{ params.min_score }}",
+        sources="{{ params.sources }}",
+        tags="{{ params.tags }}",
         page_size="{{ var.value.get('threatq_page_size', None) }}",  # None: the connection's page_size
         # A window given by hand is read as given; otherwise from the watermark, or the look-back.
         use_watermark="{{ not params.since and not params.until }}",

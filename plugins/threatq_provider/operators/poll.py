@@ -92,9 +92,9 @@ def _as_datetime(value: Any, name: str) -> datetime | None:
     return parsed
 
 
-def _as_type_list(value: Any) -> list[str] | None:
-    """Accept a list of type names, a JSON list string, a comma-separated string, or nothing."""
-    if value is None or value == "" or value == []:
+def _as_type_list(value: Any, name: str = "types") -> list[str] | None:
+    """Accept a list of names, a JSON list string, a comma-separated string, or nothing."""
+    if value is None or value == "" or value == [] or value == "None":
         return None
     if isinstance(value, str):
         text = value.strip()
@@ -102,12 +102,25 @@ def _as_type_list(value: Any) -> list[str] | None:
             try:
                 value = json.loads(text)
             except ValueError:
-                reason = f"types is not a JSON list of type names: {text[:200]!r}"
+                reason = f"{name} is not a JSON list of names: {text[:200]!r}"
                 raise AirflowFailException(reason) from None
         else:
             value = [part.strip() for part in text.split(",") if part.strip()]
-    types = [str(v) for v in value]
-    return types or None
+    names = [str(v).strip() for v in value if str(v).strip()]
+    return names or None
+
+
+def _as_min_score(value: Any) -> int | None:
+    """A minimum ThreatQ score (0-10) from a number, a rendered template or nothing."""
+    if value in (None, "", "None"):
+        return None
+    try:
+        score = int(str(value).strip()) if not isinstance(value, int | float) else int(value)
+    except ValueError:
+        score = -1
+    if not 0 <= score <= 10 or (isinstance(value, float) and not value.is_integer()):
+        raise AirflowFailException(f"min_score must be a whole number from 0 to 10 (ThreatQ's score); got {value!r}")
+    return score
 
 
 class ThreatQPollIndicatorsOperator(BaseOperator):
@@ -122,6 +135,12 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :param collection: data collection hash; required in ``collection`` mode. (templated)
     :param types: indicator type names to keep (list, JSON list or comma-separated); empty or
         ``None`` keeps all. (templated)
+    :param statuses: window and full-resync modes: only indicators with one of these statuses (names,
+        as ``types``); empty keeps all. A data collection has its own criteria: these four filters
+        are refused in collection mode. (templated)
+    :param min_score: only indicators whose score is at least this (0-10); ``None`` keeps all. (templated)
+    :param sources: only indicators from any of these sources (names, as ``types``). (templated)
+    :param tags: only indicators carrying any of these tags (names, as ``types``). (templated)
     :param page_size: indicators per API page; ``None`` uses the client's default. (templated)
     :param cursor_variable: Variable holding the collection cursor; default
         ``threatq_collection_cursor__<collection>``. (templated)
@@ -135,7 +154,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
     :return: XCom ``{"path", "stage_dir", "mode", "indicators", "pages", "polled_at", "window_start",
         "window_end", "collection", "cursor_variable", "cursor_start", "next_cursor", "types",
         "rejected", "rejects_path", "lone_surrogates", "lone_surrogate_ids", "instance", "watermark",
-        "highest_updated_at", "ui_base_url", "document_id_prefix"}``: ``window_start``/``window_end`` are the window actually read, and
+        "highest_updated_at", "ui_base_url", "document_id_prefix", "filters"}``: ``window_start``/``window_end`` are the window actually read, and
         ``watermark`` says why (its ``kind``, the ``gap`` it closed, the Variable); ``rejected`` counts by
         reason the records that could not be staged (listed in ``rejects_path``,
         ``raw.rejects.ndjson``: nested too deeply); ``lone_surrogates`` the ones staged with ``\\u``
@@ -153,6 +172,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         "cursor_variable",
         "use_watermark",
         "initial_lookback",
+        "statuses",
+        "min_score",
+        "sources",
+        "tags",
     )
     ui_color = "#e8f0fe"
 
@@ -170,6 +193,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         cursor_variable: str | None = None,
         use_watermark: Any = False,
         initial_lookback: Any = "90d",
+        statuses: Any = None,
+        min_score: Any = None,
+        sources: Any = None,
+        tags: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -184,6 +211,10 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         self.cursor_variable = cursor_variable
         self.use_watermark = use_watermark
         self.initial_lookback = initial_lookback
+        self.statuses = statuses
+        self.min_score = min_score
+        self.sources = sources
+        self.tags = tags
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
@@ -217,7 +248,8 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                     # The next page is fetched (and parsed) while this one is written.
                     prefetch(client.iter_indicator_pages(
                         plan["window_start"], plan["window_end"], types=plan["types"], page_size=plan["page_size"],
-                        keep_unparsed=True,
+                        keep_unparsed=True, **{k: v for k, v in _read_filters(plan).items()
+                                               if k != "types" and v is not None},
                     ), name=f"{self.task_id}-pages"),
                     plan,
                 )
@@ -258,7 +290,14 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             # e.g. the Variable threatq_page_size holds "1k": name the argument, not int()'s text.
             reason = f"page_size must be a whole number of rows; got {self.page_size!r}"
             raise AirflowFailException(reason) from None
+        filters = {"statuses": _as_type_list(self.statuses, "statuses"), "min_score": _as_min_score(self.min_score),
+                   "sources": _as_type_list(self.sources, "sources"), "tags": _as_type_list(self.tags, "tags")}
+        if mode == "collection" and any(v is not None for v in filters.values()):
+            given = ", ".join(k for k, v in filters.items() if v is not None)
+            raise AirflowFailException(f"{given}: window and full_resync filters; a data collection has its own "
+                                       "criteria (edit the saved search in ThreatQ)")
         return {
+            **filters,
             "mode": mode,
             "window_start": start,
             "window_end": end,
@@ -279,7 +318,7 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             return  # a window given by hand (or an operator used on its own): read as given, no state
         dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
         window, info = _watermark.plan(
-            context, dag_id=dag_id, instance=plan["instance"], mode="window", filters={"types": plan["types"]},
+            context, dag_id=dag_id, instance=plan["instance"], mode="window", filters=_read_filters(plan),
             start=plan["window_start"], end=plan["window_end"],
             initial_lookback=self.initial_lookback, full=plan["mode"] == "full_resync")
         plan["window_start"], plan["window_end"] = window.start, window.end
@@ -404,7 +443,13 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
             "highest_updated_at": plan.get("highest_updated_at"),
             "ui_base_url": plan.get("ui_base_url"),
             "document_id_prefix": plan.get("document_id_prefix", ""),
+            "filters": {k: v for k, v in _read_filters(plan).items() if v is not None},
         }
+
+
+def _read_filters(plan: dict[str, Any]) -> dict[str, Any]:
+    """What narrows the read (a filtered feed keeps its own watermark)."""
+    return {key: plan.get(key) for key in ("types", "statuses", "min_score", "sources", "tags")}
 
 
 def rejects_path_of(raw_path: str) -> str:

@@ -807,6 +807,9 @@ class ThreatQClient:
         *,
         types: Iterable[str] | None = None,
         statuses: Iterable[str] | None = None,
+        min_score: int | None = None,
+        sources: Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
         page_size: int | None = None,
         with_: Iterable[str] | str | None = DEFAULT_WITH,
         fields: Iterable[str] | None = None,
@@ -822,6 +825,9 @@ class ThreatQClient:
         :param updated_until: window end, excluded.
         :param types: only these indicator type names (aliases accepted); ``None``/empty = all.
         :param statuses: only these status names; ``None``/empty = all.
+        :param min_score: only indicators whose score is at least this (0-10); ``None`` = all.
+        :param sources: only indicators from any of these sources (names); ``None``/empty = all.
+        :param tags: only indicators carrying any of these tags (names); ``None``/empty = all.
         :param page_size: rows per request (default: the client's ``page_size``).
         :param with_: relations to embed (default :data:`DEFAULT_WITH`).
         :param fields: optional ``fields`` list sent in the query body.
@@ -843,6 +849,13 @@ class ThreatQClient:
         if statuses:
             names = [self._resolve("statuses", s)[0] for s in ([statuses] if isinstance(statuses, str) else statuses)]
             clauses.append(any_of("status_name", names))
+        # The filters of a data collection (Threat Library search), as ThreatQ's query grammar
+        # spells them; a collection's own criteria are the server's business.
+        if min_score is not None:
+            clauses.append({"score": {"+gte": int(min_score)}})
+        for key, names in (("source_name", sources), ("tags", tags)):
+            if names:
+                clauses.append(any_of(key, [names] if isinstance(names, str) else list(names)))
         if since == until:
             return
         yield from self._iter_keyset("indicators", clauses, page_size=page_size, with_=with_, fields=fields,

@@ -68,6 +68,10 @@ def test_param_defaults_reproduce_the_scheduled_run(dagbag):
         "since": None,
         "until": None,
         "indicator_types": [],
+        "statuses": [],  # window filters as a data collection's: none by default
+        "min_score": None,
+        "sources": [],
+        "tags": [],
         "ioc_expiration_duration": "90d",
         "active_statuses": None,  # the Variable threatq_active_statuses, else Active only
         "initial_lookback": None,  # the Variable threatq_initial_lookback, else 90d

@@ -58,7 +58,8 @@ def widget(schema: dict) -> str:
 EXPECTED = {
     "threatq_indicators_to_elasticsearch": {
         "mode": "drop-down", "collection": "text", "since": "date-time picker", "until": "date-time picker",
-        "indicator_types": "multi-select", "ioc_expiration_duration": "text with suggestions",
+        "indicator_types": "multi-select", "statuses": "multi-select", "min_score": "number",
+        "sources": "one per line", "tags": "one per line", "ioc_expiration_duration": "text with suggestions",
         "active_statuses": "multi-select", "initial_lookback": "text with suggestions", "dry_run": "switch",
     },
     "threatq_events_to_misp": {

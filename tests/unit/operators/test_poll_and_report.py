@@ -29,8 +29,9 @@ class FakeClient:
         self.calls = []
         self.closed = 0
 
-    def iter_indicator_pages(self, since, until, *, types=None, page_size=None, keep_unparsed=False):
+    def iter_indicator_pages(self, since, until, *, types=None, page_size=None, keep_unparsed=False, **filters):
         self.calls.append(("window", since, until, types, page_size))
+        self.filters = filters
         yield from self.pages
 
     def iter_collection_pages(self, collection, *, cursor, page_size=None, keep_unparsed=False):
@@ -277,3 +278,35 @@ def test_a_full_resync_moves_the_watermark_to_its_poll_time(tmp_path, fake_clien
                                       load_result=LOADED).execute({})
     assert report["watermark_saved"] is True
     assert json.loads(variables[WM_KEY])["watermark"] == out["polled_at"].replace("+00:00", "Z")
+
+
+# -- window-mode filters (#13 item 6) ------------------------------------------------------------
+
+
+def test_status_score_source_and_tag_filters_reach_the_query_and_key_their_own_watermark(
+        tmp_path, fake_client, variables):
+    out = _op(tmp_path, window_start=START, window_end=END, use_watermark=True, statuses='["Active", "Review"]',
+              min_score="7", sources="Abuse.ch, CrowdStrike", tags=["apt29"]).execute({})
+    assert fake_client.filters == {"statuses": ["Active", "Review"], "min_score": 7,
+                                   "sources": ["Abuse.ch", "CrowdStrike"], "tags": ["apt29"]}
+    assert out["filters"] == {"statuses": ["Active", "Review"], "min_score": 7,
+                              "sources": ["Abuse.ch", "CrowdStrike"], "tags": ["apt29"]}
+    assert out["watermark"]["variable"].startswith(WM_KEY + "__")  # a filtered feed: its own watermark
+    _op(tmp_path, window_start=START, window_end=END, min_score="None", tags=[]).execute({})
+    assert fake_client.filters == {}  # unset filters are not sent
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min_score": "11"}, "min_score must be a whole number from 0 to 10"),
+    ({"min_score": "high"}, "min_score must be a whole number"),
+    ({"min_score": 7.5}, "min_score must be a whole number"),
+    ({"mode": "collection", "collection": "abc", "tags": ["apt29"]}, "a data collection has its own criteria"),
+    ({"sources": '["Abuse.ch"'}, "sources is not a JSON list"),
+])
+def test_bad_filters_fail_before_any_call(tmp_path, fake_client, kwargs, message):
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    args = {"window_start": START, "window_end": END} | kwargs
+    with pytest.raises(AirflowException, match=message):
+        _op(tmp_path, **args).execute({})
+    assert fake_client.calls == []
