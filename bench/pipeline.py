@@ -257,6 +257,10 @@ def main() -> int:
 
     url = node_url(args.url)
     es = Elasticsearch(url, request_timeout=120)
+    try:  # a cluster with data streams keeps the history in one (elasticsearch/cluster.py)
+        es.indices.delete_data_stream(name="logs-ti_threatq*", expand_wildcards="all")
+    except Exception:  # noqa: BLE001 - none there, or a cluster without data streams
+        pass
     for pattern in ("logs-ti_threatq*", "threatq-ioc-tombstones*", "threatq-provider-runs*", "bench-ceiling-*"):
         es.indices.delete(index=pattern, expand_wildcards="all", ignore_unavailable=True, allow_no_indices=True)
     load_before = os.getloadavg()
