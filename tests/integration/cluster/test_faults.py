@@ -4,10 +4,10 @@ workers, the stage on an S3-compatible store (s3proxy), a three-node Elasticsear
 One ThreatQ simulator holds ``N`` indicators updated within one hour; the indicators DAG runs on
 its production schedule (every 10 minutes), so the hour is six intervals.
 
-(a) A backfill of the six intervals runs across both workers; mid-way through a load task,
-    ``kill -9`` of every process of the worker running it (``scripts/cluster kill``: the worker
-    and the tasks it forked, as when its host dies). The scheduler sees the task's heartbeats
-    stop, fails that try and retries it, on the other worker.
+(a) A backfill of the six intervals runs across both workers; once a load task has run for
+    1.5 s (past its start-up), ``kill -9`` of every process of the worker running it
+    (``scripts/cluster kill``: the worker and the tasks it forked, as when its host dies). The
+    scheduler sees the task's heartbeats stop, fails that try and retries it, on the other worker.
 (b) One run of the whole hour; mid-load, the Elasticsearch node holding the active index's
     primary shard is stopped, then started again.
 (c) One run of the whole hour; the object store is stopped once the poll has staged its file and
@@ -19,7 +19,9 @@ indicator's ``updated_at``); one history copy per indicator (a retried load writ
 versions, which the history refuses as existing); every task's result in XCom; and the report's
 ``retried`` equal to the tasks whose final try is above 1 (also in the run-report document).
 
-Sized for a 2-core machine: ``TQ_CLUSTER_TEST_INDICATORS`` (default 20,000, see the README).
+Sized for a 2-core machine and CI: ``TQ_CLUSTER_TEST_INDICATORS`` indicators (default 12,000; the
+issue asks for 50,000, which the same test runs with the variable set, at about four times the
+load time). ``bench/cluster_workers.py`` runs bigger slices.
 """
 
 from __future__ import annotations
@@ -118,6 +120,25 @@ def _wait_task_running(s, run_ids: set[str], task_id: str, timeout: float = 900)
     raise AssertionError(f"no {task_id} task started running within {timeout}s")
 
 
+def _a_load_under_way(s, run_ids: set[str], timeout: float = 900) -> tuple[str, str]:
+    """A run whose load has been running for a while (past its start-up, into its requests), and
+    its worker; of several, the one that started last, so it has the most left to do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = helpers.utcnow()
+        running = []
+        for run_id in run_ids:
+            ti = s.api.task_instances(INDICATORS, run_id).get("load") or {}
+            if ti.get("state") == "running" and ti.get("hostname") and ti.get("start_date"):
+                running.append((_time(ti["start_date"]), run_id, ti["hostname"]))
+        ripe = [r for r in running if (now - r[0]).total_seconds() >= 1.5]
+        if ripe:
+            _, run_id, worker = max(ripe)
+            return run_id, worker
+        time.sleep(0.3)
+    raise AssertionError(f"no load task ran for 1.5 s within {timeout}s")
+
+
 def _sweep(s) -> tuple[datetime, datetime]:
     _wait_idle(s)
     before = helpers.utcnow()
@@ -211,10 +232,7 @@ def test_a_worker_killed_mid_load_the_load_is_retried_on_the_other_worker(setup)
         time.sleep(1)
     assert len(run_ids) == 6, s.api.runs(INDICATORS)
 
-    victim_run, ti = _wait_task_running(s, run_ids, "load")
-    worker = ti["hostname"]
-    time.sleep(2)  # mid-way: the load has started writing
-    assert s.api.task_instances(INDICATORS, victim_run)["load"]["state"] == "running", "the load ended before the kill"
+    victim_run, worker = _a_load_under_way(s, run_ids)
     cluster_cmd("kill", worker)
     try:
         runs = s.api.wait_runs(INDICATORS, run_ids, timeout=1200)
@@ -227,7 +245,8 @@ def test_a_worker_killed_mid_load_the_load_is_retried_on_the_other_worker(setup)
     assert [w[11:16] for w in windows] == [f"{HOUR0.hour:02d}:{m:02d}" for m in range(0, 60, 10)]
     tries = _assert_results_and_report(s, run_ids)
     load = tries[victim_run]["load"]
-    assert len(load) >= 2 and load[0]["hostname"] == worker, load
+    # The killed try failed (the kill landed while it ran) and a later one finished the load.
+    assert len(load) >= 2 and load[0]["hostname"] == worker and load[0]["state"] == "failed", load
     other = next(w for w in s.cluster.workers if w != worker)
     assert load[-1]["hostname"] == other, f"the retried load ran on {load[-1]['hostname']}, not on {other}"
     used = {h for run in tries.values() for task in run.values() for h in _workers_of(task)}
