@@ -19,9 +19,10 @@ indicator's ``updated_at``); one history copy per indicator (a retried load writ
 versions, which the history refuses as existing); every task's result in XCom; and the report's
 ``retried`` equal to the tasks whose final try is above 1 (also in the run-report document).
 
-Sized for a 2-core machine and CI: ``TQ_CLUSTER_TEST_INDICATORS`` indicators (default 12,000; the
-issue asks for 50,000, which the same test runs with the variable set, at about four times the
-load time). ``bench/cluster_workers.py`` runs bigger slices.
+Size: ``TQ_CLUSTER_TEST_INDICATORS`` indicators (default 50,000, as issue #16 asks: ~6 minutes for
+the three tests on this 2-core machine when it is otherwise quiet, as CI's is, plus 1.5-3 minutes
+to start the set-up; with other jobs sharing the cores the load rate drops about fivefold, so set
+e.g. 12,000 there). ``bench/cluster_workers.py`` measures one worker against two.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ SWEEP = "threatq_ioc_expiry_sweep"
 TASKS = ("poll", "transform", "load", "report", "stage_retention")
 HISTORY = "logs-ti_threatq.threat_history-*"
 RUNS_INDEX = "threatq-provider-runs"
-N = int(os.environ.get("TQ_CLUSTER_TEST_INDICATORS", "12000"))
+N = int(os.environ.get("TQ_CLUSTER_TEST_INDICATORS", "50000"))
 # One hour, six of the DAG's 10-minute intervals, two days ago: no scheduled run reads it, and its
 # history index (named by the runs' data_interval_end) is within the sweep's 5-day history retention.
 HOUR0 = (datetime.now(timezone.utc) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
