@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component, pytest.mark.usefixtures("no_variables")]
 
 from threatq_provider.threatq.client import INDICATOR_FIELDS  # noqa: E402
 

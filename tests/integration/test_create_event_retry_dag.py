@@ -12,7 +12,7 @@ import pytest
 from tests.fixtures.threatq import threatq_conn_json
 from threatq_simulators.faults import FaultRule
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component, pytest.mark.usefixtures("no_variables")]
 
 TITLE = "Airflow retried event"
 DAG_ID = "test_create_event_retry"

@@ -17,7 +17,7 @@ from tests.fixtures.threatq import threatq_conn_json
 from tests.fixtures.tls import UntrustedTLSServer
 from threatq_simulators.faults import FaultRule
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component, pytest.mark.usefixtures("no_variables")]
 
 DAG_ID = "test_fail_fast"
 WINDOW = 'window_start="2026-01-01T00:00:00Z", window_end="2026-01-08T00:00:00Z"'

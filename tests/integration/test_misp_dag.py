@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures.misp import MISP_CANARY_KEY
 from tests.fixtures.threatq import threatq_conn_json
 
-pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component]
+pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component, pytest.mark.usefixtures("no_variables")]
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "threatq_events_to_misp"

@@ -70,7 +70,7 @@ def es_clean(search_client):
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, search_conn, tmp_path):
+def airflow_env(monkeypatch, search_conn, tmp_path, no_variables):
     """Connections and variables exactly as a deployment gives them: ``AIRFLOW_CONN_*``/``AIRFLOW_VAR_*``.
     The search connection is ``elasticsearch_ecs`` for Elasticsearch, ``opensearch`` for OpenSearch."""
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", search_conn)

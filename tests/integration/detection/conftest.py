@@ -70,7 +70,7 @@ def es_clean(es_client):
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, es_url, tmp_path):
+def airflow_env(monkeypatch, es_url, tmp_path, no_variables):
     """Connections and variables as a deployment gives them (``AIRFLOW_CONN_*``/``AIRFLOW_VAR_*``)."""
     monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url}))
     monkeypatch.setenv("AIRFLOW_VAR_THREATQ_STAGE_ROOT", f"file://{tmp_path}/stage")
