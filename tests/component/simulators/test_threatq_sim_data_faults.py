@@ -148,11 +148,11 @@ def test_the_bad_data_example_plan_reproduces_the_three_faults_for_a_client(thre
     assert isinstance(rows[42], UnparsedRow) and "[" * 1000 in rows[42].text
 
 
-def test_every_data_fault_rule_in_the_readme_loads():
+def test_every_data_fault_rule_in_the_docs_loads():
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[3] / "docs" / "simulators.md").read_text(encoding="utf-8")
     section = readme.split("Data faults change what a correct answer contains", 1)[1].split("\n\n", 2)[1]
     rules = [FaultRule.from_dict(json.loads(m)) for m in re.findall(r"^\| `(\{.*?\})` \|", section, re.M)]
     assert sorted(k for r in rules for k in r.data_kinds) == ["nest_indicator", "page_cap", "poison_indicator"]

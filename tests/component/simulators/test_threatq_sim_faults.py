@@ -161,7 +161,7 @@ def test_rules_see_the_decoded_query_string(sim: ThreatQSimulator) -> None:
 def test_documented_example_plan_loads() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[3] / "docs" / "simulators.md").read_text(encoding="utf-8")
     section = readme.split("## ThreatQ API simulator", 1)[1]
     block = section.split("```json", 1)[1].split("```", 1)[0]
     plan = FaultPlan.from_json(block)

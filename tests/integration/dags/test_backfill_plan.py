@@ -1,4 +1,4 @@
-"""The README's backfill example plans the runs it says (issue #14 item 7).
+"""The backfill example of docs/dags.md plans the runs it says (issue #14 item 7).
 
 ``airflow backfill create --dry-run`` parses its dates with the CLI's own parser and plans with
 ``airflow.models.backfill._get_info_list`` over the serialized DAG; both are used here, in
@@ -21,7 +21,7 @@ DAG_ID = "threatq_indicators_to_elasticsearch"
 
 
 def planned(monkeypatch: pytest.MonkeyPatch, cron: str | None, to_date: str) -> list[str]:
-    """Logical dates the README's backfill command would create, as its ``--dry-run`` lists them."""
+    """Logical dates the documented backfill command would create, as its ``--dry-run`` lists them."""
     from airflow.cli.cli_parser import get_parser
     from airflow.models import DagBag
     from airflow.models.backfill import _get_info_list
@@ -39,11 +39,11 @@ def planned(monkeypatch: pytest.MonkeyPatch, cron: str | None, to_date: str) -> 
     return [info.logical_date.isoformat() for info in infos]
 
 
-def test_the_readme_backfill_example_plans_the_runs_it_says(monkeypatch):
+def test_the_documented_backfill_example_plans_the_runs_it_says(monkeypatch):
     runs = planned(monkeypatch, None, "2026-11-03")
     assert (len(runs), runs[0], runs[-1]) == (289, "2026-11-01T00:00:00+00:00", "2026-11-03T00:00:00+00:00")
     assert len(planned(monkeypatch, None, "2026-11-03T23:59:59")) == 432
     assert planned(monkeypatch, "0 0 * * *", "2026-11-03") == [
         "2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00", "2026-11-03T00:00:00+00:00"]
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "dags.md").read_text(encoding="utf-8")
     assert "289 runs" in readme and "432" in readme and "--to-date 2026-11-03T23:59:59" in readme

@@ -133,10 +133,10 @@ def test_unknown_type_keeps_only_the_raw_value() -> None:
     assert "error" not in doc
 
 
-def test_readme_type_table_matches_generator() -> None:
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+def test_docs_type_table_matches_generator() -> None:
+    readme = (REPO_ROOT / "docs" / "ecs.md").read_text(encoding="utf-8")
     match = re.search(r"<!-- \[START ecs_type_table\] -->\n(.*?)<!-- \[END ecs_type_table\] -->", readme, re.S)
-    assert match, "README.md lacks the ecs_type_table markers"
+    assert match, "docs/ecs.md lacks the ecs_type_table markers"
     assert match.group(1) == render_type_table_markdown()
 
 

@@ -1,4 +1,4 @@
-"""The README's MISP section stays in step with the code: every option documented, the type table generated."""
+"""docs/misp.md stays in step with the code: every option documented, the type table generated."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pymisp.abstract import describe_types
 from threatq_provider.misp.options import OPTION_FIELDS
 
 REPO = Path(__file__).resolve().parents[3]
-DOC = REPO / "README.md"
+DOC = REPO / "docs" / "misp.md"
 
 
 def type_table() -> str:

@@ -1,5 +1,5 @@
-"""The fault-plan schema both simulators share: checks on a rule, binding to a server, the README's
-tables (the schema is documented once, there)."""
+"""The fault-plan schema both simulators share: checks on a rule, binding to a server, the tables of
+docs/simulators.md (the schema is documented once, there)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from threatq_simulators.faults import ACTIONS, MISP, SCHEMA_KEYS, THREATQ, FaultPlan, FaultRule, control
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "simulators.md"
 
 
 @pytest.mark.parametrize(("old", "hint"), [
@@ -84,8 +84,8 @@ def _table(section: str, header: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
 
 
-def test_the_readme_documents_every_key_and_action_of_the_schema_once() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_document_every_key_and_action_of_the_schema_once() -> None:
+    text = DOC.read_text(encoding="utf-8")
     section = text.split("### Fault plans (both simulators)", 1)[1].split("\n### ", 1)[0]
     keys = [row[0].strip("`") for row in _table(section, "| key | default | meaning |")]
     assert keys == list(SCHEMA_KEYS)
