@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds
+from threatq_provider.ecs.key_kinds import DATE, LONG, NESTED, STR, ObjectKinds
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.ecs.expiry import (
     REASON_DURATION,

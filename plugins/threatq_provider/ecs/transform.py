@@ -24,7 +24,7 @@ from typing import IO, Any, NamedTuple, TextIO
 from urllib.parse import urlsplit
 
 from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds, top_level_scalars
-from threatq_provider.ecs.conversions import DATE, LONG, NESTED, STR, ObjectKinds, prune, short, to_long
+from threatq_provider.ecs.key_kinds import DATE, LONG, NESTED, STR, ObjectKinds, prune, short, to_long
 from threatq_provider.ecs.dates import format_ecs_date, to_ecs_date
 from threatq_provider.ecs.errors import IndicatorRejected
 from threatq_provider.ecs.expiry import REASON_STATUS_POLICY, expiration_of, status_name
