@@ -170,6 +170,10 @@ class Corpus:
         self._created: dict[int, dict[str, Any]] = {}
         self._deleted: set[int] = set()  # ids deleted through the API (DELETE /api/indicators/{id})
         self._created_order: list[tuple[int, int]] = []  # (updated_at, id), ascending
+        # Generated indicators edited through the API (PUT /api/indicators/{id}): their full object,
+        # and (updated_at, id) ascending; the arrays keep the generated values, these win.
+        self._edited: dict[int, dict[str, Any]] = {}
+        self._edited_order: list[tuple[int, int]] = []
         self._value_index: dict[tuple[int, str], int] | None = None
         self._select_cache: OrderedDict[tuple[Any, ...], tuple[array[int], int]] = OrderedDict()
         self._build_sources_and_adversaries()
@@ -257,8 +261,8 @@ class Corpus:
 
     def _cheap(self, iid: int, field: str) -> Any:
         """Fields answered from the arrays without generating the indicator; KeyError otherwise."""
-        if self._is_created(iid):
-            obj = self._created[iid]
+        obj = self._created.get(iid) if self._is_created(iid) else self._edited.get(iid)
+        if obj is not None:
             if field in ("type_name", "status_name"):
                 return obj["type" if field == "type_name" else "status"]["name"]
             if field == "updated_at":
@@ -432,9 +436,11 @@ class Corpus:
         return out
 
     def _full(self, iid: int) -> dict[str, Any]:
-        """Internal: the full object, shared for created ones (callers must not mutate)."""
+        """Internal: the full object, shared for created and edited ones (callers must not mutate)."""
         if iid in self._created:
             return self._created[iid]
+        if iid in self._edited:
+            return self._edited[iid]
         if not 1 <= iid <= self.n_indicators:
             raise KeyError(iid)
         return self._generate(iid)
@@ -470,11 +476,15 @@ class Corpus:
         """Ids with updated_at in [lo, hi), ascending by (updated_at, id)."""
         a = 0 if lo is None else bisect.bisect_left(self._order_upd, lo)
         b = len(self._order) if hi is None else bisect.bisect_left(self._order_upd, hi)
-        base = ((self._order_upd[k], self._order[k]) for k in range(a, b))
         with self._lock:
-            created = [c for c in self._created_order if (lo is None or c[0] >= lo) and (hi is None or c[0] < hi)]
+            edited = set(self._edited)  # their generated updated_at no longer holds: skipped below
+            moved = [c for c in heapq.merge(self._created_order, self._edited_order)
+                     if (lo is None or c[0] >= lo) and (hi is None or c[0] < hi)]
+        base = ((self._order_upd[k], self._order[k]) for k in range(a, b))
+        if edited:
+            base = (c for c in base if c[1] not in edited)
         deleted = self._deleted
-        for _, iid in heapq.merge(base, created):
+        for _, iid in heapq.merge(base, moved):
             if iid not in deleted:
                 yield iid
 
@@ -754,6 +764,62 @@ class Corpus:
                 self._value_index[(self._type_by_id[tinfo["id"]], value.lower())] = iid
             self.version += 1
             return obj, False
+
+    #: What ``update_indicator`` edits (ThreatQ's ``PUT /api/indicators/{id}`` takes more; the
+    #: simulator refuses the rest by name rather than ignoring it).
+    EDITABLE_FIELDS = ("status", "status_id", "description")
+
+    def update_indicator(self, iid: int, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Edit one indicator as ``PUT /api/indicators/{id}`` does: its ``updated_at`` and ``touched_at``
+        become now, so window polls find it again in the interval of the edit.
+
+        Now is the wall clock, but never earlier than the indicator's current ``updated_at`` (a corpus
+        dated in the future must not move an indicator back). Setting status ``Expired`` sets
+        ``expired_at`` (now) when unset; another status clears it.
+
+        :param iid: the indicator id.
+        :param changes: any of ``status`` (name, ``{"name": ...}`` or id), ``status_id``, ``description``.
+        :return: the updated full object (a copy).
+        :raises KeyError: no such indicator (or deleted).
+        :raises ValidationError: nothing to change, an unknown status, a field the simulator does not edit.
+        """
+        if not isinstance(changes, Mapping) or not changes:
+            raise ValidationError("data", "Nothing to update: send status, status_id or description.")
+        unknown = sorted(k for k in changes if k not in self.EDITABLE_FIELDS)
+        if unknown:
+            raise ValidationError(unknown[0], f"The simulator does not edit {unknown[0]!r} "
+                                  f"(it edits {', '.join(self.EDITABLE_FIELDS)}).")
+        status_spec = changes.get("status") if changes.get("status") is not None else changes.get("status_id")
+        sinfo = self.resolve_status(status_spec) if status_spec is not None else None
+        with self._lock:
+            if not self.indicator_exists(iid):
+                raise KeyError(iid)
+            obj = copy.deepcopy(self._full(iid))
+            old = to_epoch(obj["updated_at"])
+            now = max(int(time.time()), old)
+            if sinfo is not None:
+                obj["status_id"] = sinfo["id"]
+                obj["status"] = {"id": sinfo["id"], "name": sinfo["name"], "description": sinfo["description"]}
+                for src in obj["sources"]:
+                    src["indicator_status_id"] = sinfo["id"]
+                if sinfo["name"] == "Expired":
+                    obj["expired_at"] = obj["expired_at"] or fmt(now)
+                else:
+                    obj["expired_at"] = None
+            if "description" in changes:
+                obj["description"] = changes["description"]
+            obj["updated_at"] = fmt(now)
+            obj["touched_at"] = fmt(max(now, to_epoch(obj["touched_at"]) if obj["touched_at"] else now))
+            if self._is_created(iid):
+                order, store = self._created_order, self._created
+            else:
+                order, store = self._edited_order, self._edited
+            if iid in store:
+                order.remove((old, iid))
+            bisect.insort(order, (now, iid))
+            store[iid] = obj
+            self.version += 1  # invalidates the query caches
+            return copy.deepcopy(obj)
 
     # ------------------------------------------------------------------ events
     def _build_events(self) -> None:

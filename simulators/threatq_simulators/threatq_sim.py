@@ -21,6 +21,10 @@ GET         /api/indicators/query/hash/{hash}               data-collection feed
                                                             sort (updated_at|id), fields
 GET         /api/indicators/{id}[/details]                  with= (detail form)
 GET         /api/indicators/{id}/events                     related events (paged)
+PUT         /api/indicators/{id}                            edit ``status`` (name, ``{name}`` or id),
+                                                            ``status_id`` (body or query string),
+                                                            ``description``; ``updated_at`` becomes now;
+                                                            ``{data:{...}}`` (detail form, ``with=``)
 DELETE      /api/indicators/{id}                            delete (204); gone from every listing after
 POST        /api/indicators                                 create; array or object body; 201
                                                             ``{total, data:[...]}`` with ``existing``
@@ -376,6 +380,7 @@ class ThreatQSimulator(BackgroundServer):
             ("GET", r"/api/indicators/(?P<id>\d+)", self._h_indicator_get),
             ("GET", r"/api/indicators/(?P<id>\d+)/details", self._h_indicator_details),
             ("GET", r"/api/indicators/(?P<id>\d+)/events", self._h_indicator_events),
+            ("PUT", r"/api/indicators/(?P<id>\d+)", self._h_indicator_update),
             ("DELETE", r"/api/indicators/(?P<id>\d+)", self._h_indicator_delete),
             ("GET", r"/api/indicator/types", self._h_meta_list("indicator_types")),
             ("GET", r"/api/indicator/types/(?P<id>\d+)", self._h_meta_get("indicator_types")),
@@ -654,6 +659,22 @@ class ThreatQSimulator(BackgroundServer):
         iid = self._indicator_id(req)
         proj = self._projection(req, "detail")
         return _json_response({"data": self._shape(iid, proj)})
+
+    def _h_indicator_update(self, req: Request) -> Response:
+        iid = self._indicator_id(req)
+        body = req.json({})
+        if not isinstance(body, dict):
+            raise form1("data", "The request body must be an object.")
+        changes = dict(body)
+        if req.params.get("status_id") and "status_id" not in changes:  # SIEM sends it in the query string
+            changes["status_id"] = req.params["status_id"]
+        try:
+            self.corpus.update_indicator(iid, changes)
+        except ValidationError as exc:
+            raise form1(exc.field, str(exc)) from exc
+        except KeyError as exc:  # deleted meanwhile
+            raise ApiError(404, {"errors": ["Not found."]}) from exc
+        return _json_response({"data": self._shape(iid, self._projection(req, "detail"))})
 
     def _h_indicator_delete(self, req: Request) -> Response:
         self.corpus.delete_indicator(self._indicator_id(req))  # 404 when unknown or deleted already

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+import time
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -196,3 +197,72 @@ def test_large_corpus_is_lazy() -> None:
     c = Corpus(indicators=200_000)
     assert c.indicator(199_999)["id"] == 199_999
     assert len(c.indicator_ids("2026-01-01", "2026-01-08")) == 200_000
+
+
+def test_an_edit_moves_the_indicator_to_the_window_of_now_everywhere() -> None:
+    c = Corpus(seed=7, indicators=300, start="2026-01-01", end="2026-01-08")
+    old = c.indicator(42)
+    new_status = "Review" if old["status"]["name"] != "Review" else "Active"
+    before = int(time.time())
+    edited = c.update_indicator(42, {"status": new_status, "description": "<p>re-rated</p>"})
+    after = int(time.time())
+    assert before <= to_epoch(edited["updated_at"]) <= after and edited["touched_at"] >= edited["updated_at"]
+    assert edited["status"]["name"] == new_status and edited["description"] == "<p>re-rated</p>"
+    assert {s["indicator_status_id"] for s in edited["sources"]} == {edited["status_id"]}
+    assert (edited["value"], edited["created_at"], edited["type"]) == (old["value"], old["created_at"], old["type"])
+    assert c.indicator(42) == edited
+    # The generated window no longer has it; the window of now does, once; counts are unchanged.
+    assert 42 not in c.indicator_ids("2026-01-01", "2026-01-08")
+    assert c.indicator_ids(before) == [42]
+    assert sorted(c.indicator_ids()) == list(range(1, 301))
+    # Queries and collections read the edited values (the select cache is invalidated).
+    by_status = c.select_indicators({"status_name": new_status})
+    assert 42 in by_status
+    assert all(c.indicator(i)["status"]["name"] == new_status for i in by_status)
+
+
+def test_edits_keep_updated_at_order_and_created_ones_can_be_edited() -> None:
+    c = Corpus(seed=7, indicators=50, start="2026-01-01", end="2026-01-08")
+    created, _ = c.create_indicator({"value": "198.51.100.7", "type": "IP Address", "status": "Active"})
+    c.update_indicator(3, {"status_id": c.resolve_status("Expired")["id"]})
+    c.update_indicator(created["id"], {"description": "seen again"})
+    c.update_indicator(3, {"status": {"name": "Active"}})  # edited twice: one entry, the latest
+    rows = list(c.iter_indicators("2026-06-01"))
+    assert sorted(r["id"] for r in rows) == [3, created["id"]]
+    assert [to_epoch(r["updated_at"]) for r in rows] == sorted(to_epoch(r["updated_at"]) for r in rows)
+    three = c.indicator(3)
+    assert three["status"]["name"] == "Active" and three["expired_at"] is None
+    assert c.indicator(created["id"])["description"] == "seen again"
+    assert len(c.indicator_ids()) == 51
+
+
+def test_an_edit_to_expired_sets_expired_at() -> None:
+    c = Corpus(seed=7, indicators=50)
+    active = next(i for i in range(1, 51) if c.indicator(i)["status"]["name"] == "Active")
+    edited = c.update_indicator(active, {"status": "Expired"})
+    assert edited["expired_at"] == edited["updated_at"]
+
+
+def test_an_edit_never_moves_a_future_dated_indicator_back() -> None:
+    c = Corpus(seed=7, indicators=20, start="2099-01-01", end="2099-01-02")
+    old = c.indicator(5)["updated_at"]
+    assert c.update_indicator(5, {"description": "x"})["updated_at"] == old
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({}, "data"), ({"value": "1.2.3.4"}, "value"), ({"status": "Bogus"}, "status"), ({"status_id": 999}, "status")],
+)
+def test_an_edit_names_what_it_refuses(changes: dict, field: str) -> None:
+    c = Corpus(seed=7, indicators=10)
+    with pytest.raises(ValidationError) as err:
+        c.update_indicator(4, changes)
+    assert err.value.field == field
+    assert c.indicator(4) == Corpus(seed=7, indicators=10).indicator(4)  # nothing half-applied
+
+
+def test_editing_a_deleted_indicator_is_a_key_error() -> None:
+    c = Corpus(seed=7, indicators=10)
+    c.delete_indicator(4)
+    with pytest.raises(KeyError):
+        c.update_indicator(4, {"description": "x"})
