@@ -39,7 +39,7 @@ ARTIFACTS = Path(os.environ.get("TQ_BROWSER_ARTIFACTS", REPO / ".artifacts" / "b
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ADMIN, ADMIN_PASSWORD = "admin", "ui-test-Adm1n"
 DAG_IDS = ("threatq_indicators_to_elasticsearch", "threatq_events_to_misp", "threatq_ioc_expiry_sweep",
-           "example_threatq_actions")
+           "threatq_deletion_reconcile", "example_threatq_actions")
 UNPAUSED_AT_START = ("threatq_indicators_to_elasticsearch", "threatq_events_to_misp")
 
 # The simulator's data: indicators and events updated yesterday (UTC). With the indicators DAG on a
@@ -102,6 +102,10 @@ class Api:
             time.sleep(2)
         raise AssertionError(f"run {run_id} of {dag_id} not finished in {timeout}s: "
                              f"{self.task_states(dag_id, run_id)}")
+
+    def wait_all_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Wait for every run of the DAG (a scheduled one queued behind a manual one included)."""
+        return [self.wait_run(dag_id, run["dag_run_id"]) for run in self.runs(dag_id)]
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
         entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
@@ -180,7 +184,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, es_url: str, es_client: Any)
             api.wait_dag(dag_id)
         # Unpaused now, so the run their schedule starts on unpausing (catchup off: the latest
         # interval) overlaps the first browser steps instead of delaying the first trigger. The
-        # sweep and the actions DAG stay paused: tests unpause them through the UI.
+        # sweep, the reconciliation and the actions DAG stay paused: tests unpause them through the UI.
         for dag_id in UNPAUSED_AT_START:
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
         yield SimpleNamespace(url=api.base, api=api, env=env, sim=sim, misp=misp, home=home, es=es_client)

@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.airflow,
 INDICATORS = "threatq_indicators_to_elasticsearch"
 EVENTS = "threatq_events_to_misp"
 SWEEP = "threatq_ioc_expiry_sweep"
+RECONCILE = "threatq_deletion_reconcile"
 ACTIONS = "example_threatq_actions"
 FIELD = "div[data-scope=field][data-part=root]"
 
@@ -135,7 +136,7 @@ def test_login_with_the_simple_auth_manager_shows_the_dags(browser, stack, shots
         shots(page, "login-form")
         login(page, stack.url)
         page.goto(f"{stack.url}/dags")
-        for dag_id in (INDICATORS, EVENTS, SWEEP, ACTIONS):
+        for dag_id in (INDICATORS, EVENTS, SWEEP, RECONCILE, ACTIONS):
             page.get_by_text(dag_id, exact=True).first.wait_for()
         shots(page, "dag-list")
     finally:
@@ -276,6 +277,44 @@ def test_sweep_dag_with_its_defaults_and_edited_values(page, stack, shots):
     swept, _ = xcom_in_ui(page, stack, SWEEP, run_id, "sweep_expired_iocs", shots, "edited-sweep-xcom")
     assert swept["dry_run"] is True
     assert stack.api.task_states(SWEEP, run_id)["trim_history"] == "skipped"  # dry run
+
+
+def test_reconcile_dag_removes_what_threatq_deleted_and_its_dry_run_only_counts(page, stack, shots):
+    from tests.integration.dags.helpers import es_active_docs
+
+    loaded = sorted(es_active_docs(stack.es), key=int)  # what the indicators DAG's runs above loaded
+    assert len(loaded) > 10
+    gone = loaded[:3]
+    for iid in gone:  # deleted in ThreatQ (the simulator's corpus, as DELETE /api/indicators/{id} does)
+        assert stack.sim.corpus.delete_indicator(int(iid))
+
+    dialog = trigger_form(page, stack, RECONCILE)
+    assert_titled(dialog, stack, RECONCILE, set())  # every field may stay as it opens
+    shots(page, "form-defaults")
+    run_id = submit(page, dialog)
+    run_page(page, stack, RECONCILE, run_id, shots, "defaults-run-succeeded")
+    result, shown = xcom_in_ui(page, stack, RECONCILE, run_id, "reconcile_deletions", shots, "defaults-xcom")
+    assert f'"missing": {result["missing"]}' in shown and result["dry_run"] is False
+    # Unpausing on trigger may have queued the schedule's own run too: together they removed the three.
+    runs = stack.api.wait_all_runs(RECONCILE)
+    assert all(run["state"] == "success" for run in runs), runs
+    removed = [stack.api.xcom(RECONCILE, run["dag_run_id"], "reconcile_deletions") for run in runs]
+    assert sum(r["deleted"] for r in removed) == 3
+    assert {k: v for r in removed for k, v in r["by_reason"].items()} == {"deleted_in_threatq": 3}
+    assert sorted(es_active_docs(stack.es), key=int) == loaded[3:]
+
+    more = loaded[3:5]
+    for iid in more:
+        assert stack.sim.corpus.delete_indicator(int(iid))
+    dialog = trigger_form(page, stack, RECONCILE)
+    switch(row(dialog, "Dry run"))
+    row(dialog, "Safety limit (% of the active IOCs)").locator("input").fill("50")
+    shots(page, "form-edited")
+    run_id = submit(page, dialog)
+    run_page(page, stack, RECONCILE, run_id, shots, "dry-run-succeeded")
+    result, _ = xcom_in_ui(page, stack, RECONCILE, run_id, "reconcile_deletions", shots, "dry-run-xcom")
+    assert (result["dry_run"], result["missing"], result["deleted"]) == (True, 2, 0)
+    assert sorted(es_active_docs(stack.es), key=int) == loaded[3:], "a dry run removed something"
 
 
 def test_actions_dag_a_run_of_a_paused_dag_waits_and_edited_values_reach_threatq(page, stack, shots):
