@@ -500,7 +500,7 @@ fn py_strip(s: &str) -> &str {
     s.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c' | '\x1c'..='\x1f'))
 }
 
-/// `conversions.to_long` on a string; `Fallback` where the reference would report an error.
+/// `key_kinds.to_long` on a string; `Fallback` where the reference would report an error.
 fn to_long_str(s: &str) -> R<i64> {
     if !s.is_ascii() {
         return Err(Fallback); // Unicode whitespace/digits: leave to Python
@@ -513,7 +513,7 @@ fn to_long_str(s: &str) -> R<i64> {
     text.parse::<i64>().map_err(|_| Fallback)
 }
 
-/// `conversions.prune` in place: drop None, "", {} and [] recursively; `false` when nothing is left.
+/// `key_kinds.prune` in place: drop None, "", {} and [] recursively; `false` when nothing is left.
 fn prune(v: &mut V) -> bool {
     match v {
         V::Obj(o) => {
@@ -639,7 +639,7 @@ fn add_seconds(ecs_date: &str, seconds: i64) -> Option<String> {
 }
 
 // ------------------------------------------------------------------------------------------
-// Object copies with conversions (conversions.copy_generic), consuming the parsed input
+// Object copies with conversions (key_kinds.ObjectKinds.copy), consuming the parsed input
 // ------------------------------------------------------------------------------------------
 
 fn copy_obj<'a>(mut obj: Obj<'a>, kinds: &Kinds) -> R<Obj<'a>> {

@@ -361,7 +361,7 @@ def test_key_kinds_reach_the_engine_from_the_python_tables() -> None:
 
 
 def _with_date(kinds: Any, key: str) -> Any:
-    from threatq_provider.ecs.conversions import DATE, ObjectKinds
+    from threatq_provider.ecs.key_kinds import DATE, ObjectKinds
 
     return ObjectKinds(kinds.name, {**kinds.kinds, key: DATE})
 
