@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off", "n"})
+from threatq_provider.coerce import CoercionError, parse_bool
+
 POSITIVE_REQUIRED = "a positive number is required"
 #: The one extra, on every connection type of this provider, that lets credentials go over plain
 #: ``http://``. Loopback URLs are not exempt: a connection's proxy extra, a port forward or a
@@ -51,27 +51,22 @@ def extra_value(extras: dict[str, Any], conn_type: str, key: str) -> Any:
     return None if value == "" else value
 
 
-def as_bool(value: Any, default: bool, invalid: Callable[[str], Exception], *,
-            blank_is_false: bool = False) -> bool:
-    """Parse a yes/no extra (``true/false``, ``yes/no``, ``on/off``, ``1/0``, ``y/n``; any case).
+def as_bool(value: Any, default: bool, invalid: Callable[[str], Exception]) -> bool:
+    """Parse a yes/no extra with the provider's one set of words (:func:`threatq_provider.coerce.parse_bool`:
+    ``true/false``, ``yes/no``, ``on/off``, ``y/n``, ``1/0``; any case).
 
-    :param value: raw extra value (``None`` → ``default``; a bool is taken as is).
-    :param default: result when the value is absent.
-    :param invalid: builds the exception to raise from a reason text.
-    :param blank_is_false: a value that is blank after stripping means false (else it is invalid).
+    :param value: raw extra value (unset, i.e. ``None``, blank or ``"None"`` → ``default``; a bool
+        is taken as is).
+    :param default: result when the value is unset.
+    :param invalid: builds the exception to raise from a reason text (the value is not shown: a
+        secret pasted into the wrong field must not reach a log).
     :return: the boolean.
     :raises Exception: what ``invalid`` builds, when the value is not a recognised word.
     """
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS:
-        return True
-    if text in FALSE_WORDS or (blank_is_false and text == ""):
-        return False
-    raise invalid("true or false is required")
+    try:
+        return parse_bool(value, "extra", default=default)
+    except CoercionError:
+        raise invalid("true or false is required (also yes/no, on/off, y/n, 1/0)") from None
 
 
 def as_positive_number(value: Any, default: float, invalid: Callable[[str], Exception], *,

@@ -155,7 +155,7 @@ class MispHook(BaseHook):
     def _flag(self, extra: dict[str, Any], key: str, default: bool) -> bool:
         value = extra.get(key)
         conn_id = self.misp_conn_id
-        return as_bool(value if value != "" else None, default,
+        return as_bool(value, default,
                        lambda reason: MispConfigError(f"connection {conn_id!r}: extra {key}: {reason}"))
 
     @property

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from threatq_provider.coerce import CoercionError, parse_bool, parse_iso
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
@@ -27,36 +29,26 @@ if TYPE_CHECKING:
 UNSET = (None, "", "None")
 
 
-_TRUE_WORDS = ("1", "true", "yes", "on")
-_FALSE_WORDS = ("0", "false", "no", "off", "", "none")
-
-
 def is_template(value: Any) -> bool:
     """Whether an argument is still a Jinja template (checked at run time, not at parse time)."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def as_bool(value: Any, name: str = "flag") -> bool:
-    """A flag from a bool or a rendered template (``"true"``/``"false"``, ``"1"``/``"0"``, ``"yes"``/``"no"``,
-    ``"on"``/``"off"``; any case; empty or ``None`` is false).
+    """A flag from a bool or a rendered template, with the provider's one set of words
+    (:func:`threatq_provider.coerce.parse_bool`; unset, i.e. ``None``, empty or ``"None"``, is false).
 
     A misspelt word is an error, not "false": ``dry_run="ture"`` must not sweep for real.
 
     :param value: the raw value.
     :param name: the argument's name, for the error message.
     :return: the flag.
-    :raises AirflowFailException: the text is not one of the words above (a retry cannot fix it).
+    :raises AirflowFailException: the value is not a flag (a retry cannot fix it).
     """
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE_WORDS:
-            return True
-        if word in _FALSE_WORDS:
-            return False
-        raise AirflowFailException(
-            f"{name}={value!r} is not a boolean; use true/false (also 1/0, yes/no, on/off)"
-        )
-    return bool(value)
+    try:
+        return parse_bool(value, name, default=False)
+    except CoercionError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def optional(value: Any, cast: type) -> Any:
@@ -81,15 +73,10 @@ def resolve_now(value: Any, context: Context) -> datetime:
         value = context.get("data_interval_end") or context.get("logical_date")
     if value is None:
         return datetime.now(timezone.utc)
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise AirflowFailException(f"now is not an ISO-8601 date-time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parse_iso(value, "now")
+    except CoercionError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def sibling_ndjson_path(path: str, tag: str) -> str:

@@ -70,8 +70,7 @@ def _invalid(key: str, value: Any) -> Callable[[str], ThreatQValidationError]:
 
 
 def _as_bool(key: str, value: Any, default: bool) -> bool:
-    # A blank value (e.g. " ") means false here, as it always has for this connection type.
-    return as_bool(value, default, _invalid(key, value), blank_is_false=True)
+    return as_bool(value, default, _invalid(key, value))
 
 
 def _as_number(key: str, value: Any, default: float, cast: type = float) -> Any:

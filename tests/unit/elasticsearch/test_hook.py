@@ -111,6 +111,13 @@ def test_bad_fields_name_the_field_but_never_the_value(fields, field):
     assert info.value.field == field and CANARY not in str(info.value) and "es_test" in str(info.value)
 
 
+@pytest.mark.parametrize(("value", "verify"), [(" ", True), ("None", True), ("n", False), ("y", True)])
+def test_verify_certs_blank_is_unset_and_y_n_are_words(value, verify):
+    # Decided drift (#11): a blank or "None" extra was an error here; unset now takes the default,
+    # and y/n are words on every connection type.
+    assert client_kwargs_from_connection(conn(verify_certs=value))["verify_certs"] is verify
+
+
 def test_hook_class_attributes_and_no_io_in_init(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_MISSING", raising=False)
     hook = ElasticsearchEcsHook(elasticsearch_conn_id="missing")

@@ -44,6 +44,19 @@ def test_flags_read_the_usual_words(value: object, expected: bool) -> None:
     assert as_bool(value, "dry_run") is expected
 
 
+@pytest.mark.parametrize(("value", "expected"), [("y", True), ("Y", True), ("n", False), (1, True), (0, False)])
+def test_flags_take_y_and_n_like_connection_extras(value: object, expected: bool) -> None:
+    # Decided drift (#11): operators and connection extras read the same words (threatq_provider.coerce).
+    assert as_bool(value, "dry_run") is expected
+
+
+@pytest.mark.parametrize("value", [2, 1.0, ["true"]])
+def test_a_flag_that_is_neither_bool_nor_word_fails_instead_of_meaning_its_truth(value: object) -> None:
+    # Decided drift (#11): bool(value) used to turn 2 or ["true"] into True.
+    with pytest.raises(AirflowFailException, match="is not a boolean"):
+        as_bool(value, "dry_run")
+
+
 @pytest.mark.parametrize("value", ["ture", "flase", "y es", "2"])
 def test_a_misspelt_flag_fails_naming_the_argument_instead_of_meaning_false(value: str) -> None:
     with pytest.raises(AirflowFailException, match=rf"dry_run={value!r} is not a boolean"):

@@ -89,6 +89,19 @@ def test_verify_false_wins_over_ca_bundle(monkeypatch):
     assert ThreatQHook().client_kwargs()["verify"] is False
 
 
+@pytest.mark.parametrize("blank", ["  ", "None", "none"])
+def test_a_blank_verify_tls_is_unset_and_verifies(monkeypatch, blank):
+    # Decided drift (#11): a blank extra used to mean false here (TLS off); unset now takes the default.
+    set_conn(monkeypatch, extra={"client_id": "cid", "verify_tls": blank})
+    assert ThreatQHook().client_kwargs()["verify"] is True
+
+
+@pytest.mark.parametrize(("word", "verify"), [("y", True), ("n", False), ("off", False)])
+def test_verify_tls_takes_the_providers_one_set_of_words(monkeypatch, word, verify):
+    set_conn(monkeypatch, extra={"client_id": "cid", "verify_tls": word})
+    assert ThreatQHook().client_kwargs()["verify"] is verify
+
+
 def test_host_without_scheme_and_port(monkeypatch):
     set_conn(monkeypatch, host="tq.local", port=8443)
     assert ThreatQHook().client_kwargs()["base_url"] == "https://tq.local:8443"
