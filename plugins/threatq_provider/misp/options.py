@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from threatq_provider.coerce import CoercionError, parse_bool, parse_int
 from threatq_provider.misp.errors import MispConfigError
 from threatq_provider.threatq.status_policy import StatusPolicy, StatusPolicyError
 
@@ -65,15 +66,11 @@ def _choice(field: str, value: Any, choices: Any) -> str:
     return canon
 
 
-def _boolean(field: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes", "on", "y"}:
-        return True
-    if text in {"false", "0", "no", "off", "n", ""}:
-        return False
-    raise MispConfigError(f"ShareOptions.{field}={value!r} is not a boolean; use true or false")
+def _boolean(field: str, value: Any, default: bool) -> bool:
+    try:
+        return parse_bool(value, f"ShareOptions.{field}", default=default)
+    except CoercionError as exc:
+        raise MispConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -81,13 +78,18 @@ class ShareOptions:
     """How a ThreatQ event is shared to MISP (ThreatQ's MISP Operation options).
 
     :param publish: publish the event after it is created or changed ("Publish Event").
-    :param distribution: event distribution, one of ``DISTRIBUTIONS`` ("Distribution Level").
+    :param distribution: event distribution, one of ``DISTRIBUTIONS`` ("Distribution Level"). The
+        default is organisation-only, not the MISP Operation's "Connected communities": the Operation
+        is one analyst sharing one event from a form; here an hourly, unattended run publishes every
+        matching event, and what MISP has synchronised to other organisations' servers cannot be
+        called back. Widening the audience is a choice someone makes, never a default.
     :param sharing_group: sharing group *name*; required when distribution is ``sharing_group``.
     :param default_analysis: analysis level unless the event has an "Analysis Level" attribute.
     :param default_threat_level: threat level unless the event has a "Threat Level" attribute.
     :param to_ids: set MISP's IDS flag on indicators whose MISP type is IDS-worthy ("Send IOCs to IDS").
     :param attachments_to_ids: set the IDS flag on attachments ("Send Attachments to IDS").
-    :param default_ip_type: MISP type for IP Address / IPv6 / CIDR indicators, ``ip-dst`` or ``ip-src``.
+    :param default_ip_type: MISP type for IP Address / IPv6 / CIDR indicators, ``ip-src`` (the MISP
+        Operation's default, "Source IP") or ``ip-dst``.
     :param include_unmapped_attribution: send unmatched adversaries as ``threat-actor`` attributes
         and indicators of types MISP lacks as ``text`` attributes instead of skipping them.
     :param send_attachments: upload the event's ThreatQ attachments.
@@ -106,7 +108,7 @@ class ShareOptions:
     default_threat_level: str = "medium"
     to_ids: bool = True
     attachments_to_ids: bool = False
-    default_ip_type: str = "ip-dst"
+    default_ip_type: str = "ip-src"
     include_unmapped_attribution: bool = False
     send_attachments: bool = True
     chunk_size: int = 1000
@@ -118,7 +120,7 @@ class ShareOptions:
         setattr_ = object.__setattr__  # frozen dataclass: normalise once, here
         for name in ("publish", "to_ids", "attachments_to_ids", "include_unmapped_attribution",
                      "send_attachments", "send_description"):
-            setattr_(self, name, _boolean(name, getattr(self, name)))
+            setattr_(self, name, _boolean(name, getattr(self, name), _FIELDS[name].default))
         setattr_(self, "distribution", _choice("distribution", self.distribution, DISTRIBUTIONS))
         setattr_(self, "default_analysis", _choice("default_analysis", self.default_analysis, ANALYSIS_LEVELS))
         setattr_(self, "default_threat_level",
@@ -130,12 +132,10 @@ class ShareOptions:
             raise MispConfigError("ShareOptions.sharing_group (a sharing group name) is required when "
                                   "distribution is 'sharing_group'")
         try:
-            chunk = int(self.chunk_size)
-        except (TypeError, ValueError):
-            raise MispConfigError(f"ShareOptions.chunk_size={self.chunk_size!r} is not an integer") from None
-        if chunk < 1:
-            raise MispConfigError(f"ShareOptions.chunk_size={chunk} must be at least 1")
-        setattr_(self, "chunk_size", chunk)
+            setattr_(self, "chunk_size", parse_int(self.chunk_size, "ShareOptions.chunk_size", minimum=1,
+                                                   default=_FIELDS["chunk_size"].default))
+        except CoercionError as exc:
+            raise MispConfigError(str(exc)) from None
         try:
             policy = StatusPolicy.of(self.active_statuses)
         except StatusPolicyError as exc:
@@ -163,4 +163,5 @@ class ShareOptions:
         return dataclasses.asdict(self)
 
 
+_FIELDS = {f.name: f for f in dataclasses.fields(ShareOptions)}
 OPTION_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ShareOptions) if f.init)

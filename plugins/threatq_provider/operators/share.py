@@ -270,7 +270,7 @@ class _MispShareBase(BaseOperator):
     def __init__(self, *, threatq_conn_id: str = "threatq_default", misp_conn_id: str = "misp_default",
                  publish: Any = True, distribution: Any = "your_organisation_only", sharing_group: Any = None,
                  default_analysis: Any = "completed", default_threat_level: Any = "medium", to_ids: Any = True,
-                 attachments_to_ids: Any = False, default_ip_type: Any = "ip-dst",
+                 attachments_to_ids: Any = False, default_ip_type: Any = "ip-src",
                  include_unmapped_attribution: Any = False, send_attachments: Any = True, chunk_size: Any = 1000,
                  send_description: Any = True, active_statuses: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -424,7 +424,7 @@ class MispShareEventOperator(_MispShareBase):
     :param default_threat_level: ``high`` | ``medium`` | ``low`` | ``undefined``. (templated)
     :param to_ids: Send IOCs to IDS. (templated)
     :param attachments_to_ids: Send Attachments to IDS. (templated)
-    :param default_ip_type: ``ip-dst`` | ``ip-src``. (templated)
+    :param default_ip_type: ``ip-src`` (default, as ThreatQ's MISP Operation) | ``ip-dst``. (templated)
     :param include_unmapped_attribution: send unmatched adversaries / unmapped types as attributes. (templated)
     :param send_attachments: upload the events' attachments. (templated)
     :param chunk_size: attributes per MISP request. (templated)

@@ -70,7 +70,7 @@ def test_an_attribute_misp_rejects_is_named_while_the_rest_is_shared(double, pym
 
     assert len(result.rejected) == 1
     label, reason = result.rejected[0]
-    assert "203.0.113.0/33" in label and "ip-dst" in label
+    assert "203.0.113.0/33" in label and "ip-src" in label  # the default IP type (MISP Operation: Source IP)
     assert "CIDR" in reason
     message = str(result.errors()[0])
     assert "203.0.113.0/33" in message and result.event_uuid in message

@@ -65,8 +65,8 @@ def test_uuids_are_deterministic_and_scoped_by_host_and_event(case):
 
 
 def test_attribute_uuid_survives_a_change_of_ip_type(case):
-    dst = attrs(build(case))["203.0.113.5"]
-    src = attrs(build(case, default_ip_type="ip-src"))["203.0.113.5"]
+    dst = attrs(build(case, default_ip_type="ip-dst"))["203.0.113.5"]
+    src = attrs(build(case))["203.0.113.5"]
     assert (dst.type, src.type) == ("ip-dst", "ip-src") and dst.uuid == src.uuid
 
 
