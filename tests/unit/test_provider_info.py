@@ -39,6 +39,17 @@ def test_provider_info_declares_threatq_connection_type_with_its_fields():
     assert threatq["conn-fields"]["client_secret"]["schema"]["format"] == "password"
 
 
+def test_every_public_operator_and_hook_module_is_declared():
+    package = REPO / "plugins" / "threatq_provider"
+    info = get_provider_info()
+    for kind, files in (("operators", (package / "operators").glob("*.py")),
+                        ("hooks", package.glob("*/hook.py"))):
+        declared = {module for entry in info[kind] for module in entry["python-modules"]}
+        public = {".".join(("threatq_provider", *path.relative_to(package).with_suffix("").parts))
+                  for path in files if not path.name.startswith("_")}
+        assert declared == public, kind
+
+
 def test_airflow_cli_lists_provider_and_threatq_hook():
     listed = _run([AIRFLOW, "providers", "list", "-o", "json"])
     assert listed.returncode == 0, listed.stderr[-2000:]

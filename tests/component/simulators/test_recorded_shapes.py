@@ -8,7 +8,7 @@ by the other rows of the same page.
 
 The structures of all samples live in ``tests/data/threatq/recorded_shapes.json`` so the test
 runs from a fresh clone; when the original sample folder is available (``THREATQ_SAMPLES_DIR``,
-default ``/work/shared/threatq-samples``) every original is parsed and its structure must equal
+default ``../shared/threatq-samples`` beside the checkout) every original is parsed and its structure must equal
 the stored one. Regenerate after a deliberate change with
 ``THREATQ_REGEN_SHAPES=1 .venv/bin/pytest tests/component/simulators/test_recorded_shapes.py``.
 """
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.component
 REPO = Path(__file__).resolve().parents[3]
 SHAPES_FILE = REPO / "tests" / "data" / "threatq" / "recorded_shapes.json"
 REPO_SAMPLES = REPO / "tests" / "data" / "threatq" / "samples"
-SHARED_SAMPLES = Path(os.environ.get("THREATQ_SAMPLES_DIR", "/work/shared/threatq-samples"))
+# The project's shared folder sits beside the checkout (as in CI); THREATQ_SAMPLES_DIR points elsewhere.
+SHARED_SAMPLES = Path(os.environ.get("THREATQ_SAMPLES_DIR", REPO.parent / "shared" / "threatq-samples"))
 
 
 # ---------------------------------------------------------------------------- structure helpers

@@ -41,14 +41,15 @@ def test_event_types():
         enums.validate_event_type("Phishing")
 
 
-def test_plugin_type_enum_is_covered():
+def test_every_type_of_the_insightconnect_plugin_enum_maps_to_a_threatq_type():
     # Every value of the InsightConnect plugin's Create Indicator enum is accepted.
     plugin = ["CIDR Block", "Email Address", "Eamil Attachment", "Email Subject", "File Path", "Filename",
               "FQDN", "Fuzzy Hash", "GOST Hash", "IP Address", "MD5", "Mutex", "Password", "Registry Key",
               "SHA-1", "SHA-256", "SHA-384", "SHA-512", "String", "URL", "URL Path", "User-agent", "Username",
               "X-Mailer"]
-    for name in plugin:
-        enums.validate_indicator_type(name)
+    canonical = {name: enums.validate_indicator_type(name) for name in plugin}
+    # Each is its own canonical name, except the plugin's typo, which is read as the real type.
+    assert {given: got for given, got in canonical.items() if given != got} == {"Eamil Attachment": "Email Attachment"}
 
 
 def test_non_string_rejected():
