@@ -8,7 +8,7 @@ built up front, as are the malware and attack-pattern objects (from the seed voc
 kind from its own random stream, so they change nothing else). Objects created through the API (``create_indicator``/``create_event``) are kept
 as full dicts and are visible to every read path.
 
-Shapes follow the recorded payloads in shared/threatq-samples/ (see the simulator module for
+Shapes follow the recorded payloads in tests/data/threatq/samples/ (see the simulator module for
 which endpoint returns which shape). ``Corpus.indicator(id)`` returns the *full* object: every
 relation, every date key (``None`` when unset), ``score`` as an int.
 """
@@ -79,7 +79,7 @@ LIBRARY_COLLECTIONS: dict[str, tuple[int, str, str, str, str, str]] = {
     "malware": (9, "Malware", "Malware", "malware", "type", "Malware Type"),
     "attack_pattern": (6, "Attack Pattern", "Attack Patterns", "attack_patterns", "tactic", "Tactic"),
 }
-# Base columns of a custom object, in the order ThreatQ answers them (reference §4.5).
+# Base columns of a custom object, in the order ThreatQ answers them (docs/reference/threatq-api.md §4.5).
 _LIBRARY_COLUMNS = ("id", "value", "description", "type_id", "status_id", "object_id", "object_code",
                     "object_name", "object_name_plural", "created_at", "updated_at", "touched_at")
 

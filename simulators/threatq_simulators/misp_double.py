@@ -1,6 +1,6 @@
 """A stateful MISP double: a real HTTP server that answers as MISP 2.5 does for PyMISP.
 
-A real MISP cannot be installed from the registries this project reaches (reference/misp.md §4),
+A real MISP cannot be installed from the registries this project reaches (docs/reference/misp.md §4),
 so the real PyMISP client is tested against this server. It reproduces, from MISP's source, what
 the exporter relies on:
 

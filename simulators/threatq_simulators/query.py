@@ -1,6 +1,6 @@
 """The Threat Library filter grammar the simulator understands (``POST /api/<collection>/query``).
 
-Public clients send ``{"criteria": {...}, "filters": {...}}`` (shared/reference/threatq-api.md §2).
+Public clients send ``{"criteria": {...}, "filters": {...}}`` (docs/reference/threatq-api.md §2).
 An expression is a dict; several keys in one dict are ANDed. Keys are either:
 
 - ``+and`` / ``+or``: a list of expressions (freely nested); ``+not``: one expression;
@@ -13,7 +13,7 @@ An expression is a dict; several keys in one dict are ANDed. Keys are either:
 String comparisons ignore case (ThreatQ runs on a case-insensitive collation). Date fields
 compare as datetimes whatever format the client used (ThreatQ form, ISO 8601, bare date).
 Date-range operators on ``updated_at`` are not seen in public clients; they follow the grammar
-(reference §2, marked [A]).
+(docs/reference/threatq-api.md §2, marked [A]).
 """
 
 from __future__ import annotations

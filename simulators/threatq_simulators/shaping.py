@@ -1,6 +1,6 @@
 """Response shapes of the ThreatQ simulator, built from the recorded payloads.
 
-Three indicator forms, as recorded (shared/threatq-samples/):
+Three indicator forms, as recorded (tests/data/threatq/samples/):
 
 - **row** (lists, ``/query``, data-collection feed; Elastic and stix-shifter samples): base
   columns, ``null`` optional dates and ``description`` left out, ``type``/``status`` compact,

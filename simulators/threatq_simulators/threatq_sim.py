@@ -1,6 +1,6 @@
 """A ThreatQ REST API simulator: a real HTTP/1.1 server on loopback, serving a seeded :class:`Corpus`.
 
-Built from shared/reference/threatq-api.md and the recorded payloads in shared/threatq-samples/.
+Built from docs/reference/threatq-api.md and the recorded payloads in tests/data/threatq/samples/.
 Start it in tests as a context manager, or from the shell with ``threatq-sim``.
 
 Endpoints (all under ``/api``; every one but ``/api/token`` needs ``Authorization: Bearer <token>``
@@ -68,7 +68,8 @@ unknown or expired token. 404 ``{"errors":["Not found."]}``. 400 comes in the tw
   ``offset``, ``sort``, ``with``, ``fields``, ``cursorMark``, and a body that is not JSON.
 
 ``/api/token`` failures are 400 ``{"error":"invalid_grant"|"invalid_client"|"unsupported_grant_type",
-"error_description":..., "message":...}`` (clients only look at the status, reference §1.6).
+"error_description":..., "message":...}`` (clients only look at the status,
+docs/reference/threatq-api.md §1.6).
 
 Paging is stable: lists sort by the requested keys with ``id`` as the final tie-break (default
 ``id``), so offset pages never repeat or skip while the corpus is unchanged. The cursor feed
@@ -889,8 +890,8 @@ class ThreatQSimulator(BackgroundServer):
 
     def _library_row(self, code: str, oid: int, with_: set[str],
                      pivot: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """A custom object as ThreatQ answers it (reference §4.5): base columns; ``attributes`` and
-        ``sources`` when asked with ``with=`` (always in legacy mode, as for events); ``events`` as
+        """A custom object as ThreatQ answers it (docs/reference/threatq-api.md §4.5): base columns;
+        ``attributes`` and ``sources`` when asked with ``with=`` (always in legacy mode, as for events); ``events`` as
         event rows; other relations empty (``type``/``status``/``score`` null); ``pivot`` on related lists."""
         c = self.corpus
         row = c.library_row_compact(code, oid)

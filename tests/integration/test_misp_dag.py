@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.componen
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "threatq_events_to_misp"
 START, END = "2024-03-01T00:00:00Z", "2024-03-01T04:00:00Z"
-# ThreatQ types with no MISP attribute type (reference/misp.md §3.1); written out here on purpose.
+# ThreatQ types with no MISP attribute type (docs/reference/misp.md §3.1); written out here on purpose.
 NO_MISP_TYPE = {"Password", "GOST Hash", "x509 Serial", "x509 Subject", "Binary String", "File Mapping", "Hash ION"}
 
 

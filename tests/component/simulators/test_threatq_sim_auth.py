@@ -1,4 +1,5 @@
-"""Token grants in every request shape public clients use, and bearer checks (reference §1)."""
+"""Token grants in every request shape public clients use, and bearer checks
+(docs/reference/threatq-api.md §1)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def test_search_finds_threat_library_objects(api, threatq_sim: ThreatQSimulator)
 def test_fault_rules_apply_to_the_new_paths(threatq_sim_factory) -> None:
     sim = threatq_sim_factory(indicators=50, events=10)
     api = api_session(sim)
-    # ThreatQ versions that answer 500 to attack-pattern relations (reference §7 quirk 5)
+    # ThreatQ versions that answer 500 to attack-pattern relations (docs/reference/threatq-api.md §7 quirk 5)
     sim.faults.add({"path_regex": r"^/api/events/\d+/attack_pattern", "times": None, "status": 500})
     sim.faults.add({"path_regex": r"with=[^&]*attack_pattern", "times": None, "status": 500})
     assert api.get(f"{sim.url}/api/events/1/attack_pattern", timeout=10).status_code == 500

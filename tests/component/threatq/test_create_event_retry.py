@@ -108,7 +108,8 @@ def test_a_percent_sign_in_the_title_is_not_a_wildcard_to_the_match(sim):
 
 
 def test_the_lookup_sends_the_real_apis_list_filters(sim):
-    """``GET /api/events`` with plain field equality (reference §2), as ThreatQ's list endpoints take them."""
+    """``GET /api/events`` with plain field equality (docs/reference/threatq-api.md §2), as ThreatQ's
+    list endpoints take them."""
     _try(1)
     from threatq_provider.threatq.hook import ThreatQHook
 

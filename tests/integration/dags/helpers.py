@@ -1,7 +1,7 @@
 """Ground truth and Elasticsearch read-back for the DAG tests.
 
 The expiry rules are re-implemented here on purpose, small and readable, from Elastic's
-ti_threatq pipeline description (reference/elastic-ti_threatq.md §2.7) rather than imported from
+ti_threatq pipeline description (docs/reference/elastic-ti_threatq.md §2.7) rather than imported from
 ``threatq_provider.ecs.expiry``: the test is an independent computation of which indicators
 must be in the active index, so a bug in the provider's rules cannot hide on both sides.
 """
