@@ -29,6 +29,7 @@ __all__ = [
     "UNSET_WORDS",
     "CoercionError",
     "format_iso",
+    "format_iso_millis",
     "is_unset",
     "parse_bool",
     "parse_duration",
@@ -55,6 +56,7 @@ class CoercionError(ValueError):
 
     :ivar name: the option or field, as the user wrote it (``dry_run``, ``verify_tls``...).
     :ivar value: the value given.
+    :ivar expected: what it should have been (the message's end, for callers that word their own).
     """
 
     def __init__(self, name: str, value: Any, expected: str) -> None:
@@ -63,6 +65,7 @@ class CoercionError(ValueError):
         super().__init__(f"{name}={shown} is not {expected}")
         self.name = name
         self.value = value
+        self.expected = expected
 
 
 def is_unset(value: Any) -> bool:
@@ -176,6 +179,11 @@ def format_iso(moment: datetime, *, timespec: str = "auto") -> str:
     return to_utc(moment).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def format_iso_millis(moment: datetime) -> str:
+    """:func:`format_iso` with milliseconds, as Elasticsearch documents and queries carry them."""
+    return format_iso(moment, timespec="milliseconds")
+
+
 def parse_duration(value: Any, name: str, *, allow_zero: bool = False) -> timedelta:
     """A duration written ``<n>d``, ``<n>h``, ``<n>m`` or ``<n>s`` (lower case, surrounding blanks
     ignored, no blank between number and unit), or a ``timedelta``.
@@ -194,12 +202,12 @@ def parse_duration(value: Any, name: str, *, allow_zero: bool = False) -> timede
     else:
         match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
         if match is None:
-            raise CoercionError(name, value, f"a duration: expected {DURATION_FORM}")
+            raise CoercionError(name, value, f"a duration: {DURATION_FORM}")
         try:
             duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
         except OverflowError:
-            raise CoercionError(name, value, f"a duration of a usable size ({DURATION_FORM})") from None
+            raise CoercionError(name, value, f"a duration of a usable size: {DURATION_FORM}") from None
     if duration < timedelta(0) or (duration == timedelta(0) and not allow_zero):
         least = "zero or more" if allow_zero else "greater than zero"
-        raise CoercionError(name, value, f"a duration {least} ({DURATION_FORM})")
+        raise CoercionError(name, value, f"a duration {least}: {DURATION_FORM}")
     return duration

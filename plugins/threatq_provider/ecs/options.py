@@ -8,39 +8,14 @@ with 90 days, which hides the mistake.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from threatq_provider.coerce import CoercionError, parse_duration
 from threatq_provider.ecs.errors import EcsConfigError
 from threatq_provider.threatq.status_policy import StatusPolicy, StatusPolicyError
 
-__all__ = ["DURATION_FORM", "EcsOptions", "parse_duration"]
-
-DURATION_FORM = "a positive whole number followed by d, h or m (days, hours, minutes), e.g. 90d, 12h, 30m"
-_DURATION_RE = re.compile(r"([0-9]+)([dhm])")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-
-
-def parse_duration(value: str) -> timedelta:
-    """Parse an IOC expiration duration as Elastic's ``ioc_expiration_duration`` spells it.
-
-    :param value: e.g. ``"90d"``, ``"12h"``, ``"30m"``.
-    :return: the duration.
-    :raises EcsConfigError: anything else, including zero, negatives, spaces and other units.
-    """
-    if not isinstance(value, str):
-        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: expected {DURATION_FORM}")
-    match = _DURATION_RE.fullmatch(value)
-    if match is None:
-        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: expected {DURATION_FORM}")
-    amount = int(match.group(1))
-    if amount <= 0:
-        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: must be greater than zero ({DURATION_FORM})")
-    try:
-        return timedelta(**{_UNITS[match.group(2)]: amount})
-    except OverflowError:
-        raise EcsConfigError(f"invalid IOC expiration duration {value!r}: too large") from None
+__all__ = ["EcsOptions"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +24,8 @@ class EcsOptions:
 
     :param ioc_expiration_duration: default lifetime of an indicator without ``expired_at``/
         ``expires_at`` and not Expired, counted from its ``updated_at`` (Elastic's rule), in
-        ``<n>d``, ``<n>h`` or ``<n>m``. Default ``90d``, Elastic's default.
+        ``<n>d``, ``<n>h``, ``<n>m`` (Elastic's forms) or ``<n>s`` (:func:`threatq_provider.coerce.parse_duration`),
+        greater than zero. Default ``90d``, Elastic's default.
     :param preserve_original_event: write the raw ThreatQ JSON to ``event.original`` and tag
         ``preserve_original_event``. Off by default (saves about half the index size); a document
         with an ``error.message`` always carries ``event.original``.
@@ -78,7 +54,11 @@ class EcsOptions:
     status_policy: StatusPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "expiration", parse_duration(self.ioc_expiration_duration))
+        try:
+            expiration = parse_duration(self.ioc_expiration_duration, "ioc_expiration_duration")
+        except CoercionError as exc:
+            raise EcsConfigError(f"invalid IOC expiration duration: {exc}") from None
+        object.__setattr__(self, "expiration", expiration)
         try:
             policy = StatusPolicy.of(self.active_statuses)
         except StatusPolicyError as exc:

@@ -31,12 +31,12 @@ only versions at or below the one that was swept.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any
 
+from threatq_provider.coerce import format_iso_millis, parse_duration, to_utc
 from threatq_provider.elasticsearch.cluster import Cluster, cluster
 from threatq_provider.elasticsearch.names import (
     ACTIVE_ALIAS,
@@ -52,32 +52,11 @@ log = logging.getLogger(__name__)
 EXPIRED_FIELD = "threatq.ioc_expired_at"
 REASON_FIELD = "threatq.ioc_expiration_reason"
 NO_REASON = "(none)"
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"5d"``, ``"12h"``, ``"30m"``, ``"90s"`` → timedelta.
-
-    :param text: a number and one unit letter.
-    :return: the duration.
-    :raises ValueError: any other form.
-    """
-    match = _DURATION.match(text or "")
-    if not match:
-        raise ValueError(f"duration {text!r}: use a number and one of d, h, m, s (e.g. 5d)")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def expired_query(now: datetime) -> dict[str, Any]:
     """Query for IOCs whose ``threatq.ioc_expired_at`` is at or before ``now``."""
-    return {"range": {EXPIRED_FIELD: {"lte": _iso(now)}}}
+    return {"range": {EXPIRED_FIELD: {"lte": format_iso_millis(now)}}}
 
 
 def count_by_reason(client: Any, index: str, now: datetime) -> tuple[int, dict[str, int]]:
@@ -191,7 +170,7 @@ def sweep_expired(client: Any, *, now: datetime, index: str = ACTIVE_ALIAS, dry_
     """
     target = cluster(client)
     client = target.client
-    result: dict[str, Any] = {"now": _iso(now), "matched": 0, "deleted": 0, "by_reason": {},
+    result: dict[str, Any] = {"now": format_iso_millis(now), "matched": 0, "deleted": 0, "by_reason": {},
                               "conflicts": 0, "remaining": 0, "passes": 0, "dry_run": dry_run,
                               "tombstones": 0, "tombstone_failures": 0,
                               "delete_path": "delete_by_query" if target.capabilities.delete_by_query else "bulk"}
@@ -285,8 +264,9 @@ def sweep_history(client: Any, *, now: datetime, retention: str = "5d", dry_run:
     :return: ``{"cutoff", "retention", "deleted_indices", "kept_indices", "dry_run", "data_stream",
         "rolled_over"}`` (``data_stream`` is ``None`` on clusters without data streams).
     """
-    now = now if now.tzinfo else now.replace(tzinfo=timezone.utc)
-    cutoff = now - parse_duration(retention)
+    now = to_utc(now)
+    # Zero would delete every history index, today's included: not a retention.
+    cutoff = now - parse_duration(retention, "retention")
     target = cluster(client)
     client = target.client
     try:
@@ -308,11 +288,11 @@ def sweep_history(client: Any, *, now: datetime, retention: str = "5d", dry_run:
     stream: dict[str, Any] = {"data_stream": None, "rolled_over": False, "deleted": [], "kept": 0}
     if target.capabilities.data_streams:
         stream = _sweep_history_stream(client, prefix + HISTORY_DATA_STREAM_NAMESPACE, now, cutoff,
-                                       parse_duration(rollover_every), dry_run)
-    log.info("history sweep (cutoff %s): %d deleted, %d kept; data stream %s%s", _iso(cutoff),
+                                       parse_duration(rollover_every, "rollover_every"), dry_run)
+    log.info("history sweep (cutoff %s): %d deleted, %d kept; data stream %s%s", format_iso_millis(cutoff),
              len(expired) + len(stream["deleted"]), len(kept) + stream["kept"], stream["data_stream"],
              " rolled over" if stream["rolled_over"] else "")
-    return {"cutoff": _iso(cutoff), "retention": retention, "deleted_indices": expired + stream["deleted"],
+    return {"cutoff": format_iso_millis(cutoff), "retention": retention, "deleted_indices": expired + stream["deleted"],
             "kept_indices": len(kept) + stream["kept"], "dry_run": dry_run, "data_stream": stream["data_stream"],
             "rolled_over": stream["rolled_over"]}
 
@@ -332,15 +312,16 @@ def sweep_tombstones(client: Any, *, now: datetime, retention: str = "30d", dry_
     :return: ``{"cutoff", "retention", "pruned", "dry_run"}`` (``pruned`` counts what a dry run
         would delete).
     """
-    cutoff = (now if now.tzinfo else now.replace(tzinfo=timezone.utc)) - parse_duration(retention)
+    # Zero would drop every tombstone at once, and with them the guard against replays.
+    cutoff = to_utc(now) - parse_duration(retention, "tombstone_retention")
     if dry_run:
         try:
-            pruned = client.count(index=index, body={"query": {"range": {"deleted_at": {"lt": _iso(cutoff)}}}})["count"]
+            pruned = client.count(index=index, body={"query": {"range": {"deleted_at": {"lt": format_iso_millis(cutoff)}}}})["count"]
         except cluster(client).api_error as exc:
             if cluster(client).status(exc) != 404:
                 raise
             pruned = 0
     else:
         pruned = prune_tombstones(client, index, before=cutoff)
-    log.info("tombstone prune (cutoff %s): %d %s", _iso(cutoff), pruned, "would go" if dry_run else "deleted")
-    return {"cutoff": _iso(cutoff), "retention": retention, "pruned": pruned, "dry_run": dry_run}
+    log.info("tombstone prune (cutoff %s): %d %s", format_iso_millis(cutoff), pruned, "would go" if dry_run else "deleted")
+    return {"cutoff": format_iso_millis(cutoff), "retention": retention, "pruned": pruned, "dry_run": dry_run}

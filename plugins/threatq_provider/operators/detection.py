@@ -57,13 +57,14 @@ class DetectionWindowRefreshOperator(ElasticsearchHookMixin, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.detection_window import refresh_detection_window
-        from threatq_provider.elasticsearch.sweeper import parse_duration
+        from threatq_provider.coerce import parse_duration
 
         if str(self.window).strip().lower() == OFF:
             self.log.info("Detection window refresh is off: @timestamp stays ThreatQ's updated_at")
             return {"off": True}
         try:
-            window, margin = parse_duration(str(self.window)), parse_duration(str(self.margin))
+            window = parse_duration(self.window, "window")
+            margin = parse_duration(self.margin, "margin", allow_zero=True)
             if not margin < window:
                 raise ValueError(f"margin {self.margin} must be shorter than the window {self.window}")
         except ValueError as exc:

@@ -14,10 +14,12 @@ inspected.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from threatq_provider.coerce import CoercionError, parse_int, parse_iso
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import (
@@ -50,26 +52,10 @@ def _observed_at(value: Any) -> datetime | None:
     """The poll's time from a datetime or a rendered ISO-8601 string; ``None`` when unset."""
     if value in UNSET:
         return None
-    if isinstance(value, datetime):
-        parsed = value
-    else:
-        text = str(value).strip()
-        try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-        except ValueError:
-            raise AirflowFailException(f"observed_at is not an ISO-8601 date-time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    """A rendered setting as a positive int, or a ValueError naming it."""
     try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return number
+        return parse_iso(value, "observed_at")
+    except CoercionError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
@@ -149,7 +135,7 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
 
         from threatq_provider.elasticsearch.errors import RejectThresholdExceeded
         from threatq_provider.elasticsearch.loader import check_reject_threshold, load_ndjson
-        from threatq_provider.elasticsearch.sweeper import parse_duration
+        from threatq_provider.coerce import parse_duration
         from threatq_provider.elasticsearch.templates import IndexNames, install_templates
         from threatq_provider.elasticsearch.versioning import observed_part
         from threatq_provider.stage_io import open_lines, open_text_writer
@@ -157,8 +143,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         observed_at = _observed_at(self.observed_at)
         try:
             observed_part(observed_at)
-            max_future_skew = parse_duration(str(self.max_future_skew))
-            max_in_flight = _positive_int("max_in_flight", self.max_in_flight)
+            max_future_skew = parse_duration(self.max_future_skew, "max_future_skew", allow_zero=True)
+            max_in_flight = parse_int(self.max_in_flight, "max_in_flight", minimum=1)
         except ValueError as exc:  # a wrong clock or a typo: no retry heals it
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         names = IndexNames(self.index_prefix)

@@ -60,11 +60,11 @@ class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
         self.index_prefix = index_prefix
 
     def _arguments(self) -> dict[str, Any]:
-        from threatq_provider.elasticsearch.sweeper import parse_duration
+        from threatq_provider.coerce import parse_duration
 
         try:
             percent = float(self.max_delete_percent if self.max_delete_percent not in (None, "", "None") else 10)
-            margin = parse_duration(str(self.margin or "1h"))
+            margin = parse_duration(self.margin or "1h", "margin", allow_zero=True)
             page_size = optional(self.page_size, int)
         except (TypeError, ValueError) as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None

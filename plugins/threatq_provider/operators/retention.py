@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from threatq_provider.ecs.errors import EcsConfigError
-from threatq_provider.ecs.options import DURATION_FORM, parse_duration
+from threatq_provider.coerce import CoercionError, parse_duration, parse_iso
 from threatq_provider.operators._common import UNSET, as_bool, is_template, resolve_now
 
 if TYPE_CHECKING:
@@ -45,16 +44,16 @@ _MAX_DEPTH = 8
 
 
 def parse_retention(value: Any) -> timedelta:
-    """The retention as a duration (``7d``, ``36h``, ``90m``; the IOC expiration duration's form).
+    """The retention as a duration greater than zero (``7d``, ``36h``, ``90m``; :func:`threatq_provider.coerce.parse_duration`).
 
     :param value: the raw or rendered value.
     :return: the duration.
     :raises ValueError: anything else; the message names the value.
     """
     try:
-        return parse_duration(str(value).strip() if value is not None else value)
-    except EcsConfigError:
-        raise ValueError(f"invalid stage retention {value!r}: expected {DURATION_FORM}") from None
+        return parse_duration(value, "stage retention")
+    except CoercionError as exc:
+        raise ValueError(f"invalid stage retention {value!r}: not {exc.expected}") from None
 
 
 def modified_at(info: dict[str, Any]) -> datetime | None:
@@ -72,12 +71,10 @@ def modified_at(info: dict[str, Any]) -> datetime | None:
         if isinstance(value, datetime):
             return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
         if isinstance(value, str):
-            text = value.strip()
             try:
-                parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-            except ValueError:
+                return parse_iso(value, key)
+            except CoercionError:
                 continue
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
     return None
 
 

@@ -64,13 +64,14 @@ class IocExpirySweepOperator(_SweepBase):
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_expired, sweep_tombstones
+        from threatq_provider.coerce import parse_duration
+        from threatq_provider.elasticsearch.sweeper import sweep_expired, sweep_tombstones
 
         dry_run = as_bool(self.dry_run, "dry_run")
         try:
-            parse_duration(str(self.tombstone_retention))
+            parse_duration(self.tombstone_retention, "tombstone_retention")
         except ValueError as exc:
-            raise AirflowFailException(f"task {self.task_id}: tombstone_retention: {exc}") from None
+            raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         try:
             client = self.hook.get_client()
             result = sweep_expired(client, now=resolve_now(self.now, context), index=str(self.index),
@@ -107,11 +108,12 @@ class HistoryRetentionSweepOperator(_SweepBase):
 
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from threatq_provider.elasticsearch.sweeper import parse_duration, sweep_history
+        from threatq_provider.coerce import parse_duration
+        from threatq_provider.elasticsearch.sweeper import sweep_history
         from threatq_provider.elasticsearch.templates import IndexNames
 
         try:
-            parse_duration(str(self.retention))
+            parse_duration(self.retention, "retention")
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
         try:

@@ -113,11 +113,11 @@ def test_a_refused_connection_fails_the_task_without_a_retry(monkeypatch, make):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"observed_at": "yesterday"}, "observed_at is not an ISO-8601 date-time: 'yesterday'"),
+    ({"observed_at": "yesterday"}, "observed_at='yesterday' is not an ISO-8601 date-time"),
     ({"observed_at": "2019-06-01T00:00:00Z"}, "observed_at 2019-06-01T00:00:00+00:00 is outside 2020-01-01"),
-    ({"max_future_skew": "1w"}, "duration '1w'"),
-    ({"max_in_flight": "0"}, "max_in_flight must be a positive integer, not '0'"),
-    ({"max_in_flight": "two"}, "max_in_flight must be a positive integer, not 'two'"),
+    ({"max_future_skew": "1w"}, "max_future_skew='1w' is not a duration"),
+    ({"max_in_flight": "0"}, "max_in_flight='0' is not a whole number of at least 1"),
+    ({"max_in_flight": "two"}, "max_in_flight='two' is not a whole number of at least 1"),
 ])
 def test_load_operator_fails_fast_on_a_bad_clock_or_skew_before_any_request(kwargs, message, tmp_path):
     from airflow.providers.common.compat.sdk import AirflowFailException
@@ -159,5 +159,5 @@ def test_sweep_operator_refuses_a_bad_tombstone_retention():
 
     op = IocExpirySweepOperator(task_id="sweep", tombstone_retention="forever")
     op.__dict__["hook"] = _ClosingHook()
-    with pytest.raises(AirflowFailException, match="tombstone_retention: duration 'forever'"):
+    with pytest.raises(AirflowFailException, match="tombstone_retention='forever' is not a duration"):
         op.execute({})
