@@ -345,3 +345,21 @@ def test_the_fields_the_rules_filter_on_are_on_every_active_document():
     tables = json.loads((REPO / "plugins/threatq_provider/data/mappings/threatq_to_ecs.json").read_text())
     constants = {k for k in tables["document_constants"] if not k.startswith("_")}
     assert constants <= set(checked), f"written on every document but not in the table: {sorted(constants - set(checked))}"
+
+
+# ---- MISP share options ---------------------------------------------------------------------
+
+def test_the_share_options_table_states_the_code_defaults():
+    """Names are checked by tests/unit/misp/test_docs.py; here each stated default against ShareOptions."""
+    from threatq_provider.misp.options import OPTION_FIELDS, ShareOptions
+
+    text = (DOCS / "misp.md").read_text(encoding="utf-8")
+    body = re.search(r"<!-- \[START misp_options\] -->\n(.*?)<!-- \[END misp_options\] -->", text, re.S).group(1)
+    rows = {code_name(row["Option"]): literal(row["Default"]) for row in table(body, "| Option |")}
+    defaults = {f.name: f.default for f in dataclasses.fields(ShareOptions) if f.name in OPTION_FIELDS}
+    for name, default in defaults.items():
+        stated = rows[name]
+        if default is None:
+            assert stated in (None, PROSE), f"{name}: no default in the code, the table says {stated!r}"
+        else:
+            assert stated == default, f"{name}: table {stated!r}, ShareOptions {default!r}"

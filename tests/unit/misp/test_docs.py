@@ -21,7 +21,7 @@ def type_table() -> str:
     rows = ["| ThreatQ indicator type | MISP type | Category | IDS by default |", "|---|---|---|---|"]
     for name, row in table.items():
         if row["type"] == "@ip":
-            rows.append(f"| {name} | `ip-dst` / `ip-src` (option `default_ip_type`) | Network activity | yes |")
+            rows.append(f"| {name} | `ip-src` / `ip-dst` (option `default_ip_type`) | Network activity | yes |")
             continue
         default = describe_types["sane_defaults"][row["type"]]
         category = row.get("category", default["default_category"])
