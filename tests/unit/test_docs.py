@@ -363,3 +363,43 @@ def test_the_share_options_table_states_the_code_defaults():
             assert stated in (None, PROSE), f"{name}: no default in the code, the table says {stated!r}"
         else:
             assert stated == default, f"{name}: table {stated!r}, ShareOptions {default!r}"
+
+
+HOOK_MODULES = {
+    "threatq": "plugins/threatq_provider/threatq/hook.py",
+    "misp": "plugins/threatq_provider/misp/hook.py",
+    "elasticsearch_ecs": "plugins/threatq_provider/elasticsearch/hook.py",
+}
+
+
+def extras_read_by(path: Path) -> set[str]:
+    """The extra keys a hook module reads: the key argument of ``extra_value``/``_extra``/``_flag`` and
+    ``extra(s).get``, string literals or the constants of ``_conn_extras``."""
+    import threatq_provider._conn_extras as names
+
+    def key(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value
+        if isinstance(node, ast.Name) and isinstance(getattr(names, node.id, None), str):
+            return getattr(names, node.id)
+        return None
+
+    keys = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = ast.unparse(node.func)
+        if func.endswith(("extra_value", "._extra", "._flag")) or func in ("extra.get", "extras.get"):
+            for arg in node.args:
+                if (found := key(arg)) and re.fullmatch(r"[a-z_]+", found):
+                    keys.add(found)
+    return keys
+
+
+@pytest.mark.parametrize("conn_type", sorted(HOOK_MODULES))
+def test_every_extra_a_hook_reads_is_documented(conn_type):
+    read = extras_read_by(REPO / HOOK_MODULES[conn_type]) - {conn_type}  # extra_value's conn_type argument
+    rows = table(section(DOCS / "connections.md", CONNECTION_SECTIONS[conn_type]), "| Field |")
+    documented = {code_name(row["Extra key"]) for row in rows if row["Extra key"].startswith("`")}
+    assert read, f"no extra read found in {HOOK_MODULES[conn_type]}: the pattern this test knows changed"
+    assert read <= documented, f"read by the hook but not documented: {sorted(read - documented)}"
