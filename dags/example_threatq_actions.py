@@ -8,7 +8,7 @@ Trigger it by hand (no schedule); every input is a Param, so the trigger form fi
 Each task's XCom is exactly the plugin's output: `{id}`, `{data}`, `{total, data}`, `{results}`.
 Run it against the ThreatQ simulator: `threatq-sim --port 8080` and a `threatq_default`
 connection to `http://127.0.0.1:8080` with the extra `"allow_insecure_http": true` (the simulator
-speaks plain http; see the README).
+speaks plain http; see docs/threatq-client.md).
 
 Connection: `threatq_default` (ThreatQ).
 """

@@ -3,7 +3,7 @@
 A :class:`FaultPlan` is an ordered list of :class:`FaultRule`. For each request the server asks
 the plan for the first rule that matches and still has triggers left; that rule decides what goes
 wrong. Each rule counts the requests that reach it: one answered by an earlier rule is not counted
-by the rules after it. The README's "Fault plans" section documents the same keys as one table (a
+by the rules after it. The "Fault plans" section of docs/simulators.md documents the same keys as one table (a
 test keeps the two equal).
 
 Match (every key optional; an empty rule matches every request):

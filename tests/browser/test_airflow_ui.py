@@ -207,7 +207,7 @@ def test_a_wrong_value_is_refused_with_a_message_naming_the_field(page, stack, s
     shots(page, "refused")
     page.get_by_text("Failed to Trigger Dag").first.wait_for()  # the toast
     assert manual_runs() == before, "a refused trigger created a run"
-    if was_paused:  # README: the UI unpauses before it triggers, so even a refused trigger unpauses
+    if was_paused:  # docs/dags.md: the UI unpauses before it triggers, so even a refused trigger unpauses
         assert stack.api.get(f"/dags/{dag_id}")["is_paused"] is False
 
 
@@ -320,7 +320,7 @@ def test_reconcile_dag_removes_what_threatq_deleted_and_its_dry_run_only_counts(
 def test_actions_dag_a_run_of_a_paused_dag_waits_and_edited_values_reach_threatq(page, stack, shots):
     dialog = trigger_form(page, stack, ACTIONS)
     unpause = dialog.locator("label", has_text=re.compile("Unpause .* on trigger"))
-    assert unpause.locator("input").is_checked()  # ticked by default (README: Manual triggers)
+    assert unpause.locator("input").is_checked()  # ticked by default (docs/dags.md: Manual triggers)
     unpause.click()  # untick: the DAG stays paused, so the run waits
     assert not unpause.locator("input").is_checked()
     row(dialog, "Indicator value").locator("input").fill("198.51.100.23")
@@ -358,7 +358,7 @@ def test_a_threatq_connection_made_in_the_form_is_tested_by_the_test_button(page
     dialog.get_by_role("combobox").first.click()
     page.get_by_role("option", name="ThreatQ", exact=True).click()
     dialog.locator("input[name=host]").fill("http://127.0.0.1")
-    dialog.locator("input[name=port]").fill(str(port))  # shown for the Test button (README)
+    dialog.locator("input[name=port]").fill(str(port))  # shown for the Test button (docs/connections.md)
     dialog.locator("input[name=password]").fill(sim.client_secret)
     shots(page, "standard-fields-with-port")
     dialog.get_by_text("Extra Fields", exact=True).click()

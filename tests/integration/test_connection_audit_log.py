@@ -81,7 +81,7 @@ def test_the_recommended_forms_keep_every_secret_out_of_the_audit_log_and_work(
 
 
 def test_a_secret_in_extra_reaches_the_audit_log_unless_extra_is_a_sensitive_name(airflow_home):
-    # Airflow's own behaviour, which the README documents: the legacy form leaks into the log
+    # Airflow's own behaviour, which docs/connections.md documents: the legacy form leaks into the log
     # table, and [core] sensitive_var_conn_names = extra masks the whole extra in that record.
     home, env = airflow_home
     legacy = {"conn_type": "threatq", "host": "https://tq.example", "extra": {"client_id": "cid",

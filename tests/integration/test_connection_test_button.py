@@ -72,8 +72,8 @@ def test_the_ui_port_zero_is_refused_unless_the_connection_stores_its_port(api, 
     assert created.status_code == 201, created.text
     refused = _test(api, {"connection_id": "tq_no_port", **button, "port": 0})
     assert refused.status_code == 400 and PORT_REFUSAL in refused.text, (
-        "Airflow no longer refuses port 0 (apache/airflow#73298 released?): the Port field and the README's "
-        f"Test-button note can go. Answer: {refused.status_code} {refused.text}")
+        "Airflow no longer refuses port 0 (apache/airflow#73298 released?): the Port field and the "
+        f"Test-button note of docs/connections.md can go. Answer: {refused.status_code} {refused.text}")
 
     created = api.post("/api/v2/connections", json={"connection_id": "tq_with_port", **stored, "port": port})
     assert created.status_code == 201, created.text

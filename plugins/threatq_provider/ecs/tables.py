@@ -2,7 +2,7 @@
 
 The transform only reads the frozen lookups built here; adding a ThreatQ type is a one-line change
 in the JSON plus a sample in ``tests/data/ecs/type_samples.json``. ``render_type_table_markdown()``
-prints the table for the README (between the ecs_type_table markers of README.md, checked by a test).
+prints the table for the docs (between the ecs_type_table markers of docs/ecs.md, checked by a test).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def _cell(text: str) -> str:
 
 
 def render_type_table_markdown(tables: Tables | None = None) -> str:
-    """The type table as Markdown, for the README (README.md holds its output between the ecs_type_table markers).
+    """The type table as Markdown, for the docs (docs/ecs.md holds its output between the ecs_type_table markers).
 
     :param tables: lookups to render; defaults to :func:`load_tables`.
     :return: Markdown text ending with a newline.

@@ -22,7 +22,7 @@ one (else 409). The version is one signed 64-bit number built from two parts::
 Bounds: ``updated_at`` before 2106-02-07, ``observed_at`` from 2020-01-01 to 2088-01-19; the
 largest version is 2**63 - 1, the largest Elasticsearch accepts. Versions written before this
 scheme were ``updated_at`` in milliseconds (below 2**42), so every new version is above every old
-one (see the README's migration note).
+one (see the upgrade note under *Loader* in docs/elasticsearch.md).
 """
 
 from __future__ import annotations

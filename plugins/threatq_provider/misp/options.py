@@ -1,6 +1,6 @@
 """Share options: the settings of ThreatQ's MISP Operation, checked when built.
 
-Every field keeps ThreatQ's meaning; the README's MISP section lists each one with its effect on
+Every field keeps ThreatQ's meaning; docs/misp.md lists each one with its effect on
 the MISP event. Values may arrive as strings from Airflow templates ("true", "1000", "High"),
 so ``ShareOptions`` normalises them and raises ``MispConfigError`` naming the field and the
 valid choices when a value is unusable. No Airflow import: the pure mapping uses it.

@@ -1,4 +1,4 @@
-"""Each share option changes the MISP event as the README documents (real PyMISP → MISP double)."""
+"""Each share option changes the MISP event as docs/misp.md documents (real PyMISP → MISP double)."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def delta_latest_index_fields(expected: Doc, raw: Doc) -> None:
     expected["labels"] = {"is_ioc_transform_source": "false"}
 
 
-# ---- Our documented improvements (README, type table) -------------------------------------
+# ---- Our documented improvements (docs/ecs.md, type table) -------------------------------------
 
 
 def ours_tlp_prefix_accepted(expected: Doc, raw: Doc) -> None:
