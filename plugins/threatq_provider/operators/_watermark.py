@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from threatq_provider.coerce import format_iso, is_unset, parse_iso
+
 from threatq_provider.threatq.watermark import (
     KIND_FULL,
     Window,
@@ -37,17 +39,12 @@ LOOKBACK_VARIABLE = "threatq_initial_lookback"
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """The XCom/Variable text of a moment (``2026-01-31T12:00:00Z``), ``None`` for none."""
+    return None if moment is None else format_iso(moment)
 
 
-def _parse_iso(text: Any) -> datetime | None:
-    if text in (None, "", "None"):
-        return None
-    if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=UTC)
-    value = str(text).strip()
-    parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def _parse_iso(text: Any, name: str) -> datetime | None:
+    return None if is_unset(text) else parse_iso(text, name)
 
 
 def is_backfill(context: Context) -> bool:
@@ -139,8 +136,9 @@ def save_watermark(info: dict[str, Any] | None, *, polled_at: Any, run_id: str |
 
     key = str(info["variable"])
     current = read_watermark(key)
-    polled = _parse_iso(polled_at) or datetime.now(UTC)
-    new = next_watermark(current, start=_parse_iso(info["window_start"]), end=_parse_iso(info["window_end"]),
+    polled = _parse_iso(polled_at, "polled_at") or datetime.now(UTC)
+    new = next_watermark(current, start=_parse_iso(info["window_start"], "window_start"),
+                         end=_parse_iso(info["window_end"], "window_end"),
                          polled_at=polled, may_create=bool(info.get("may_create")))
     if new is not None:
         Variable.set(key, watermark_value(new, run_id=run_id, highest_updated_at=highest_updated_at,

@@ -41,6 +41,7 @@ import orjson
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds
+from threatq_provider.coerce import CoercionError, is_unset, parse_iso
 from threatq_provider._prefetch import prefetch
 from threatq_provider.operators._common import fail_fast, optional, sibling_ndjson_path
 from threatq_provider.threatq.paging import UnparsedRow
@@ -76,20 +77,13 @@ def collection_cursor_variable(collection: str, instance: str | None = None) -> 
 
 
 def _as_datetime(value: Any, name: str) -> datetime | None:
-    """Accept a datetime, an ISO-8601 string (rendered template) or nothing."""
-    if value is None or value == "" or value == "None":
+    """Accept a datetime, an ISO-8601 string (rendered template) or nothing; the result is UTC."""
+    if is_unset(value):
         return None
-    if isinstance(value, datetime):
-        return value
-    import pendulum
-
     try:
-        parsed = pendulum.parse(str(value))
-    except (ValueError, pendulum.parsing.exceptions.ParserError) as exc:  # type: ignore[attr-defined]
-        raise AirflowFailException(f"{name} is not an ISO-8601 date-time: {value!r}") from exc
-    if not isinstance(parsed, datetime):
-        raise AirflowFailException(f"{name} is not a date-time: {value!r}")
-    return parsed
+        return parse_iso(value, name)
+    except CoercionError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def _as_type_list(value: Any, name: str = "types") -> list[str] | None:

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from threatq_provider.coerce import CoercionError, format_iso, parse_duration, parse_iso, to_utc
 
 __all__ = [
     "DEFAULT_INITIAL_LOOKBACK",
@@ -65,9 +66,6 @@ KIND_BACKFILL = "backfill"
 KIND_OVERRIDE = "override"
 #: A full resync: it reads everything, so it may create the watermark or move it to its poll time.
 KIND_FULL = "full_resync"
-
-_LOOKBACK = re.compile(r"^\s*([0-9]+)\s*([dhm])\s*$")
-_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
 
 class WatermarkValueError(ValueError):
@@ -107,26 +105,16 @@ class Window:
         return int((self.gap[1] - self.gap[0]) // step)
 
 
-def _utc(moment: datetime) -> datetime:
-    """An aware UTC stdlib datetime (a pendulum DateTime loses its zone in arithmetic with timedelta)."""
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
-                    moment.microsecond, tzinfo=UTC)
-
-
 def parse_lookback(value: Any) -> timedelta:
-    """An initial look-back: ``<n>d``, ``<n>h`` or ``<n>m`` (``0d``: the run's own interval only).
+    """An initial look-back, a duration (:func:`threatq_provider.coerce.parse_duration`; ``0d``: the
+    run's own interval only).
 
     :raises WatermarkValueError: anything else (a typo must not silently read 90 days, or none).
     """
-    if isinstance(value, timedelta):
-        if value < timedelta(0):
-            raise WatermarkValueError(f"initial_lookback must not be negative: {value}")
-        return value
-    match = _LOOKBACK.match(str(value))
-    if not match:
-        raise WatermarkValueError(f"initial_lookback must be <n>d, <n>h or <n>m (e.g. 90d, 0d); got {value!r}")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return parse_duration(value, "initial_lookback", allow_zero=True)
+    except CoercionError as exc:
+        raise WatermarkValueError(str(exc)) from None
 
 
 def plan_window(interval_start: datetime, interval_end: datetime, *, watermark: datetime | None,
@@ -142,7 +130,8 @@ def plan_window(interval_start: datetime, interval_end: datetime, *, watermark: 
     :param initial_lookback: how far the first run reads back from ``interval_end``.
     :return: the :class:`Window`.
     """
-    start, end = _utc(interval_start), _utc(interval_end)
+    # Plain UTC datetimes: a pendulum DateTime loses its zone in arithmetic with timedelta.
+    start, end = to_utc(interval_start), to_utc(interval_end)
     if not use_watermark:
         return Window(start, end, start, end, KIND_OVERRIDE, watermark)
     if backfill:
@@ -150,7 +139,7 @@ def plan_window(interval_start: datetime, interval_end: datetime, *, watermark: 
     if watermark is None:
         first = min(start, end - initial_lookback)
         return Window(first, end, start, end, KIND_INITIAL, None, may_create=True)
-    mark = _utc(watermark)
+    mark = to_utc(watermark)
     if mark < start:
         return Window(mark, end, start, end, KIND_CATCH_UP, mark, gap=(mark, start))
     return Window(start, end, start, end, KIND_INTERVAL, mark)
@@ -168,11 +157,11 @@ def next_watermark(current: datetime | None, *, start: datetime, end: datetime, 
     :param may_create: whether this run may create a missing watermark (it read the look-back).
     :return: the new watermark, or ``None`` when it must stay as it is.
     """
-    reach = min(_utc(end), _utc(polled_at))
+    reach = min(to_utc(end), to_utc(polled_at))
     if current is None:
         return reach if may_create else None
-    current = _utc(current)
-    if _utc(start) <= current < reach:
+    current = to_utc(current)
+    if to_utc(start) <= current < reach:
         return reach
     return None
 
@@ -206,24 +195,20 @@ def watermark_key(dag_id: str, instance: str, mode: str, filters: dict[str, Any]
     return key if digest is None else f"{key}__{digest}"
 
 
-def _iso(moment: datetime) -> str:
-    return _utc(moment).isoformat().replace("+00:00", "Z")
-
-
 def watermark_value(watermark: datetime, *, run_id: str | None = None, highest_updated_at: str | None = None,
                     filters: dict[str, Any] | None = None, saved_at: datetime | None = None) -> str:
     """The Variable's text: JSON, so people can read (and edit) it in the UI.
 
     ``watermark`` is the only field read back; the others say where it came from.
     """
-    body: dict[str, Any] = {"watermark": _iso(watermark)}
+    body: dict[str, Any] = {"watermark": format_iso(watermark)}
     if highest_updated_at:
         body["highest_updated_at"] = highest_updated_at
     if filters:
         body["filters"] = {k: v for k, v in filters.items() if v not in (None, "", [], ())}
     if run_id:
         body["run_id"] = run_id
-    body["saved_at"] = _iso(saved_at or datetime.now(UTC))
+    body["saved_at"] = format_iso(saved_at or datetime.now(UTC))
     return json.dumps(body, sort_keys=True)
 
 
@@ -245,13 +230,10 @@ def parse_watermark_value(text: Any, *, key: str = "watermark") -> datetime | No
         except (ValueError, AttributeError):
             value = None
     if isinstance(value, str) and value.strip():
-        stamp = value.strip()
         try:
-            parsed = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp[-1:] in "Zz" else stamp)
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return _utc(parsed)
+            return parse_iso(value, key)
+        except CoercionError:
+            pass
     raise WatermarkValueError(
         f"Variable {key} does not hold a watermark: {raw[:120]!r}; expected "
         '{"watermark": "<ISO-8601 time>"} or an ISO-8601 time (delete it to start again with the look-back)'

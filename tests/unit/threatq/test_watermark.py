@@ -115,3 +115,15 @@ def test_lookback_forms():
     for bad in ("90", "ninety days", "-1d", "1w", ""):
         with pytest.raises(WatermarkValueError, match="initial_lookback"):
             parse_lookback(bad)
+
+
+def test_lookback_takes_the_providers_one_duration_form():
+    # Decided drift (#11): seconds are a unit here too; a blank inside ("5 d") is refused, as everywhere.
+    assert parse_lookback(" 90s ") == timedelta(seconds=90)
+    with pytest.raises(WatermarkValueError, match=r"^initial_lookback='5 d' is not a duration"):
+        parse_lookback("5 d")
+
+
+def test_a_hand_set_watermark_with_a_lower_case_z_or_no_zone_is_utc():
+    assert parse_watermark_value("2026-11-01T12:00:00z") == T0
+    assert parse_watermark_value('{"watermark": "2026-11-01 12:00:00"}') == T0
