@@ -183,94 +183,62 @@ def test_every_type_sample_is_identical_and_mapped_natively() -> None:
 
 # ---- Awkward values: each must be identical whichever path takes it -------------------------
 
-AWKWARD_VALUES = {
-    "IP Address": ["1.2.3.4", "01.2.3.4", "1.2.3.4 ", "256.1.1.1", "1.2.3", "::ffff:1.2.3.4", "fe80::1%eth0",
-                   "1::2::3", "1:2:3:4:5:6:7:8:9", "2001:DB8::1", "::", "1.2.3.04", "١.٢.٣.٤"],
-    "IPv6 Address": ["2001:db8::1", "2001:db8::g", "::1.2.3.4", "00000::1", "1:2:3:4:5:6:1.2.3.4"],
-    "CIDR Block": ["10.1.2.3/8", "10.0.0.0/024", "10.0.0.0/33", "10.0.0.0", "2001:db8::1/32", " 10.0.0.0/8",
-                   "10.0.0.0/0", "10.0.0.0/", "010.0.0.0/8", "192.168.1.255/32"],
-    "ASN": ["AS13335", "as 13335", "AS\t1", "AS 4294967296", "13335", "AS", "ASx1", "ＡＳ1", " AS1", "AS0",
-            "0004294967295", "AS99999999999999999999"],
-    "URL": ["https://evil.example/a/b.exe?x=1#frag", "HTTP://Example.COM/A.B", "http://h:99999/", "http://[::1]/x",
-            "ftp://u:p@h:21/x.tar.gz", "https://h/a.b/c", "https://h/c.", "89.160.20.156:8080/maf.html",
-            "http:///nohost", "https://user@host/", "https://:pw@host/", "https://h:/p", "https://h/ü",
-            "https://h/has space", "https://a@b@c/", "https://h?q=1", "https://h#f?x", "mailto:x@y",
-            "https://h:0080/p", "https://h/p\\q", "linkprotect.cudasvc.com/url?a=https://x", "www.example.com",
-            "ünï.example/x", "host:8080/path", "1http://x", "http:/x", "http:x", "ht tp://x", "-x://y", "x+y.z-w://h/p"],
-    "Registry Key": ["HKLM\\Software\\Run", "hklm\\x", "HKEY_LOCAL_MACHINE\\", "NotAHive\\x", "HKLM",
-                     "HKEY_CURRENT_USER\\Software", "hkcı\\x", "\\leading"],
-    "FQDN": ["evil.example", "ÉVIL.example", "x" * 9000],
-    "Filename": ["a.exe", "quote\"d.exe", "back\\slash.dll", "tab\tname", "nul\u0000x", "\u2028sep", "emoji😀.png"],
-    "Unknown Type": ["whatever"],
-    "Email Attachment": ["invoice.pdf"],
-    "Eamil Attachment": ["invoice.pdf"],
-}
+# ~240 awkward lines (bad IPs, CIDRs, ASNs, URLs, registry keys, dates, ids, scores, tags, escapes,
+# surrogates, duplicate keys, invalid JSON...), pinned with their expected documents under the
+# default options in tests/data/ecs/pipeline (test_pipeline_cases.py runs them on both engines).
+AWKWARD_LOG = REPO_ROOT / "tests" / "data" / "ecs" / "pipeline" / "test-awkward-lines.log"
 
-AWKWARD_FIELDS: dict[str, list[Any]] = {
-    "updated_at": ["2025-02-03T04:05:06Z", "2025-02-03 04:05:06+02:00", "2020-13-01 00:00:00", "2020-02-29 00:00:00",
-                   "2019-02-29 00:00:00", "0001-01-01 00:00:00", "9999-12-31 23:59:59", "", None, 20250203, _DROP],
-    "created_at": ["garbage", "", None, "2025-02-03 24:00:00", "2025-02-03 23:59:60", 5, ["x"]],
-    "expires_at": ["2026-01-01 00:00:00", "", "nope"],
-    "expired_at": ["2026-01-01 00:00:00", None],
-    "score": [7, "7", " 8 ", "+3", "-1", 11, 7.5, True, None, "", "x", 2**70],
-    "id": [1, "42", " 42 ", "4x", 2**70, -5, None, 0, "0", True, 1.0],
-    "status": ["Expired", {"id": 2, "name": "Expired"}, {"id": "2", "name": "Active"},
-               {"id": 2, "name": "Active", "description": ""}, {}, 5, {"id": True, "name": "Review"}],
-    "type": ["FQDN", {"name": "FQDN"}, {"id": 1}, {"name": ""}, {"name": "  "}, None, {"name": 5}],
-    "value": ["", None, 5, 5.5, True, ["x"], {"a": 1}],
-    "tags": [[], ["a", "b"], [{"id": 1, "name": "x"}, {"id": 2}], "tag", [1, True], [{"name": 5}], [""], [None, "a"],
-             [1.5]],
-    "attributes": [[], [{"name": "Ünïcode Name", "value": "v"}], [{"name": "A B  C", "value": ""}], "notalist",
-                   [None, "", "loose"], [{"id": 1.5, "name": "x"}], [{"created_at": "bad", "name": "x"}]],
-    "sources": [[], [{"name": "S", "tlp_name": " tlp:amber "}], [{"name": "S", "tlp_name": "TLP-RED"}],
-                [{"name": "S", "tlp_name": "amber strict"}], [{"name": "S", "tlp_name": "TLP:CLEAR"}],
-                [{"name": "S", "tlp_name": "tlp:é"}], [{"name": "S", "tlp_name": 3}], [{"name": "S"}, {"name": "S"}],
-                [{"name": "S", "source_score": "x"}], [{"name": "S", "provider": "P", "tlp_name": "WHITE"}], "x"],
-    "adversaries": [[{"id": 3, "name": "APT", "created_at": "2024-01-01 00:00:00"}], [{}], [{"id": "3"}]],
-    "comments": [[{"id": 1, "value": "c", "created_at": "2024-01-01 00:00:00"}]],
-    "description": ["", "x" * 9000, "é" * 5000, "line\nbreak", None],
-    "hash": ["", None, "abc"],
-    "extra": [{"a": None, "b": [""], "c": {"d": {}}}, {"deep": [[[[1]]]]}, [0, False, ""], 0, False, -0.0, 1e16],
-    "related_event_count": [3, "3", "x", None],
-    "indicator_value": ["pre-existing"],
-    "status_id": [1, 1.5, "", True, [1]],
-}
+
+def _awkward_pools() -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """The awkward values by indicator type, and the awkward values by field, of the awkward
+    lines: each indicator line there is ``_indicator("FQDN", "evil.example")`` with its type and
+    value, or one field, changed (a dropped field is ``_DROP``). The random tests draw from them."""
+    base = _indicator("FQDN", "evil.example")
+    values: dict[str, list[Any]] = {}
+    fields: dict[str, list[Any]] = {}
+    for line in io.BytesIO(AWKWARD_LOG.read_bytes()):
+        try:
+            raw = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(raw, dict):
+            continue
+        # Compared as JSON text: True, 1 and 1.0 are different values here.
+        changed = [k for k in [*base, *(k for k in raw if k not in base)]
+                   if (k in raw, json.dumps(raw.get(k))) != (k in base, json.dumps(base.get(k)))]
+        if changed in (["value"], ["type", "value"]) and isinstance(raw.get("type"), dict) and raw["type"].get("id") == 7:
+            values.setdefault(raw["type"]["name"], []).append(raw["value"])
+        elif len(changed) == 1:
+            fields.setdefault(changed[0], []).append(raw.get(changed[0], _DROP))
+    return values, fields
+
+
+AWKWARD_VALUES, AWKWARD_FIELDS = _awkward_pools()
 
 
 def _awkward_lines() -> list[str | bytes]:
-    lines: list[str | bytes] = []
-    for type_name, values in AWKWARD_VALUES.items():
-        lines += [json.dumps(_indicator(type_name, value), ensure_ascii=False) for value in values]
-    for key, values in AWKWARD_FIELDS.items():
-        lines += [json.dumps(_indicator("FQDN", "evil.example", {key: value}), ensure_ascii=False) for value in values]
-    base = json.dumps(_indicator("FQDN", "evil.example"))
+    """The awkward lines, plus what a UTF-8 file cannot hold or would pin as a huge document: str
+    lines with a raw lone surrogate, and nesting deeper than the native parser goes (64) within
+    512 levels, and beyond."""
+    lines: list[str | bytes] = list(io.BytesIO(AWKWARD_LOG.read_bytes()))
     lines += [
-        "", "   ", "{not json", "[1, 2]", "null", "42", '"text"', b"\xff\xfe", base.encode("utf-16"),
-        base[:-1] + ',"id":5}',  # duplicate key: Python keeps the first place, the last value
-        base.replace('"evil.example"', '"\\u0065vil\\/example"'),  # escapes the writer must re-encode
-        base.replace('"evil.example"', '"\\ud83d\\ude00"'),  # surrogate pair
-        base.replace('"evil.example"', '"\\ud800"'),  # lone surrogate
-        base.replace('"score": 6', '"score": -0'),
-        base.replace('"score": 6', '"score": 06'),
-        base.replace('"score": 6', '"score": 6e0'),
-        base + " trailing",
-        base + "\x1c",
-        "\u00a0" + base,
         "[" * 100 + "]" * 100,
-        base.replace('"evil.example"', '"' + chr(0xD800) + ' lone surrogate in a str line"'),
-        json.dumps({"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}),
-        # issue #18: lone surrogates outside the value are repaired and flagged (Python decides)
-        json.dumps(_indicator("FQDN", "evil.example", {"description": "DESC"})).replace('"DESC"', '"cut \\ud83d"'),
-        json.dumps(_indicator("FQDN", "evil.example", {"attributes": [{"name": "N", "value": "V"}]})).replace(
-            '"V"', '"\\udc00 low"'),
-        json.dumps(_indicator("FQDN", "evil.example", {"descr\ud800": "key"}), ensure_ascii=True),
+        json.dumps(_indicator("FQDN", "evil.example")).replace(
+            '"evil.example"', '"' + chr(0xD800) + ' lone surrogate in a str line"'),
         json.dumps(_indicator("FQDN", "evil.example", {"description": "raw " + chr(0xDBFF)}), ensure_ascii=False),
-        # issue #18: deeper than the native parser goes (64) but within 512 levels, and beyond
         json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "[" * 300 + "1" + "]" * 300),
         json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "[" * 600 + "1" + "]" * 600),
         json.dumps(_indicator("FQDN", "evil.example", {"extra": "D"})).replace('"D"', "{\"a\":" * 2000 + "1" + "}" * 2000),
     ]
     return lines
+
+
+def test_awkward_pools_cover_every_kind_of_value() -> None:
+    assert {"IP Address", "IPv6 Address", "CIDR Block", "ASN", "URL", "Registry Key", "FQDN", "Filename"} <= set(
+        AWKWARD_VALUES)
+    assert {"updated_at", "created_at", "score", "id", "status", "type", "tags", "attributes", "sources",
+            "description", "extra"} <= set(AWKWARD_FIELDS)
+    assert _DROP in AWKWARD_FIELDS["updated_at"]
 
 
 @pytest.mark.parametrize("name", sorted(OPTION_SETS))
