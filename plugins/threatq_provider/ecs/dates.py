@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CACHE", "convert_uncached", "format_ecs_date", "parse_threatq_date", "to_ecs_date"]
+__all__ = ["format_ecs_date", "parse_threatq_date", "to_ecs_date"]
 
 _UTC = UTC
 #: Converted dates by raw text; bounded, emptied when full. The repeats it catches are mostly
@@ -78,14 +78,13 @@ def to_ecs_date(value: object) -> str | None:
     cached = CACHE.get(value, _MISS)
     if cached is not _MISS:
         return cached  # type: ignore[return-value]
-    return convert_uncached(value)
+    return _convert_uncached(value)
 
 
-def convert_uncached(value: str) -> str | None:
+def _convert_uncached(value: str) -> str | None:
     """:func:`to_ecs_date` for a string the cache does not hold; stores the result.
 
-    The transform calls this directly after its own cache look-up missed (about a third of the
-    dates of a run are seen for the first time, so this path is hot too).
+    About a third of the dates of a run are seen for the first time, so this path is hot too.
 
     :param value: the raw date text.
     :return: ISO-8601 UTC text with milliseconds, or ``None``.

@@ -44,30 +44,29 @@ def to_long(value: object) -> int | None:
 
 
 def prune(value: Any) -> Any:
-    """Drop ``None``, ``""``, ``{}`` and ``[]`` recursively (pipeline step 25). Returns ``None`` if empty."""
+    """Drop ``None``, ``""``, ``{}`` and ``[]`` recursively (pipeline step 25). Returns ``None`` if empty.
+
+    One stack frame per nesting level (no helper call in between): values nested up to
+    ``_jsonscan.MAX_DEPTH`` levels are mapped, not lost to a ``RecursionError``.
+    """
     if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if v is None or v == "":
+        entries: Any = value.items()
+    elif isinstance(value, list):
+        entries = enumerate(value)
+    else:
+        return value
+    kept = []
+    for key, item in entries:
+        if item is None or item == "":
+            continue
+        if isinstance(item, (dict, list)):
+            item = prune(item)
+            if item is None:
                 continue
-            if isinstance(v, (dict, list)):
-                v = prune(v)
-                if v is None:
-                    continue
-            out[k] = v
-        return out or None
-    if isinstance(value, list):
-        items = []
-        for v in value:
-            if v is None or v == "":
-                continue
-            if isinstance(v, (dict, list)):
-                v = prune(v)
-                if v is None:
-                    continue
-            items.append(v)
-        return items or None
-    return value
+        kept.append((key, item))
+    if not kept:
+        return None
+    return dict(kept) if isinstance(value, dict) else [item for _, item in kept]
 
 
 def _where(where: str, index: int) -> str:
