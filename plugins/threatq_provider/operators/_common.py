@@ -1,5 +1,5 @@
 """Plumbing the operators share: reading rendered template values, the run's clock, stage-file names,
-the lazily built Elasticsearch hook, and failing fast on errors no retry can heal.
+and failing fast on errors no retry can heal (hooks: :mod:`threatq_provider.operators._base`).
 
 Light at import time (DAG files import the operators): no client library is imported here.
 """
@@ -12,7 +12,6 @@ import ssl
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
@@ -21,8 +20,6 @@ from threatq_provider.coerce import CoercionError, parse_bool, parse_iso
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
 # What an unset optional argument renders to: nothing, an empty string, or a template that
 # printed Python's None.
@@ -89,19 +86,6 @@ def sibling_ndjson_path(path: str, tag: str) -> str:
     """
     zst = ".zst" if path.endswith(".zst") else ""
     return f"{path.removesuffix('.zst').removesuffix('.ndjson')}.{tag}.ndjson{zst}"
-
-
-class ElasticsearchHookMixin:
-    """Gives an operator with an ``elasticsearch_conn_id`` a ``hook`` built on first use in execute."""
-
-    elasticsearch_conn_id: str
-
-    @cached_property
-    def hook(self) -> ElasticsearchEcsHook:
-        """Hook for ``elasticsearch_conn_id`` (imports the client only when a task runs)."""
-        from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
-
-        return ElasticsearchEcsHook(elasticsearch_conn_id=self.elasticsearch_conn_id)
 
 
 _TQ = "threatq_provider.threatq.errors"

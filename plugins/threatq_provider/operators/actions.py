@@ -29,8 +29,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
-
+from threatq_provider.operators._base import HookOperator, threatq_hook
 from threatq_provider.operators._common import fail_fast
 
 if TYPE_CHECKING:
@@ -41,8 +40,8 @@ if TYPE_CHECKING:
 DEFAULT_CONN_ID = "threatq_default"
 
 
-class _ThreatQActionOperator(BaseOperator):
-    """Shared plumbing: the connection id and a lazily built hook."""
+class _ThreatQActionOperator(HookOperator):
+    """Shared plumbing: the connection id and the hook (the pattern of :mod:`._base`)."""
 
     ui_color = "#e8f0fb"
 
@@ -53,15 +52,11 @@ class _ThreatQActionOperator(BaseOperator):
     @cached_property
     def hook(self) -> ThreatQHook:
         """Hook for ``threatq_conn_id``, built on first use in ``execute``."""
-        from threatq_provider.threatq.hook import ThreatQHook
-
-        return ThreatQHook(threatq_conn_id=self.threatq_conn_id)
+        return threatq_hook(self.threatq_conn_id)
 
     def _run(self, action: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return getattr(self.hook.get_client(), action)(**kwargs)
-        finally:
-            self.hook.close()
+        with self.client(self.hook) as client:
+            return getattr(client, action)(**kwargs)
 
 
 class ThreatQSearchIndicatorsOperator(_ThreatQActionOperator):
@@ -202,8 +197,7 @@ class ThreatQCreateEventOperator(_ThreatQActionOperator):
     @fail_fast
     def execute(self, context: Any) -> dict[str, Any]:
         try_number = _try_number(context)
-        try:
-            client = self.hook.get_client()
+        with self.client(self.hook) as client:
             if try_number > 1:
                 found = client.find_event(title=self.title, type=self.type, date=self.date,
                                           source=self.source)
@@ -216,8 +210,6 @@ class ThreatQCreateEventOperator(_ThreatQActionOperator):
                               self.type, try_number)
             result = client.create_event(title=self.title, type=self.type, date=self.date,
                                          source=self.source, description=self.description)
-        finally:
-            self.hook.close()
         self.log.info("ThreatQ event of type %s created with id %s", self.type, result["id"])
         return result
 

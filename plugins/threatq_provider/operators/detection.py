@@ -9,23 +9,27 @@ else. The sweep DAG runs it after each expiry sweep.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
-from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, resolve_now
+from threatq_provider.operators._base import HookOperator, elasticsearch_hook
+from threatq_provider.operators._common import as_bool, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
 #: ``window`` value that turns the refresh off (``@timestamp`` stays ThreatQ's ``updated_at``, as
 #: in Elastic's integration).
 OFF = "off"
 
 
-class DetectionWindowRefreshOperator(ElasticsearchHookMixin, BaseOperator):
+class DetectionWindowRefreshOperator(HookOperator):
     """Refresh ``@timestamp`` of the active IOCs about to leave the rules' look-back window.
 
     :param elasticsearch_conn_id: connection of type ``elasticsearch_ecs`` or ``elasticsearch``, or
@@ -55,6 +59,11 @@ class DetectionWindowRefreshOperator(ElasticsearchHookMixin, BaseOperator):
         self.now = now
         self.index = index if index is not None else index_prefix + ACTIVE_ALIAS
 
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        """Hook for ``elasticsearch_conn_id`` (Elasticsearch or OpenSearch)."""
+        return elasticsearch_hook(self.elasticsearch_conn_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.detection_window import refresh_detection_window
         from threatq_provider.coerce import parse_duration
@@ -69,12 +78,10 @@ class DetectionWindowRefreshOperator(ElasticsearchHookMixin, BaseOperator):
                 raise ValueError(f"margin {self.margin} must be shorter than the window {self.window}")
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: detection window: {exc}") from None
-        try:
-            counts = refresh_detection_window(self.hook.get_client(), index=str(self.index),
-                                              now=resolve_now(self.now, context), window=window, margin=margin,
-                                              dry_run=as_bool(self.dry_run, "dry_run"))
-        finally:
-            self.hook.close()
+        now, dry_run = resolve_now(self.now, context), as_bool(self.dry_run, "dry_run")
+        with self.client(self.hook) as client:
+            counts = refresh_detection_window(client, index=str(self.index), now=now, window=window, margin=margin,
+                                              dry_run=dry_run)
         self.log.info("Detection window: %d active IOCs older than %s, %d refreshed, %d changed meanwhile, "
                       "failed %s%s", counts.matched, counts.older_than, counts.refreshed, counts.conflicts,
                       dict(counts.failed), " (dry run)" if counts.dry_run else "")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from threatq_provider.coerce import CoercionError, parse_int, parse_iso
 
@@ -28,9 +29,9 @@ from threatq_provider.elasticsearch.names import (
     DEFAULT_CHUNK_DOCS,
     DEFAULT_MAX_IN_FLIGHT,
 )
+from threatq_provider.operators._base import HookOperator, elasticsearch_hook
 from threatq_provider.operators._common import (
     UNSET,
-    ElasticsearchHookMixin,
     fail_fast,
     optional,
     sibling_ndjson_path,
@@ -38,6 +39,8 @@ from threatq_provider.operators._common import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
 #: URI of the Asset that a load updates; the DAG declares ``outlets=[Asset(ACTIVE_INDEX_ASSET_URI)]``.
 ACTIVE_INDEX_ASSET_URI = f"elasticsearch://elasticsearch_default/{ACTIVE_ALIAS}"
@@ -58,7 +61,7 @@ def _observed_at(value: Any) -> datetime | None:
         raise AirflowFailException(str(exc)) from None
 
 
-class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
+class ElasticsearchLoadOperator(HookOperator):
     """Bulk-load ECS NDJSON into the active index (newest version wins) and the history.
 
     :param source_path: ECS NDJSON written by the transform task (ObjectStoragePath URI). (templated)
@@ -129,6 +132,11 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         self.index_prefix = index_prefix
         self.document_id_prefix = document_id_prefix
 
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        """Hook for ``elasticsearch_conn_id`` (Elasticsearch or OpenSearch)."""
+        return elasticsearch_hook(self.elasticsearch_conn_id)
+
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -151,8 +159,8 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
         source = ObjectStoragePath(str(self.source_path))
         dead_uri = str(self.dead_letter_path or default_dead_letter_path(str(self.source_path)))
         dead = ObjectStoragePath(dead_uri)
-        try:
-            client = self.hook.get_client()
+        # The client's connection pool is released whether the load succeeded or not.
+        with self.client(self.hook) as client:
             templates = install_templates(client, prefix=self.index_prefix) if self.install_templates else {}
             dead.parent.mkdir(parents=True, exist_ok=True)
             with open_lines(source) as src, open_text_writer(dead) as dead_out:
@@ -163,9 +171,6 @@ class ElasticsearchLoadOperator(ElasticsearchHookMixin, BaseOperator):
                                      chunk_bytes=int(self.chunk_bytes), chunk_docs=int(self.chunk_docs),
                                      max_in_flight=max_in_flight,
                                      id_prefix=optional(self.document_id_prefix, str) or "")
-        finally:
-            # Release the client's connection pool whether the load succeeded or not.
-            self.hook.close()
         self.log.info("Loaded %s: %s", source, counts.as_dict())
         try:
             check_reject_threshold(counts, max_rejects=optional(self.max_rejects, int),

@@ -35,19 +35,23 @@ import os
 from collections.abc import Sequence
 from contextlib import closing
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds
 from threatq_provider.coerce import CoercionError, is_unset, parse_iso
 from threatq_provider._prefetch import prefetch
+from threatq_provider.operators._base import HookOperator, threatq_hook
 from threatq_provider.operators._common import fail_fast, optional, sibling_ndjson_path
 from threatq_provider.threatq.paging import UnparsedRow
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
+
+    from threatq_provider.threatq.hook import ThreatQHook
 
 MODES = ("window", "collection", "full_resync")
 #: zstd-compressed NDJSON (threatq_provider.stage_io): ~10x smaller; every reader also takes plain files.
@@ -117,7 +121,7 @@ def _as_min_score(value: Any) -> int | None:
     return score
 
 
-class ThreatQPollIndicatorsOperator(BaseOperator):
+class ThreatQPollIndicatorsOperator(HookOperator):
     """Stream ThreatQ indicators of one window, collection or full resync to ``raw.ndjson``.
 
     :param threatq_conn_id: Airflow connection id of the ThreatQ instance (type ``threatq``).
@@ -210,16 +214,20 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
         self.sources = sources
         self.tags = tags
 
+    @cached_property
+    def hook(self) -> ThreatQHook:
+        """Hook for ``threatq_conn_id``."""
+        return threatq_hook(self.threatq_conn_id)
+
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
-        from threatq_provider.threatq.hook import ThreatQHook
-
         plan = self._plan()
         # When ThreatQ is read (before the first request): the load versions two copies with the same
         # updated_at by it, so a later poll's copy wins and a replayed load never does.
         plan["polled_at"] = datetime.now(timezone.utc)
-        hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
-        try:
+        hook = self.hook
+        # The HTTP session's pooled connections are released even when paging fails.
+        with self.client(hook) as client:
             # Where links back to ThreatQ point (threat.indicator.reference, set by the transform), and
             # which instance this is (threatq.instance; a named one prefixes the document ids).
             plan["ui_base_url"] = hook.ui_base_url()
@@ -230,7 +238,6 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                 plan["cursor_variable"] = collection_cursor_variable(plan["collection"], instance.name)
             if plan["mode"] != "collection":  # a collection's state is its cursor
                 self._plan_watermark(plan, hook, context)
-            client = hook.get_client()
             stage_dir = self._stage_dir()
             raw_path = stage_dir / RAW_FILE_NAME
             if plan["mode"] == "collection":
@@ -247,9 +254,6 @@ class ThreatQPollIndicatorsOperator(BaseOperator):
                     ), name=f"{self.task_id}-pages"),
                     plan,
                 )
-        finally:
-            # The HTTP session's pooled connections are released even when paging failed.
-            hook.close()
         self.log.info("Staged %d indicators from %d pages (%s mode) to %s",
                       written, pages, plan["mode"], raw_path)
         return self._xcom(plan, raw_path, stage_dir, written, pages)

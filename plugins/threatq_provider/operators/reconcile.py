@@ -11,19 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
-from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, fail_fast, optional
+from threatq_provider.operators._base import HookOperator, elasticsearch_hook, threatq_hook
+from threatq_provider.operators._common import as_bool, fail_fast, optional
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
+    from threatq_provider.threatq.hook import ThreatQHook
 
-class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
+
+class ThreatQDeletionReconcileOperator(HookOperator):
     """Take the IOCs that ThreatQ no longer has out of the active index.
 
     :param threatq_conn_id: the ThreatQ connection (its instance selects the documents checked).
@@ -44,6 +49,8 @@ class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("dry_run", "max_delete_percent", "allow_mass_delete", "margin", "page_size")
     ui_color = "#fde8e8"
+    #: ``hook`` is the index written to, ``threatq_hook`` the ThreatQ read from (see :mod:`._base`).
+    hook_names = ("hook", "threatq_hook")
 
     def __init__(self, *, threatq_conn_id: str = "threatq_default",
                  elasticsearch_conn_id: str = "elasticsearch_default", dry_run: Any = False,
@@ -58,6 +65,16 @@ class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
         self.margin = margin
         self.page_size = page_size
         self.index_prefix = index_prefix
+
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        """Hook for ``elasticsearch_conn_id`` (Elasticsearch or OpenSearch)."""
+        return elasticsearch_hook(self.elasticsearch_conn_id)
+
+    @cached_property
+    def threatq_hook(self) -> ThreatQHook:
+        """Hook for ``threatq_conn_id``."""
+        return threatq_hook(self.threatq_conn_id)
 
     def _arguments(self) -> dict[str, Any]:
         from threatq_provider.coerce import parse_duration
@@ -78,23 +95,19 @@ class ThreatQDeletionReconcileOperator(ElasticsearchHookMixin, BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.elasticsearch.errors import ReconcileLimitExceeded
         from threatq_provider.elasticsearch.reconcile import reconcile_deletions
-        from threatq_provider.threatq.hook import ThreatQHook
 
         args = self._arguments()
-        tq = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
+        instance = self.threatq_hook.instance()
         try:
-            instance = tq.instance()
-            started_at = datetime.now(UTC)  # before ThreatQ's first request
-            ids = tq.get_client().iter_indicator_ids(page_size=args.pop("page_size"))
-            result = reconcile_deletions(
-                self.hook.get_client(), ids, started_at=started_at, index=self.index_prefix + ACTIVE_ALIAS,
-                tombstone_index=self.index_prefix + TOMBSTONE_INDEX, instance=instance.name,
-                explicit_instance=instance.explicit, **args)
+            with self.client(self.threatq_hook) as threatq, self.client(self.hook) as index:
+                started_at = datetime.now(UTC)  # before ThreatQ's first request
+                ids = threatq.iter_indicator_ids(page_size=args.pop("page_size"))
+                result = reconcile_deletions(
+                    index, ids, started_at=started_at, index=self.index_prefix + ACTIVE_ALIAS,
+                    tombstone_index=self.index_prefix + TOMBSTONE_INDEX, instance=instance.name,
+                    explicit_instance=instance.explicit, **args)
         except ReconcileLimitExceeded as exc:
             raise AirflowFailException(str(exc)) from exc
-        finally:
-            tq.close()
-            self.hook.close()
         result["instance"] = instance.name
         self.log.info("Deletion reconciliation (%s): %d active IOCs, %d ids in ThreatQ, %d no longer in ThreatQ, "
                       "%d removed (tombstones %d, conflicts %d)%s; first ids %s", instance.name, result["active"],

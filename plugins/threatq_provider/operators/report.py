@@ -11,11 +11,12 @@ follows the same rule: it moves here, over the window the poll actually read, on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 
-from threatq_provider.operators._common import ElasticsearchHookMixin
+from threatq_provider.operators._base import HookOperator, elasticsearch_hook
 
 #: Default run-report index (``threatq_provider.elasticsearch.run_reports.RUNS_INDEX``; repeated
 #: here so parsing a DAG does not import the Elasticsearch client).
@@ -23,6 +24,8 @@ RUNS_INDEX = "threatq-provider-runs"
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
 
 #: XCom key under which :func:`record_attempt` keeps a task's try number.
@@ -55,7 +58,7 @@ def skip_when_dry_run(context: Context) -> None:
         raise AirflowSkipException("dry_run param is set: nothing is written")
 
 
-class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
+class ThreatQRunReportOperator(HookOperator):
     """Summarise a poll → transform → load run and save the collection cursor once loaded.
 
     :param poll_result: XCom of ``ThreatQPollIndicatorsOperator``. (templated)
@@ -95,8 +98,13 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         self.poll_result = poll_result
         self.transform_result = transform_result
         self.load_result = load_result
-        self.elasticsearch_conn_id = elasticsearch_conn_id  # type: ignore[assignment]
+        self.elasticsearch_conn_id = elasticsearch_conn_id
         self.runs_index = runs_index
+
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        """Hook for ``elasticsearch_conn_id`` (Elasticsearch or OpenSearch)."""
+        return elasticsearch_hook(self.elasticsearch_conn_id)
 
     def execute(self, context: Context) -> dict[str, Any]:
         poll = _as_dict(self.poll_result)
@@ -206,13 +214,12 @@ class ThreatQRunReportOperator(ElasticsearchHookMixin, BaseOperator):
         dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
         document = run_document(summary, dag_id=dag_id, run_id=run_id, when=resolve_now(None, context))
         try:
-            index_run_report(self.hook.get_client(), document, index=str(self.runs_index))
+            with self.client(self.hook) as client:
+                index_run_report(client, document, index=str(self.runs_index))
         except Exception as exc:  # monitoring data only: the IOCs are loaded; say so and go on
             self.log.warning("run report not written to %s: %s: %s", self.runs_index, type(exc).__name__,
                              str(exc)[:300])
             return False
-        finally:
-            self.hook.close()
         return True
 
 

@@ -7,7 +7,9 @@
 * ``MispSendInvestigationOperator`` ("Send Investigation") sends a ThreatQ investigation with
   its events, indicators and attachments as one MISP event.
 
-Each operator's ``execute`` is a short recipe over the hooks and the pure mapping; the XCom holds
+Each operator's ``execute`` only orchestrates: what to share is read from ThreatQ by
+:class:`~threatq_provider.threatq.sharing.ShareReader`, turned into a MISP event by the pure mapping,
+and sent by the exporter; hooks follow :mod:`threatq_provider.operators._base`. The XCom holds
 counts (and event ids for the selection), never indicators.
 """
 
@@ -23,22 +25,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from threatq_provider.misp.options import OPTION_FIELDS, ShareOptions
+from threatq_provider.operators._base import HookOperator, misp_hook, threatq_hook
 from threatq_provider.operators._common import fail_fast
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from threatq_provider.misp.exporter import ShareResult
-
-EVENT_WITH = ("type", "attributes", "sources", "adversaries", "attachments", "tags")
-#: Largest attachment shared (MISP's recommended PHP upload_max_filesize). A bigger file is
-#: abandoned while downloading, logged and counted in the XCom, never held whole in memory.
-MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
-INDICATOR_WITH = ("type", "status", "sources", "attributes")  # own TLP; Malware Family → attribute galaxies
-#: Event relations fetched one by one for galaxy matching (``GET /api/events/{id}/{relation}``):
-#: ``with=attack_pattern`` answers 500 on some ThreatQ versions, so they are not in EVENT_WITH.
-GALAXY_RELATIONS = ("malware", "attack_pattern")
-RELATED_PAGE = 1000
+    from threatq_provider.misp.hook import MispHook
+    from threatq_provider.threatq.hook import ThreatQHook
+    from threatq_provider.threatq.sharing import ShareReader
 
 
 def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
@@ -113,7 +109,7 @@ def event_matches(event: Mapping[str, Any], *, event_types: Sequence[str], tags:
     return not (sources and not _names(event.get("sources")) & {s.lower() for s in sources})
 
 
-class ThreatQSelectEventsOperator(BaseOperator):
+class ThreatQSelectEventsOperator(HookOperator):
     """Pick the ThreatQ events to share: the given ids, or those updated in the window that match.
 
     :param threatq_conn_id: ThreatQ connection id. (templated)
@@ -163,6 +159,11 @@ class ThreatQSelectEventsOperator(BaseOperator):
         self.use_watermark = use_watermark
         self.initial_lookback = initial_lookback
 
+    @cached_property
+    def hook(self) -> ThreatQHook:
+        """Hook for ``threatq_conn_id``."""
+        return threatq_hook(self.threatq_conn_id)
+
     def batches(self, ids: list[int]) -> list[int] | list[list[int]]:
         """One id per item, or ids in lists of at most ``events_per_task`` (balanced over at least
         ``spread_over`` lists), longer only where at most ``max_tasks`` items may remain."""
@@ -178,7 +179,6 @@ class ThreatQSelectEventsOperator(BaseOperator):
         from threatq_provider.operators import _watermark
         from threatq_provider.operators._common import as_bool
         from threatq_provider.operators.poll import _as_datetime
-        from threatq_provider.threatq.hook import ThreatQHook
 
         ti = context.get("ti")
         given = parse_ids(self.event_ids)
@@ -193,22 +193,20 @@ class ThreatQSelectEventsOperator(BaseOperator):
         end = _as_datetime(self.window_end, "window_end")
         if start is None or end is None or start >= end:
             raise AirflowFailException(f"the window [{self.window_start}, {self.window_end}) is empty or reversed")
-        hook = ThreatQHook(threatq_conn_id=self.threatq_conn_id)
+        use_watermark = as_bool(self.use_watermark, "use_watermark")
         info: dict[str, Any] | None = None
-        try:
-            if as_bool(self.use_watermark, "use_watermark"):
+        with self.client(self.hook) as client:
+            if use_watermark:
                 dag_id = str(getattr(context.get("dag"), "dag_id", None) or self.dag_id)
-                window, info = _watermark.plan(context, dag_id=dag_id, instance=hook.instance().name,
+                window, info = _watermark.plan(context, dag_id=dag_id, instance=self.hook.instance().name,
                                                mode="events", filters=filters, start=start, end=end,
                                                initial_lookback=self.initial_lookback)
                 self.log.info("Reading ThreatQ events %s (watermark Variable %s)", _watermark.describe(info),
                               info["variable"])
                 info["polled_at"] = _watermark.iso(datetime.now(timezone.utc))
                 start, end = window.start, window.end
-            events = hook.get_client().iter_events(start, end, with_=("type", "tags", "sources"))
+            events = client.iter_events(start, end, with_=("type", "tags", "sources"))
             ids = [int(e["id"]) for e in events if event_matches(e, **filters)]
-        finally:
-            hook.close()
         if info is not None:
             info["events"] = len(ids)
         self.log.info("%d event(s) updated in [%s, %s) match %s", len(ids), start.isoformat(), end.isoformat(),
@@ -262,10 +260,14 @@ class ThreatQSaveWatermarkOperator(BaseOperator):
         return summary
 
 
-class _MispShareBase(BaseOperator):
-    """Common arguments: connection ids and every ``ShareOptions`` field (all templated)."""
+class _MispShareBase(HookOperator):
+    """Common arguments: connection ids and every ``ShareOptions`` field (all templated).
+
+    ``hook`` is the MISP written to, ``threatq_hook`` the ThreatQ read from (see :mod:`._base`).
+    """
 
     template_fields: Sequence[str] = ("threatq_conn_id", "misp_conn_id", *OPTION_FIELDS)
+    hook_names = ("hook", "threatq_hook")
 
     def __init__(self, *, threatq_conn_id: str = "threatq_default", misp_conn_id: str = "misp_default",
                  publish: Any = True, distribution: Any = "your_organisation_only", sharing_group: Any = None,
@@ -289,91 +291,39 @@ class _MispShareBase(BaseOperator):
         self.chunk_size = chunk_size
         self.send_description = send_description
         self.active_statuses = active_statuses  # status policy for the IDS flag (None: Active only)
-        self.attachments_too_large: list[Any] = []
-        self.relations_unavailable: set[str] = set()
 
     def share_options(self) -> ShareOptions:
         """The rendered option fields, validated. :raise MispConfigError: naming the field and its choices."""
         return ShareOptions(**{name: getattr(self, name) for name in OPTION_FIELDS})
 
     @cached_property
-    def threatq(self) -> Any:
-        from threatq_provider.threatq.hook import ThreatQHook
-
-        return ThreatQHook(threatq_conn_id=self.threatq_conn_id).get_client()
-
-    @cached_property
-    def uuid_scope(self) -> str:
-        """What the MISP UUIDs derive from besides the ThreatQ id: the ThreatQ host, as always, or
-        ``instance:<name>`` for an instance named on its connection (several instances, whose ids
-        overlap, can then share one MISP; the name survives a change of URL)."""
-        from threatq_provider.threatq.hook import ThreatQHook
-
-        instance = ThreatQHook(threatq_conn_id=self.threatq_conn_id).instance()
-        return f"instance:{instance.name}" if instance.explicit else self.threatq.base_url
+    def hook(self) -> MispHook:
+        """Hook for ``misp_conn_id``."""
+        return misp_hook(self.misp_conn_id)
 
     @cached_property
-    def misp_hook(self) -> Any:
-        from threatq_provider.misp.hook import MispHook
+    def threatq_hook(self) -> ThreatQHook:
+        """Hook for ``threatq_conn_id``."""
+        return threatq_hook(self.threatq_conn_id)
 
-        return MispHook(misp_conn_id=self.misp_conn_id)
+    def uuid_scope(self, base_url: str) -> str:
+        """What the MISP UUIDs derive from besides the ThreatQ id: the ThreatQ host (``base_url``), as
+        always, or ``instance:<name>`` for an instance named on its connection (several instances,
+        whose ids overlap, can then share one MISP; the name survives a change of URL)."""
+        instance = self.threatq_hook.instance()
+        return f"instance:{instance.name}" if instance.explicit else base_url
 
-    def close_clients(self) -> None:
-        """Close the ThreatQ and MISP HTTP sessions this task opened (called at the end of execute)."""
-        threatq = self.__dict__.pop("threatq", None)
-        if threatq is not None:
-            threatq.close()
-        misp_hook = self.__dict__.pop("misp_hook", None)
-        if misp_hook is not None:
-            misp_hook.close()
+    def reader(self, client: Any) -> ShareReader:
+        """The ThreatQ reader of this run (the task's logger gets its warnings)."""
+        from threatq_provider.threatq.sharing import ShareReader
 
-    def with_galaxy_relations(self, event: dict[str, Any]) -> dict[str, Any]:
-        """The event with its malware and attack patterns (``GALAXY_RELATIONS``) filled in.
+        return ShareReader(client, log=self.log)
 
-        A relation the ThreatQ instance does not serve (404, 400 or 5xx) is asked for once per task,
-        logged, and left empty: the event is still shared, with fewer galaxy tags.
-        """
-        from threatq_provider.threatq.errors import ThreatQBadRequest, ThreatQNotFound, ThreatQServerError
-
-        for relation in GALAXY_RELATIONS:
-            if relation in event or relation in self.relations_unavailable:
-                continue
-            path = f"/api/events/{int(event['id'])}/{relation}"
-            try:
-                body = self.threatq.request_json("GET", path, params={"limit": RELATED_PAGE})
-            except (ThreatQNotFound, ThreatQBadRequest, ThreatQServerError) as exc:
-                self.relations_unavailable.add(relation)
-                self.log.warning("ThreatQ does not serve %s (%s): no %s galaxies this run", path,
-                                 type(exc).__name__, relation)
-                continue
-            data = body.get("data") if isinstance(body, Mapping) else None
-            event[relation] = list(data) if isinstance(data, list) else []
-            total = body.get("total") if isinstance(body, Mapping) else None
-            if isinstance(total, int) and total > len(event[relation]):
-                self.log.warning("ThreatQ event %s has %d %s objects; the first %d are matched", event["id"], total,
-                                 relation, len(event[relation]))
-        return event
-
-    def attachments(self, attachments: Iterable[Mapping[str, Any]],
+    @staticmethod
+    def attachments(reader: ShareReader, attachments: Iterable[Mapping[str, Any]],
                     options: ShareOptions) -> Iterator[tuple[Mapping[str, Any], bytes]]:
-        """Download each attachment once, lazily (none when attachments are not sent)."""
-        from threatq_provider.threatq.errors import ThreatQTooLarge
-
-        if not options.send_attachments:
-            return
-        seen: set[Any] = set()
-        for attachment in attachments:
-            if attachment.get("id") in seen:
-                continue
-            seen.add(attachment.get("id"))
-            try:
-                content = self.threatq.download_attachment(int(attachment["id"]), max_bytes=MAX_ATTACHMENT_BYTES)
-            except ThreatQTooLarge as exc:
-                self.attachments_too_large.append(attachment.get("id"))
-                self.log.warning("ThreatQ attachment %s (%r) not shared: %s", attachment.get("id"),
-                                 attachment.get("name"), exc)
-                continue
-            yield attachment, content
+        """The attachments' contents, downloaded lazily, or none when attachments are not sent."""
+        return reader.attachments(attachments) if options.send_attachments else iter(())
 
     @staticmethod
     def summary(results: list[ShareResult]) -> dict[str, Any]:
@@ -404,10 +354,10 @@ class _MispShareBase(BaseOperator):
             "event_uuids": [r.event_uuid for r in results][:100],
         }
 
-    def totals(self, results: list[ShareResult]) -> dict[str, Any]:
+    def totals(self, results: list[ShareResult], reader: ShareReader) -> dict[str, Any]:
         """:meth:`summary` plus the attachments left out for their size (ids, at most 100)."""
-        return {**self.summary(results), "attachments_too_large": len(self.attachments_too_large),
-                "attachments_too_large_ids": self.attachments_too_large[:100]}
+        return {**self.summary(results), "attachments_too_large": len(reader.attachments_too_large),
+                "attachments_too_large_ids": reader.attachments_too_large[:100]}
 
 
 class MispShareEventOperator(_MispShareBase):
@@ -446,23 +396,23 @@ class MispShareEventOperator(_MispShareBase):
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import event_to_misp
 
-        try:
-            options = self.share_options()
-            exporter = MispExporter(self.misp_hook.get_client(), options=options)
+        options = self.share_options()
+        event_ids = parse_ids(self.event_ids)
+        with self.client(self.hook) as misp, self.client(self.threatq_hook) as threatq:
+            reader = self.reader(threatq)
+            scope = self.uuid_scope(threatq.base_url)
+            exporter = MispExporter(misp, options=options)
             results = []
-            for event_id in parse_ids(self.event_ids):
-                event = self.with_galaxy_relations(self.threatq.get_event(event_id, with_=EVENT_WITH)["data"])
+            for event_id in event_ids:
+                event = reader.event(event_id)
                 mapping = event_to_misp(
-                    event, self.threatq.iter_event_indicators(event_id, with_=INDICATOR_WITH),
-                    threatq_host=self.uuid_scope, options=options,
-                    attachments=self.attachments(event.get("attachments") or [], options),
-                    describe_types=self.misp_hook.get_client().describe_types)
+                    event, reader.event_indicators(event_id), threatq_host=scope, options=options,
+                    attachments=self.attachments(reader, event.get("attachments") or [], options),
+                    describe_types=misp.describe_types)
                 results.append(exporter.share(mapping))
                 self.log.info("ThreatQ event %s → MISP event %s: %s", event_id, results[-1].event_uuid,
                               {k: v for k, v in results[-1].summary().items() if k != "rejected_reasons"})
-        finally:
-            self.close_clients()
-        return self.totals(results)
+        return self.totals(results, reader)
 
 
 class MispSendInvestigationOperator(_MispShareBase):
@@ -485,38 +435,19 @@ class MispSendInvestigationOperator(_MispShareBase):
         super().__init__(**kwargs)
         self.investigation = investigation
 
-    def _ids(self, inv: Mapping[str, Any], key: str) -> list[int]:
-        """Related ids whether the investigation embeds objects (``events``) or ids (``event_ids``)."""
-        embedded = inv.get(key)
-        if isinstance(embedded, list):
-            return [int(o["id"]) for o in embedded if isinstance(o, Mapping) and o.get("id") is not None]
-        return parse_ids(inv.get(f"{key[:-1]}_ids"), f"investigation {key}")
-
     @fail_fast
     def execute(self, context: Context) -> dict[str, Any]:
         from threatq_provider.misp.exporter import MispExporter
         from threatq_provider.misp.mapping import investigation_to_misp
 
-        try:
-            options = self.share_options()
-            tq = self.threatq
-            inv = tq.get_investigation(self.investigation, with_=("events", "indicators", "attachments"))
-            events = [self.with_galaxy_relations(tq.get_event(eid, with_=EVENT_WITH)["data"])
-                      for eid in self._ids(inv, "events")]
-            indicators: dict[int, Any] = {}
-            for event in events:
-                for row in tq.iter_event_indicators(int(event["id"]), with_=INDICATOR_WITH):
-                    indicators.setdefault(int(row["id"]), row)
-            for iid in self._ids(inv, "indicators"):
-                if iid not in indicators:
-                    indicators[iid] = tq.get_indicator(iid, with_=INDICATOR_WITH)["data"]
-            attachments = [a for e in events for a in e.get("attachments") or []]
-            attachments += [{"id": aid} for aid in self._ids(inv, "attachments")
-                            if aid not in {int(a["id"]) for a in attachments}]
-            mapping = investigation_to_misp(inv, events, indicators.values(), threatq_host=self.uuid_scope,
-                                            options=options, attachments=self.attachments(attachments, options),
-                                            describe_types=self.misp_hook.get_client().describe_types)
-            result = MispExporter(self.misp_hook.get_client(), options=options).share(mapping)
-        finally:
-            self.close_clients()
-        return {**self.totals([result]), "investigation_id": inv.get("id")}
+        options = self.share_options()
+        with self.client(self.hook) as misp, self.client(self.threatq_hook) as threatq:
+            reader = self.reader(threatq)
+            contents = reader.investigation(self.investigation)
+            mapping = investigation_to_misp(
+                contents.investigation, contents.events, contents.indicators,
+                threatq_host=self.uuid_scope(threatq.base_url), options=options,
+                attachments=self.attachments(reader, contents.attachments, options),
+                describe_types=misp.describe_types)
+            result = MispExporter(misp, options=options).share(mapping)
+        return {**self.totals([result], reader), "investigation_id": contents.investigation.get("id")}

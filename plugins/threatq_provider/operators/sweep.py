@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
-from threatq_provider.operators._common import ElasticsearchHookMixin, as_bool, fail_fast, resolve_now
+from threatq_provider.operators._base import HookOperator, elasticsearch_hook
+from threatq_provider.operators._common import as_bool, fail_fast, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
+    from threatq_provider.elasticsearch.hook import ElasticsearchEcsHook
 
-class _SweepBase(ElasticsearchHookMixin, BaseOperator):
+
+class _SweepBase(HookOperator):
     def __init__(self, *, elasticsearch_conn_id: str = "elasticsearch_default", dry_run: bool = False,
                  now: str | None = None, index_prefix: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -30,6 +34,11 @@ class _SweepBase(ElasticsearchHookMixin, BaseOperator):
         self.elasticsearch_conn_id = elasticsearch_conn_id
         self.dry_run = dry_run
         self.now = now
+
+    @cached_property
+    def hook(self) -> ElasticsearchEcsHook:
+        """Hook for ``elasticsearch_conn_id`` (Elasticsearch or OpenSearch)."""
+        return elasticsearch_hook(self.elasticsearch_conn_id)
 
 
 class IocExpirySweepOperator(_SweepBase):
@@ -72,14 +81,12 @@ class IocExpirySweepOperator(_SweepBase):
             parse_duration(self.tombstone_retention, "tombstone_retention")
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
-        try:
-            client = self.hook.get_client()
-            result = sweep_expired(client, now=resolve_now(self.now, context), index=str(self.index),
+        now = resolve_now(self.now, context)
+        with self.client(self.hook) as client:
+            result = sweep_expired(client, now=now, index=str(self.index),
                                    dry_run=dry_run, tombstone_index=str(self.tombstone_index))
             pruned = sweep_tombstones(client, now=datetime.now(timezone.utc), dry_run=dry_run,
                                       retention=str(self.tombstone_retention), index=str(self.tombstone_index))
-        finally:
-            self.hook.close()
         result["tombstones_pruned"] = pruned["pruned"]
         self.log.info("Expiry sweep: matched %d, deleted %d (tombstones %d), by reason %s; %d old tombstones "
                       "pruned%s", result["matched"], result["deleted"], result["tombstones"], result["by_reason"],
@@ -116,12 +123,10 @@ class HistoryRetentionSweepOperator(_SweepBase):
             parse_duration(self.retention, "retention")
         except ValueError as exc:
             raise AirflowFailException(f"task {self.task_id}: {exc}") from None
-        try:
-            result = sweep_history(self.hook.get_client(), now=resolve_now(self.now, context),
-                                   retention=str(self.retention), dry_run=as_bool(self.dry_run, "dry_run"),
+        now, dry_run = resolve_now(self.now, context), as_bool(self.dry_run, "dry_run")
+        with self.client(self.hook) as client:
+            result = sweep_history(client, now=now, retention=str(self.retention), dry_run=dry_run,
                                    prefix=IndexNames(self.index_prefix).history_prefix)
-        finally:
-            self.hook.close()
         self.log.info("History sweep: deleted %d indices, kept %d", len(result["deleted_indices"]),
                       result["kept_indices"])
         return result

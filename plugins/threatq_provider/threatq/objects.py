@@ -1,5 +1,6 @@
 """Single objects of the ThreatQ client that are neither listings nor plugin actions: an
-investigation by id or name, and an attachment's content (streamed under a size cap).
+investigation by id or name, one page of an event's related objects, and an attachment's content
+(streamed under a size cap).
 
 No Airflow import.
 """
@@ -19,14 +20,32 @@ from threatq_provider.threatq.errors import (
     ThreatQValidationError,
 )
 from threatq_provider.threatq.listings import Listings
-from threatq_provider.threatq.paging import rows_of
+from threatq_provider.threatq.paging import rows_of, total_of
 from threatq_provider.threatq.transport import _network_reason
 
 __all__ = ["Objects"]
 
 
 class Objects(Listings):
-    """Investigations and attachments."""
+    """Investigations, an event's related objects, attachments."""
+
+    def get_event_related(self, event_id: int, relation: str, *, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """The first ``limit`` objects of one relation of an event (``GET /api/events/{id}/{relation}``).
+
+        For relations that ``with=`` cannot embed on every ThreatQ version (``attack_pattern``
+        answers 500 there), read on their own.
+
+        :param event_id: ThreatQ event id.
+        :param relation: the related object collection, e.g. ``"malware"`` or ``"attack_pattern"``.
+        :param limit: most objects read (one request).
+        :return: ``(objects, total)``: the objects, and the server's count of them (``None`` if
+            it sent none), so the caller can tell when there were more.
+        """
+        ident = int_id("event_id", event_id)
+        if not isinstance(relation, str) or not relation.isidentifier():
+            raise ThreatQValidationError("relation", relation, reason="an object collection name is required")
+        payload = self.request_json("GET", f"/api/events/{ident}/{relation}", params={"limit": int_id("limit", limit)})
+        return rows_of(payload), total_of(payload)
 
     def get_investigation(self, name_or_id: int | str, *, with_: Iterable[str] | str | None = None) -> dict[str, Any]:
         """One investigation, by id or by exact name.
