@@ -28,6 +28,7 @@ __all__ = [
     "TRUE_WORDS",
     "UNSET_WORDS",
     "CoercionError",
+    "DateOutOfRangeError",
     "format_iso",
     "format_iso_millis",
     "is_unset",
@@ -66,6 +67,10 @@ class CoercionError(ValueError):
         self.name = name
         self.value = value
         self.expected = expected
+
+
+class DateOutOfRangeError(CoercionError):
+    """A well-formed date-time that lies outside the years 1-9999 once in UTC."""
 
 
 def is_unset(value: Any) -> bool:
@@ -147,7 +152,8 @@ def parse_iso(value: Any, name: str) -> datetime:
     :param value: the raw value.
     :param name: the option or field, for the error message.
     :return: the moment in UTC.
-    :raises CoercionError: anything else, or a moment outside the years 1-9999 in UTC.
+    :raises CoercionError: anything else; :class:`DateOutOfRangeError` for a moment outside the
+        years 1-9999 in UTC.
     """
     if isinstance(value, datetime):
         parsed = value
@@ -164,7 +170,7 @@ def parse_iso(value: Any, name: str) -> datetime:
     try:
         return to_utc(parsed)
     except OverflowError:  # "0001-01-01T00:00+03:00" lies before datetime.min in UTC
-        raise CoercionError(name, value, "a date-time between the years 1 and 9999 in UTC") from None
+        raise DateOutOfRangeError(name, value, "a date-time between the years 1 and 9999 in UTC") from None
 
 
 def format_iso(moment: datetime, *, timespec: str = "auto") -> str:

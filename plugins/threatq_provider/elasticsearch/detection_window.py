@@ -33,9 +33,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
+from threatq_provider.coerce import format_iso_millis
 from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS
 
@@ -49,12 +50,6 @@ DEFAULT_WINDOW = timedelta(days=30)
 #: the rule's rounding down to the day).
 DEFAULT_MARGIN = timedelta(days=2)
 REFRESHED_FIELD = "threatq.window_refreshed_at"
-
-
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -84,8 +79,8 @@ def due_query(now: datetime, *, window: timedelta = DEFAULT_WINDOW, margin: time
     if not timedelta(0) <= margin < window:
         raise ValueError(f"detection window margin {margin} must be >= 0 and shorter than the window {window}")
     return {"bool": {
-        "filter": [{"range": {"@timestamp": {"lt": _iso(now - (window - margin))}}}],
-        "must_not": [{"range": {"threatq.ioc_expired_at": {"lte": _iso(now)}}}],
+        "filter": [{"range": {"@timestamp": {"lt": format_iso_millis(now - (window - margin))}}}],
+        "must_not": [{"range": {"threatq.ioc_expired_at": {"lte": format_iso_millis(now)}}}],
     }}
 
 
@@ -104,11 +99,11 @@ def refresh_detection_window(client: Any, *, index: str = ACTIVE_ALIAS, now: dat
     :return: the counts.
     """
     query = due_query(now, window=window, margin=margin)
-    counts = RefreshCounts(now=_iso(now), older_than=_iso(now - (window - margin)), dry_run=dry_run)
+    counts = RefreshCounts(now=format_iso_millis(now), older_than=format_iso_millis(now - (window - margin)), dry_run=dry_run)
     if not client.indices.exists(index=index):
         log.info("detection window: %s does not exist yet; nothing to refresh", index)
         return counts
-    stamp = _iso(now)
+    stamp = format_iso_millis(now)
     helpers = cluster(client).helpers
     hits = helpers.scan(client, index=index, query={"query": query}, seq_no_primary_term=True,
                         _source=["@timestamp", "threatq.updated_at"])

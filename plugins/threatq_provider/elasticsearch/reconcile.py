@@ -37,10 +37,11 @@ import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from threatq_provider.coerce import format_iso_millis
 from threatq_provider.elasticsearch.cluster import OPENSEARCH, Cluster, cluster
 from threatq_provider.elasticsearch.errors import ReconcileLimitExceeded
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
@@ -76,11 +77,6 @@ class ActiveDoc:
     version: int
     seq_no: int
     primary_term: int
-
-
-def _iso(moment: datetime) -> str:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def instance_filter(instance: str | None, *, explicit: bool) -> dict[str, Any] | None:
@@ -233,7 +229,7 @@ def reconcile_deletions(
     out: dict[str, Any] = {"active": 0, "checked": 0, "threatq_ids": 0, "missing": 0, "deleted": 0, "conflicts": 0,
                            "failed": 0, "tombstones": 0, "tombstone_failures": 0, "by_reason": {},
                            "sample_ids": [], "limit": 0, "dry_run": dry_run, "refused": False,
-                           "started_at": _iso(started_at), "max_delete_percent": max_delete_percent}
+                           "started_at": format_iso_millis(started_at), "max_delete_percent": max_delete_percent}
     try:
         client.indices.refresh(index=index)
     except Exception as exc:
@@ -243,7 +239,7 @@ def reconcile_deletions(
         return out
     out["active"] = client.count(index=index, body={"query": selection or {"match_all": {}}})["count"]
     out["limit"] = int(out["active"] * max_delete_percent / 100)
-    old_enough = {"range": {"@timestamp": {"lt": _iso(started_at - margin)}}}
+    old_enough = {"range": {"@timestamp": {"lt": format_iso_millis(started_at - margin)}}}
     query = {"bool": {"filter": [old_enough] + ([selection] if selection else [])}}
 
     def counted_docs() -> Iterator[ActiveDoc]:

@@ -10,9 +10,10 @@ report task overwrites its own document, never adds a second), ``@timestamp`` = 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from threatq_provider.coerce import format_iso_millis
 from threatq_provider.elasticsearch.cluster import OPENSEARCH, cluster
 
 __all__ = ["RUNS_INDEX", "RUNS_MAPPING", "index_run_report", "run_document"]
@@ -49,12 +50,6 @@ RUNS_MAPPING: dict[str, Any] = {
 }
 
 
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: datetime) -> dict[str, Any]:
     """The document of one run from the report task's summary (its XCom).
 
@@ -67,7 +62,7 @@ def run_document(summary: dict[str, Any], *, dag_id: str, run_id: str, when: dat
     rejected = summary.get("rejected") or {}
     by_reason = {str(k): int(v) for k, v in rejected.items()} if isinstance(rejected, dict) else {}
     doc: dict[str, Any] = {
-        "@timestamp": _iso(when), "dag_id": dag_id, "run_id": run_id, "mode": summary.get("mode"),
+        "@timestamp": format_iso_millis(when), "dag_id": dag_id, "run_id": run_id, "mode": summary.get("mode"),
         "transform_engine": summary.get("transform_engine"), "dry_run": bool(summary.get("dry_run")),
         "polled": int(summary.get("polled") or 0),
         "transformed": int(summary.get("transformed") or 0),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from threatq_provider.coerce import format_iso_millis
 from threatq_provider.elasticsearch.cluster import cluster
 from threatq_provider.elasticsearch.errors import TombstoneError
 from threatq_provider.elasticsearch.versioning import split_version
@@ -58,9 +59,7 @@ class Tombstone:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if moment is None else format_iso_millis(moment)
 
 
 def _body(stone: Tombstone, deleted_at: str) -> dict[str, Any]:

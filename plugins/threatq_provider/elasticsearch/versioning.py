@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from threatq_provider.coerce import CoercionError, DateOutOfRangeError, parse_iso, to_utc
+
 __all__ = [
     "MAX_UPDATED_SECONDS",
     "OBSERVED_BITS",
@@ -59,10 +61,6 @@ class UndatedVersionError(ValueError):
         self.kind = kind
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def parse_timestamp(text: object) -> datetime:
     """An RFC 3339 / ISO-8601 ``@timestamp`` as an aware UTC datetime (naive is taken as UTC).
 
@@ -71,13 +69,11 @@ def parse_timestamp(text: object) -> datetime:
     if not isinstance(text, str) or not text:
         raise UndatedVersionError("invalid_timestamp", f"@timestamp {text!r} is not an RFC 3339 time")
     try:
-        parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
-    except ValueError:
-        raise UndatedVersionError("invalid_timestamp", f"@timestamp {text[:60]!r} is not an RFC 3339 time") from None
-    try:
-        return _utc(parsed)
-    except OverflowError:  # "0001-01-01T00:00+03:00" lies before datetime.min in UTC
+        return parse_iso(text, "@timestamp")
+    except DateOutOfRangeError:  # "0001-01-01T00:00+03:00" lies before datetime.min in UTC
         raise UndatedVersionError("timestamp_before_1970", f"@timestamp {text[:60]!r} is before 1970") from None
+    except CoercionError:
+        raise UndatedVersionError("invalid_timestamp", f"@timestamp {text[:60]!r} is not an RFC 3339 time") from None
 
 
 def updated_part(updated_at: datetime, *, clock: datetime, max_skew: timedelta) -> int:
@@ -91,17 +87,17 @@ def updated_part(updated_at: datetime, *, clock: datetime, max_skew: timedelta) 
     :raises UndatedVersionError: ``timestamp_before_1970`` (at or before 1970-01-01T00:00:00Z:
         versions must be positive, and 0 is kept for undated copies) or ``timestamp_in_future``.
     """
-    updated_at = _utc(updated_at)
+    updated_at = to_utc(updated_at)
     seconds = int((updated_at - _EPOCH) // timedelta(seconds=1))
     if seconds < 1:
         raise UndatedVersionError("timestamp_before_1970",
                                   f"@timestamp {updated_at.isoformat()} is not after 1970-01-01T00:00:00Z")
-    limit = _utc(clock) + max_skew
+    limit = to_utc(clock) + max_skew
     if updated_at > limit or seconds > MAX_UPDATED_SECONDS:
         raise UndatedVersionError(
             "timestamp_in_future",
             f"@timestamp {updated_at.isoformat()} (ThreatQ updated_at) is more than {_span(max_skew)} after "
-            f"{_utc(clock).isoformat()} (the load's clock); as a version it would hide every later edit",
+            f"{to_utc(clock).isoformat()} (the load's clock); as a version it would hide every later edit",
         )
     return seconds
 
@@ -122,7 +118,7 @@ def observed_part(observed_at: datetime | None) -> int:
     """
     if observed_at is None:
         return 0
-    seconds = int((_utc(observed_at) - OBSERVED_EPOCH) // timedelta(seconds=1))
+    seconds = int((to_utc(observed_at) - OBSERVED_EPOCH) // timedelta(seconds=1))
     if not 0 <= seconds <= _OBSERVED_MAX:
         raise ValueError(f"observed_at {observed_at.isoformat()} is outside 2020-01-01 .. 2088-01-19; "
                          "check the worker's clock")

@@ -510,3 +510,11 @@ def test_integers_beyond_64_bits_are_read_as_before():
     counts = load_ndjson(client, ['{"@timestamp":"2026-11-20T10:00:00.000Z","threatq":{"id":1,"n":%d}}' % 2**70],
                          history_prefix=None)
     assert counts.indexed == 1
+
+
+def test_a_timestamp_with_blanks_around_is_read_like_every_other_iso_time():
+    # Decided drift (#11): @timestamp is read by coerce.parse_iso, which ignores blanks around.
+    from threatq_provider.elasticsearch.versioning import parse_timestamp
+
+    assert parse_timestamp(" 2026-11-20T10:00:00Z\n") == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-11-20T11:00:00+01:00") == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
