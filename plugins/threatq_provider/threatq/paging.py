@@ -37,9 +37,10 @@ ends are truncated the same way, so consecutive windows still partition the rows
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from threatq_provider.coerce import CoercionError, parse_iso
 from threatq_provider.threatq.errors import ThreatQValidationError
 
 THREATQ_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -81,20 +82,15 @@ def to_threatq_time(value: datetime | str, field: str = "time") -> str:
     :return: ``YYYY-MM-DD HH:MM:SS`` in UTC.
     :raises ThreatQValidationError: for anything that is not a datetime or an ISO 8601 string.
     """
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-        except ValueError:
-            raise ThreatQValidationError(
-                field, value, reason="expected an ISO 8601 date/time, e.g. 2026-01-31T12:00:00Z"
-            ) from None
-        value = parsed
-    if not isinstance(value, datetime):
+    if not isinstance(value, datetime | str):
         raise ThreatQValidationError(field, value, reason="expected a datetime or an ISO 8601 string")
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
-    return value.strftime(THREATQ_TIME_FORMAT)
+    try:
+        moment = parse_iso(value, field)
+    except CoercionError:
+        raise ThreatQValidationError(
+            field, value, reason="expected an ISO 8601 date/time, e.g. 2026-01-31T12:00:00Z"
+        ) from None
+    return moment.strftime(THREATQ_TIME_FORMAT)
 
 
 def rows_of(payload: Any) -> list[dict[str, Any]]:
