@@ -39,7 +39,7 @@ ENGINES = ("python", "native")
 
 
 def _lines(log: Path) -> list[bytes]:
-    """The file's lines as iterating it in binary mode gives them (split at b"\n" only)."""
+    """The file's lines as iterating it in binary mode gives them (split at newlines only)."""
     return list(io.BytesIO(log.read_bytes()))
 
 
