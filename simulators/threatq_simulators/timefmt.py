@@ -2,6 +2,9 @@
 
 ThreatQ writes datetimes as ``YYYY-MM-DD HH:MM:SS`` in UTC with no zone; the simulator keeps
 them internally as integer epoch seconds, which are cheap to store per indicator and to compare.
+
+Not ``threatq_provider.coerce``, on purpose: the simulators are a separate distribution that never
+imports the provider, so that one date bug cannot hide on both sides of a test.
 """
 
 from __future__ import annotations

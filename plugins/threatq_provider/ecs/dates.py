@@ -4,6 +4,11 @@ ThreatQ writes ``YYYY-MM-DD HH:MM:SS`` in UTC without a zone; Elastic's pipeline
 as UTC and writes ISO-8601 with milliseconds (``2020-11-15T00:00:02.000Z``). The common form is
 checked with ``datetime.fromisoformat`` (C code) and rewritten as text; ISO-8601 with a ``T``
 or a zone is accepted too (converted to UTC), which Elastic's pipeline would reject. No dateutil.
+
+Not ``threatq_provider.coerce``, on purpose: this is the transform's hot path (a bounded cache, a
+shape check before ``fromisoformat``, text rewritten without building a datetime), tuned per
+indicator, and the Rust engine (native/) mirrors its output byte for byte
+(tests/unit/ecs/test_native.py). ``coerce`` reads configuration values; this reads ThreatQ records.
 """
 
 from __future__ import annotations

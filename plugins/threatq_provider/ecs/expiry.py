@@ -108,4 +108,5 @@ def expiration_of(
     expiry = add(base, duration)  # rule 4: updated_at + duration
     if expiry is None:
         return None, None
+    # The ECS form as ecs/dates.py writes it (hot path, mirrored by native/), not coerce.format_iso_millis.
     return expiry.isoformat(timespec="milliseconds") + "Z", REASON_DURATION
