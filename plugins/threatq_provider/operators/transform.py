@@ -96,12 +96,14 @@ class EcsTransformOperator(BaseOperator):
         self.active_statuses = active_statuses
         self.now = now
         self.instance = instance
+        self.engine = engine
+        # Pure checks of literal values at parse time (nothing is stored): a bad engine or duration
+        # is a DAG import error naming the value (tests pin it; Airflow has no other parse-time
+        # hook). Templates ("{{ params.x }}") are only known at run time and are checked in execute().
         try:
-            self.engine = check_engine(engine)
+            check_engine(engine)
         except EcsConfigError as exc:
             raise EcsConfigError(f"task {self.task_id}: {exc}") from None
-        # Pure check at parse time: a literal bad duration is a DAG import error naming the value.
-        # Templates ("{{ params.x }}") are only known at run time and are checked in execute().
         if not is_template(ioc_expiration_duration) and not is_template(threatq_url):
             EcsOptions(ioc_expiration_duration=str(ioc_expiration_duration).strip(), threatq_url=threatq_url or None)
 
