@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from threatq_provider.coerce import CoercionError, parse_bool
+from threatq_provider.coerce import CoercionError, parse_bool, parse_int
 
 POSITIVE_REQUIRED = "a positive number is required"
 #: The one extra, on every connection type of this provider, that lets credentials go over plain
@@ -84,7 +84,8 @@ def as_positive_number(value: Any, default: float, invalid: Callable[[str], Exce
     if value is None or value == "":
         return cast(default)
     try:
-        number = cast(value)
+        # Whole numbers through coerce: "12.7" or 12.7 is refused, not cut to 12.
+        number = parse_int(value, "extra") if cast is int else cast(value)
     except (TypeError, ValueError):
         raise invalid(not_a_number) from None
     if number <= 0:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from threatq_provider.coerce import CoercionError, parse_bool, parse_iso
+from threatq_provider.coerce import CoercionError, parse_bool, parse_int, parse_iso
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -52,10 +52,14 @@ def optional(value: Any, cast: type) -> Any:
     """``cast(value)``, or ``None`` when the value is unset (see :data:`UNSET`).
 
     :param value: the raw (rendered) value.
-    :param cast: ``int``, ``float`` or ``str``.
+    :param cast: ``int`` (read by :func:`threatq_provider.coerce.parse_int`: ``"2.5"`` or ``2.5`` is
+        refused, not cut to 2), ``float`` or ``str``.
     :return: the cast value or ``None``.
+    :raises ValueError: the value does not convert.
     """
-    return None if value in UNSET else cast(value)
+    if value in UNSET:
+        return None
+    return parse_int(value, "value") if cast is int else cast(value)
 
 
 def resolve_now(value: Any, context: Context) -> datetime:

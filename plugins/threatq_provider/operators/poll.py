@@ -42,7 +42,7 @@ import orjson
 from airflow.providers.common.compat.sdk import AirflowFailException
 
 from threatq_provider._jsonscan import MAX_DEPTH, depth_exceeds
-from threatq_provider.coerce import CoercionError, is_unset, parse_iso
+from threatq_provider.coerce import CoercionError, is_unset, parse_int, parse_iso
 from threatq_provider._prefetch import prefetch
 from threatq_provider.operators._base import HookOperator, threatq_hook
 from threatq_provider.operators._common import fail_fast, optional, sibling_ndjson_path
@@ -110,13 +110,13 @@ def _as_type_list(value: Any, name: str = "types") -> list[str] | None:
 
 def _as_min_score(value: Any) -> int | None:
     """A minimum ThreatQ score (0-10) from a number, a rendered template or nothing."""
-    if value in (None, "", "None"):
+    if is_unset(value):
         return None
     try:
-        score = int(str(value).strip()) if not isinstance(value, int | float) else int(value)
-    except ValueError:
+        score = parse_int(value, "min_score")
+    except CoercionError:
         score = -1
-    if not 0 <= score <= 10 or (isinstance(value, float) and not value.is_integer()):
+    if not 0 <= score <= 10:
         raise AirflowFailException(f"min_score must be a whole number from 0 to 10 (ThreatQ's score); got {value!r}")
     return score
 

@@ -300,6 +300,8 @@ def test_status_score_source_and_tag_filters_reach_the_query_and_key_their_own_w
     ({"min_score": "11"}, "min_score must be a whole number from 0 to 10"),
     ({"min_score": "high"}, "min_score must be a whole number"),
     ({"min_score": 7.5}, "min_score must be a whole number"),
+    ({"min_score": 7.0}, "min_score must be a whole number"),  # decided drift (#11): a float is not read as an int
+    ({"page_size": 12.5}, "page_size must be a whole number of rows"),  # decided drift (#11): was cut to 12
     ({"mode": "collection", "collection": "abc", "tags": ["apt29"]}, "a data collection has its own criteria"),
     ({"sources": '["Abuse.ch"'}, "sources is not a JSON list"),
 ])

@@ -102,6 +102,14 @@ def test_verify_tls_takes_the_providers_one_set_of_words(monkeypatch, word, veri
     assert ThreatQHook().client_kwargs()["verify"] is verify
 
 
+@pytest.mark.parametrize("page_size", [250.5, "250.5", "1_000"])
+def test_a_page_size_that_is_not_a_whole_number_is_refused(monkeypatch, page_size):
+    # Decided drift (#11): int() cut 250.5 to 250 and read "1_000"; whole numbers come from coerce.parse_int.
+    set_conn(monkeypatch, extra={"client_id": "cid", "page_size": page_size})
+    with pytest.raises(ThreatQValidationError, match="page_size"):
+        ThreatQHook().client_kwargs()
+
+
 def test_host_without_scheme_and_port(monkeypatch):
     set_conn(monkeypatch, host="tq.local", port=8443)
     assert ThreatQHook().client_kwargs()["base_url"] == "https://tq.local:8443"
