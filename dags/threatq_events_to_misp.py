@@ -25,6 +25,7 @@ from airflow.sdk import DAG, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from threatq_provider._resources import data_file
+from threatq_provider.coerce import DURATION_PATTERN, ISO_DATETIME_PATTERN
 from threatq_provider.misp.options import DISTRIBUTION_LABELS, DISTRIBUTIONS
 from threatq_provider.operators.share import (
     MispShareEventOperator,
@@ -38,9 +39,6 @@ MAX_PARALLEL_SHARES = 4
 # Events per mapped share task: each task pays a worker process, a ThreatQ token and PyMISP's start-up
 # once (~0.5 s); lists of up to 25, spread over the parallel slots, keep that off the per-event cost.
 EVENTS_PER_TASK = 25
-# `format: date-time` gives the UI its date picker; the pattern checks the value even where
-# jsonschema's optional date-time checker (rfc3339-validator) is not installed.
-ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 # ThreatQ's standard event types: the choices of the form's multi-select (custom types: conf JSON).
 EVENT_TYPES = [t["name"] for t in json.loads(data_file("threatq", "enumerations.json").read_text())["event_types"]]
 
@@ -55,10 +53,10 @@ PARAMS = {
                                         {"type": "string", "pattern": r"^\s*([1-9][0-9]*)?\s*$"}]},
                        description="Share exactly these ThreatQ event ids, one per line; empty = the events "
                        "updated in the window."),
-    "updated_since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+    "updated_since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME_PATTERN,
                            title="Updated since (UTC)", description="Window start (included); empty = the data "
                            "interval's start."),
-    "updated_until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+    "updated_until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME_PATTERN,
                            title="Updated until (UTC)", description="Window end (excluded); empty = the data "
                            "interval's end."),
     "event_types": Param([], type=["array", "null"], items={"type": "string"}, examples=EVENT_TYPES,
@@ -69,7 +67,7 @@ PARAMS = {
                   description="Share only events with any of these tags, one per line; empty = all."),
     "sources": Param([], type=["array", "null"], items={"type": "string"}, title="Sources",
                      description="Share only events from any of these sources, one per line; empty = all."),
-    "initial_lookback": Param(None, type=["null", "string"], pattern="^[0-9]+[dhm]$",
+    "initial_lookback": Param(None, type=["null", "string"], pattern=DURATION_PATTERN,
                               examples=["0d", "1d", "7d", "30d", "90d"], title="Initial look-back",
                               description="How far back the first run shares when there is no watermark yet: <n>d, "
                               "<n>h or <n>m (0d: its own hour). Null = the Variable threatq_initial_lookback, else 90d."),

@@ -35,6 +35,7 @@ from airflow.sdk import DAG, Asset, Param
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from threatq_provider._resources import data_file
+from threatq_provider.coerce import DURATION_PATTERN, ISO_DATETIME_PATTERN, POSITIVE_DURATION_PATTERN
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI, ElasticsearchLoadOperator
 from threatq_provider.operators.poll import ThreatQPollIndicatorsOperator
 from threatq_provider.operators.report import ThreatQRunReportOperator, record_attempt, skip_when_dry_run
@@ -50,9 +51,6 @@ STAGE = STAGE_ROOT + "/{{ dag.dag_id }}/{{ run_id }}"
 RETENTION = "{{ var.value.get('threatq_stage_retention', '7d') }}"
 RETENTION_DRY_RUN = "{{ var.value.get('threatq_stage_retention_dry_run', 'false') }}"
 ACTIVE_INDEX = Asset(name="threatq_active_indicators", uri=ACTIVE_INDEX_ASSET_URI)
-# `format: date-time` gives the UI its date picker; the pattern checks the value even where
-# jsonschema's optional date-time checker (rfc3339-validator) is not installed.
-ISO_DATETIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
 ENUMERATIONS = json.loads(data_file("threatq", "enumerations.json").read_text())
 INDICATOR_TYPES = [t["name"] for t in ENUMERATIONS["indicator_types"]]
 # Statuses a run may make active for detection (the status policy refuses Whitelisted).
@@ -74,9 +72,9 @@ PARAMS = {
     ),
     "collection": Param(None, type=["null", "string"], title="Data collection hash",
                         description="Data collection hash (collection mode)."),
-    "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+    "since": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME_PATTERN,
                    title="Window start (UTC)", description="Override the window start (UTC, included)."),
-    "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME,
+    "until": Param(None, type=["null", "string"], format="date-time", pattern=ISO_DATETIME_PATTERN,
                    title="Window end (UTC)", description="Override the window end (UTC, excluded)."),
     "indicator_types": Param([], type=["array", "null"], items={"type": "string", "enum": INDICATOR_TYPES},
                              examples=INDICATOR_TYPES, uniqueItems=True, title="Indicator types",
@@ -92,7 +90,7 @@ PARAMS = {
                      description="Only indicators from any of these ThreatQ sources, one per line; empty = all."),
     "tags": Param([], type=["array", "null"], items={"type": "string"}, uniqueItems=True, title="Tags",
                   description="Only indicators carrying any of these tags, one per line; empty = all."),
-    "ioc_expiration_duration": Param("90d", type="string", pattern="^[1-9][0-9]*[dhm]$",
+    "ioc_expiration_duration": Param("90d", type="string", pattern=POSITIVE_DURATION_PATTERN,
                                      examples=["30d", "90d", "180d", "365d"], title="IOC expiration duration",
                                      description="IOC lifetime after its last update: <n>d, <n>h or <n>m, "
                                      "e.g. 90d, 12h, 30m."),
@@ -100,7 +98,7 @@ PARAMS = {
                              examples=STATUSES, uniqueItems=True, title="Active statuses",
                              description="ThreatQ statuses that keep an IOC in the active index (status policy); "
                              "null = the Variable threatq_active_statuses, else Active only. Whitelisted never."),
-    "initial_lookback": Param(None, type=["null", "string"], pattern="^[0-9]+[dhm]$",
+    "initial_lookback": Param(None, type=["null", "string"], pattern=DURATION_PATTERN,
                               examples=["0d", "7d", "30d", "90d", "365d"], title="Initial look-back",
                               description="How far back the first window run reads when there is no watermark yet: "
                               "<n>d, <n>h or <n>m (0d: its own interval). Null = the Variable "

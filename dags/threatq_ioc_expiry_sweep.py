@@ -26,6 +26,7 @@ try:  # Airflow 3.2+ exports it from the Task SDK
 except ImportError:  # Airflow 3.1 (the declared floor) has only the core timetable
     from airflow.timetables.assets import AssetOrTimeSchedule
 
+from threatq_provider.coerce import POSITIVE_DURATION_PATTERN
 from threatq_provider.operators.detection import DetectionWindowRefreshOperator
 from threatq_provider.operators.load import ACTIVE_INDEX_ASSET_URI
 from threatq_provider.operators.report import skip_when_dry_run
@@ -40,7 +41,7 @@ PARAMS = {
     "dry_run": Param(False, type=["boolean", "null"], title="Dry run",
                      description="Count what would be removed, remove nothing."),
     # `examples` gives the form's text box suggestions; the pattern is checked at trigger time.
-    "history_retention": Param("5d", type="string", pattern="^[1-9][0-9]*[dhm]$", examples=["1d", "5d", "30d"],
+    "history_retention": Param("5d", type="string", pattern=POSITIVE_DURATION_PATTERN, examples=["1d", "5d", "30d"],
                                title="History retention",
                                description="Keep history documents this long: <n>d, <n>h or <n>m, e.g. 5d, 36h."),
 }

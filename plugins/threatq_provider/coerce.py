@@ -24,6 +24,9 @@ from typing import Any
 
 __all__ = [
     "DURATION_FORM",
+    "DURATION_PATTERN",
+    "ISO_DATETIME_PATTERN",
+    "POSITIVE_DURATION_PATTERN",
     "FALSE_WORDS",
     "TRUE_WORDS",
     "UNSET_WORDS",
@@ -50,6 +53,16 @@ DURATION_FORM = "a whole number followed by d, h, m or s (days, hours, minutes, 
 _DURATION = re.compile(r"([0-9]+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _NO_DEFAULT: Any = object()
+
+#: JSON-schema patterns for DAG Params (the trigger form checks them). Narrower than the parsers
+#: on purpose: a form asks for the one canonical spelling (a zone on every time; days, hours or
+#: minutes), and every text a pattern admits parses here (tests/unit/test_coerce.py).
+#: ``format: date-time`` gives the form its date picker; the pattern checks the value even where
+#: jsonschema's optional date-time checker (rfc3339-validator) is not installed.
+ISO_DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$"
+#: A duration that may be zero (a look-back), and one that may not (a lifetime, a retention).
+DURATION_PATTERN = "^[0-9]+[dhm]$"
+POSITIVE_DURATION_PATTERN = "^[1-9][0-9]*[dhm]$"
 
 
 class CoercionError(ValueError):

@@ -1,4 +1,4 @@
-"""The one set of spellings for flags, whole numbers, ISO-8601 times and durations (threatq_provider.coerce)."""
+"""The one set of spellings for flags, whole numbers, ISO-8601 times and durations (coerce)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ BOOLS = [
     (True, True), (False, False), (1, True), (0, False),
     ("true", True), ("True", True), (" TRUE ", True), ("yes", True), ("on", True), ("y", True), ("Y", True),
     ("1", True),
-    ("false", False), ("FALSE", False), ("no", False), ("off", False), ("n", False), ("0", False), ("\n0\n", False),
+    ("false", False), ("FALSE", False), ("no", False), ("off", False), ("n", False), ("0", False),
+    ("\n0\n", False),
 ]
 NOT_BOOLS = ["ture", "flase", "y es", "2", "-1", "t", "f", "enabled", 2, 1.0, [], "nope"]
 
@@ -72,7 +73,8 @@ def test_anything_else_is_not_a_whole_number(value: object) -> None:
         parse_int(value, "chunk_size")
 
 
-@pytest.mark.parametrize(("value", "minimum", "ok"), [(1, 1, True), (0, 1, False), ("-1", 0, False), (5, 0, True)])
+@pytest.mark.parametrize(("value", "minimum", "ok"),
+                         [(1, 1, True), (0, 1, False), ("-1", 0, False), (5, 0, True)])
 def test_a_whole_number_below_the_minimum_is_refused(value: object, minimum: int, ok: bool) -> None:
     if ok:
         assert parse_int(value, "max_in_flight", minimum=minimum) == int(value)  # type: ignore[call-overload]
@@ -112,7 +114,7 @@ def test_a_date_time_becomes_an_aware_utc_datetime(value: object, expected: date
 @pytest.mark.parametrize("value", ["yesterday", "2026-13-01", "31/01/2026", "", "Z", 1769860800, None,
                                    "0001-01-01T00:00:00+03:00"])
 def test_anything_else_is_not_a_date_time_naming_the_field(value: object) -> None:
-    with pytest.raises(CoercionError, match=r"^observed_at=.* is not a date-time|^observed_at=.* is not an ISO-8601"):
+    with pytest.raises(CoercionError, match=r"^observed_at=.* is not (a date-time|an ISO-8601)"):
         parse_iso(value, "observed_at")
 
 
@@ -127,8 +129,9 @@ def test_anything_else_is_not_a_date_time_naming_the_field(value: object) -> Non
 ])
 def test_a_moment_is_written_in_utc_with_a_z(moment: datetime, timespec: str, text: str) -> None:
     assert format_iso(moment, timespec=timespec) == text
-    assert parse_iso(text, "round trip") == to_utc(moment).replace(
-        microsecond=to_utc(moment).microsecond // 1000 * 1000 if timespec == "milliseconds" else to_utc(moment).microsecond)
+    kept = to_utc(moment).microsecond
+    kept = kept // 1000 * 1000 if timespec == "milliseconds" else kept
+    assert parse_iso(text, "round trip") == to_utc(moment).replace(microsecond=kept)
 
 
 DURATIONS = [
@@ -136,7 +139,8 @@ DURATIONS = [
     ("90s", timedelta(seconds=90)), (" 5d ", timedelta(days=5)), ("\t7d\n", timedelta(days=7)),
     ("007d", timedelta(days=7)), (timedelta(hours=2), timedelta(hours=2)),
 ]
-NOT_DURATIONS = ["", "5", "d", "5w", "d5", "-1d", "+5d", "1.5d", "5 d", "5D", "5dd", "5d3h", "1 day", None, 5, "٥d"]
+NOT_DURATIONS = ["", "5", "d", "5w", "d5", "-1d", "+5d", "1.5d", "5 d", "5D", "5dd", "5d3h", "1 day", None, 5,
+                 "٥d"]
 
 
 @pytest.mark.parametrize(("value", "expected"), DURATIONS)
@@ -155,7 +159,7 @@ def test_any_other_duration_fails_naming_the_option_the_value_and_the_form(value
 @pytest.mark.parametrize("value", ["0d", "0h", "0m", "0s", " 0d ", timedelta(0)])
 def test_zero_is_legal_only_where_the_option_gives_it_a_meaning(value: object) -> None:
     assert parse_duration(value, "initial_lookback", allow_zero=True) == timedelta(0)
-    with pytest.raises(CoercionError, match=r"^ioc_expiration_duration=.* is not a duration greater than zero"):
+    with pytest.raises(CoercionError, match=r"^ioc_expiration_duration=.* is not a duration greater than"):
         parse_duration(value, "ioc_expiration_duration")
 
 
@@ -179,4 +183,33 @@ def test_the_module_imports_no_airflow() -> None:
     tree = ast.parse(Path(coerce.__file__).read_text())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names | {"__future__"}}
+    allowed = sys.stdlib_module_names | {"__future__"}
+    assert not {name for name in imported if name.split(".")[0] not in allowed}
+
+
+# Well-formed dates: the patterns check the shape; the calendar (month 13) is the parser's job.
+PATTERN_SAMPLES = ["2026-01-31T12:00Z", "2026-01-31T12:00:00Z", "2026-01-31T12:00:00.5+01:00",
+                   "2026-01-31T12:00:00-0530", "2026-01-31 12:00:00Z", "2026-01-31T12:00:00", "2026-01-31",
+                   "0d", "90d", "12h", "30m", "90s", "007d", " 5d", "5 d", "5D", "-1d"]
+
+
+@pytest.mark.parametrize("text", PATTERN_SAMPLES)
+def test_every_text_a_param_pattern_admits_parses(text: str) -> None:
+    # The DAG forms' patterns are narrower than the parsers, never wider.
+    import re
+
+    if re.fullmatch(coerce.ISO_DATETIME_PATTERN, text):
+        assert parse_iso(text, "since").tzinfo is UTC
+    if re.fullmatch(coerce.DURATION_PATTERN, text):
+        parse_duration(text, "initial_lookback", allow_zero=True)
+    if re.fullmatch(coerce.POSITIVE_DURATION_PATTERN, text):
+        assert parse_duration(text, "history_retention") > timedelta(0)
+
+
+def test_the_param_patterns_admit_the_canonical_spellings() -> None:
+    import re
+
+    assert re.fullmatch(coerce.ISO_DATETIME_PATTERN, "2026-01-31T12:00:00Z")
+    assert re.fullmatch(coerce.DURATION_PATTERN, "0d")
+    assert not re.fullmatch(coerce.POSITIVE_DURATION_PATTERN, "0d")
+    assert re.fullmatch(coerce.POSITIVE_DURATION_PATTERN, "90d")

@@ -99,7 +99,8 @@ def refresh_detection_window(client: Any, *, index: str = ACTIVE_ALIAS, now: dat
     :return: the counts.
     """
     query = due_query(now, window=window, margin=margin)
-    counts = RefreshCounts(now=format_iso_millis(now), older_than=format_iso_millis(now - (window - margin)), dry_run=dry_run)
+    counts = RefreshCounts(now=format_iso_millis(now), older_than=format_iso_millis(now - (window - margin)),
+                           dry_run=dry_run)
     if not client.indices.exists(index=index):
         log.info("detection window: %s does not exist yet; nothing to refresh", index)
         return counts

@@ -316,12 +316,14 @@ def sweep_tombstones(client: Any, *, now: datetime, retention: str = "30d", dry_
     cutoff = to_utc(now) - parse_duration(retention, "tombstone_retention")
     if dry_run:
         try:
-            pruned = client.count(index=index, body={"query": {"range": {"deleted_at": {"lt": format_iso_millis(cutoff)}}}})["count"]
+            query = {"range": {"deleted_at": {"lt": format_iso_millis(cutoff)}}}
+            pruned = client.count(index=index, body={"query": query})["count"]
         except cluster(client).api_error as exc:
             if cluster(client).status(exc) != 404:
                 raise
             pruned = 0
     else:
         pruned = prune_tombstones(client, index, before=cutoff)
-    log.info("tombstone prune (cutoff %s): %d %s", format_iso_millis(cutoff), pruned, "would go" if dry_run else "deleted")
+    log.info("tombstone prune (cutoff %s): %d %s", format_iso_millis(cutoff), pruned,
+             "would go" if dry_run else "deleted")
     return {"cutoff": format_iso_millis(cutoff), "retention": retention, "pruned": pruned, "dry_run": dry_run}
