@@ -195,6 +195,12 @@ def test_the_params_table_equals_the_dags_params(dag_id):
         stated = literal(row["Default"])
         assert stated is not PROSE, f"{dag_id}.{name}: the Default cell states no value: {row['Default']!r}"
         assert stated == dag.params.get_param(name).value, f"{dag_id}.{name}"
+        schema = dag.params.get_param(name).schema
+        patterns = re.findall(r"`(\^[^`]*\$)`", row["Type"])
+        if patterns:  # a pattern the table states is the one the trigger form checks
+            assert patterns == [schema.get("pattern")], f"{dag_id}.{name}: Type column"
+        if "enum" in schema and "|" in row["Type"]:
+            assert re.findall(r"`([^`]+)`", row["Type"]) == list(schema["enum"]), f"{dag_id}.{name}: choices"
 
 
 # ---- Airflow Variables and environment ------------------------------------------------------
