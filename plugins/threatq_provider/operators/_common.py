@@ -16,15 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from threatq_provider.coerce import CoercionError, parse_bool, parse_int, parse_iso
+from threatq_provider.coerce import CoercionError, is_unset, parse_bool, parse_int, parse_iso
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-# What an unset optional argument renders to: nothing, an empty string, or a template that
-# printed Python's None.
-UNSET = (None, "", "None")
-
 
 def is_template(value: Any) -> bool:
     """Whether an argument is still a Jinja template (checked at run time, not at parse time)."""
@@ -49,7 +44,7 @@ def as_bool(value: Any, name: str = "flag") -> bool:
 
 
 def optional(value: Any, cast: type) -> Any:
-    """``cast(value)``, or ``None`` when the value is unset (see :data:`UNSET`).
+    """``cast(value)``, or ``None`` when the value is unset (:func:`threatq_provider.coerce.is_unset`).
 
     :param value: the raw (rendered) value.
     :param cast: ``int`` (read by :func:`threatq_provider.coerce.parse_int`: ``"2.5"`` or ``2.5`` is
@@ -57,7 +52,7 @@ def optional(value: Any, cast: type) -> Any:
     :return: the cast value or ``None``.
     :raises ValueError: the value does not convert.
     """
-    if value in UNSET:
+    if is_unset(value):
         return None
     return parse_int(value, "value") if cast is int else cast(value)
 
@@ -70,7 +65,7 @@ def resolve_now(value: Any, context: Context) -> datetime:
     :return: an aware datetime (UTC when the value has no zone).
     :raises AirflowFailException: the value is not an ISO-8601 date-time (a retry cannot fix it).
     """
-    if value in UNSET:
+    if is_unset(value):
         value = context.get("data_interval_end") or context.get("logical_date")
     if value is None:
         return datetime.now(timezone.utc)

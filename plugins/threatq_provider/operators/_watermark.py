@@ -56,7 +56,7 @@ def is_backfill(context: Context) -> bool:
 def lookback(value: Any) -> timedelta:
     """The initial look-back from a rendered argument; fails the task on a typo."""
     try:
-        return parse_lookback("90d" if value in (None, "", "None") else value)
+        return parse_lookback("90d" if is_unset(value) else value)
     except WatermarkValueError as exc:
         raise AirflowFailException(str(exc)) from None
 

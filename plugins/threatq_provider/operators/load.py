@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
-from threatq_provider.coerce import CoercionError, parse_int, parse_iso
+from threatq_provider.coerce import CoercionError, is_unset, parse_int, parse_iso
 
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import (
@@ -31,7 +31,6 @@ from threatq_provider.elasticsearch.names import (
 )
 from threatq_provider.operators._base import HookOperator, elasticsearch_hook
 from threatq_provider.operators._common import (
-    UNSET,
     fail_fast,
     optional,
     sibling_ndjson_path,
@@ -53,7 +52,7 @@ def default_dead_letter_path(source_path: str) -> str:
 
 def _observed_at(value: Any) -> datetime | None:
     """The poll's time from a datetime or a rendered ISO-8601 string; ``None`` when unset."""
-    if value in UNSET:
+    if is_unset(value):
         return None
     try:
         return parse_iso(value, "observed_at")

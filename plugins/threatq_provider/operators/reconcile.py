@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from threatq_provider.coerce import is_unset, parse_duration
+
 # Light constants only: parsing a DAG must not import the Elasticsearch client.
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
 from threatq_provider.operators._base import HookOperator, elasticsearch_hook, threatq_hook
@@ -77,10 +79,8 @@ class ThreatQDeletionReconcileOperator(HookOperator):
         return threatq_hook(self.threatq_conn_id)
 
     def _arguments(self) -> dict[str, Any]:
-        from threatq_provider.coerce import parse_duration
-
         try:
-            percent = float(self.max_delete_percent if self.max_delete_percent not in (None, "", "None") else 10)
+            percent = float(10 if is_unset(self.max_delete_percent) else self.max_delete_percent)
             margin = parse_duration(self.margin or "1h", "margin", allow_zero=True)
             page_size = optional(self.page_size, int)
         except (TypeError, ValueError) as exc:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 
-from threatq_provider.coerce import CoercionError, parse_duration, parse_iso
-from threatq_provider.operators._common import UNSET, as_bool, is_template, resolve_now
+from threatq_provider.coerce import CoercionError, is_unset, parse_duration, parse_iso
+from threatq_provider.operators._common import as_bool, is_template, resolve_now
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
@@ -233,7 +233,7 @@ class StageRetentionOperator(BaseOperator):
             return result
         if not fs.isdir(root_path):
             raise AirflowFailException(f"task {self.task_id}: stage root {root} is not a folder")
-        keep = None if self.keep in UNSET else str(self.keep).rstrip("/").rsplit("/", 1)[-1]
+        keep = None if is_unset(self.keep) else str(self.keep).rstrip("/").rsplit("/", 1)[-1]
         for entry in sorted(fs.ls(root_path, detail=True), key=lambda e: str(e["name"])):
             path = str(entry["name"]).rstrip("/")
             if path == root_path:

@@ -169,3 +169,19 @@ def test_fail_fast_hides_userinfo_in_a_library_error_text() -> None:
 
 def test_fail_fast_keeps_the_execute_name_for_airflow() -> None:
     assert _Op.execute.__name__ == "execute" and _Op.execute.__wrapped__.__name__ == "execute"
+
+
+@pytest.mark.parametrize("value", [None, "", "None", "none", "  "])
+def test_an_unset_optional_argument_is_none_by_the_one_rule(value: object) -> None:
+    # Decided drift (#11): "unset" is coerce.is_unset everywhere; blanks and "none" were cast before.
+    from threatq_provider.operators._common import optional
+
+    assert optional(value, int) is None and optional(value, str) is None
+
+
+def test_an_optional_whole_number_is_not_cut() -> None:
+    from threatq_provider.operators._common import optional
+
+    assert optional(" 12 ", int) == 12
+    with pytest.raises(ValueError, match="is not a whole number"):
+        optional(12.5, int)
