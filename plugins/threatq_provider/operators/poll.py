@@ -92,7 +92,7 @@ def _as_datetime(value: Any, name: str) -> datetime | None:
 
 def _as_type_list(value: Any, name: str = "types") -> list[str] | None:
     """Accept a list of names, a JSON list string, a comma-separated string, or nothing."""
-    if value is None or value == "" or value == [] or value == "None":
+    if value == [] or is_unset(value):
         return None
     if isinstance(value, str):
         text = value.strip()

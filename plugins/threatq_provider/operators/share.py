@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from threatq_provider.coerce import CoercionError, is_unset, parse_int
 from threatq_provider.misp.options import OPTION_FIELDS, ShareOptions
 from threatq_provider.operators._base import HookOperator, misp_hook, threatq_hook
 from threatq_provider.operators._common import fail_fast
@@ -45,7 +46,7 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
     :return: ids in the given order without repeats.
     :raises AirflowFailException: for anything that is not a positive integer id (a retry cannot fix it).
     """
-    if value is None or value == "" or value == "None":
+    if is_unset(value):
         return []
     if isinstance(value, str):
         text = value.strip()
@@ -61,11 +62,9 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
         if isinstance(item, str) and not item.strip():
             continue  # a blank line of the trigger form's one-id-per-line box
         try:
-            ident = int(str(item).strip())
-        except ValueError:
+            ident = parse_int(item, name, minimum=1)
+        except CoercionError:
             raise AirflowFailException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)") from None
-        if ident < 1:
-            raise AirflowFailException(f"{name}: {item!r} is not a ThreatQ id (a positive integer)")
         if ident not in ids:
             ids.append(ident)
     return ids
@@ -73,7 +72,7 @@ def parse_ids(value: Any, name: str = "event_ids") -> list[int]:
 
 def parse_names(value: Any) -> list[str]:
     """Names from a list, ``'["a","b"]'``, ``"a,b"`` or empty (rendered templates)."""
-    if value is None or value == "" or value == "None":
+    if is_unset(value):
         return []
     if isinstance(value, str):
         text = value.strip()
