@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import re
-import ssl
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from threatq_provider._tls import certificate_failed
 from threatq_provider.coerce import CoercionError, is_unset, parse_bool, parse_int, parse_iso
 
 if TYPE_CHECKING:
@@ -116,26 +116,6 @@ _USERINFO = re.compile(r"//[^/@\s]+@")
 _Execute = TypeVar("_Execute", bound=Callable[..., Any])
 
 
-def _certificate_failure(exc: BaseException) -> bool:
-    """Whether an ``ssl.SSLCertVerificationError`` sits anywhere in the error's chain.
-
-    Libraries wrap it several times (PyMISP, requests, urllib3, elastic_transport) and our hooks
-    re-raise ``from None``, which still keeps ``__context__``.
-    """
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        err = stack.pop()
-        if not isinstance(err, BaseException) or id(err) in seen:
-            continue
-        seen.add(id(err))
-        if isinstance(err, ssl.SSLCertVerificationError):
-            return True
-        stack.extend((*err.args, getattr(err, "reason", None), *(getattr(err, "errors", None) or ()),
-                      err.__cause__, err.__context__))
-    return False
-
-
 def permanent_reason(exc: BaseException) -> str | None:
     """Why a retry cannot heal ``exc`` (see :data:`PERMANENT_ERRORS`), or ``None`` when it may be transient.
 
@@ -146,7 +126,7 @@ def permanent_reason(exc: BaseException) -> str | None:
         cls = getattr(sys.modules.get(module_name), class_name, None)
         if isinstance(cls, type) and isinstance(exc, cls):
             return why
-    return CERTIFICATE_FAILURE if _certificate_failure(exc) else None
+    return CERTIFICATE_FAILURE if certificate_failed(exc) else None
 
 
 def fail_fast(execute: _Execute) -> _Execute:

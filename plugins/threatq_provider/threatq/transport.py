@@ -38,7 +38,6 @@ import email.utils
 import json as jsonlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +50,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError
 
 from threatq_provider import __version__
 from threatq_provider._jsonscan import split_member, top_level_scalars
+from threatq_provider._tls import certificate_failed
 from threatq_provider.threatq.auth import ClientCredentials, Grant, PasswordGrant, Token, TokenRequest
 from threatq_provider.threatq.errors import (
     ThreatQAPIError,
@@ -153,17 +153,7 @@ def _is_certificate_error(exc: requests.exceptions.RequestException) -> bool:
     """
     if not isinstance(exc, requests.exceptions.SSLError):
         return False
-    stack: list[Any] = [exc]
-    seen: set[int] = set()
-    while stack:
-        err = stack.pop()
-        if not isinstance(err, BaseException) or id(err) in seen:
-            continue
-        seen.add(id(err))
-        if isinstance(err, ssl.SSLCertVerificationError):
-            return True
-        stack.extend((*err.args, getattr(err, "reason", None), err.__cause__, err.__context__))
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return certificate_failed(exc) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _network_reason(exc: requests.exceptions.RequestException) -> str:
