@@ -7,8 +7,8 @@ with the Slack provider's caching (``functools.cached_property``):
   task writes to, or its only one; ``threatq_hook`` for the ThreatQ it reads from when it writes
   elsewhere. The property returns :func:`threatq_hook`, :func:`elasticsearch_hook` or
   :func:`misp_hook` of the operator's connection id. Building a hook does no I/O (our hooks read
-  their connection when the client is first asked for), so DAG parsing and ``on_kill`` stay cheap. Tests may set a hook in place of the
-  property (``op.__dict__["hook"] = fake``).
+  their connection when the client is first asked for), so DAG parsing and ``on_kill`` stay
+  cheap. Tests may set a hook in place of the property (``op.__dict__["hook"] = fake``).
 * ``execute`` takes each client in a ``with`` block: ``with self.client(self.hook) as client:``.
   Leaving the block, by return or by error, closes the client through its hook, and the hook
   forgets it, so a second ``execute`` of the same task object (a retry in one process) opens a
@@ -16,7 +16,8 @@ with the Slack provider's caching (``functools.cached_property``):
 * ``on_kill`` closes the client of every hook the operator names in :attr:`HookOperator.hook_names`:
   a request in flight fails at once and ``execute`` unwinds, instead of the task waiting out its
   HTTP timeouts after a kill.
-* ``__init__`` stores the arguments unchanged. Values are read and checked in ``execute`` before
+* ``__init__`` stores the arguments unchanged (an unset index name: the default it stands for).
+  Values are read and checked in ``execute`` before
   the first call to a service, so a wrong value fails the task naming the option and nothing is
   sent. The only checks left at parse time are pure checks of literal values (no I/O, nothing
   stored), where a test pins that a wrong literal is a DAG import error; Airflow's

@@ -29,7 +29,8 @@ __all__ = ["Objects"]
 class Objects(Listings):
     """Investigations, an event's related objects, attachments."""
 
-    def get_event_related(self, event_id: int, relation: str, *, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    def get_event_related(self, event_id: int, relation: str, *,
+                          limit: int) -> tuple[list[dict[str, Any]], int | None]:
         """The first ``limit`` objects of one relation of an event (``GET /api/events/{id}/{relation}``).
 
         For relations that ``with=`` cannot embed on every ThreatQ version (``attack_pattern``
@@ -44,7 +45,8 @@ class Objects(Listings):
         ident = int_id("event_id", event_id)
         if not isinstance(relation, str) or not relation.isidentifier():
             raise ThreatQValidationError("relation", relation, reason="an object collection name is required")
-        payload = self.request_json("GET", f"/api/events/{ident}/{relation}", params={"limit": int_id("limit", limit)})
+        path = f"/api/events/{ident}/{relation}"
+        payload = self.request_json("GET", path, params={"limit": int_id("limit", limit)})
         return rows_of(payload), total_of(payload)
 
     def get_investigation(self, name_or_id: int | str, *, with_: Iterable[str] | str | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""What a MISP share reads from ThreatQ: an event with everything it maps, or an investigation's whole contents.
+"""What a MISP share reads from ThreatQ: an event with all it maps, or an investigation's contents.
 
 :class:`ShareReader` gathers, over one :class:`~threatq_provider.threatq.client.ThreatQClient`,
 the objects the MISP mapping (:mod:`threatq_provider.misp.mapping`) turns into a MISP event: the
@@ -152,8 +152,8 @@ class ShareReader:
                 continue
             event[relation] = list(rows)
             if total is not None and total > len(rows):
-                self.log.warning("ThreatQ event %s has %d %s objects; the first %d are matched", event["id"], total,
-                                 relation, len(rows))
+                self.log.warning("ThreatQ event %s has %d %s objects; the first %d are matched", event["id"],
+                                 total, relation, len(rows))
         return event
 
     def investigation(self, name_or_id: int | str) -> InvestigationContents:
@@ -177,7 +177,8 @@ class ShareReader:
         attachments += [{"id": aid} for aid in related_ids(inv, "attachments") if aid not in known]
         return InvestigationContents(inv, events, list(indicators.values()), attachments)
 
-    def attachments(self, attachments: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], bytes]]:
+    def attachments(self, attachments: Iterable[Mapping[str, Any]],
+                    ) -> Iterator[tuple[Mapping[str, Any], bytes]]:
         """Download each attachment once, lazily; one over the size cap is logged, counted, skipped."""
         seen: set[Any] = set()
         for attachment in attachments:
@@ -185,7 +186,8 @@ class ShareReader:
                 continue
             seen.add(attachment.get("id"))
             try:
-                content = self.client.download_attachment(int(attachment["id"]), max_bytes=self.max_attachment_bytes)
+                content = self.client.download_attachment(int(attachment["id"]),
+                                                          max_bytes=self.max_attachment_bytes)
             except ThreatQTooLarge as exc:
                 self.attachments_too_large.append(attachment.get("id"))
                 self.log.warning("ThreatQ attachment %s (%r) not shared: %s", attachment.get("id"),

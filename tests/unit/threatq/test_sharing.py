@@ -65,7 +65,8 @@ def test_an_event_comes_with_its_relations_and_galaxy_relations():
     event = ShareReader(client).event(1)
     assert event == {"id": 1, "title": "t", "malware": [{"value": "Emotet"}], "attack_pattern": []}
     assert client.calls[0] == ("get_event", 1, DEFAULT_EVENT_WITH)
-    assert client.calls[1:] == [("related", 1, "malware", RELATED_PAGE), ("related", 1, "attack_pattern", RELATED_PAGE)]
+    assert client.calls[1:] == [("related", 1, "malware", RELATED_PAGE),
+                                ("related", 1, "attack_pattern", RELATED_PAGE)]
 
 
 def test_a_relation_the_instance_does_not_serve_is_asked_once_logged_and_left_out():
@@ -98,7 +99,8 @@ def test_an_investigation_brings_its_events_indicators_and_attachments_each_once
     assert client.calls[0] == ("get_investigation", "Case 7", INVESTIGATION_WITH)
     assert [e["id"] for e in contents.events] == [1]
     assert [i["id"] for i in contents.indicators] == [10, 11]  # 10 through the event, 11 on its own
-    assert ("event_indicators", 1, INDICATOR_WITH) in client.calls and ("get_indicator", 11, INDICATOR_WITH) in client.calls
+    assert ("event_indicators", 1, INDICATOR_WITH) in client.calls
+    assert ("get_indicator", 11, INDICATOR_WITH) in client.calls
     assert ("get_indicator", 10, INDICATOR_WITH) not in client.calls
     assert contents.attachments == [{"id": 5, "name": "a.txt"}, {"id": 6}]
 
