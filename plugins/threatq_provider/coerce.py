@@ -7,8 +7,9 @@ Values arrive as Python objects or as rendered Jinja text (``"true"``, ``"1000"`
 Every parser raises :class:`CoercionError` (a ``ValueError``) whose message names the option or
 field and the bad value, and says what is expected. Callers turn it into their own error type
 (``AirflowFailException``, ``ConnectionConfigError``, ``EcsConfigError``, ``MispConfigError``...).
-Only configuration values pass through here, never a credential, so showing the value is safe;
-it is cut to 80 characters all the same.
+The value is shown (cut to 80 characters): these are settings, not credentials. Where a secret
+could sit in the wrong field (connection extras, ``_conn_extras``), the caller words its own
+message and leaves the value out.
 
 Imports no Airflow: ``ecs/``, ``threatq/``, ``elasticsearch/`` and ``misp/`` use it.
 
