@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from threatq_provider.coerce import CoercionError, parse_int
 from threatq_provider.threatq.errors import ThreatQValidationError
 
 
@@ -28,10 +29,7 @@ def join(values: Iterable[str] | str | None) -> str | None:
 
 def int_id(field_name: str, value: Any) -> int:
     try:
-        ident = int(value)
-    except (TypeError, ValueError):
+        return parse_int(value, field_name, minimum=1)
+    except CoercionError:
         raise ThreatQValidationError(field_name, value, reason="a positive integer id is required") from None
-    if ident <= 0 or (isinstance(value, float) and value != ident):
-        raise ThreatQValidationError(field_name, value, reason="a positive integer id is required")
-    return ident
 
