@@ -1,6 +1,7 @@
 """Backfills and REST-API triggers on a running Airflow: scheduler + api-server + dag-processor +
-triggerer (``scripts/airflow-services``) as subprocesses on their own SQLite home, LocalExecutor
-with parallelism 4, connections from ``AIRFLOW_CONN_*`` in their environment — as a user runs it.
+triggerer (``scripts/airflow-services``, started by ``airflow_services.running``) as subprocesses on
+their own SQLite home, LocalExecutor with parallelism 4, connections from ``AIRFLOW_CONN_*`` in their
+environment — as a user runs it.
 
 One module-scoped set of services serves every test here (start-up costs ~20 s).
 """
@@ -8,25 +9,20 @@ One module-scoped set of services serves every test here (start-up costs ~20 s).
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import requests
 
-from tests.integration.dags import helpers
+from tests.integration.dags import airflow_services, helpers
+from tests.integration.dags.airflow_services import AIRFLOW
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.elasticsearch]
 
-REPO = Path(__file__).resolve().parents[3]
 INDICATORS = "threatq_indicators_to_elasticsearch"
 SWEEP = "threatq_ioc_expiry_sweep"
-AIRFLOW = str(REPO / ".venv" / "bin" / "airflow")
 
 # Three whole days, ending a week ago: the backfill's daily intervals cover them exactly. The run
 # the scheduler creates on unpausing (catchup off: the latest interval) has no watermark yet, so it
@@ -36,109 +32,21 @@ DAY0 = TODAY - timedelta(days=10)
 DAY3 = DAY0 + timedelta(days=3)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Api:
-    """Thin /api/v2 client (SimpleAuthManager with all users admin: no token needed)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
-        self.http = requests.Session()
-
-    def get(self, path: str, **params):
-        resp = self.http.get(f"{self.base}/api/v2{path}", params=params, timeout=30)
-        resp.raise_for_status()
-        return resp.json()
-
-    def post(self, path: str, body: dict) -> requests.Response:
-        return self.http.post(f"{self.base}/api/v2{path}", json=body, timeout=30)
-
-    def patch(self, path: str, body: dict) -> dict:
-        resp = self.http.patch(f"{self.base}/api/v2{path}", json=body, timeout=30)
-        resp.raise_for_status()
-        return resp.json()
-
-    def wait_dag(self, dag_id: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            resp = self.http.get(f"{self.base}/api/v2/dags/{dag_id}", timeout=30)
-            if resp.status_code == 200:
-                return
-            time.sleep(1)
-        errors = self.get("/importErrors")
-        raise AssertionError(f"DAG {dag_id} not parsed within {timeout}s; import errors: {errors}")
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self.get(f"/dags/{dag_id}/dagRuns", limit=100, order_by="id")["dag_runs"]
-
-    def wait_runs(self, dag_id: str, run_ids: set[str], timeout: float = 240) -> dict[str, dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            runs = {r["dag_run_id"]: r for r in self.runs(dag_id) if r["dag_run_id"] in run_ids}
-            if len(runs) == len(run_ids) and all(r["state"] in ("success", "failed") for r in runs.values()):
-                return runs
-            time.sleep(2)
-        raise AssertionError(f"runs of {dag_id} not finished in {timeout}s: {self.runs(dag_id)}")
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str):
-        entry = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
-                         deserialize=True)
-        value = entry["value"]
-        return json.loads(value) if isinstance(value, str) else value
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
-        tis = self.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in tis}
-
-
 @pytest.fixture(scope="module")
 def services(tmp_path_factory, es_url, es_client):
-    from tests.fixtures.threatq import threatq_conn_json
     from tests.integration.dags.conftest import start_simulator
 
     helpers.wipe_threatq_indices(es_client)
-    home = tmp_path_factory.mktemp("airflow-services")
     sim = start_simulator(seed=21, indicators=3_000, events=5, start=DAY0, end=DAY3)
-    port = _free_port()
-    # SQLite's default 5 s busy timeout is too short when the scheduler, the api-server, the
-    # dag-processor, four workers and the backfill CLI write at once on a 2-core box.
-    (home / "sqlite_settings.py").write_text('CONNECT_ARGS = {"timeout": 60}\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "sqlite_settings.CONNECT_ARGS",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "sqlite_settings.CONNECT_ARGS",
-        "PYTHONPATH": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "TQ_AIRFLOW_PORT": str(port),
-        # Daily intervals, so "three days" is three runs (the default is every 10 minutes).
-        "THREATQ_INDICATORS_CRON": "0 0 * * *",
-        "AIRFLOW_CONN_THREATQ_DEFAULT": threatq_conn_json(sim, grant="client_credentials"),
-        "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps({"conn_type": "elasticsearch_ecs", "host": es_url}),
-        "AIRFLOW_VAR_THREATQ_STAGE_ROOT": f"file://{home}/stage",
-    })
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}"
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
-    started = subprocess.run([str(REPO / "scripts" / "airflow-services"), "start"], env=env, capture_output=True,
-                             text=True, timeout=300)
     try:
-        assert started.returncode == 0, f"airflow-services start failed:\n{started.stdout}\n{started.stderr}"
-        api = Api(f"http://127.0.0.1:{port}")
-        for dag_id in (INDICATORS, SWEEP):
-            api.wait_dag(dag_id)
-            api.patch(f"/dags/{dag_id}", {"is_paused": False})
-        yield SimpleNamespace(api=api, env=env, sim=sim, home=home)
+        # Daily intervals, so "three days" is three runs (the default is every 10 minutes).
+        with airflow_services.running(tmp_path_factory.mktemp("airflow-services"), sim=sim, es_url=es_url,
+                                      extra_env={"THREATQ_INDICATORS_CRON": "0 0 * * *"}) as running:
+            for dag_id in (INDICATORS, SWEEP):
+                running.api.wait_dag(dag_id)
+                running.api.patch(f"/dags/{dag_id}", {"is_paused": False})
+            yield SimpleNamespace(api=running.api, env=running.env, sim=sim, home=running.home)
     finally:
-        subprocess.run([str(REPO / "scripts" / "airflow-services"), "stop"], env=env, capture_output=True, timeout=120)
         sim.stop()
 
 
@@ -172,19 +80,9 @@ def _sweep_now(services) -> tuple[datetime, datetime]:
     return before, helpers.utcnow()
 
 
-def _wait_idle(services, dag_id: str, timeout: float = 180) -> None:
-    """Wait until no run of the DAG is queued or running (e.g. the one unpausing created)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(r["state"] in ("success", "failed") for r in services.api.runs(dag_id)):
-            return
-        time.sleep(2)
-    raise AssertionError(f"{dag_id} still busy after {timeout}s: {services.api.runs(dag_id)}")
-
-
 def test_backfill_over_three_days_gives_three_runs_whose_union_is_the_ground_truth(services, es_client):
-    _wait_idle(services, INDICATORS)
-    _wait_idle(services, SWEEP)  # the load of the unpause run triggers a sweep (asset schedule)
+    services.api.wait_idle(INDICATORS)
+    services.api.wait_idle(SWEEP)  # the load of the unpause run triggers a sweep (asset schedule)
     done = _backfill(services, "--from-date", DAY0.date().isoformat(), "--to-date", (DAY3 - timedelta(days=1)).date().isoformat(),
                      "--max-active-runs", "3")
     assert done.returncode == 0, done.stderr[-3000:]
