@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -377,12 +376,3 @@ def test_investigation_report_holds_its_description_then_each_event_under_its_ti
     assert report.content == ("Why we look\n\n## Spearphish campaign against finance\n\ntest\n\n"
                               "## C2 \\*beacon\\*\n\nBeacon every **60 s**")
     assert report.uuid == report_uuid(event_uuid(HOST, 3, "investigation"))
-
-
-def test_the_mapping_imports_no_airflow():
-    import subprocess
-
-    code = ("import sys; import threatq_provider.misp.mapping, threatq_provider.misp.exporter; "
-            "print(any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

@@ -1,5 +1,5 @@
 """ShareReader: what a MISP share reads from ThreatQ, over a recording fake client (the real HTTP
-path is tests/component/misp/test_operators.py, against the simulator)."""
+path is tests/component/operators/test_share.py, against the simulator)."""
 
 from __future__ import annotations
 

@@ -37,17 +37,6 @@ def test_sweep_operators_default_to_elastics_alias_and_five_days():
     assert IocExpirySweepOperator(task_id="s3", index_prefix="t-").tombstone_index == "t-threatq-ioc-tombstones"
 
 
-def test_importing_the_operators_does_not_import_the_elasticsearch_client():
-    import subprocess
-    import sys
-
-    code = ("import sys, threatq_provider.operators.load, threatq_provider.operators.sweep;"
-            "print('elasticsearch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
-
-    assert out.stdout.strip().splitlines()[-1] == "False"
-
-
 class _ClosingHook:
     """Stands in for ElasticsearchEcsHook: hands out a dummy client and counts close()."""
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.componen
 
 from threatq_provider.threatq.client import INDICATOR_FIELDS  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAG_ID = "example_threatq_actions"
 
 

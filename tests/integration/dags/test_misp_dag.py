@@ -20,7 +20,7 @@ from tests.fixtures.threatq import threatq_conn_json
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow, pytest.mark.component, pytest.mark.usefixtures("no_variables")]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DAG_ID = "threatq_events_to_misp"
 START, END = "2024-03-01T00:00:00Z", "2024-03-01T04:00:00Z"
 # ThreatQ types with no MISP attribute type (docs/reference/misp.md §3.1); written out here on purpose.

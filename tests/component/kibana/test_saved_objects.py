@@ -16,6 +16,8 @@ import pytest
 
 from tests.detection.kibana import NDJSON, load_objects, panel_search
 
+pytestmark = pytest.mark.component
+
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "kibana-import"
 CANARY = "canary-kibana-secret-51c9"
