@@ -1,7 +1,7 @@
 """Provider metadata as data: modules, connection types and their form fields.
 
 Airflow 3.2+ renders connection forms from ``conn-fields`` / ``ui-field-behaviour`` here; it
-does not import the hooks to build the form (reference/airflow.md §A.3).
+does not import the hooks to build the form (docs/reference/airflow.md §A.3).
 """
 
 from __future__ import annotations

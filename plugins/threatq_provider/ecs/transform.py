@@ -351,7 +351,7 @@ def _place_value(
     tables: Tables,
     errors: list[str],
 ) -> None:
-    """Put the indicator value in its home (§2.4 of the study, plus our rows)."""
+    """Put the indicator value in its home (docs/reference/elastic-ti_threatq.md §2.4, plus our rows)."""
     if rule.ecs_type is not None:
         indicator["type"] = rule.ecs_type
     if len(value) > tables.keyword_max_chars:
@@ -461,7 +461,7 @@ def indicator_to_ecs(
         tq["instance"] = options.instance
     _normalise_threatq(tq, errors)
 
-    # Threat fields (steps 11-13, §2.4).
+    # Threat fields (pipeline steps 11-13, docs/reference/elastic-ti_threatq.md §2.3).
     doc: dict[str, Any] = {}
     indicator: dict[str, Any] = {}
     related: dict[str, list[str]] = {}

@@ -1,6 +1,6 @@
 """OAuth2 grants for ThreatQ's ``POST /api/token`` and the cached token.
 
-Request shapes follow the public clients (reference/threatq-api.md §1.2):
+Request shapes follow the public clients (docs/reference/threatq-api.md §1.2):
 
 * password grant: JSON body ``{"email", "password", "grant_type": "password", "client_id"}``
   (InsightConnect, Polarity, Kibana, ThreatQ's Splunk app);

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_COLLECTION_FIELDS", "DEFAULT_EVENT_WITH", "DEFAULT_WITH", "L
 log = logging.getLogger("threatq_provider.threatq.client")
 
 #: Relations asked for when polling indicators. Since 2026 ThreatQ omits attributes and sources
-#: unless asked (reference/threatq-api.md §2), so they are always named.
+#: unless asked (docs/reference/threatq-api.md §2), so they are always named.
 DEFAULT_WITH: tuple[str, ...] = ("attributes", "sources", "type", "status", "adversaries")
 #: ``fields`` of the data-collection feed: every column plus the relations (Elastic PR #20042).
 DEFAULT_COLLECTION_FIELDS: tuple[str, ...] = ("*", "sources", "attributes", "adversaries")

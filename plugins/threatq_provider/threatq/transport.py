@@ -169,7 +169,7 @@ def _network_reason(exc: requests.exceptions.RequestException) -> str:
 
 
 def _bad_request_errors(payload: Any) -> dict[str, list[str]]:
-    """Field errors from either ThreatQ error form (reference/threatq-api.md §2)."""
+    """Field errors from either ThreatQ error form (docs/reference/threatq-api.md §2)."""
     errors: dict[str, list[str]] = {}
     if not isinstance(payload, dict):
         return errors
