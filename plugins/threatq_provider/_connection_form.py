@@ -6,13 +6,14 @@ skips the hook methods when those keys exist. Airflow 3.1 only knows the hook cl
 and Flask-AppBuilder mocked). The hooks delegate to this module so both versions show the same
 form from one definition. wtforms/FAB are imported inside the functions: never at module import.
 
-Each hook defines the two classmethods itself instead of inheriting them from a mixin: Airflow
-3.1's providers manager only calls them when they are in the hook class's own ``__dict__``.
+The hooks get the two classmethods from the :func:`connection_form` class decorator rather than
+from a mixin: Airflow 3.1's providers manager only calls them when they are in the hook class's
+own ``__dict__``, which the decorator writes to.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from threatq_provider.provider_info import PROVIDER_INFO
 
@@ -61,3 +62,21 @@ def field_behaviour(conn_type: str) -> dict[str, Any]:
     """
     behaviour = _connection_type(conn_type).get("ui-field-behaviour", {})
     return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+
+HookClass = TypeVar("HookClass", bound=type)
+
+
+def connection_form(hook_class: HookClass) -> HookClass:
+    """Class decorator: give a hook Airflow 3.1's two form classmethods, read from provider info
+    for the hook's ``conn_type`` (3.2+ reads provider info itself and skips them)."""
+
+    def get_connection_form_widgets(cls: type) -> dict[str, Any]:
+        return form_widgets(cls.conn_type)  # type: ignore[attr-defined]
+
+    def get_ui_field_behaviour(cls: type) -> dict[str, Any]:
+        return field_behaviour(cls.conn_type)  # type: ignore[attr-defined]
+
+    hook_class.get_connection_form_widgets = classmethod(get_connection_form_widgets)  # type: ignore[attr-defined]
+    hook_class.get_ui_field_behaviour = classmethod(get_ui_field_behaviour)  # type: ignore[attr-defined]
+    return hook_class

@@ -51,7 +51,7 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from threatq_provider._conn_test import names_requested_connection
-from threatq_provider._connection_form import field_behaviour, form_widgets
+from threatq_provider._connection_form import connection_form
 from threatq_provider.elasticsearch.serializers import client_serializers
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
@@ -188,6 +188,7 @@ def safe_error_text(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+@connection_form
 class ElasticsearchEcsHook(BaseHook):
     """Build and cache an ``Elasticsearch`` client from an Airflow connection.
 
@@ -200,16 +201,6 @@ class ElasticsearchEcsHook(BaseHook):
     default_conn_name = "elasticsearch_default"
     conn_type = "elasticsearch_ecs"
     hook_name = "Elasticsearch (ECS threat intel)"
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Form fields for Airflow 3.1; 3.2+ reads ``conn-fields`` from provider info and skips this."""
-        return form_widgets(cls.conn_type)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Form hints for Airflow 3.1; 3.2+ reads ``ui-field-behaviour`` from provider info."""
-        return field_behaviour(cls.conn_type)
 
     def __init__(self, elasticsearch_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)

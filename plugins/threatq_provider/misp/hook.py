@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider._conn_extras import ALLOW_INSECURE_HTTP, as_bool, plain_http_refusal
 from threatq_provider._conn_test import names_requested_connection
-from threatq_provider._connection_form import field_behaviour, form_widgets
+from threatq_provider._connection_form import connection_form
 from threatq_provider.misp.errors import MispAuthError, MispConfigError, MispError, MispServerError, call
 
 # Module logger (not self.log): the plain-http warning reaches the task log and caplog alike.
@@ -85,6 +85,7 @@ def _connect_failure(exc: BaseException, key: str) -> str:
     return f"{type(cause).__name__}: {found.group(1).strip()}" if found else type(cause).__name__
 
 
+@connection_form
 class MispHook(BaseHook):
     """Interact with MISP through PyMISP.
 
@@ -99,16 +100,6 @@ class MispHook(BaseHook):
     def __init__(self, misp_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.misp_conn_id = misp_conn_id
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Form fields for Airflow 3.1; 3.2+ reads ``conn-fields`` from provider info and skips this."""
-        return form_widgets(cls.conn_type)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Form hints for Airflow 3.1; 3.2+ reads ``ui-field-behaviour`` from provider info."""
-        return field_behaviour(cls.conn_type)
 
     @cached_property
     def client_kwargs(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from threatq_provider._conn_test import names_requested_connection
-from threatq_provider._connection_form import field_behaviour, form_widgets
+from threatq_provider._connection_form import connection_form
 from threatq_provider._conn_extras import (
     ALLOW_INSECURE_HTTP,
     INSTANCE,
@@ -77,6 +77,7 @@ def _as_number(key: str, value: Any, default: float, cast: type = float) -> Any:
     return as_positive_number(value, default, _invalid(key, value), cast=cast)
 
 
+@connection_form
 class ThreatQHook(BaseHook):
     """Interact with a ThreatQ instance through :class:`ThreatQClient`.
 
@@ -90,16 +91,6 @@ class ThreatQHook(BaseHook):
     default_conn_name = "threatq_default"
     conn_type = "threatq"
     hook_name = "ThreatQ"
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Form fields for Airflow 3.1; 3.2+ reads ``conn-fields`` from provider info and skips this."""
-        return form_widgets(cls.conn_type)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Form hints for Airflow 3.1; 3.2+ reads ``ui-field-behaviour`` from provider info."""
-        return field_behaviour(cls.conn_type)
 
     def __init__(self, threatq_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
