@@ -14,6 +14,11 @@ once fails the run and removes nothing: check ThreatQ (a user that lost access t
 like a mass deletion), then trigger with `allow_mass_delete`. `dry_run` only counts. Documents
 updated in the last hour are left for the next run.
 
+**Collection mode:** when the active index is fed by one data collection (the indicators DAG in
+collection mode), set `collection` (or the Variable `threatq_reconcile_collection`) to its hash: the
+ids kept are then the collection's members, and an IOC dropped from the collection leaves too
+(reason `dropped_from_collection`; `deleted_in_threatq` when ThreatQ no longer has it at all).
+
 Connections: `threatq_default` (ThreatQ), `elasticsearch_default` (Elasticsearch; OpenSearch when the
 connection is of Airflow's `opensearch` type).
 """
@@ -43,6 +48,10 @@ PARAMS = {
     "allow_mass_delete": Param(False, type=["boolean", "null"], title="Allow a mass deletion",
                                description="Remove even above the safety limit, once you checked that ThreatQ "
                                "really deleted them."),
+    "collection": Param(None, type=["null", "string"], title="Data collection hash",
+                        description="Keep only this data collection's members (an active index fed in collection "
+                        "mode): IOCs dropped from it leave too. Null = the Variable threatq_reconcile_collection, "
+                        "else every indicator ThreatQ has."),
 }
 # [END threatq_reconcile_params]
 
@@ -67,4 +76,5 @@ with DAG(
         max_delete_percent="{{ params.max_delete_percent if params.max_delete_percent is not none else 10 }}",
         allow_mass_delete="{{ params.allow_mass_delete }}",
         page_size="{{ var.value.get('threatq_page_size', None) }}",
+        collection="{{ params.collection or var.value.get('threatq_reconcile_collection', None) }}",
     )

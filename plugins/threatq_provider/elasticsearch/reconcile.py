@@ -28,25 +28,39 @@ Two guards:
 * **Recent documents are left alone.** A document whose ``updated_at`` lies within ``margin``
   (default 1 hour) of the moment ThreatQ's list was started may belong to an indicator created
   after the list passed its id; the next run decides.
+
+**A data collection** (collection mode): the ids to keep are the collection's members instead
+(its feed, ids only, comes in ``updated_at`` order: :func:`sorted_id_pages` sorts them with an
+external sort, flat memory). An active document outside the collection is removed with reason
+``dropped_from_collection``, or ``deleted_in_threatq`` when a second stream, every id ThreatQ has,
+no longer lists it either. Only for an active index fed by that collection alone: IOCs loaded by
+window runs are not members.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import tempfile
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import IO, Any
 
 from threatq_provider.coerce import format_iso_millis
 from threatq_provider.elasticsearch.cluster import OPENSEARCH, Cluster, cluster
 from threatq_provider.elasticsearch.errors import ReconcileLimitExceeded
 from threatq_provider.elasticsearch.names import ACTIVE_ALIAS, TOMBSTONE_INDEX
 from threatq_provider.elasticsearch.templates import ensure_tombstone_index
-from threatq_provider.elasticsearch.tombstones import REASON_DELETED_IN_THREATQ, Tombstone, write_tombstones
+from threatq_provider.elasticsearch.tombstones import (
+    REASON_DELETED_IN_THREATQ,
+    REASON_DROPPED_FROM_COLLECTION,
+    Tombstone,
+    write_tombstones,
+)
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -56,6 +70,7 @@ __all__ = [
     "iter_active_docs",
     "missing_from",
     "reconcile_deletions",
+    "sorted_id_pages",
 ]
 
 log = logging.getLogger(__name__)
@@ -144,8 +159,8 @@ def iter_active_docs(client: Any, index: str, *, query: dict[str, Any], batch_si
             log.warning("reconcile: could not close the point in time: %s", exc)
 
 
-def missing_from(docs: Iterable[ActiveDoc], threatq_id_pages: Iterable[Iterable[int]]) -> Iterator[ActiveDoc]:
-    """The documents whose id is not among ThreatQ's (both streams ascending): a merge.
+def _merge(docs: Iterable[ActiveDoc], threatq_id_pages: Iterable[Iterable[int]]) -> Iterator[tuple[ActiveDoc, bool]]:
+    """Each document with whether its id is among ThreatQ's (both streams ascending): a merge.
 
     :raises ValueError: an input out of order (the merge would remove the wrong documents).
     """
@@ -161,15 +176,79 @@ def missing_from(docs: Iterable[ActiveDoc], threatq_id_pages: Iterable[Iterable[
             current = next(ids, None)
             if current is not None and current <= last:
                 raise ValueError(f"ThreatQ ids out of order at {current}")
-        if current != doc.threatq_id:
-            yield doc
+        yield doc, current == doc.threatq_id
 
 
-def _delete(client: Any, batch: list[ActiveDoc], tombstone_index: str | None,
+def missing_from(docs: Iterable[ActiveDoc], threatq_id_pages: Iterable[Iterable[int]]) -> Iterator[ActiveDoc]:
+    """The documents whose id is not among ThreatQ's (both streams ascending): a merge.
+
+    :raises ValueError: an input out of order (the merge would remove the wrong documents).
+    """
+    return (doc for doc, found in _merge(docs, threatq_id_pages) if not found)
+
+
+def _spool_run(chunk: array) -> IO[bytes]:
+    run = tempfile.TemporaryFile()
+    array("q", sorted(chunk)).tofile(run)
+    run.seek(0)
+    return run
+
+
+def _read_run(run: IO[bytes], block: int = 65536) -> Iterator[int]:
+    while data := run.read(block * 8):
+        yield from array("q", data)
+
+
+def sorted_id_pages(ids: Iterable[int], *, chunk_size: int = 500_000, page_size: int = 10_000) -> Iterator[list[int]]:
+    """``ids`` (any order, repeats allowed) as pages, strictly ascending, in bounded memory.
+
+    A data collection's feed comes in ``updated_at`` order (and an indicator updated while it is read
+    may come twice); the merge needs ids ascending. Up to ``chunk_size`` ids are sorted in memory;
+    beyond, each sorted run goes to a temporary file (8 bytes an id) and the runs are merged: an
+    external sort. Everything is read before the first page is yielded.
+
+    :param ids: the ids.
+    :param chunk_size: ids sorted in memory at once.
+    :param page_size: ids per page yielded.
+    :return: iterator of non-empty lists of ids.
+    """
+    runs: list[IO[bytes]] = []
+    chunk = array("q")
+    try:
+        for i in ids:
+            chunk.append(i)
+            if len(chunk) >= chunk_size:
+                runs.append(_spool_run(chunk))
+                chunk = array("q")
+        if runs:
+            if chunk:
+                runs.append(_spool_run(chunk))
+            merged: Iterator[int] = heapq.merge(*(_read_run(run) for run in runs))
+        else:
+            merged = iter(sorted(chunk))
+        page: list[int] = []
+        last: int | None = None
+        for i in merged:
+            if i == last:
+                continue
+            last = i
+            page.append(i)
+            if len(page) >= page_size:
+                yield page
+                page = []
+        if page:
+            yield page
+    finally:
+        for run in runs:
+            run.close()
+
+
+def _delete(client: Any, rows: list[tuple[ActiveDoc, str]], tombstone_index: str | None,
             out: dict[str, Any]) -> None:
-    """Tombstone, then delete, one batch (only what its tombstone covers)."""
+    """Tombstone (with each document's reason), then delete, one batch (only what its tombstone covers)."""
+    batch = [doc for doc, _ in rows]
     if tombstone_index is not None:
-        stones = [Tombstone(d.doc_id, d.version, REASON_DELETED_IN_THREATQ) for d in batch]
+        stones = [Tombstone(d.doc_id, d.version, reason) for d, reason in rows]
         covered, failed = write_tombstones(client, tombstone_index, stones)
         out["tombstones"] += len(covered)
         out["tombstone_failures"] += failed
@@ -203,12 +282,13 @@ def reconcile_deletions(
     allow_mass_delete: bool = False,
     margin: timedelta = DEFAULT_MARGIN,
     batch_size: int = 1000,
+    existing_id_pages: Iterable[Iterable[int]] | None = None,
 ) -> dict[str, Any]:
     """Remove from the active index the IOCs whose ids ThreatQ no longer lists.
 
     :param client: an Elasticsearch or OpenSearch client.
     :param threatq_id_pages: ThreatQ's ids, ascending (pages of ints); read to the end before
-        anything is removed.
+        anything is removed. With ``existing_id_pages``: a data collection's members.
     :param started_at: when ThreatQ's list was started (before its first request).
     :param index: the active index or alias.
     :param tombstone_index: where each removal's tombstone goes; ``None`` writes none.
@@ -220,9 +300,12 @@ def reconcile_deletions(
     :param allow_mass_delete: remove even above ``max_delete_percent``.
     :param margin: documents updated later than ``started_at - margin`` are left for the next run.
     :param batch_size: documents per tombstone/delete bulk.
+    :param existing_id_pages: for a data collection, every id ThreatQ has (ascending, read to the
+        end before anything is removed): a document outside the collection whose id is still there
+        was dropped from the collection (``dropped_from_collection``), else deleted.
     :return: ``{"active", "checked", "threatq_ids", "missing", "deleted", "conflicts", "failed",
         "tombstones", "tombstone_failures", "by_reason", "sample_ids", "limit", "dry_run",
-        "refused", "started_at"}``.
+        "refused", "started_at"}``, plus ``"existing_ids"`` with ``existing_id_pages``.
     :raises ReconcileLimitExceeded: over the safety limit (nothing was removed).
     """
     selection = instance_filter(instance, explicit=explicit_instance)
@@ -247,24 +330,45 @@ def reconcile_deletions(
             out["checked"] += 1
             yield doc
 
-    def counted_ids() -> Iterator[list[int]]:
-        for page in threatq_id_pages:
+    def counted(pages: Iterable[Iterable[int]], key: str) -> Iterator[list[int]]:
+        for page in pages:
             ids = list(page)
-            out["threatq_ids"] += len(ids)
+            out[key] += len(ids)
             yield ids
 
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-        for doc in missing_from(counted_docs(), counted_ids()):
+    def row(doc: ActiveDoc, reason: str) -> str:
+        return json.dumps([doc.threatq_id, doc.index, doc.doc_id, doc.version, doc.seq_no, doc.primary_term,
+                           reason]) + "\n"
+
+    kept = counted(threatq_id_pages, "threatq_ids")
+    first_reason = REASON_DELETED_IN_THREATQ if existing_id_pages is None else REASON_DROPPED_FROM_COLLECTION
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as spool, \
+            tempfile.TemporaryFile("w+", encoding="utf-8") as classified:
+        for doc in missing_from(counted_docs(), kept):
             out["missing"] += 1
             if len(out["sample_ids"]) < _SAMPLE:
                 out["sample_ids"].append(doc.threatq_id)
-            spool.write(json.dumps([doc.threatq_id, doc.index, doc.doc_id, doc.version, doc.seq_no,
-                                    doc.primary_term]) + "\n")
+            spool.write(row(doc, first_reason))
         # Drain ThreatQ's list even past the last active id: a failure anywhere in it removes nothing.
-        for _ in counted_ids():
+        for _ in kept:
             pass
-        if out["missing"]:
-            out["by_reason"] = {REASON_DELETED_IN_THREATQ: out["missing"]}
+        if existing_id_pages is not None:
+            # Outside the collection: still in ThreatQ (dropped from it) or deleted? A second merge.
+            out["existing_ids"] = 0
+            existing = counted(existing_id_pages, "existing_ids")
+            spool.seek(0)
+            spooled = (ActiveDoc(*json.loads(line)[:6]) for line in spool)
+            for doc, found in _merge(spooled, existing):
+                classified.write(row(doc, REASON_DROPPED_FROM_COLLECTION if found else REASON_DELETED_IN_THREATQ))
+            for _ in existing:
+                pass
+            spool = classified
+        by_reason: dict[str, int] = {}
+        spool.seek(0)
+        for line in spool:
+            reason = json.loads(line)[6]
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        out["by_reason"] = dict(sorted(by_reason.items()))
         over = out["missing"] > out["limit"] and not allow_mass_delete
         if over:
             out["refused"] = True
@@ -279,7 +383,7 @@ def reconcile_deletions(
         if tombstone_index is not None:
             ensure_tombstone_index(client, tombstone_index)
         spool.seek(0)
-        rows = (ActiveDoc(*json.loads(line)) for line in spool)
+        rows = ((ActiveDoc(*fields[:6]), fields[6]) for fields in map(json.loads, spool))
         while batch := list(islice(rows, batch_size)):
             _delete(client, batch, tombstone_index, out)
     client.indices.refresh(index=index)

@@ -30,6 +30,7 @@ from threatq_provider.elasticsearch.versioning import split_version
 
 __all__ = [
     "REASON_DELETED_IN_THREATQ",
+    "REASON_DROPPED_FROM_COLLECTION",
     "REASON_EXPIRED",
     "REASON_STATUS_POLICY",
     "Tombstone",
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 #: (an indicator deleted in ThreatQ or dropped from a data collection; a status policy).
 REASON_EXPIRED = "expired"
 REASON_DELETED_IN_THREATQ = "deleted_in_threatq"
+REASON_DROPPED_FROM_COLLECTION = "dropped_from_collection"
 REASON_STATUS_POLICY = "status_policy"
 
 

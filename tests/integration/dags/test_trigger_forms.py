@@ -68,7 +68,8 @@ EXPECTED = {
         "distribution": "drop-down", "sharing_group": "text", "initial_lookback": "text with suggestions",
     },
     "threatq_ioc_expiry_sweep": {"dry_run": "switch", "history_retention": "text with suggestions"},
-    "threatq_deletion_reconcile": {"dry_run": "switch", "max_delete_percent": "number", "allow_mass_delete": "switch"},
+    "threatq_deletion_reconcile": {"dry_run": "switch", "max_delete_percent": "number", "allow_mass_delete": "switch",
+                                   "collection": "text"},
     "example_threatq_actions": {
         "value": "text", "type": "drop-down", "status": "drop-down", "source": "text", "event_title": "text",
         "event_type": "text with suggestions",
