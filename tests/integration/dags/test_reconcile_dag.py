@@ -93,5 +93,6 @@ def test_the_dag_runs_every_six_hours_without_overlap(dagbag):  # noqa: F811
     dag = dagbag.dags[RECONCILE]
     assert dag.timetable.summary == "0 */6 * * *"
     assert (dag.max_active_runs, dag.catchup) == (1, False)
-    assert dag.params.validate() == {"dry_run": False, "max_delete_percent": 10, "allow_mass_delete": False}
+    assert dag.params.validate() == {"dry_run": False, "max_delete_percent": 10, "allow_mass_delete": False,
+                                     "collection": None}
     assert timedelta(0) < dag.default_args["retry_delay"]
