@@ -58,7 +58,8 @@ class ThreatQDeletionReconcileOperator(HookOperator):
     :param collection: a data collection's hash: keep its members only, for an active index fed by
         that collection alone (collection mode); empty = every indicator ThreatQ has. (templated)
     :param index_prefix: prefix of every index name (default none: Elastic's names).
-    :return: XCom ``{"instance", "collection", "existing_ids" (with a collection), "active", "checked", "threatq_ids", "missing", "deleted", "conflicts",
+    :return: XCom ``{"instance", "collection", "existing_ids" (with a collection), "active", "checked",
+        "threatq_ids", "missing", "deleted", "conflicts",
         "failed", "tombstones", "tombstone_failures", "by_reason", "sample_ids" (first 100 ThreatQ ids),
         "limit", "max_delete_percent", "dry_run", "refused", "started_at"}``.
     """
