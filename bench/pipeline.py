@@ -2,9 +2,9 @@
 
 Usage::
 
-    TQ_ES_PORT=9350 scripts/elasticsearch start       # a node of its own: the bench wipes the DAG's indices
-    .venv/bin/python bench/pipeline.py --size 100000 --url http://127.0.0.1:9350
-    .venv/bin/python bench/pipeline.py --size 1000000 --url http://127.0.0.1:9350
+    TQ_ES_PORT=9450 scripts/elasticsearch start       # a node of its own: the bench wipes the DAG's indices
+    .venv/bin/python bench/pipeline.py --size 100000 --url http://127.0.0.1:9450
+    .venv/bin/python bench/pipeline.py --size 1000000 --url http://127.0.0.1:9450
     .venv/bin/python bench/pipeline.py --size 5000 --misp-events 100 --url ...   # + the MISP DAG
 
 What runs, as a user runs it: the ThreatQ simulator (``threatq-sim``, seeded corpus of ``--size``

@@ -10,11 +10,13 @@ Neither product runs as root: as root the script creates a system user and runs 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -159,8 +161,14 @@ class Node:
         try:
             with urllib.request.urlopen(f"{self.url}/_cluster/health", timeout=timeout) as resp:
                 return json.load(resp)
-        except (urllib.error.URLError, OSError, ValueError):
-            return None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
+            return None  # http.client's errors: something that is not HTTP answers (a transport port)
+
+    def listening(self, port: int) -> bool:
+        """Anything accepting TCP connections on the port, HTTP or not."""
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            return sock.connect_ex(("127.0.0.1", port)) == 0
 
     def run_user(self) -> pwd.struct_passwd | None:
         """Neither product runs as root: as root, run the node as a dedicated system user."""
@@ -236,8 +244,9 @@ class Node:
     def start(self, fresh: bool) -> int:
         if self.read_pid() is None:
             self.pid_file.unlink(missing_ok=True)  # stale: the node died without cleaning up
-            if self.health():
-                self.fail(f"something else answers on {self.url}; set {self.p.env}_PORT")
+            for port, var in ((self.port, "PORT"), (self.transport_port, "TRANSPORT_PORT")):
+                if self.listening(port):  # e.g. another node's transport port (its HTTP port + 100)
+                    self.fail(f"something else listens on 127.0.0.1:{port}; set {self.p.env}_{var}")
             self.fetch()
             user = self.run_user()
             conf = self.prepare_run_dir(user, fresh)
