@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,8 @@ class Api:
     def __init__(self, base: str) -> None:
         self.base = base.rstrip("/")
         self.http = requests.Session()
+        #: Appended to a timeout's message (the scheduler's last log lines: did it die?).
+        self.diagnostics: Callable[[], str] = lambda: ""
 
     def get(self, path: str, **params: Any) -> Any:
         resp = self.http.get(f"{self.base}/api/v2{path}", params=params, timeout=30)
@@ -74,16 +76,20 @@ class Api:
             if len(runs) == len(run_ids) and all(r["state"] in FINISHED for r in runs.values()):
                 return runs
             time.sleep(2)
-        raise AssertionError(f"runs of {dag_id} not finished in {timeout}s: {self.runs(dag_id)}")
+        raise AssertionError(f"runs of {dag_id} not finished in {timeout}s: {self.runs(dag_id)}\n"
+                             f"{self.diagnostics()}")
 
-    def wait_idle(self, dag_id: str, timeout: float = 180) -> None:
-        """Wait until no run of the DAG is queued or running (e.g. the one unpausing created)."""
+    def wait_idle(self, dag_id: str, timeout: float = 180, at_least: int = 0) -> None:
+        """Wait until the DAG has ``at_least`` runs and none is queued or running (e.g. the one
+        unpausing creates: ``at_least=1`` also waits for the scheduler to create it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(r["state"] in FINISHED for r in self.runs(dag_id)):
+            runs = self.runs(dag_id)
+            if len(runs) >= at_least and all(r["state"] in FINISHED for r in runs):
                 return
             time.sleep(2)
-        raise AssertionError(f"{dag_id} still busy after {timeout}s: {self.runs(dag_id)}")
+        raise AssertionError(f"{dag_id} still busy (or fewer than {at_least} runs) after {timeout}s: "
+                             f"{self.runs(dag_id)}\n{self.diagnostics()}")
 
     def busy_task_instances(self) -> list[dict]:
         """Task instances of any DAG that are queued or running (sent to the executor)."""
@@ -162,6 +168,7 @@ def running(home: Path, *, sim: Any, es_url: str, extra_env: Mapping[str, str] |
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}"
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
     services = Services(api=Api(f"http://127.0.0.1:{port}"), env=env, home=home)
+    services.api.diagnostics = lambda: "scheduler log (last lines):\n" + services.log("scheduler", 30)
     try:
         services.start()
         yield services
