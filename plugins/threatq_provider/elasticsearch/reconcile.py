@@ -134,13 +134,18 @@ def iter_active_docs(client: Any, index: str, *, query: dict[str, Any], batch_si
     :return: iterator of :class:`ActiveDoc`.
     """
     target = cluster(client)
+    # OpenSearch short-cuts search_after pages by shard and segment min/max only when
+    # track_total_hits is false, and that short cut has dropped documents
+    # (opensearch-project/OpenSearch#14824; seen here: a scan after deletions ended early). Counting
+    # turns it off; Elasticsearch keeps the cheaper uncounted pages.
+    count_hits = target.flavor == OPENSEARCH
     pit = _open_pit(target, index, keep_alive)
     try:
         after: list[Any] | None = None
         while True:
             body: dict[str, Any] = {"pit": {"id": pit, "keep_alive": keep_alive}, "query": query, "size": batch_size,
                                     "sort": [{_ID_FIELD: {"order": "asc"}}], "_source": False,
-                                    "seq_no_primary_term": True, "version": True, "track_total_hits": False}
+                                    "seq_no_primary_term": True, "version": True, "track_total_hits": count_hits}
             if after is not None:
                 body["search_after"] = after
             resp = client.search(body=body)
