@@ -100,6 +100,8 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
+import orjson
+
 from threatq_simulators._http import BackgroundServer, FaultingHandler
 from threatq_simulators._http import Reply as Response
 from threatq_simulators.corpus import LIBRARY_COLLECTIONS, Corpus, ValidationError
@@ -156,7 +158,14 @@ def form2(message: str, status: int = 400) -> ApiError:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson writes the same compact UTF-8 JSON as the standard library below, several times
+    # faster: a page of 1,000 indicators is most of the simulator's time after generating it, and
+    # in the benchmarks the simulator shares the machine's cores with the client. What orjson
+    # refuses (a lone surrogate, an integer beyond 64 bits, a non-str key) the standard library writes.
+    try:
+        return orjson.dumps(obj)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _json_response(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

@@ -11,8 +11,9 @@ exception (:meth:`Cluster.status`, :meth:`Cluster.error_type`), and :class:`Capa
 Capabilities are probed without side effects, once per client (one client per task: once per
 run), and logged: ``_delete_by_query`` (the reindex module), ingest pipelines with Painless
 (``_ingest/pipeline/_simulate`` of a ``set`` and a ``script`` processor), data streams
-(``GET _data_stream/_stats``) and each field type the templates use (``_index_template/_simulate``).
-Elastic's minimal test distribution has none of them; OpenSearch's test distribution has all.
+(``GET _data_stream/_stats``), runtime fields and each field type the templates use (both by
+``_index_template/_simulate``). Elastic's minimal test distribution has none of them but runtime
+fields; OpenSearch's test distribution has all of them but runtime fields.
 Callers take the full-cluster path where the capability is there and the fallback where not
 (see docs/capabilities.md).
 """
@@ -47,6 +48,8 @@ class Capabilities:
     :param ingest_painless: ingest pipelines run ``set`` and Painless ``script`` processors.
     :param data_streams: data streams (with rollover) exist.
     :param field_types: the probed field types the cluster maps.
+    :param runtime_fields: mappings may declare runtime fields (Elasticsearch 7.11 on; OpenSearch
+        has none), which the history mapping uses (:func:`.templates.template_body`).
     """
 
     flavor: str
@@ -55,6 +58,7 @@ class Capabilities:
     ingest_painless: bool = False
     data_streams: bool = False
     field_types: frozenset[str] = field(default_factory=frozenset)
+    runtime_fields: bool = False
 
     @property
     def missing_field_types(self) -> frozenset[str]:
@@ -209,7 +213,10 @@ class Cluster:
         types = frozenset(t for t in PROBED_FIELD_TYPES if self._answers("POST", "/_index_template/_simulate", {
             "index_patterns": [_PROBE_PATTERN],
             "template": {"mappings": {"properties": {"probe": _probe_mapping(t)}}}}))
-        return Capabilities(self.flavor, self._version(), delete_by_query, ingest_painless, data_streams, types)
+        runtime_fields = self._answers("POST", "/_index_template/_simulate", {
+            "index_patterns": [_PROBE_PATTERN], "template": {"mappings": {"runtime": {"probe": {"type": "keyword"}}}}})
+        return Capabilities(self.flavor, self._version(), delete_by_query, ingest_painless, data_streams, types,
+                            runtime_fields)
 
 
 def _probe_mapping(field_type: str) -> dict[str, Any]:

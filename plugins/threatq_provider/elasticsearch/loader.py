@@ -70,6 +70,7 @@ from datetime import datetime, timedelta, timezone
 from itertools import islice
 from typing import Any, TextIO, overload
 
+import msgspec
 import orjson
 
 from threatq_provider.elasticsearch.cluster import Cluster, cluster
@@ -201,17 +202,42 @@ def history_suffix(day: datetime | None = None) -> str:
 
 
 class _DeadLetter:
-    """Writes rejected documents as NDJSON and counts them."""
+    """Writes rejected documents as NDJSON and counts them.
 
-    def __init__(self, sink: TextIO | None, counts: LoadCounts) -> None:
+    A record of a cluster's refusal names the index that refused the document: the history index
+    or data stream the action named, and for the active alias its write index, looked up once on
+    the first refusal (bulk answers leave the index out: see :data:`_FILTER_PATH`)."""
+
+    def __init__(self, sink: TextIO | None, counts: LoadCounts, client: Any = None,
+                 alias: str | None = None) -> None:
         self.sink = sink
         self.counts = counts
+        self._client = client
+        self._alias = alias
+        self._write_index: str | None = None
+
+    def _concrete(self, index: str | None) -> str | None:
+        if index is None or index != self._alias or self._client is None:
+            return index
+        if self._write_index is None:
+            self._write_index = index
+            try:
+                found = self._client.indices.get_alias(name=index)
+            except Exception:  # noqa: BLE001 - a concrete index, or no answer: the name as sent
+                return index
+            owners = [name for name, spec in dict(found).items()
+                      if len(found) == 1 or (spec.get("aliases", {}).get(index) or {}).get("is_write_index")]
+            if len(owners) == 1:
+                self._write_index = owners[0]
+        return self._write_index
 
     def write(self, index: str | None, doc_id: str | None, status: int | None, reason: str,
               line: str | bytes) -> None:
         self.counts.dead_lettered += 1
         if self.sink is None:
             return
+        if status is not None:  # refused by the cluster (a line refused before names what it was for)
+            index = self._concrete(index)
         try:
             document: Any = json.loads(line)
         except ValueError:  # not JSON, or not UTF-8: kept as text, undecodable bytes replaced
@@ -244,12 +270,61 @@ class _Versioning:
 
 
 def _loads(line: bytes) -> Any:
-    """orjson where it can; the standard library for what orjson refuses but JSON allows (integers
-    beyond 64 bits, NaN), so a line is judged exactly as before the fast path."""
+    """orjson where it can; the standard library for what orjson refuses but Python's JSON allows
+    (NaN, a lone surrogate escape), so a line is judged exactly as before the fast path."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
         return json.loads(line)
+
+
+class _ThreatQHead(msgspec.Struct):
+    id: Any = msgspec.UNSET
+    ioc_expiration_reason: Any = None
+
+
+class _ErrorHead(msgspec.Struct):
+    message: Any = None
+
+
+class _Head(msgspec.Struct):
+    """The only keys the loader reads of an ECS line; the decoder skips the rest unbuilt."""
+
+    threatq: _ThreatQHead | msgspec.UnsetType = msgspec.UNSET
+    error: _ErrorHead | msgspec.UnsetType = msgspec.UNSET
+    timestamp: Any = msgspec.field(default=msgspec.UNSET, name="@timestamp")
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+
+
+def _head(line: bytes) -> Any:
+    """What :func:`_parse` reads of a line (``@timestamp``, ``error.message``, ``threatq.id`` and
+    ``threatq.ioc_expiration_reason``), as a dict shaped like the document.
+
+    A line of the usual shape is decoded into those keys alone, several times faster than the
+    whole document (the line is sent on as it is, so nothing else of it is needed). Any other shape
+    (not an object, ``threatq`` or ``error`` not an object, NaN, a lone surrogate in those keys)
+    and any line that is not valid JSON or not UTF-8 is parsed whole by :func:`_loads`, so every
+    line is judged exactly as a whole parse judges it.
+    """
+    try:
+        line.decode("utf-8")  # the decoder does not check the UTF-8 of the strings it skips
+        head = _HEAD.decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return _loads(line)
+    if any(type(v) is int and not -(2**63) <= v < 2**64 for v in (head.timestamp, head.threatq and head.threatq.id)):
+        return _loads(line)  # an integer beyond 64 bits: an int here, a float in orjson (the whole parse)
+    doc: dict[str, Any] = {}
+    if head.timestamp is not msgspec.UNSET:
+        doc["@timestamp"] = head.timestamp
+    if head.error is not msgspec.UNSET:
+        doc["error"] = {"message": head.error.message}
+    if head.threatq is not msgspec.UNSET:
+        tq = doc["threatq"] = {"ioc_expiration_reason": head.threatq.ioc_expiration_reason}
+        if head.threatq.id is not msgspec.UNSET:
+            tq["id"] = head.threatq.id
+    return doc
 
 
 def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Versioning, counts: LoadCounts,
@@ -263,7 +338,7 @@ def _parse(lines: Iterable[str | bytes], *, active_index: str, versioning: _Vers
             continue
         counts.read += 1
         try:
-            doc = _loads(line)
+            doc = _head(line)
             doc_id = id_prefix + str(doc["threatq"]["id"])
         except ValueError:  # UnicodeDecodeError (not UTF-8) is a ValueError too
             counts.rejected["invalid_json"] += 1
@@ -376,10 +451,11 @@ def _requests(entries: Iterator[_Pending], *, client: Any, tombstone_index: str 
             request = _Request()
 
 
-#: Only what the results are read for (``_index``: the concrete index behind the alias, named in the
-#: dead letter): Elasticsearch then leaves out ``_id``, ``_version``, ``_shards``, ``_seq_no`` and
-#: ``_primary_term`` of every item, most of a response's bytes.
-_FILTER_PATH = "errors,items.*._index,items.*.status,items.*.result,items.*.error"
+#: Only what the results are read for: Elasticsearch then leaves out ``_index``, ``_id``,
+#: ``_version``, ``_shards``, ``_seq_no`` and ``_primary_term`` of every item, most of a response's
+#: bytes (decoding them was a third of the load's client time). The dead letter names the index
+#: the action named (the active alias's write index is looked up once, on the first refusal).
+_FILTER_PATH = "errors,items.*.status,items.*.result,items.*.error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +517,7 @@ def _settle(request: _Request, counts: LoadCounts, dead: _DeadLetter) -> None:
                 if not entry.refused:
                     entry.refused = True
                     counts.rejected_documents += 1
-                dead.write(item.get("_index", index), doc_id, status, text, entry.line)
+                dead.write(index, doc_id, status, text, entry.line)
             continue
         if not ok and status != 409 and not entry.refused:
             entry.refused = True
@@ -457,7 +533,7 @@ def _settle(request: _Request, counts: LoadCounts, dead: _DeadLetter) -> None:
             else:
                 kind, text = _reason(item)
                 counts.rejected[kind] += 1
-                dead.write(item.get("_index", index), doc_id, status, text, entry.line)
+                dead.write(index, doc_id, status, text, entry.line)
         elif ok:
             counts.history_written += 1
         elif status == 409:
@@ -466,7 +542,7 @@ def _settle(request: _Request, counts: LoadCounts, dead: _DeadLetter) -> None:
             kind, text = _reason(item)
             counts.history_rejected += 1
             counts.history_rejected_by_type[kind] += 1
-            dead.write(item.get("_index", index), doc_id, status, text, entry.line)
+            dead.write(index, doc_id, status, text, entry.line)
 
 
 def _withhold(client: Any, tombstone_index: str | None, entries: list[_Pending]) -> set[str]:
@@ -592,7 +668,7 @@ def load_ndjson(
     if int(max_in_flight) < 1:
         raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight!r}")
     counts = LoadCounts()
-    dead = _DeadLetter(dead_letter, counts)
+    dead = _DeadLetter(dead_letter, counts, cluster(client).client, active_index)
     versioning = _Versioning(observed_part(observed_at), now or datetime.now(timezone.utc), max_future_skew)
     target = cluster(client)
     client = target.client

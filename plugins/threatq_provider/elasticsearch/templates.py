@@ -17,7 +17,10 @@ indicator-match rules find the data:
 
 The mapping is data: ``threatq_provider/data/mappings/ecs_fields.json`` (every field the transform writes,
 with its type) plus ``threatq_provider/data/elasticsearch/templates.json`` (names, settings, extra constant
-fields). Both documents are ``dynamic: false``: unknown keys stay in ``_source`` unindexed; the
+fields). Where the cluster has runtime fields (Elasticsearch), the history indexes only a few fields
+and declares the others as runtime fields of the same types (:func:`split_runtime`): the same
+queries answer, and a history write, a second copy of every document, costs about a third of a
+fully indexed one. Both documents are ``dynamic: false``: unknown keys stay in ``_source`` unindexed; the
 component template ``logs-ti_threatq@custom`` (composed in, may be absent) is where users map
 more fields. Field types the cluster lacks (``wildcard``, ``match_only_text``,
 ``constant_keyword`` on Elastic's minimal test distribution) are mapped as their
@@ -149,8 +152,33 @@ def _apply_fallbacks(flat: dict[str, dict[str, Any]], missing: set[str]) -> dict
     return out
 
 
+def split_runtime(flat: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The history's fields where the cluster has runtime fields: ``(indexed, runtime)``.
+
+    Indexed are the fields ``runtime_fields.indexed`` of templates.json names, the fields whose type
+    has no runtime counterpart (text, ``ip_range``, ``constant_keyword``) and those mapped
+    ``index: false``; every other field becomes a runtime field of its type (``runtime_fields.types``),
+    which Elasticsearch reads from ``_source`` when a query, a sort or an aggregation needs it.
+
+    :param flat: field path → mapping (fallbacks already applied).
+    :return: ``(properties, runtime)``, both flat.
+    """
+    spec = template_config()["history"]["runtime_fields"]
+    keep, types = set(spec["indexed"]), spec["types"]
+    indexed: dict[str, dict[str, Any]] = {}
+    runtime: dict[str, dict[str, Any]] = {}
+    for path, mapping in flat.items():
+        kind = mapping.get("type")
+        if path in keep or kind not in types or mapping.get("index") is False:
+            indexed[path] = mapping
+        else:
+            runtime[path] = {"type": types[kind]}
+    return indexed, runtime
+
+
 def template_body(kind: str, names: IndexNames, missing_types: frozenset[str] = frozenset(),
-                  data_stream: bool = False, ignore_missing_custom: bool = True) -> dict[str, Any]:
+                  data_stream: bool = False, ignore_missing_custom: bool = True,
+                  runtime_fields: bool = False) -> dict[str, Any]:
     """The composable index template for ``kind``.
 
     :param kind: ``"active"`` or ``"history"``.
@@ -160,10 +188,15 @@ def template_body(kind: str, names: IndexNames, missing_types: frozenset[str] = 
     :param ignore_missing_custom: the template may compose ``@custom`` while it does not exist
         (Elasticsearch's ``ignore_missing_component_templates``; OpenSearch has no such option, so
         :func:`install_templates` creates an empty ``@custom`` there instead).
+    :param runtime_fields: the cluster has runtime fields: the history indexes a few fields and
+        declares the others as runtime fields (:func:`split_runtime`; ignored for ``"active"``).
     :return: the body of ``PUT _index_template/<name>``.
     """
     cfg = template_config()
     flat = _apply_fallbacks(field_mappings(kind), set(missing_types))
+    runtime: dict[str, dict[str, Any]] = {}
+    if kind == "history" and runtime_fields:
+        flat, runtime = split_runtime(flat)
     pattern = names.active_index_prefix + "*" if kind == "active" else names.history_pattern
     body: dict[str, Any] = {
         "index_patterns": [pattern],
@@ -179,6 +212,8 @@ def template_body(kind: str, names: IndexNames, missing_types: frozenset[str] = 
             },
         },
     }
+    if runtime:
+        body["template"]["mappings"]["runtime"] = runtime
     if ignore_missing_custom:
         body["ignore_missing_component_templates"] = [names.custom_component]
     if kind == "history" and data_stream:
@@ -211,7 +246,7 @@ def wanted_template(client: Any, kind: str, names: IndexNames) -> dict[str, Any]
     c = cluster(client)
     caps = c.capabilities
     return template_body(kind, names, caps.missing_field_types, data_stream=caps.data_streams,
-                         ignore_missing_custom=c.flavor != OPENSEARCH)
+                         ignore_missing_custom=c.flavor != OPENSEARCH, runtime_fields=caps.runtime_fields)
 
 
 def ensure_custom_component(client: Any, names: IndexNames) -> str:
@@ -351,7 +386,7 @@ def history_target(client: Any, names: IndexNames, day: Any = None) -> str:
 
 
 def mapped_types(client: Any, index: str) -> dict[str, str]:
-    """Flat field path → type as the cluster maps it (for checks and tests).
+    """Flat field path → type as the cluster maps it, runtime fields included (for checks and tests).
 
     :param client: a client of either library.
     :param index: index, alias or data stream (the first concrete index is read).
@@ -370,6 +405,8 @@ def mapped_types(client: Any, index: str) -> dict[str, str]:
                 out[path] = spec["type"]
 
     walk(mappings.get("properties", {}), "")
+    for path, spec in (mappings.get("runtime") or {}).items():
+        out.setdefault(path, spec["type"])
     return out
 
 

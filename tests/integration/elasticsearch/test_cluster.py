@@ -1,5 +1,6 @@
 """Capability detection on both real nodes: Elastic's minimal test node has none of the
-full-cluster features, OpenSearch's test node has them all; probing changes nothing on the cluster."""
+full-cluster features but runtime fields, OpenSearch's test node has them all but runtime fields;
+probing changes nothing on the cluster."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from threatq_provider.elasticsearch.cluster import PROBED_FIELD_TYPES, Capabilit
 pytestmark = [pytest.mark.integration, pytest.mark.elasticsearch]
 
 
-def test_elastics_minimal_test_node_has_no_full_cluster_feature(es_client):
+def test_elastics_minimal_test_node_has_no_full_cluster_feature_but_runtime_fields(es_client):
     caps = Cluster(es_client).capabilities
 
-    assert caps == Capabilities("elasticsearch", caps.version)
+    assert caps == Capabilities("elasticsearch", caps.version, runtime_fields=True)
     assert caps.version.startswith("8.")
     assert caps.missing_field_types == frozenset(PROBED_FIELD_TYPES)
 
 
-def test_opensearchs_test_node_has_every_full_cluster_feature(os_client):
+def test_opensearchs_test_node_has_every_full_cluster_feature_but_runtime_fields(os_client):
     caps = Cluster(os_client).capabilities
 
     assert caps == Capabilities("opensearch", caps.version, delete_by_query=True, ingest_painless=True,

@@ -518,3 +518,81 @@ def test_a_timestamp_with_blanks_around_is_read_like_every_other_iso_time():
 
     assert parse_timestamp(" 2026-11-20T10:00:00Z\n") == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
     assert parse_timestamp("2026-11-20T11:00:00+01:00") == datetime(2026, 11, 20, 10, tzinfo=timezone.utc)
+
+
+# -- the partial parse of a line: judged exactly as a whole parse -------------------------------------
+
+_DOC = ('{"@timestamp":"2026-11-20T10:00:00.000Z","threat":{"indicator":{"ip":"1.2.3.4"}},'
+        '"threatq":{"id":7,"ioc_expiration_reason":"Status outside the detection policy"},'
+        '"labels":{"is_ioc_transform_source":"false"}}')
+_HEAD_LINES = {
+    "usual": _DOC.encode(),
+    "undated": json.dumps({"@timestamp": "x", "error": {"message": [UNDATED_MESSAGE]},
+                           "threatq": {"id": 1}}).encode(),
+    "error_message_text": b'{"error":{"message":"one"},"threatq":{"id":"a"}}',
+    "error_not_object": b'{"error":"boom","threatq":{"id":1},"@timestamp":"2026-11-20T10:00:00Z"}',
+    "threatq_missing": b'{"@timestamp":"2026-11-20T10:00:00Z"}',
+    "threatq_null": b'{"threatq":null}',
+    "threatq_not_object": b'{"threatq":[1,2]}',
+    "id_missing": b'{"threatq":{"ioc_expiration_reason":null}}',
+    "id_null": b'{"threatq":{"id":null}}',
+    "id_beyond_64_bits": b'{"threatq":{"id":123456789012345678901234567890}}',
+    "id_float": b'{"threatq":{"id":1.5e3}}',
+    "duplicate_keys": b'{"threatq":{"id":1},"threatq":{"id":2},"@timestamp":"a","@timestamp":"b"}',
+    "nan_elsewhere": b'{"threatq":{"id":1},"x":NaN}',
+    "nan_timestamp": b'{"threatq":{"id":1},"@timestamp":NaN}',
+    "not_utf8_elsewhere": b'{"threatq":{"id":1},"x":"a\xff\xfeb"}',
+    "lone_surrogate_elsewhere": b'{"threatq":{"id":1},"x":"\\ud800"}',
+    "lone_surrogate_in_reason": b'{"threatq":{"id":1,"ioc_expiration_reason":"\\udc00"}}',
+    "malformed_elsewhere": b'{"threatq":{"id":1},"x":[1,}',
+    "not_an_object": b'[1,2,3]',
+    "a_string": b'"threatq"',
+    "deep_elsewhere": b'{"threatq":{"id":1},"x":' + b'[' * 200 + b']' * 200 + b'}',
+}
+
+
+def _view(parse, line: bytes) -> object:
+    """What the loader reads of a line (or the error class a whole parse raises)."""
+    try:
+        doc = parse(line)
+    except ValueError as exc:
+        return ("raises", ValueError, isinstance(exc, UnicodeDecodeError))
+    if not isinstance(doc, dict):
+        return ("not_a_dict",)
+    tq = doc.get("threatq")
+    error = doc.get("error")
+    return (doc.get("@timestamp", "<missing>"),
+            error.get("message") if isinstance(error, dict) else ("<not-a-dict>", error is None),
+            ("<not-a-dict>", tq is None) if not isinstance(tq, dict) else
+            (tq.get("id", "<missing>"), tq.get("ioc_expiration_reason")))
+
+
+@pytest.mark.parametrize("name", sorted(_HEAD_LINES))
+def test_the_partial_parse_reads_what_a_whole_parse_reads(name):
+    from threatq_provider.elasticsearch.loader import _head, _loads
+
+    line = _HEAD_LINES[name]
+    whole = _view(_loads, line)
+    partial = _view(_head, line)
+    if isinstance(whole[0], float):  # NaN is not equal to itself
+        assert isinstance(partial[0], float) and str(partial) == str(whole)
+    else:
+        assert partial == whole
+
+
+def test_lines_of_every_shape_load_alike_through_the_partial_parse():
+    """The loader's outcome (counts, dead letter) for the odd lines above is that of a whole parse."""
+    from threatq_provider.elasticsearch import loader
+
+    def run(parse):
+        original = loader._head
+        loader._head = parse
+        try:
+            (es, _state), dead = fake_client(), io.StringIO()
+            counts = load_ndjson(es, list(_HEAD_LINES.values()), history_prefix=None, tombstone_index=None,
+                                 dead_letter=dead, now=T0 + timedelta(hours=1))
+            return counts.as_dict(), dead.getvalue()
+        finally:
+            loader._head = original
+
+    assert run(loader._head) == run(loader._loads)

@@ -90,3 +90,33 @@ def test_missing_types_get_their_fallback_and_the_digest_tracks_the_content():
     assert full["_meta"]["digest"] != reduced["_meta"]["digest"]
     assert full["_meta"]["digest"] == template_body("active", IndexNames())["_meta"]["digest"]
     assert full["version"] == template_config()["version"]
+
+
+def test_with_runtime_fields_the_history_indexes_a_few_fields_and_declares_the_rest():
+    from threatq_provider.elasticsearch.templates import field_mappings
+
+    body = template_body("history", IndexNames(), runtime_fields=True)
+    mappings = body["template"]["mappings"]
+    indexed, runtime = _flat(mappings["properties"]), mappings["runtime"]
+    spec = template_config()["history"]["runtime_fields"]
+
+    assert set(indexed) | set(runtime) == set(field_mappings("history"))  # every field, once
+    assert not set(indexed) & set(runtime)
+    assert set(spec["indexed"]) <= set(indexed)
+    for path, mapping in field_mappings("history").items():
+        if path in runtime:
+            assert runtime[path] == {"type": spec["types"][mapping["type"]]}, path
+        else:  # listed, or a type with no runtime counterpart, or not indexed at all
+            assert indexed[path] == mapping, path
+            assert (path in spec["indexed"] or mapping["type"] not in spec["types"]
+                    or mapping.get("index") is False), path
+    assert runtime["threat.indicator.ip"] == {"type": "ip"} and runtime["threat.indicator.url.full"] == {"type": "keyword"}
+    assert indexed["threatq.cidr_block"]["type"] == "ip_range"
+
+
+def test_runtime_fields_change_only_the_history():
+    for flag in (False, True):
+        assert "runtime" not in template_body("active", IndexNames(), runtime_fields=flag)["template"]["mappings"]
+    assert "runtime" not in template_body("history", IndexNames())["template"]["mappings"]
+    light = template_body("history", IndexNames(), runtime_fields=True)
+    assert light["_meta"]["digest"] != template_body("history", IndexNames())["_meta"]["digest"]
