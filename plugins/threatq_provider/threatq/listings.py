@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
+import requests
 
 from threatq_provider.threatq._fields import int_id, join
 from threatq_provider.threatq.errors import ThreatQIncompleteError, ThreatQResponseError, ThreatQValidationError
@@ -76,6 +80,15 @@ class Listings(NameLookups):
         """
         size = self._page_size(page_size)
         path = f"/api/{collection}/query"
+        ahead = _CursorAhead(self, path)
+        try:
+            yield from self._keyset_pages(path, clauses, size, with_, fields, keep_unparsed, ahead)
+        finally:
+            ahead.drop()
+
+    def _keyset_pages(self, path: str, clauses: list[dict[str, Any]], size: int,
+                      with_: Iterable[str] | str | None, fields: Iterable[str] | None, keep_unparsed: bool,
+                      ahead: _CursorAhead) -> Iterator[list[dict[str, Any]]]:
         cursor: str | None = "*"
         last: tuple[str, int] | None = None
         seen = 0  # rows received while following the cursor (a cursor page's total counts them all)
@@ -95,7 +108,11 @@ class Listings(NameLookups):
                 params["sort"] = _SORT
             page = (f"page cursorMark={cursor}" if cursor is not None
                     else f"page after id {last[1]} updated_at {last[0]}" if last else "first page")
-            payload = self.request_json("POST", path, params=params, json=body, page=page)
+            if cursor is not None:
+                payload = ahead.page(params, body, page)
+            else:
+                ahead.drop()
+                payload = self.request_json("POST", path, params=params, json=body, page=page)
             rows = self._parsed_rows("POST", path, self._page_rows("POST", path, payload), page, keep_unparsed)
             try:
                 fresh = [r for r in rows if last is None or sort_key(r) > last]
@@ -144,6 +161,11 @@ class Listings(NameLookups):
                     return
                 else:
                     cursor = nxt
+
+    def _query_response(self, path: str, params: Mapping[str, Any], body: Any) -> requests.Response:
+        """One ``POST …/query`` (retried, re-authenticated as every call): the raw 2xx response."""
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self._send("POST", path, params=clean, json=body, idempotent=True)
 
     def _check_complete(self, path: str, total: int | None, seen: int, remaining: int | None,
                         last: tuple[str, int] | None) -> None:
@@ -361,3 +383,77 @@ class Listings(NameLookups):
         """
         ident = int_id("event_id", event_id)
         yield from self._iter_offset(f"/api/events/{ident}/indicators", {"with": join(with_)}, page_size)
+
+
+class _CursorPeek(msgspec.Struct):
+    nextCursorMark: Any = None  # noqa: N815 - ThreatQ's key
+    data: list[msgspec.Raw] | dict[str, msgspec.Raw] | None = None
+
+
+_PEEK = msgspec.json.Decoder(_CursorPeek)
+
+
+def _peek_cursor(content: bytes, size: int) -> str | None:
+    """``nextCursorMark`` of a full page (``size`` rows), read without building its rows; ``None``
+    for a short page (the end, as a rule), a page without one, or one that is not a plain JSON
+    object (the whole parse then judges it, as always)."""
+    try:
+        peek = _PEEK.decode(content)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    found = peek.nextCursorMark
+    if not isinstance(peek.data, list) or len(peek.data) < size:
+        return None
+    return found if isinstance(found, str) and found else None
+
+
+class _CursorAhead:
+    """The next cursor page, asked for while this one is parsed and staged.
+
+    Paging by cursor is a chain: a page's ``nextCursorMark`` names the next. The whole parse of a
+    page of 1,000 indicators takes tens of milliseconds, during which the server would sit idle;
+    so as soon as a full page's bytes are in, its cursor is read without building its rows and
+    the next page is requested in a worker thread (one request at a time on the session: the caller
+    sends none meanwhile). The read-ahead answer is used only for exactly the request the paging
+    logic then makes (same cursor, same body and parameters); anything else (the paging ends,
+    falls back to keyset, or the server repeated the cursor) waits for it and drops it, error
+    included, so what the caller sees is what paging one request at a time would have given.
+    """
+
+    def __init__(self, client: Listings, path: str) -> None:
+        self.client = client
+        self.path = path
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: tuple[str, Future[requests.Response]] | None = None
+
+    def page(self, params: dict[str, Any], body: Any, page: str) -> Any:
+        """The page ``params["cursorMark"]`` names, parsed; the one after it is asked for meanwhile."""
+        cursor = params["cursorMark"]
+        if self._next is not None and self._next[0] == cursor:
+            resp = self._next[1].result()
+            self._next = None
+        else:
+            self.drop()
+            resp = self.client._query_response(self.path, params, body)
+        if not resp.content:
+            return None
+        nxt = _peek_cursor(resp.content, int(params["limit"]))
+        if nxt is not None and nxt != cursor:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tq-page-ahead")
+            self._next = (nxt, self._pool.submit(self.client._query_response, self.path,
+                                                 {**params, "cursorMark": nxt}, body))
+        return self.client._parse_json("POST", self.path, resp, page)
+
+    def drop(self) -> None:
+        """Wait for a read-ahead request still out and forget it (and its error); stop the thread."""
+        if self._next is not None:
+            future = self._next[1]
+            self._next = None
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - never asked for: paging one at a time would not have seen it
+                log.debug("ThreatQ %s: read-ahead page dropped", self.path, exc_info=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

@@ -37,15 +37,15 @@ def test_window_paging_by_keyset_through_a_cap_delivers_exactly_the_window(sim):
     sim.faults.add(FaultRule(path_regex="^/api/indicators/query", times=None, page_cap=90))
     truth = [i["id"] for i in sim.corpus.iter_indicators(*WINDOW)]
     with client_for(sim, page_size=400) as client:
-        original = client.request_json
+        original = client._parse_json  # every page's answer is parsed here
 
-        def without_cursor(method, path, **kwargs):
-            payload = original(method, path, **kwargs)
+        def without_cursor(*args, **kwargs):
+            payload = original(*args, **kwargs)
             if isinstance(payload, dict):
                 payload.pop("nextCursorMark", None)
             return payload
 
-        client.request_json = without_cursor
+        client._parse_json = without_cursor
         ids = [r["id"] for p in client.iter_indicator_pages(*WINDOW) for r in p]
     assert ids == truth
     keyset_calls = sim.stats["by_path"]["POST /api/indicators/query"]

@@ -239,6 +239,66 @@ def _rows(n, start=0, ts="2026-01-01 00:00:00"):
     return [{"id": start + i, "updated_at": ts, "value": f"v{start + i}"} for i in range(n)]
 
 
+def _cursor_pages(n_full, size=2):
+    """Answers for n_full full cursor pages of ``size`` rows, then a short one; total counts all."""
+    total = n_full * size + 1
+    pages = [{"json": {"total": total, "data": _rows(size, 1 + k * size), "nextCursorMark": f"m{k + 1}"}}
+             for k in range(n_full)]
+    return pages + [{"json": {"total": total, "data": _rows(1, 1 + n_full * size), "nextCursorMark": f"m{n_full + 1}"}}]
+
+
+def test_the_next_cursor_page_is_asked_for_while_a_full_page_is_parsed_and_each_is_asked_once(tq):
+    tq.post(f"{BASE}/api/indicators/query", _cursor_pages(3))
+
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+
+    assert [[r["id"] for r in p] for p in pages] == [[1, 2], [3, 4], [5, 6], [7]]
+    calls = [r.qs["cursormark"][0] for r in tq.request_history if r.path == "/api/indicators/query"]
+    assert calls == ["*", "m1", "m2", "m3"]  # the short last page asks for nothing ahead
+
+
+def test_a_read_ahead_page_that_paging_never_reaches_is_dropped_with_its_error(tq):
+    # The first page holds the whole window (total 2): paging ends there, as it did one request at
+    # a time; the page asked for ahead (m1) failed, and nobody sees that.
+    tq.post(f"{BASE}/api/indicators/query", [
+        {"json": {"total": 2, "data": _rows(2, 1), "nextCursorMark": "m1"}},
+        {"status_code": 400, "json": {"errors": ["cursor expired"]}},
+    ])
+
+    pages = list(make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2))
+
+    assert [[r["id"] for r in p] for p in pages] == [[1, 2]]
+
+
+def test_an_error_of_a_read_ahead_page_that_paging_reaches_is_raised_after_the_pages_before_it(tq):
+    tq.post(f"{BASE}/api/indicators/query", [
+        {"json": {"total": 9, "data": _rows(2, 1), "nextCursorMark": "m1"}},
+        {"status_code": 400, "json": {"errors": ["cursor expired"]}},
+    ])
+    got = []
+
+    with pytest.raises(ThreatQBadRequest):
+        for page in make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2):
+            got.append([r["id"] for r in page])
+
+    assert got == [[1, 2]]
+
+
+def test_leaving_the_pages_early_leaves_no_read_ahead_behind(tq):
+    import threading
+
+    tq.post(f"{BASE}/api/indicators/query", _cursor_pages(5))
+    pages = make_client().iter_indicator_pages("2026-01-01", "2026-01-02", page_size=2)
+
+    first = next(pages)
+    pages.close()
+
+    assert [r["id"] for r in first] == [1, 2]
+    assert not [t for t in threading.enumerate() if t.name.startswith("tq-page-ahead")]
+    calls = [r.qs["cursormark"][0] for r in tq.request_history if r.path == "/api/indicators/query"]
+    assert calls == ["*", "m1"]  # the one asked for ahead, waited for and dropped
+
+
 def test_window_paging_follows_the_cursor_when_the_server_offers_one(tq):
     tq.post(f"{BASE}/api/indicators/query", [
         {"json": {"total": 3, "data": _rows(2, 1), "nextCursorMark": "m1"}},
