@@ -268,8 +268,14 @@ class ThreatQPollIndicatorsOperator(HookOperator):
         mode = str(self.mode or "window")
         if mode not in MODES:
             raise AirflowFailException(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        start = _as_datetime(self.window_start, "window_start")
-        end = _as_datetime(self.window_end, "window_end")
+        if mode == "full_resync":
+            # The window arguments are not read: a run triggered without a logical date (the REST
+            # API's "logical_date": null) has no data interval, and the DAG's window templates
+            # render as jinja's Undefined, which is no reason to refuse a full resync.
+            start, end = FULL_RESYNC_WINDOW
+        else:
+            start = _as_datetime(self.window_start, "window_start")
+            end = _as_datetime(self.window_end, "window_end")
         if mode == "window":
             if start is None or end is None:
                 raise AirflowFailException("window mode needs window_start and window_end")
@@ -277,8 +283,6 @@ class ThreatQPollIndicatorsOperator(HookOperator):
                 raise AirflowFailException(
                     f"window_start {start.isoformat()} is not before window_end {end.isoformat()}"
                 )
-        if mode == "full_resync":
-            start, end = FULL_RESYNC_WINDOW
         collection = optional(self.collection, str)
         if mode == "collection" and not collection:
             raise AirflowFailException("collection mode needs a data collection hash (param 'collection')")

@@ -108,6 +108,20 @@ def test_full_resync_reads_from_1970_to_9999(tmp_path, fake_client):
     assert fake_client.calls[0][1:3] == poll_mod.FULL_RESYNC_WINDOW
 
 
+def test_full_resync_ignores_a_window_that_did_not_render(tmp_path, fake_client):
+    """A run triggered with "logical_date": null has no data interval: the DAG's window templates
+    render as jinja's Undefined, which failed a full resync with "window_start=Undefined is not an
+    ISO-8601 date-time" (seen under a real scheduler, bench/worker_rss.py --no-logical-date)."""
+    import jinja2
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    _op(tmp_path, mode="full_resync", window_start=jinja2.Undefined(name="data_interval_start"),
+        window_end=jinja2.Undefined(name="data_interval_end")).execute({})
+    assert fake_client.calls[0][1:3] == poll_mod.FULL_RESYNC_WINDOW
+    with pytest.raises(AirflowException, match="not an ISO-8601"):  # a window run still refuses it
+        _op(tmp_path, window_start=jinja2.Undefined(name="data_interval_start"), window_end=END).execute({})
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
