@@ -96,7 +96,7 @@ def test_simulators_wheel_holds_the_simulators_their_data_and_console_scripts(si
     assert metadata["Name"] == "threatq-simulators"
     # Nothing of Airflow or of the provider: the simulators run without either.
     requires = {r.split(";")[0].split("<")[0].split(">")[0].strip() for r in metadata.get_all("Requires-Dist")}
-    assert requires == {"pymisp", "pymispgalaxies"}
+    assert requires == {"pymisp", "pymispgalaxies", "orjson"}
     entry_points = simulators_wheel.read(f"{info}/entry_points.txt").decode()
     assert "threatq-sim = threatq_simulators.threatq_cli:main" in entry_points
     assert "misp-double = threatq_simulators.misp_cli:main" in entry_points
