@@ -80,10 +80,23 @@ def collection_cursor_variable(collection: str, instance: str | None = None) -> 
     return f"threatq_collection_cursor__{collection}"
 
 
-def _as_datetime(value: Any, name: str) -> datetime | None:
-    """Accept a datetime, an ISO-8601 string (rendered template) or nothing; the result is UTC."""
+def _as_datetime(value: Any, name: str, *, needs_interval: bool = True) -> datetime | None:
+    """Accept a datetime, an ISO-8601 string (rendered template) or nothing; the result is UTC.
+
+    ``needs_interval=False``: a template over a data interval the run does not have counts as nothing."""
     if is_unset(value):
         return None
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined) and not needs_interval:
+        return None
+    if isinstance(value, Undefined):
+        # A template over the run's data interval, in a run that has none: triggered with
+        # "logical_date": null (the REST API, or the UI's form with the date unset).
+        raise AirflowFailException(
+            f"{name} is undefined: this run has no data interval (it was triggered without a logical "
+            "date). A window run needs one: trigger it with a logical date, give since and until, or "
+            "use mode full_resync")
     try:
         return parse_iso(value, name)
     except CoercionError as exc:
@@ -274,8 +287,8 @@ class ThreatQPollIndicatorsOperator(HookOperator):
             # render as jinja's Undefined, which is no reason to refuse a full resync.
             start, end = FULL_RESYNC_WINDOW
         else:
-            start = _as_datetime(self.window_start, "window_start")
-            end = _as_datetime(self.window_end, "window_end")
+            start = _as_datetime(self.window_start, "window_start", needs_interval=mode == "window")
+            end = _as_datetime(self.window_end, "window_end", needs_interval=mode == "window")
         if mode == "window":
             if start is None or end is None:
                 raise AirflowFailException("window mode needs window_start and window_end")

@@ -118,7 +118,14 @@ def test_full_resync_ignores_a_window_that_did_not_render(tmp_path, fake_client)
     _op(tmp_path, mode="full_resync", window_start=jinja2.Undefined(name="data_interval_start"),
         window_end=jinja2.Undefined(name="data_interval_end")).execute({})
     assert fake_client.calls[0][1:3] == poll_mod.FULL_RESYNC_WINDOW
-    with pytest.raises(AirflowException, match="not an ISO-8601"):  # a window run still refuses it
+    # A collection run reads no window either.
+    plan = _op(tmp_path, mode="collection", collection="abc123",
+               window_start=jinja2.Undefined(name="data_interval_start"),
+               window_end=jinja2.Undefined(name="data_interval_end"))._plan()
+    assert (plan["mode"], plan["window_start"], plan["window_end"]) == ("collection", None, None)
+    # A window run still refuses it, saying why and what to do.
+    with pytest.raises(AirflowException, match="window_start is undefined: this run has no data interval "
+                                               r"\(it was triggered without a logical date\).*since and until"):
         _op(tmp_path, window_start=jinja2.Undefined(name="data_interval_start"), window_end=END).execute({})
 
 
