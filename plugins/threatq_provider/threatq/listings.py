@@ -162,11 +162,6 @@ class Listings(NameLookups):
                 else:
                     cursor = nxt
 
-    def _query_response(self, path: str, params: Mapping[str, Any], body: Any) -> requests.Response:
-        """One ``POST …/query`` (retried, re-authenticated as every call): the raw 2xx response."""
-        clean = {k: v for k, v in params.items() if v is not None}
-        return self._send("POST", path, params=clean, json=body, idempotent=True)
-
     def _check_complete(self, path: str, total: int | None, seen: int, remaining: int | None,
                         last: tuple[str, int] | None) -> None:
         """At the server's end signal: raise when it still counts rows it never sent."""
@@ -434,15 +429,15 @@ class _CursorAhead:
             self._next = None
         else:
             self.drop()
-            resp = self.client._query_response(self.path, params, body)
+            resp = self.client._response("POST", self.path, params=params, json=body)
         if not resp.content:
             return None
         nxt = _peek_cursor(resp.content, int(params["limit"]))
         if nxt is not None and nxt != cursor:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tq-page-ahead")
-            self._next = (nxt, self._pool.submit(self.client._query_response, self.path,
-                                                 {**params, "cursorMark": nxt}, body))
+            self._next = (nxt, self._pool.submit(self.client._response, "POST", self.path,
+                                                 params={**params, "cursorMark": nxt}, json=body))
         return self.client._parse_json("POST", self.path, resp, page)
 
     def drop(self) -> None:

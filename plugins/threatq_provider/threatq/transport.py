@@ -478,14 +478,19 @@ class Transport:
             :class:`~threatq_provider.threatq.paging.UnparsedRow`; the error otherwise names it.
         :return: the parsed body.
         """
+        resp = self._response(method, path, params=params, json=json, idempotent=idempotent)
+        if not resp.content:
+            return None
+        return self._parse_json(method.upper(), path, resp, page)
+
+    def _response(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                  idempotent: bool | None = None) -> requests.Response:
+        """The raw 2xx response of :meth:`request_json` (same parameters), before parsing."""
         method = method.upper()
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE") or path.rstrip("/").endswith("/query")
         clean = {k: v for k, v in (params or {}).items() if v is not None}
-        resp = self._send(method, path, params=clean, json=json, idempotent=idempotent)
-        if not resp.content:
-            return None
-        return self._parse_json(method, path, resp, page)
+        return self._send(method, path, params=clean, json=json, idempotent=idempotent)
 
     def _get(self, path: str, **params: Any) -> Any:
         return self.request_json("GET", path, params=params)
